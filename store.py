@@ -1,0 +1,514 @@
+"""
+The token store and the project's shared constants.
+
+One module owns the on-disk format that fetch_arxiv.py writes and that the dataset, train.py and
+evaluate.py read (see README.md, "The store format"). A store directory holds:
+
+    tokens.bin    little-endian uint16, papers concatenated (train, validation, test; source row order),
+                  each paper followed by one <|endoftext|> (id 0) separator that belongs to no span
+    index.jsonl   line i: {"paper_id": i, "split", "label", "category", "offset", "length", "n_bytes", ...}
+    splits.json   {"train": [paper_id, ...], "validation": [...], "test": [...]}
+    meta.json     written last: its presence means the store is complete (manifest with sha256s, counts,
+                  tokenizer, dataset, variant and store_id)
+
+Also here: the 11 category names, select_categories() (the balanced cyclic design) and S3 sync.
+"""
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+FORMAT_VERSION = 1
+# ccdv/arxiv-classification label names in the dataset's ClassLabel order.
+CATEGORIES = ["math.AC", "cs.CV", "cs.AI", "cs.SY", "math.GR", "cs.CE", "cs.PL", "cs.IT", "cs.DS",
+              "cs.NE", "math.ST"]
+SPLITS = ("train", "validation", "test")
+DATA_FILES = ("tokens.bin", "index.jsonl", "splits.json")
+EOS_ID = 0  # <|endoftext|> in the GPT-NeoX-20B tokenizer; the only separator the format allows
+TOKEN_DTYPE = np.dtype("<u2")
+
+PROJECT_DIR = Path(__file__).resolve().parent
+BUNDLED_TOKENIZER = PROJECT_DIR / "data" / "tokenizer" / "20B_tokenizer.json"
+BUNDLED_TOKENIZER_SHA256 = "56ac4821e129d2c520fdaba60abd920fa852ada51b45c0dd52bbb6bd8c985ade"
+SAMPLE_CORPUS = PROJECT_DIR / "data" / "sample_corpus"
+
+# The project's fixed permutation of the 11 categories for select_categories(). It was derived once
+# with numpy.random.default_rng(20240611).permutation(11) applied to CATEGORIES and is written out
+# here so that it can never change with a numpy version: [1, 7, 4, 9, 3, 10, 8, 6, 2, 0, 5].
+CATEGORY_PERMUTATION = ["cs.CV", "cs.IT", "math.GR", "cs.NE", "cs.SY", "math.ST", "cs.DS", "cs.PL",
+                        "cs.AI", "math.AC", "cs.CE"]
+
+
+class StoreError(Exception):
+    """A user-facing problem with a store, a flag or a remote: the message is one actionable line."""
+
+
+def select_categories(K, seed):
+    """The balanced cyclic design: [pi[(seed + j) mod 11] for j < K].
+
+    For a fixed seed the sets are nested in K; over seeds 0..10 every category is chosen exactly K times.
+    """
+    n = len(CATEGORY_PERMUTATION)
+    if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or not 1 <= K <= n:
+        raise StoreError(f"--K must be an integer in 1..{n}, got {K!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise StoreError(f"--seed must be a non-negative integer, got {seed!r}")
+    return [CATEGORY_PERMUTATION[(seed + j) % n] for j in range(K)]
+
+
+# ----------------------------------------------------------------------------------------------------
+# hashing and atomic directory publication
+
+def sha256_file(path, progress=None):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(1 << 22)
+            if not chunk:
+                break
+            h.update(chunk)
+            if progress is not None:
+                progress.update(len(chunk))
+    return h.hexdigest()
+
+
+def compute_store_id(file_hashes):
+    """sha256 of "<sha tokens.bin>\\n<sha index.jsonl>\\n<sha splits.json>\\n": the store's identity."""
+    text = "".join(file_hashes[name] + "\n" for name in DATA_FILES)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def temp_dir_beside(final_dir, tag="tmp"):
+    """A fresh hidden directory next to final_dir (same filesystem, so a rename publishes it)."""
+    final_dir = Path(final_dir)
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final_dir.parent / f".{final_dir.name}.{tag}-{os.getpid()}-{time.time_ns()}"
+    tmp.mkdir()
+    return tmp
+
+
+def publish_dir(tmp_dir, final_dir):
+    """Move a finished tmp_dir to final_dir. A kill at any moment leaves the old complete dir or none."""
+    final_dir = Path(final_dir)
+    old = None
+    if final_dir.exists():
+        old = final_dir.parent / f".{final_dir.name}.old-{os.getpid()}-{time.time_ns()}"
+        os.rename(final_dir, old)
+    os.rename(tmp_dir, final_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_json_atomic(path, obj, indent=None):
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=indent)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------------
+# writer
+
+class StoreWriter:
+    """Streams papers into a temporary directory; finish() writes the manifest and renames it into place.
+
+    Papers must arrive split by split (train, then validation, then test). Nothing is held in memory
+    but the per-paper index rows' counters: tokens go straight to disk and into a running sha256.
+    """
+
+    def __init__(self, final_dir, categories, separator=True):
+        self.final_dir = Path(final_dir)
+        self.categories = list(categories)
+        self.separator = bool(separator)
+        self.tmp = temp_dir_beside(self.final_dir)
+        self._tok_f = open(self.tmp / "tokens.bin", "wb")
+        self._idx_f = open(self.tmp / "index.jsonl", "wb")
+        self._tok_h, self._idx_h = hashlib.sha256(), hashlib.sha256()
+        self._sep = np.array([EOS_ID], dtype=TOKEN_DTYPE).tobytes()
+        self.n_tokens_written = 0  # including separators
+        self.splits = {s: [] for s in SPLITS}
+        self.counts = {s: {"papers": 0, "tokens": 0, "bytes": 0} for s in SPLITS}
+        self.category_counts = {c: {s: {"papers": 0, "tokens": 0, "bytes": 0} for s in SPLITS}
+                                for c in self.categories}
+        self._split_pos = 0
+        self._closed = False
+
+    def add(self, split, label, ids, n_bytes, **extra):
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}")
+        pos = SPLITS.index(split)
+        if pos < self._split_pos:
+            raise ValueError("papers must be added split by split: train, validation, test")
+        self._split_pos = pos
+        if not 0 <= int(label) < len(self.categories):
+            raise StoreError(f"label {label} is outside 0..{len(self.categories) - 1}")
+        arr = np.asarray(ids)
+        if arr.size and (arr.min() < 0 or arr.max() > np.iinfo(TOKEN_DTYPE).max):
+            raise StoreError("a token id does not fit uint16; the store format needs a vocabulary <= 65536")
+        data = arr.astype(TOKEN_DTYPE, copy=False).tobytes()
+        self._tok_f.write(data)
+        self._tok_h.update(data)
+        paper_id = sum(len(v) for v in self.splits.values())
+        row = {"paper_id": paper_id, "split": split, "label": int(label),
+               "category": self.categories[int(label)], "offset": self.n_tokens_written,
+               "length": int(arr.size), "n_bytes": int(n_bytes), **extra}
+        self.n_tokens_written += int(arr.size)
+        if self.separator:
+            self._tok_f.write(self._sep)
+            self._tok_h.update(self._sep)
+            self.n_tokens_written += 1
+        line = (json.dumps(row) + "\n").encode()
+        self._idx_f.write(line)
+        self._idx_h.update(line)
+        self.splits[split].append(paper_id)
+        for c in (self.counts[split], self.category_counts[row["category"]][split]):
+            c["papers"] += 1
+            c["tokens"] += row["length"]
+            c["bytes"] += row["n_bytes"]
+        return paper_id
+
+    def finish(self, meta_extra):
+        """Write splits.json and meta.json (last), fsync, and publish. Returns the final meta dict."""
+        for f in (self._tok_f, self._idx_f):
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+        self._closed = True
+        splits_bytes = (json.dumps(self.splits) + "\n").encode()
+        (self.tmp / "splits.json").write_bytes(splits_bytes)
+        hashes = {"tokens.bin": self._tok_h.hexdigest(), "index.jsonl": self._idx_h.hexdigest(),
+                  "splits.json": hashlib.sha256(splits_bytes).hexdigest()}
+        files = {n: {"bytes": (self.tmp / n).stat().st_size, "sha256": hashes[n]} for n in DATA_FILES}
+        meta = {"format_version": FORMAT_VERSION, "dtype": "uint16", "categories": self.categories,
+                "separator_token_id": EOS_ID if self.separator else None,
+                "n_tokens_total": self.n_tokens_written,
+                "counts": self.counts, "category_counts": self.category_counts,
+                **meta_extra, "files": files, "store_id": compute_store_id(hashes)}
+        meta.setdefault("max_examples_per_split", None)
+        _write_json_atomic(self.tmp / "meta.json", meta, indent=1)
+        publish_dir(self.tmp, self.final_dir)
+        return meta
+
+    def abort(self):
+        if not self._closed:
+            for f in (self._tok_f, self._idx_f):
+                f.close()
+            self._closed = True
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.abort()
+        return False
+
+
+# ----------------------------------------------------------------------------------------------------
+# reader
+
+def read_meta(data_dir):
+    """meta.json of a complete store, or None when the directory holds no complete store."""
+    p = Path(data_dir) / "meta.json"
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise StoreError(f"{p}: unreadable meta.json ({e}); rebuild the store with fetch_arxiv.py --force")
+
+
+def check_files(data_dir, meta, verify_sha256=False, progress=False):
+    """Compare the data files with the manifest: sizes always, sha256 when asked. Raises StoreError."""
+    data_dir = Path(data_dir)
+    for name in DATA_FILES:
+        spec = meta.get("files", {}).get(name)
+        path = data_dir / name
+        if spec is None:
+            raise StoreError(f"{data_dir}/meta.json: the manifest has no entry for {name}")
+        if not path.is_file():
+            raise StoreError(f"{path}: missing; the store is incomplete, rebuild it with fetch_arxiv.py --force")
+        size = path.stat().st_size
+        if size != spec["bytes"]:
+            raise StoreError(f"{path}: {size} bytes but meta.json says {spec['bytes']}; the store is "
+                             "corrupt, rebuild it with fetch_arxiv.py --force")
+        if verify_sha256:
+            bar = None
+            if progress:
+                from tqdm import tqdm
+                bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"sha256 {name}", leave=False)
+            digest = sha256_file(path, bar)
+            if bar is not None:
+                bar.close()
+            if digest != spec["sha256"]:
+                raise StoreError(f"{path}: sha256 {digest[:16]}... does not match meta.json "
+                                 f"({spec['sha256'][:16]}...); the store is corrupt")
+
+
+class Store:
+    """A complete token store opened for reading.
+
+    tokens: np.memmap (or an in-RAM array with in_memory=True) of uint16.
+    The index is kept as numpy arrays (offset, length, label, split_code, n_bytes), never as a list of
+    dicts, so forked DataLoader workers share it instead of copying it on every refcount touch.
+    """
+
+    def __init__(self, data_dir, verify=False, in_memory=False):
+        self.dir = Path(data_dir)
+        if not self.dir.is_dir():
+            raise StoreError(f"{self.dir}: no such store directory; build one with fetch_arxiv.py "
+                             "(see README.md)")
+        meta = read_meta(self.dir)
+        if meta is None:
+            raise StoreError(f"{self.dir}: no meta.json, so not a complete token store; build it with "
+                             "fetch_arxiv.py")
+        if meta.get("format_version") != FORMAT_VERSION or meta.get("dtype") != "uint16":
+            raise StoreError(f"{self.dir}/meta.json: format_version {meta.get('format_version')} / dtype "
+                             f"{meta.get('dtype')} is not the supported {FORMAT_VERSION} / uint16")
+        check_files(self.dir, meta, verify_sha256=verify)
+        self.meta = meta
+        self.categories = list(meta["categories"])
+        self.store_id = meta["store_id"]
+        tok_path = self.dir / "tokens.bin"
+        if in_memory:
+            self.tokens = np.fromfile(tok_path, dtype=TOKEN_DTYPE)
+        elif tok_path.stat().st_size == 0:
+            self.tokens = np.zeros(0, dtype=TOKEN_DTYPE)  # np.memmap refuses empty files
+        else:
+            self.tokens = np.memmap(tok_path, dtype=TOKEN_DTYPE, mode="r")
+        self._load_index()
+
+    def _load_index(self):
+        rows = []
+        with open(self.dir / "index.jsonl") as f:
+            for i, line in enumerate(f):
+                r = json.loads(line)
+                if r["paper_id"] != i:
+                    raise StoreError(f"{self.dir}/index.jsonl line {i + 1}: paper_id {r['paper_id']} != {i}")
+                rows.append((r["offset"], r["length"], r["label"], SPLITS.index(r["split"]), r["n_bytes"]))
+        arr = np.array(rows, dtype=np.int64).reshape(-1, 5)
+        self.offset, self.length, self.label, self.split_code, self.n_bytes = (arr[:, j].copy() for j in range(5))
+        self.label = self.label.astype(np.int32)
+        self.split_code = self.split_code.astype(np.int8)
+        if len(arr) and int((self.offset + self.length).max()) > len(self.tokens):
+            raise StoreError(f"{self.dir}/index.jsonl: a span runs past the end of tokens.bin; the store is corrupt")
+        if len(arr) and (self.label.min() < 0 or self.label.max() >= len(self.categories)):
+            raise StoreError(f"{self.dir}/index.jsonl: a label is outside the {len(self.categories)} categories")
+        splits = json.loads((self.dir / "splits.json").read_text())
+        self.splits = {s: np.asarray(splits.get(s, []), dtype=np.int64) for s in SPLITS}
+
+    # --- metadata
+    @property
+    def n_papers(self):
+        return len(self.offset)
+
+    @property
+    def vocab_size(self):
+        """Size of the tokenizer's vocabulary (ids are < this), from the manifest."""
+        tok = self.meta.get("tokenizer") or {}
+        if tok.get("vocab_size"):
+            return int(tok["vocab_size"])
+        return int(self.tokens.max()) + 1 if len(self.tokens) else 1
+
+    @property
+    def tokenizer_sha256(self):
+        return (self.meta.get("tokenizer") or {}).get("sha256")
+
+    def category_ids(self, names):
+        """Label ids for category names; an unknown name is a StoreError listing the valid ones."""
+        ids = []
+        for n in names:
+            if n not in self.categories:
+                raise StoreError(f"unknown category {n!r}; valid names: {' '.join(self.categories)}")
+            ids.append(self.categories.index(n))
+        return ids
+
+    def papers(self, split, categories=None):
+        """Paper ids of a split (index order), optionally restricted to category names."""
+        if split not in SPLITS:
+            raise StoreError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+        ids = self.splits[split]
+        if categories is not None:
+            ids = ids[np.isin(self.label[ids], self.category_ids(categories))]
+        return ids
+
+    def paper_tokens(self, paper_id):
+        o, n = int(self.offset[paper_id]), int(self.length[paper_id])
+        return self.tokens[o:o + n]
+
+
+# ----------------------------------------------------------------------------------------------------
+# S3 sync. meta.json is the commit marker: uploaded last, downloaded first; a prefix without it holds
+# no complete store. Every data object carries its sha256 as user metadata so that an identical
+# re-upload can be skipped without reading the remote bytes.
+
+def _s3_fail(e, what):
+    """Translate a boto3/botocore exception into a one-line StoreError (never echoing credentials)."""
+    import botocore.exceptions as bx
+    if isinstance(e, (bx.NoCredentialsError, bx.PartialCredentialsError)):
+        return StoreError(f"{what}: no AWS credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                          "AWS_PROFILE, or use an instance role)")
+    if isinstance(e, (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError,
+                      bx.ConnectionClosedError)):
+        return StoreError(f"{what}: cannot reach the S3 endpoint ({type(e).__name__}); check "
+                          "--s3_endpoint_url / AWS_ENDPOINT_URL and the network")
+    if isinstance(e, bx.ClientError):
+        code = str(e.response.get("Error", {}).get("Code", ""))
+        if code in ("NoSuchBucket",):
+            return StoreError(f"{what}: the bucket does not exist; create it or fix --s3_bucket")
+        if code in ("AccessDenied", "403", "Forbidden", "AllAccessDisabled"):
+            return StoreError(f"{what}: access denied; check the credentials' permissions on the bucket")
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"):
+            return StoreError(f"{what}: the AWS credentials were rejected ({code})")
+        return StoreError(f"{what}: S3 error {code}: {e.response.get('Error', {}).get('Message', '')}")
+    if isinstance(e, bx.BotoCoreError):
+        return StoreError(f"{what}: {type(e).__name__}: {e}")
+    return None
+
+
+def s3_client(endpoint_url=None):
+    """A boto3 S3 client with short timeouts and bounded retries: an unreachable endpoint fails in seconds."""
+    import boto3
+    from botocore.config import Config
+    cfg = Config(connect_timeout=3, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"})
+    return boto3.client("s3", endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None,
+                        config=cfg)
+
+
+def _key(prefix, name):
+    return f"{prefix.rstrip('/')}/{name}" if prefix else name
+
+
+def _head(client, bucket, key):
+    import botocore.exceptions as bx
+    try:
+        return client.head_object(Bucket=bucket, Key=key)
+    except bx.ClientError as e:
+        if str(e.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+
+
+def _get_remote_meta(client, bucket, prefix):
+    import botocore.exceptions as bx
+    try:
+        body = client.get_object(Bucket=bucket, Key=_key(prefix, "meta.json"))["Body"].read()
+    except bx.ClientError as e:
+        if str(e.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+    return json.loads(body)
+
+
+def _transfer_config():
+    from boto3.s3.transfer import TransferConfig
+    # multipart above 64 MiB: tokens.bin of the full dataset is ~1 GB
+    return TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20, max_concurrency=8)
+
+
+def upload_store(data_dir, bucket, prefix, client, log=print):
+    """Upload a complete local store. Returns the number of bytes sent (0 for an identical store)."""
+    from tqdm import tqdm
+    data_dir = Path(data_dir)
+    meta = read_meta(data_dir)
+    if meta is None:
+        raise StoreError(f"{data_dir}: no complete store to upload")
+    where = f"s3://{bucket}/{prefix}"
+    try:
+        remote = _get_remote_meta(client, bucket, prefix)
+        if remote is not None and remote.get("variant") != meta.get("variant"):
+            raise StoreError(f"{where} holds a store of another variant ({remote.get('variant_id')}), "
+                             f"not {meta.get('variant_id')}; refusing to overwrite it (choose another --s3_prefix)")
+        sent = 0
+        todo = []
+        for name in DATA_FILES:
+            spec = meta["files"][name]
+            head = _head(client, bucket, _key(prefix, name))
+            if head and head["ContentLength"] == spec["bytes"] and head.get("Metadata", {}).get("sha256") == spec["sha256"]:
+                continue
+            todo.append(name)
+        meta_bytes = (data_dir / "meta.json").read_bytes()
+        if not todo and remote is not None and remote.get("store_id") == meta["store_id"]:
+            log(f"{where}: remote store is identical (store_id {meta['store_id'][:12]}); nothing uploaded")
+            return 0
+        if remote is not None:
+            # the remote is about to change: drop its commit marker first so no reader sees a mix
+            client.delete_object(Bucket=bucket, Key=_key(prefix, "meta.json"))
+        for name in todo:
+            size = meta["files"][name]["bytes"]
+            with tqdm(total=size, unit="B", unit_scale=True, desc=f"upload {name}") as bar:
+                client.upload_file(str(data_dir / name), bucket, _key(prefix, name),
+                                   ExtraArgs={"Metadata": {"sha256": meta["files"][name]["sha256"]}},
+                                   Config=_transfer_config(), Callback=bar.update)
+            sent += size
+        client.put_object(Bucket=bucket, Key=_key(prefix, "meta.json"), Body=meta_bytes,
+                          Metadata={"sha256": hashlib.sha256(meta_bytes).hexdigest()})
+        sent += len(meta_bytes)
+    except StoreError:
+        raise
+    except Exception as e:  # botocore errors become one line; anything else is a bug and propagates
+        err = _s3_fail(e, f"upload to {where}")
+        if err is None:
+            raise
+        raise err from None
+    log(f"{where}: uploaded {len(todo)} data file(s) + meta.json, {sent:,} bytes")
+    return sent
+
+
+def download_store(bucket, prefix, data_dir, expected_variant, client, log=print):
+    """Fetch a complete remote store into data_dir. False when the remote holds no complete store.
+
+    The variant must match; every file's sha256 is checked before the store is put in place.
+    """
+    from tqdm import tqdm
+    where = f"s3://{bucket}/{prefix}"
+    tmp = None
+    try:
+        meta = _get_remote_meta(client, bucket, prefix)
+        if meta is None:
+            log(f"{where}: no complete store there (no meta.json)")
+            return False
+        if meta.get("variant") != expected_variant:
+            raise StoreError(f"{where} holds a store of another variant ({meta.get('variant_id')}); "
+                             "refusing to use it (fix --s3_prefix or the build flags)")
+        tmp = temp_dir_beside(data_dir, tag="download")
+        for name in DATA_FILES:
+            spec = meta["files"][name]
+            with tqdm(total=spec["bytes"], unit="B", unit_scale=True, desc=f"download {name}") as bar:
+                client.download_file(bucket, _key(prefix, name), str(tmp / name),
+                                     Config=_transfer_config(), Callback=bar.update)
+            digest = sha256_file(tmp / name)
+            if digest != spec["sha256"]:
+                raise StoreError(f"{where}/{name}: sha256 {digest[:16]}... does not match the remote manifest "
+                                 f"({spec['sha256'][:16]}...); the remote file is corrupt")
+        _write_json_atomic(tmp / "meta.json", meta, indent=1)
+        publish_dir(tmp, data_dir)
+        tmp = None
+    except StoreError:
+        raise
+    except Exception as e:
+        err = _s3_fail(e, f"download from {where}")
+        if err is None:
+            raise
+        raise err from None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    log(f"{where}: downloaded and verified store {meta['store_id'][:12]} into {data_dir}")
+    return True
+
+
+def die(msg, code=2):
+    """One line on stderr and a non-zero exit: the way every script reports a user's mistake."""
+    print(f"error: {msg}", file=sys.stderr)
+    raise SystemExit(code)
