@@ -218,10 +218,11 @@ def split_rows(ds_split, max_n, n_categories, split, where):
         for i, ex in enumerate(ds_split):
             label = ex["label"]
             if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= label < n_categories:
-                st.die(f"{where}: {split} row {i}: label {label!r} is not an integer in 0..{n_categories - 1}")
+                raise st.StoreError(f"{where}: {split} row {i}: label {label!r} is not an integer in "
+                                    f"0..{n_categories - 1}")
             text = ex["text"]
             if text is not None and not isinstance(text, str):
-                st.die(f"{where}: {split} row {i}: text is {type(text).__name__}, not a string")
+                raise st.StoreError(f"{where}: {split} row {i}: text is {type(text).__name__}, not a string")
             yield i, text or "", int(label)
 
     if max_n is None:
@@ -276,12 +277,11 @@ def build_store(args, tok, tok_info, variant):
                         total = ds[split].info.splits[split].num_examples
                     except Exception:
                         total = None
-                bar = tqdm(total=total, unit="paper", desc=f"tokenize {split}")
-                for payload, texts in batched(split_rows(ds[split], args.max_examples_per_split,
-                                                         len(label_names), split, where), split):
-                    yield payload, texts
-                    bar.update(len(texts))
-                bar.close()
+                with tqdm(total=total, unit="paper", desc=f"tokenize {split}") as bar:
+                    for payload, texts in batched(split_rows(ds[split], args.max_examples_per_split,
+                                                             len(label_names), split, where), split):
+                        yield payload, texts
+                        bar.update(len(texts))
 
         for (split, rows), ids_list in encode_ordered(all_batches(), backend, args.num_proc):
             for (row, text, label), ids in zip(rows, ids_list):

@@ -381,7 +381,9 @@ def s3_client(endpoint_url=None):
     import boto3
     from botocore.config import Config
     cfg = Config(connect_timeout=3, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"})
-    return boto3.client("s3", endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None,
+    # a fresh Session, not boto3's module-level default one: that one caches credentials for the life of
+    # the process and is not thread-safe
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None,
                         config=cfg)
 
 

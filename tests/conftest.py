@@ -1,0 +1,131 @@
+"""Shared fixtures: real parts only (datasets' parquet loader, the bundled tokenizer, an S3 server on
+127.0.0.1, synthetic stores written through the store module)."""
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+OUTPUTS = ROOT / "tests" / "outputs"
+
+# Never talk to the real AWS, the instance-metadata address, wandb's servers or the HF hub.
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+os.environ["WANDB_MODE"] = "disabled"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import store as st  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def outputs():
+    OUTPUTS.mkdir(parents=True, exist_ok=True)
+    return OUTPUTS
+
+
+@pytest.fixture(scope="session")
+def sample_store(outputs):
+    """The shipped sample corpus, built once per session with the bundled tokenizer."""
+    import fetch_arxiv
+    out = outputs / "sample_store"
+    fetch_arxiv.main(["--dataset_path", str(st.SAMPLE_CORPUS), "--full_dataset", "--output_dir", str(out)])
+    return out
+
+
+def write_hub_copy(path, splits, label_feature="classlabel", shards=1):
+    """Write {split: [(text, label), ...]} as parquet in the hub layout (train-00000-of-0000N.parquet)."""
+    import datasets
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    label = (datasets.ClassLabel(names=st.CATEGORIES) if label_feature == "classlabel"
+             else datasets.Value("int64"))
+    feats = datasets.Features({"text": datasets.Value("string"), "label": label})
+    for split, rows in splits.items():
+        chunks = np.array_split(np.arange(len(rows)), shards)
+        for k, idx in enumerate(chunks):
+            part = [rows[i] for i in idx]
+            ds = datasets.Dataset.from_dict({"text": [r[0] for r in part], "label": [r[1] for r in part]},
+                                            features=feats)
+            ds.to_parquet(str(path / f"{split}-{k:05d}-of-{shards:05d}.parquet"))
+    return path
+
+
+def make_synthetic_store(path, n_categories=3, vocab=64, papers_per_split=(8, 3, 3), length=(150, 600),
+                         seed=0, kind="cyclic"):
+    """A store whose next-token entropy is known.
+
+    kind="cyclic": category c's papers repeat a fixed random cycle of tokens (period 7 + c) drawn from
+    the category's own slice of the vocabulary, so after one period of context the next token is
+    deterministic (entropy 0) and a learner's loss can fall far below ln(vocab).
+    kind="uniform": i.i.d. uniform tokens over the vocabulary: entropy exactly ln(vocab).
+    """
+    rng = np.random.default_rng(seed)
+    cats = st.CATEGORIES[:n_categories]
+    with st.StoreWriter(path, cats) as w:
+        for split, n in zip(st.SPLITS, papers_per_split):
+            for i in range(n * n_categories):
+                c = i % n_categories
+                L = int(rng.integers(length[0], length[1] + 1))
+                if kind == "uniform":
+                    ids = rng.integers(1, vocab, size=L)
+                else:
+                    crng = np.random.default_rng(1000 + c)
+                    period = 7 + c
+                    lo = 1 + c * ((vocab - 1) // n_categories)
+                    cycle = crng.integers(lo, lo + (vocab - 1) // n_categories, size=period)
+                    start = int(rng.integers(0, period))
+                    ids = np.resize(np.roll(cycle, -start), L)
+                w.add(split, c, ids, n_bytes=2 * L)
+        meta = w.finish({"dataset": {"name": "synthetic", "config": kind, "revision": None, "path": None},
+                         "tokenizer": {"name": "synthetic", "sha256": None, "vocab_size": vocab,
+                                       "eos_token_id": 0},
+                         "max_examples_per_split": None, "variant": {"synthetic": kind},
+                         "variant_id": f"synthetic-{kind}"})
+    return Path(path), meta
+
+
+@pytest.fixture(scope="session")
+def synthetic_store(outputs):
+    path, _ = make_synthetic_store(outputs / "synthetic_cyclic")
+    return path
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on 127.0.0.1 (a real HTTP S3 endpoint), with throwaway credentials."""
+    from moto.server import ThreadedMotoServer
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(50):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield url
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """Environment of a user with credentials and AWS_ENDPOINT_URL pointing at the local server."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing-key-id")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret-key-value")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return s3_server

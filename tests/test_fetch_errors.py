@@ -1,0 +1,64 @@
+"""Bad input to fetch_arxiv.py: one clear line on stderr and a non-zero exit, no traceback."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+import fetch_arxiv
+import store as st
+from conftest import ROOT, write_hub_copy
+
+
+def _fails(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        fetch_arxiv.main(argv)
+    assert e.value.code not in (0, None)
+    err = capsys.readouterr().err
+    lines = [l for l in err.splitlines() if l.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_missing_dataset_path(tmp_path, capsys):
+    msg = _fails(["--dataset_path", str(tmp_path / "nope")], capsys)
+    assert "--dataset_path" in msg and "no such directory" in msg
+
+
+def test_dataset_path_without_hub_layout(tmp_path, capsys):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "train-0.parquet").write_bytes(b"")
+    msg = _fails(["--dataset_path", str(tmp_path / "d"), "--output_dir", str(tmp_path / "o")], capsys)
+    assert "validation-*.parquet" in msg and "test-*.parquet" in msg
+
+
+def test_bad_label(tmp_path, capsys):
+    hub = write_hub_copy(tmp_path / "h", {s: [("ok", 1), ("bad", -1)] for s in st.SPLITS}, label_feature="int")
+    capsys.readouterr()
+    msg = _fails(["--dataset_path", str(hub), "--output_dir", str(tmp_path / "o"), "--full_dataset"], capsys)
+    assert "train row 1: label -1" in msg
+    assert not (tmp_path / "o").exists()
+
+
+def test_tokenizer_too_large_for_uint16(tmp_path, capsys):
+    from tokenizers import Tokenizer, models
+    vocab = {f"t{i}": i for i in range(70000)}
+    vocab["[UNK]"] = 70000
+    Tokenizer(models.WordLevel(vocab, unk_token="[UNK]")).save(str(tmp_path / "big.json"))
+    msg = _fails(["--dataset_path", str(st.SAMPLE_CORPUS), "--tokenizer", str(tmp_path / "big.json"),
+                  "--output_dir", str(tmp_path / "o")], capsys)
+    assert "does not fit" in msg and "uint16" in msg
+
+
+def test_bad_numbers_and_s3_without_bucket(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("S3_BUCKET", raising=False)
+    assert "--max_examples_per_split" in _fails(["--max_examples_per_split", "0"], capsys)
+    assert "--num_proc" in _fails(["--num_proc", "0"], capsys)
+    assert "--s3_bucket" in _fails(["--upload_to_s3"], capsys)
+
+
+def test_cli_subprocess_no_traceback(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "fetch_arxiv.py"), "--dataset_path", str(tmp_path / "x")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and "no such directory" in r.stderr

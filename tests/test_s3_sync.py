@@ -1,0 +1,160 @@
+"""S3 sync against a real S3-protocol HTTP server (moto) on 127.0.0.1, with the aws CLI as an
+independent client."""
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import boto3
+import pytest
+
+import fetch_arxiv
+import store as st
+
+SAMPLE = ["--dataset_path", str(st.SAMPLE_CORPUS), "--max_examples_per_split", "11"]
+
+
+def _bucket(s3_env, name):
+    c = boto3.client("s3", endpoint_url=s3_env)
+    c.create_bucket(Bucket=name)
+    return c
+
+
+def _objects(c, bucket, prefix=""):
+    resp = c.list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return {o["Key"]: o for o in resp.get("Contents", [])}
+
+
+def test_upload_visible_to_aws_cli_download_identical(tmp_path, s3_env, capsys):
+    c = _bucket(s3_env, "upload-bucket")
+    local = tmp_path / "local"
+    meta = fetch_arxiv.main(SAMPLE + ["--output_dir", str(local), "--upload_to_s3", "--s3_bucket", "upload-bucket"])
+    out = capsys.readouterr().out
+    prefix = f"arxiv-ergodic-scaling/path__sample_corpus/{meta['variant_id']}"
+    assert f"s3://upload-bucket/{prefix}: uploaded 3 data file(s)" in out
+    # credentials never appear in output
+    assert "testing-secret-key-value" not in out and "testing-key-id" not in out
+    # an independent client sees the four files with the right sizes
+    aws = shutil.which("aws")
+    assert aws, "the aws CLI (awscli in requirements.txt) is needed"
+    ls = subprocess.run([aws, "s3", "ls", f"s3://upload-bucket/{prefix}/", "--endpoint-url", s3_env],
+                        capture_output=True, text=True, timeout=60, env=os.environ.copy())
+    assert ls.returncode == 0, ls.stderr
+    listed = {line.split()[-1]: int(line.split()[-2]) for line in ls.stdout.splitlines()}
+    assert listed == {**{n: meta["files"][n]["bytes"] for n in st.DATA_FILES},
+                      "meta.json": (local / "meta.json").stat().st_size}
+    # a second machine downloads instead of building: the source is not touched (bogus path proves it)
+    fresh = tmp_path / "fresh"
+    meta2 = fetch_arxiv.main(["--dataset_path", str(st.SAMPLE_CORPUS), "--max_examples_per_split", "11",
+                              "--output_dir", str(fresh), "--download_from_s3", "--s3_bucket", "upload-bucket"])
+    assert "downloaded and verified" in capsys.readouterr().out
+    assert meta2["store_id"] == meta["store_id"]
+    for n in st.DATA_FILES + ("meta.json",):
+        assert (fresh / n).read_bytes() == (local / n).read_bytes()
+    st.Store(fresh, verify=True)
+
+
+def test_identical_reupload_sends_nothing(tmp_path, s3_env, capsys):
+    c = _bucket(s3_env, "again")
+    local = tmp_path / "local"
+    fetch_arxiv.main(SAMPLE + ["--output_dir", str(local), "--upload_to_s3", "--s3_bucket", "again",
+                               "--s3_prefix", "p"])
+    before = {k: (o["LastModified"], o["ETag"]) for k, o in _objects(c, "again").items()}
+    assert set(before) == {"p/tokens.bin", "p/index.jsonl", "p/splits.json", "p/meta.json"}
+    time.sleep(1.1)  # LastModified has one-second resolution
+    capsys.readouterr()
+    sent = st.upload_store(local, "again", "p", st.s3_client())
+    assert sent == 0
+    assert "nothing uploaded" in capsys.readouterr().out
+    after = {k: (o["LastModified"], o["ETag"]) for k, o in _objects(c, "again").items()}
+    assert after == before
+
+
+def test_corrupted_remote_file_detected(tmp_path, s3_env, capsys):
+    c = _bucket(s3_env, "corrupt")
+    local = tmp_path / "local"
+    fetch_arxiv.main(SAMPLE + ["--output_dir", str(local), "--upload_to_s3", "--s3_bucket", "corrupt",
+                               "--s3_prefix", "x"])
+    body = bytearray(c.get_object(Bucket="corrupt", Key="x/index.jsonl")["Body"].read())
+    body[5] = ord("Z") if body[5] != ord("Z") else ord("Y")
+    c.put_object(Bucket="corrupt", Key="x/index.jsonl", Body=bytes(body))
+    dest = tmp_path / "dest"
+    with pytest.raises(SystemExit) as e:
+        fetch_arxiv.main(SAMPLE + ["--output_dir", str(dest), "--download_from_s3", "--s3_bucket", "corrupt",
+                                   "--s3_prefix", "x"])
+    assert e.value.code != 0
+    err = capsys.readouterr().err
+    assert "s3://corrupt/x/index.jsonl: sha256" in err and "corrupt" in err
+    assert not dest.exists()  # nothing half-written put in place
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_wrong_variant_refused(tmp_path, s3_env, capsys):
+    _bucket(s3_env, "variant")
+    fetch_arxiv.main(SAMPLE + ["--output_dir", str(tmp_path / "a"), "--upload_to_s3", "--s3_bucket", "variant",
+                               "--s3_prefix", "shared"])
+    other = ["--dataset_path", str(st.SAMPLE_CORPUS), "--max_examples_per_split", "20"]
+    with pytest.raises(SystemExit):  # download of another variant
+        fetch_arxiv.main(other + ["--output_dir", str(tmp_path / "b"), "--download_from_s3",
+                                  "--s3_bucket", "variant", "--s3_prefix", "shared"])
+    assert "another variant" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+    with pytest.raises(SystemExit):  # upload over another variant
+        fetch_arxiv.main(other + ["--output_dir", str(tmp_path / "c"), "--upload_to_s3",
+                                  "--s3_bucket", "variant", "--s3_prefix", "shared"])
+    assert "refusing to overwrite" in capsys.readouterr().err
+    st.Store(tmp_path / "c", verify=True)  # the local build stays
+
+
+def test_download_with_no_remote_builds_locally(tmp_path, s3_env, capsys):
+    _bucket(s3_env, "empty")
+    meta = fetch_arxiv.main(SAMPLE + ["--output_dir", str(tmp_path / "s"), "--download_from_s3",
+                                      "--s3_bucket", "empty"])
+    assert "no complete store there" in capsys.readouterr().out
+    assert st.Store(tmp_path / "s", verify=True).store_id == meta["store_id"]
+
+
+def test_dev_and_full_prefixes_differ():
+    tok_info = {"sha256": st.BUNDLED_TOKENIZER_SHA256}
+    ns = lambda n: type("A", (), {"dataset_path": None, "dataset_name": "ccdv/arxiv-classification",
+                                  "dataset_config": "no_ref", "dataset_revision": None,
+                                  "max_examples_per_split": n})()
+    dev = fetch_arxiv.default_s3_prefix(fetch_arxiv.variant_of(ns(50), tok_info))
+    full = fetch_arxiv.default_s3_prefix(fetch_arxiv.variant_of(ns(None), tok_info))
+    assert dev != full
+    assert full == "arxiv-ergodic-scaling/ccdv__arxiv-classification/no_ref-full-tok56ac4821e129"
+    assert dev.endswith("no_ref-max50-tok56ac4821e129")
+
+
+def test_missing_bucket_and_missing_credentials(tmp_path, s3_env, monkeypatch, capsys):
+    local = tmp_path / "local"
+    with pytest.raises(SystemExit) as e:
+        fetch_arxiv.main(SAMPLE + ["--output_dir", str(local), "--upload_to_s3", "--s3_bucket", "no-such-bucket"])
+    assert e.value.code != 0
+    err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error: ")]
+    assert len(err) == 1 and "bucket does not exist" in err[0]
+    st.Store(local, verify=True)  # the local store is untouched
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    with pytest.raises(SystemExit) as e:
+        fetch_arxiv.main(SAMPLE + ["--output_dir", str(local), "--upload_to_s3", "--s3_bucket", "any"])
+    assert "no AWS credentials found" in capsys.readouterr().err
+    st.Store(local, verify=True)
+
+
+def test_unreachable_endpoint_fails_fast(tmp_path, s3_env, capsys):
+    import socket
+    with socket.socket() as s:  # a port on 127.0.0.1 that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.time()
+    with pytest.raises(SystemExit) as e:
+        fetch_arxiv.main(SAMPLE + ["--output_dir", str(tmp_path / "s"), "--download_from_s3",
+                                   "--s3_bucket", "b", "--s3_endpoint_url", f"http://127.0.0.1:{port}"])
+    assert e.value.code != 0
+    assert time.time() - t0 < 20
+    assert "cannot reach the S3 endpoint" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()  # nothing built: the error came before
