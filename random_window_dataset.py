@@ -1,0 +1,190 @@
+"""
+RandomWindowDataset: sample a paper (or a token position, or a category) from a pool of store papers,
+then a random 101-token window inside one paper. Windows never cross a paper boundary.
+
+Item i is a pure function of (seed, i): a counter-based hash (splitmix64) of the pair gives the random
+numbers, so any DataLoader worker or DDP rank gets the same window for the same index and a resumed run
+needs no sampler state beyond the step. sample_batch(step, batch_size, rank, world_size) computes items
+(step * world_size + rank) * batch_size + j for j < batch_size in one vectorized call: the same windows
+as __getitem__ on those indices, without the per-item Python overhead.
+
+    python random_window_dataset.py --data_dir preprocessed_arxiv --categories cs.IT math.ST
+"""
+import argparse
+import sys
+
+import numpy as np
+import torch
+
+import store as st
+
+SAMPLING_MODES = ("paper", "token", "balanced")
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix64(x):
+    """splitmix64 finaliser on a uint64 array (wrapping arithmetic): a good 64-bit mixing hash."""
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def uniforms(seed, idx, stream):
+    """Uniform floats in [0, 1) as a pure function of (seed, idx, stream); vectorized over idx."""
+    key = _splitmix64(np.uint64(seed & 0xFFFFFFFFFFFFFFFF) ^ np.uint64(0xA5A5A5A5 * (stream + 1)))
+    with np.errstate(over="ignore"):
+        x = _splitmix64(np.asarray(idx, dtype=np.uint64) * np.uint64(0x2545F4914F6CDD1D) ^ key)
+    return (x >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+class RandomWindowDataset(torch.utils.data.Dataset):
+    """Random windows from one split of a token store.
+
+    sampling="paper":    a paper uniformly from the pool, then a uniformly random window inside it
+    sampling="token":    every window start in the pool equally likely (long papers weigh more)
+    sampling="balanced": a category uniformly from the pool's categories, then token-uniform within it
+    Papers shorter than the window are excluded from the pool (and counted in summary()).
+    """
+
+    def __init__(self, data_dir, split, target_categories=None, window=101, seed=0, sampling="paper",
+                 store=None, in_memory=False):
+        if sampling not in SAMPLING_MODES:
+            raise st.StoreError(f"sampling must be one of {', '.join(SAMPLING_MODES)}, got {sampling!r}")
+        if window < 2:
+            raise st.StoreError(f"window must be >= 2, got {window}")
+        self.store = store if store is not None else st.Store(data_dir, in_memory=in_memory)
+        self.split, self.window, self.seed, self.sampling = split, int(window), int(seed), sampling
+        cats = list(target_categories) if target_categories is not None else list(self.store.categories)
+        ids = self.store.papers(split, cats)  # raises on an unknown category name
+        lengths = self.store.length[ids]
+        keep = lengths >= self.window
+        self.categories = cats
+        self.n_short = int((~keep).sum())
+        self.short_tokens = int(lengths[~keep].sum())
+        self.paper_ids = ids[keep]
+        if self.paper_ids.size == 0:
+            raise st.StoreError(f"empty pool: split {split!r} of {self.store.dir} has no paper of >= {self.window} "
+                                f"tokens in categories {' '.join(cats)}")
+        self.offsets = self.store.offset[self.paper_ids]
+        self.lengths = self.store.length[self.paper_ids]
+        self.labels = self.store.label[self.paper_ids]
+        self.n_starts = self.lengths - self.window + 1          # valid window starts per paper
+        self.cum_starts = np.cumsum(self.n_starts)              # for token-uniform sampling
+        # balanced: per category present in the pool, its papers' positions and cumulative starts
+        present = [self.store.categories.index(c) for c in cats]
+        present = [c for c in present if np.any(self.labels == c)]
+        self.pool_labels = np.array(present, dtype=np.int64)
+        self._cat_members = [np.flatnonzero(self.labels == c) for c in present]
+        self._cat_cum = [np.cumsum(self.n_starts[m]) for m in self._cat_members]
+        self._arange = np.arange(self.window, dtype=np.int64)
+
+    # --- sizes
+    def __len__(self):
+        """Non-overlapping windows in the pool: what one 'epoch' means."""
+        return int((self.lengths // self.window).sum())
+
+    def pool_tokens_by_label(self):
+        """{label id: tokens in the pool's papers of that category} (for epochs per category)."""
+        return {int(c): int(self.lengths[self.labels == c].sum()) for c in self.pool_labels}
+
+    def summary(self):
+        names = self.store.categories
+        lines = [f"pool: split={self.split} sampling={self.sampling} window={self.window} seed={self.seed}",
+                 f"  {len(self.paper_ids):,} papers, {int(self.lengths.sum()):,} tokens, {len(self):,} "
+                 f"non-overlapping windows; excluded {self.n_short} papers shorter than {self.window} tokens "
+                 f"({self.short_tokens:,} tokens)"]
+        for c in self.pool_labels:
+            m = self.labels == c
+            lines.append(f"  {names[c]:10s} {int(m.sum()):7,d} papers {int(self.lengths[m].sum()):14,d} tokens")
+        return "\n".join(lines)
+
+    # --- sampling
+    def sample_starts(self, idx):
+        """(token offset of each window, label of each window) for item indices idx (vectorized)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if idx.size and idx.min() < 0:
+            raise IndexError("negative item index")
+        u1, u2 = uniforms(self.seed, idx, 0), uniforms(self.seed, idx, 1)
+        if self.sampling == "paper":
+            p = np.minimum((u1 * len(self.paper_ids)).astype(np.int64), len(self.paper_ids) - 1)
+            s = np.minimum((u2 * self.n_starts[p]).astype(np.int64), self.n_starts[p] - 1)
+        elif self.sampling == "token":
+            total = int(self.cum_starts[-1])
+            t = np.minimum((u1 * total).astype(np.int64), total - 1)
+            p = np.searchsorted(self.cum_starts, t, side="right")
+            s = t - (self.cum_starts[p] - self.n_starts[p])
+        else:  # balanced
+            k = np.minimum((u1 * len(self.pool_labels)).astype(np.int64), len(self.pool_labels) - 1)
+            p = np.empty_like(idx)
+            s = np.empty_like(idx)
+            for j in np.unique(k):
+                sel = k == j
+                cum, members = self._cat_cum[j], self._cat_members[j]
+                t = np.minimum((u2[sel] * int(cum[-1])).astype(np.int64), int(cum[-1]) - 1)
+                q = np.searchsorted(cum, t, side="right")
+                p[sel] = members[q]
+                s[sel] = t - (cum[q] - self.n_starts[members[q]])
+        return self.offsets[p] + s, self.labels[p]
+
+    def gather(self, starts):
+        return np.asarray(self.store.tokens[starts[:, None] + self._arange], dtype=np.int64)
+
+    def __getitem__(self, i):
+        starts, _ = self.sample_starts(np.array([i]))
+        return torch.from_numpy(self.gather(starts)[0])
+
+    def sample_batch(self, step, batch_size, rank=0, world_size=1, return_labels=False):
+        """Batch `step` of rank `rank`: items (step*world_size + rank)*batch_size + j, as a (B, window) LongTensor."""
+        first = (int(step) * world_size + rank) * batch_size
+        starts, labels = self.sample_starts(np.arange(first, first + batch_size))
+        x = torch.from_numpy(self.gather(starts))
+        return (x, labels) if return_labels else x
+
+
+def fixed_eval_windows(store, split, category, n, window=101, seed=1234):
+    """The same n windows of one category every time (token-uniform, fixed seed): validation sets that
+    do not depend on which other categories a run trains on. Returns a (n, window) LongTensor."""
+    ds = RandomWindowDataset(None, split, [category], window=window, seed=seed, sampling="token", store=store)
+    return ds.sample_batch(0, n)
+
+
+def _decoder(store):
+    """A decode function when the store was tokenized with the bundled tokenizer; None otherwise."""
+    if store.tokenizer_sha256 != st.BUNDLED_TOKENIZER_SHA256:
+        return None
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file(str(st.BUNDLED_TOKENIZER))
+    return lambda ids: tok.decode(list(map(int, ids)))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Print a window pool's summary and a few sample windows.")
+    p.add_argument("--data_dir", default="preprocessed_arxiv")
+    p.add_argument("--split", default="train", choices=st.SPLITS)
+    p.add_argument("--categories", nargs="+", default=None)
+    p.add_argument("--sampling", default="paper", choices=SAMPLING_MODES)
+    p.add_argument("--window", type=int, default=101)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num_samples", type=int, default=3)
+    args = p.parse_args(argv)
+    try:
+        ds = RandomWindowDataset(args.data_dir, args.split, args.categories, window=args.window,
+                                 seed=args.seed, sampling=args.sampling)
+    except st.StoreError as e:
+        st.die(str(e))
+    print(ds.summary())
+    decode = _decoder(ds.store)
+    x, labels = ds.sample_batch(0, args.num_samples, return_labels=True)
+    for i in range(args.num_samples):
+        head = f"\n--- sample {i} ({ds.store.categories[labels[i]]})"
+        if decode:
+            print(f"{head}, decoded:\n{decode(x[i].tolist())}")
+        else:
+            print(f"{head}, token ids (store tokenizer is not the bundled one):\n{x[i].tolist()}")
+    return ds
+
+
+if __name__ == "__main__":
+    main()
