@@ -353,6 +353,8 @@ def validate(model, val_sets, batch_size, chunk_rows, compute_dtype, autocast):
 def main(argv=None):
     args = parse_args(argv)
     t_start = time.time()
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar at every checkpoint
 
     # --- distributed / device -----------------------------------------------------------------------
     ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1

@@ -56,31 +56,44 @@ def write_hub_copy(path, splits, label_feature="classlabel", shards=1):
     return path
 
 
-def make_synthetic_store(path, n_categories=3, vocab=64, papers_per_split=(8, 3, 3), length=(150, 600),
-                         seed=0, kind="cyclic"):
-    """A store whose next-token entropy is known.
+MARKOV_ALPHABET = 16
+MARKOV_EPS = 0.1
 
-    kind="cyclic": category c's papers repeat a fixed random cycle of tokens (period 7 + c) drawn from
-    the category's own slice of the vocabulary, so after one period of context the next token is
-    deterministic (entropy 0) and a learner's loss can fall far below ln(vocab).
-    kind="uniform": i.i.d. uniform tokens over the vocabulary: entropy exactly ln(vocab).
+
+def markov_entropy(eps=MARKOV_EPS, a=MARKOV_ALPHABET):
+    """Entropy (nats) of one step of the synthetic Markov chain: the store's known loss floor."""
+    p_main, p_other = 1 - eps + eps / a, eps / a
+    return float(-(p_main * np.log(p_main) + (a - 1) * p_other * np.log(p_other)))
+
+
+def make_synthetic_store(path, n_categories=3, papers_per_split=(8, 3, 3), length=(150, 600), seed=0,
+                         kind="markov", lengths=None, vocab=None):
+    """A store whose next-token entropy is known exactly.
+
+    kind="markov": category c owns the token ids 1 + 16c .. 16 + 16c; each paper is a Markov chain in that
+    alphabet: next = sigma_c(prev) with probability 1 - eps (+ eps/16), else uniform over the alphabet.
+    The first token identifies the category, so every predicted token has entropy markov_entropy()
+    (~0.565 nats at eps = 0.1): a model that learns the bigram table reaches that floor and cannot go below.
+    kind="uniform": i.i.d. uniform tokens over 1..vocab-1: entropy ln(vocab - 1).
+    lengths: optional explicit list of paper lengths per split (overrides papers_per_split/length).
     """
     rng = np.random.default_rng(seed)
+    vocab = vocab or (1 + MARKOV_ALPHABET * n_categories)
     cats = st.CATEGORIES[:n_categories]
     with st.StoreWriter(path, cats) as w:
         for split, n in zip(st.SPLITS, papers_per_split):
-            for i in range(n * n_categories):
+            split_lengths = lengths or [int(rng.integers(length[0], length[1] + 1)) for _ in range(n * n_categories)]
+            for i, L in enumerate(split_lengths):
                 c = i % n_categories
-                L = int(rng.integers(length[0], length[1] + 1))
                 if kind == "uniform":
                     ids = rng.integers(1, vocab, size=L)
                 else:
-                    crng = np.random.default_rng(1000 + c)
-                    period = 7 + c
-                    lo = 1 + c * ((vocab - 1) // n_categories)
-                    cycle = crng.integers(lo, lo + (vocab - 1) // n_categories, size=period)
-                    start = int(rng.integers(0, period))
-                    ids = np.resize(np.roll(cycle, -start), L)
+                    sigma = np.random.default_rng(100 + c).permutation(MARKOV_ALPHABET)
+                    ids = np.empty(L, dtype=np.int64)
+                    cur = int(rng.integers(MARKOV_ALPHABET))
+                    for t in range(L):
+                        ids[t] = 1 + MARKOV_ALPHABET * c + cur
+                        cur = int(sigma[cur]) if rng.random() >= MARKOV_EPS else int(rng.integers(MARKOV_ALPHABET))
                 w.add(split, c, ids, n_bytes=2 * L)
         meta = w.finish({"dataset": {"name": "synthetic", "config": kind, "revision": None, "path": None},
                          "tokenizer": {"name": "synthetic", "sha256": None, "vocab_size": vocab,
@@ -92,8 +105,11 @@ def make_synthetic_store(path, n_categories=3, vocab=64, papers_per_split=(8, 3,
 
 @pytest.fixture(scope="session")
 def synthetic_store(outputs):
-    path, _ = make_synthetic_store(outputs / "synthetic_cyclic")
+    path, _ = make_synthetic_store(outputs / "synthetic_markov")
     return path
+
+
+TINY_CONFIG = ROOT / "tests" / "configs" / "tiny.json"
 
 
 def _free_port():

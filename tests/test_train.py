@@ -1,0 +1,206 @@
+"""train.py on real torch: learning on a known-entropy store, checkpoints and their rotation, kill -9 +
+resume = uninterrupted, DDP with 2 CPU processes = one process, a named Pythia config on the sample
+store, NaN handling, wandb offline, and bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import store as st
+import train
+from conftest import ROOT, TINY_CONFIG, make_synthetic_store, markov_entropy
+
+CATS = ["math.AC", "cs.CV", "cs.AI"]
+
+
+def _args(store, out, name, *extra):
+    return ["--data_dir", str(store), "--categories", *CATS, "--model_config", str(TINY_CONFIG),
+            "--output_dir", str(out), "--run_name", name, "--eval_windows", "32", *extra]
+
+
+def _weights(run_dir, sub="final"):
+    return load_file(str(Path(run_dir) / sub / "model.safetensors"))
+
+
+def test_learns_toward_floor_checkpoints_rotate_final_loads(synthetic_store, tmp_path):
+    run = train.main(_args(synthetic_store, tmp_path, "learn", "--batch_size", "16", "--token_budget", "320000",
+                           "--learning_rate", "1e-2", "--checkpoint_interval_steps", "50",
+                           "--max_step_checkpoints", "2", "--eval_interval_steps", "100"))
+    floor = markov_entropy()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["schedule_complete"] and summary["steps"] == 200
+    assert summary["tokens_seen"] == 200 * 1600
+    assert sum(summary["tokens_per_category"].values()) == summary["tokens_seen"]
+    assert set(summary["epochs_per_category"]) == set(CATS) and all(e > 1 for e in summary["epochs_per_category"].values())
+    # the loss falls from ~ln(64) to near the known floor, never clearly below it
+    evals = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in l]
+    assert evals[0]["val_loss"] > 3.9
+    assert floor - 0.1 < summary["final_val_loss"] < floor + 0.15, (summary["final_val_loss"], floor)
+    assert all(f"val_loss/{c}" in evals[-1] for c in CATS)
+    # checkpoints: only the newest 2 step checkpoints survive, plus best/ and final/
+    assert sorted(p.name for p in run.glob("step_*")) == ["step_00000100", "step_00000150"]
+    for d in ("best", "final", "step_00000150"):
+        assert (run / d / "model.safetensors").is_file()
+    state = torch.load(run / "step_00000150" / "training_state.pt", weights_only=True)
+    assert state["step"] == 150 and state["tokens_seen"] == 150 * 1600 and state["optimizer"]["state"]
+    # final/ loads with from_pretrained and reproduces the final validation loss
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(run / "final")
+    vs = {c: train.fixed_eval_windows(st.Store(synthetic_store), "validation", c, 32, 101, train.EVAL_SEED) for c in CATS}
+    ev = train.validate(model, vs, 16, 1 << 30, torch.float32, torch.autocast("cpu", enabled=False))
+    assert ev["val_loss"] == pytest.approx(summary["final_val_loss"], rel=1e-5)
+    cfg = json.loads((run / "run_config.json").read_text())
+    for k in ("K", "seed", "epochs", "batch_size", "learning_rate", "token_budget", "categories",
+              "n_params_total", "n_params_nonembedding", "store_id", "git_commit", "total_steps", "tokens_per_step"):
+        assert k in cfg
+    assert cfg["categories"] == CATS and cfg["store_id"] == st.Store(synthetic_store).store_id
+    assert (run / "loss_curve.png").stat().st_size > 5000
+    test = json.loads((run / "test_results.json").read_text())
+    assert set(test["per_category"]) == set(CATS) and test["overall"]["held_out_macro_loss"] is None
+    assert test["overall"]["in_training_macro_loss"] < floor + 0.2
+    log = (run / "train.log").read_text()
+    assert "tokens/step 1,600" in log and "steps 200" in log and "21,248 params" in log
+
+
+def _run_cli(args, env_extra=None, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def test_kill9_and_resume_equals_uninterrupted(synthetic_store, tmp_path):
+    common = ["--batch_size", "8", "--token_budget", "320000", "--checkpoint_interval_steps", "100",
+              "--eval_interval_steps", "1000", "--skip_test_eval", "--learning_rate", "3e-3"]
+    # all three runs in subprocesses with the same thread count: bit-equality needs the same reduction order
+    ref = _run_cli(_args(synthetic_store, tmp_path, "ref", *common))
+    assert ref.wait(timeout=300) == 0
+    ref = tmp_path / "ref"
+    p = _run_cli(_args(synthetic_store, tmp_path, "killed", *common))
+    run = tmp_path / "killed"
+    deadline = time.time() + 120
+    while not (run / "step_00000100").exists():
+        assert p.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
+        time.sleep(0.01)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert not (run / "summary.json").exists() and not (run / "final").exists()
+    resumed = _run_cli(_args(synthetic_store, tmp_path, "killed", *common, "--resume"))
+    out = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, out[-3000:]
+    assert "resumed from step " in out
+    done = run
+    log = (run / "train.log").read_text()
+    assert "resumed from step " in log
+    a, b = _weights(ref), _weights(done)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert json.loads((run / "summary.json").read_text())["status"] == "complete"
+
+
+def test_resume_without_checkpoint_starts_from_scratch(synthetic_store, tmp_path, capsys):
+    train.main(_args(synthetic_store, tmp_path, "fresh", "--batch_size", "4", "--token_budget", "2000",
+                     "--skip_test_eval", "--resume"))
+    assert "no checkpoint yet, starting from scratch" in capsys.readouterr().out
+
+
+def test_ddp_two_cpu_processes_match_one(synthetic_store, tmp_path):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    common = ["--token_budget", "48000", "--skip_test_eval", "--eval_interval_steps", "1000",
+              "--learning_rate", "3e-3"]
+    single = train.main(_args(synthetic_store, tmp_path, "single", "--batch_size", "16", *common))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                        "--master_addr=127.0.0.1", f"--master_port={port}", str(ROOT / "train.py"),
+                        *_args(synthetic_store, tmp_path, "ddp", "--batch_size", "8", *common)],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    ddp = tmp_path / "ddp"
+    s1, s2 = (json.loads((d / "summary.json").read_text()) for d in (single, ddp))
+    assert s2["status"] == "complete" and s2["tokens_seen"] == s1["tokens_seen"] == 30 * 1600
+    assert s2["tokens_per_category"] == s1["tokens_per_category"]  # same global windows, split over ranks
+    assert json.loads((ddp / "run_config.json").read_text())["world_size"] == 2
+    a, b = _weights(single), _weights(ddp)
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5), k
+    assert (ddp / "train.log").read_text().count("complete:") == 1  # only rank 0 writes
+
+
+def test_named_pythia_config_on_sample_store(sample_store, tmp_path):
+    run = train.main(["--data_dir", str(sample_store), "--K", "3", "--seed", "0", "--model_config", "pythia-14m",
+                      "--batch_size", "2", "--token_budget", "600", "--eval_windows", "2",
+                      "--output_dir", str(tmp_path), "--run_name", "p14"])
+    cfg = json.loads((run / "run_config.json").read_text())
+    assert cfg["n_params_total"] == 14_067_712 and cfg["categories"] == st.select_categories(3, 0)
+    assert cfg["learning_rate"] == 1e-3 and cfg["total_steps"] == 3
+    s = json.loads((run / "summary.json").read_text())
+    assert s["status"] == "complete" and s["tokens_seen"] == 600
+    res = json.loads((run / "test_results.json").read_text())
+    assert len(res["per_category"]) == 11
+    assert res["overall"]["held_out_macro_loss"] is not None and res["overall"]["in_training_macro_loss"] is not None
+
+
+def test_nan_loss_fails_cleanly_keeping_last_checkpoint(synthetic_store, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(_args(synthetic_store, tmp_path, "nan", "--batch_size", "4", "--token_budget", "40000",
+                         "--learning_rate", "1e30", "--warmup_ratio", "0", "--checkpoint_interval_steps", "1",
+                         "--eval_interval_steps", "1000", "--max_grad_norm", "1e30"))
+    assert e.value.code == 1
+    s = json.loads((tmp_path / "nan" / "summary.json").read_text())
+    assert s["status"] == "failed" and "non-finite loss" in s["error"] and not s["schedule_complete"]
+    ckpts = sorted((tmp_path / "nan").glob("step_*"))
+    assert ckpts, "the last good checkpoint is kept"
+    assert "non-finite loss" in capsys.readouterr().out
+
+
+def test_wandb_offline_is_not_fatal(synthetic_store, tmp_path):
+    run = train.main(_args(synthetic_store, tmp_path, "wb", "--batch_size", "4", "--token_budget", "2000",
+                           "--skip_test_eval", "--wandb_project", "ergodic-test", "--wandb_mode", "offline"))
+    assert json.loads((run / "summary.json").read_text())["status"] == "complete"
+
+
+def _fails(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    lines = [l for l in err.splitlines() if l.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_bad_input(synthetic_store, sample_store, tmp_path, capsys):
+    base = ["--output_dir", str(tmp_path), "--batch_size", "4", "--token_budget", "2000"]
+    assert "no such store directory" in _fails(["--data_dir", str(tmp_path / "none"), *base], capsys)
+    assert "--K must be an integer in 1..11" in _fails(["--data_dir", str(sample_store), "--K", "12", *base], capsys)
+    assert "unknown category 'cs.XX'" in _fails(["--data_dir", str(sample_store), "--categories", "cs.XX", *base], capsys)
+    assert "neither a named config" in _fails(["--data_dir", str(sample_store), "--model_config",
+                                              str(tmp_path / "nope.json"), *base], capsys)
+    msg = _fails(["--data_dir", str(synthetic_store), "--categories", *CATS, "--model_config", str(TINY_CONFIG),
+                  *base[:-1], "100"], capsys)
+    assert "smaller than one step" in msg and "--token_budget" in msg
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                               "vocab_size": 64, "rotary_emb_base": 10000, "n_embd": 32}))
+    msg = _fails(["--data_dir", str(synthetic_store), "--categories", *CATS, "--model_config", str(bad), *base], capsys)
+    assert "n_embd" in msg and "unknown to GPTNeoXConfig" in msg and "rotary_emb_base" not in msg
+    small = tmp_path / "small.json"
+    small.write_text(json.dumps({"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 64}))
+    msg = _fails(["--data_dir", str(sample_store), "--K", "2", "--model_config", str(small), *base], capsys)
+    assert "vocab_size 64 is smaller than the store's vocabulary (50277 ids)" in msg
+    train.main(["--data_dir", str(synthetic_store), "--categories", *CATS, "--model_config", str(TINY_CONFIG),
+                "--run_name", "exists", "--skip_test_eval", *base])
+    msg = _fails(["--data_dir", str(synthetic_store), "--categories", *CATS, "--model_config", str(TINY_CONFIG),
+                  "--run_name", "exists", *base], capsys)
+    assert "exists; use --resume" in msg
