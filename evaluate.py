@@ -44,8 +44,18 @@ def tile(store, paper_ids):
     return np.concatenate(starts), np.concatenate(lens), np.concatenate(owner)
 
 
+def head_chunk_rows(device, vocab):
+    """Rows of logits computed at a time by the output head (training and evaluation).
+
+    CPU: ~3M logits (~12 MB fp32) per chunk stay cache-resident, which measured 1.5x faster for the
+    head's matmul + logsumexp than one big matrix (BENCHMARKS.md). CUDA: 8192 rows (~0.8 GB of bf16
+    logits at vocab 50k) keep the matmuls large without materialising the whole batch's logits.
+    """
+    return 8192 if torch.device(device).type == "cuda" else max(16, 3_000_000 // int(vocab))
+
+
 @torch.no_grad()
-def window_nll(model, x, valid, chunk_rows=8192):
+def window_nll(model, x, valid, chunk_rows=None):
     """Per-target NLL (fp32) of the valid targets of windows x (B, W): no fp32 logits for the whole batch.
 
     valid (B, W-1) bool marks real targets; returns a 1-D tensor in row-major order of valid targets.
@@ -55,9 +65,11 @@ def window_nll(model, x, valid, chunk_rows=8192):
     h = h[valid]                       # only real targets reach the 50k-wide head
     targets = x[:, 1:][valid]
     w = model.get_output_embeddings().weight
+    chunk_rows = chunk_rows or head_chunk_rows(x.device, w.shape[0])
+    w = w.to(h.dtype)
     out = torch.empty(len(targets), dtype=torch.float32, device=x.device)
     for s in range(0, len(targets), chunk_rows):
-        logits = (h[s:s + chunk_rows] @ w.t().to(h.dtype)).float()
+        logits = (h[s:s + chunk_rows] @ w.t()).float()
         out[s:s + chunk_rows] = torch.logsumexp(logits, -1) - logits.gather(1, targets[s:s + chunk_rows, None]).squeeze(1)
     return out
 

@@ -33,7 +33,7 @@ import store as st
 
 DEFAULT_DATASET = "ccdv/arxiv-classification"
 DEFAULT_CONFIG = "no_ref"
-TEXT_BATCH_BYTES = 8 << 20  # tokenizer work unit: ~8 MB of text (a few hundred papers)
+TEXT_BATCH_BYTES = 2 << 20  # tokenizer work unit: ~2 MB of text (a few dozen papers); bounds memory
 
 
 def parse_args(argv=None):

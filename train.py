@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 import store as st
+from evaluate import evaluate_model, head_chunk_rows
 from random_window_dataset import SAMPLING_MODES, RandomWindowDataset, fixed_eval_windows
 
 WINDOW = 101                      # tokens per window: 100 predicted tokens, each with <= 100 of context
@@ -379,7 +380,6 @@ def main(argv=None):
     dtype = {"auto": torch.bfloat16 if device.type == "cuda" else torch.float32,
              "float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
-    chunk_rows = 8192 if device.type == "cuda" else 1 << 30  # CPU: one chunk (fp32 logits anyway)
 
     # --- data -----------------------------------------------------------------------------------------
     try:
@@ -398,6 +398,7 @@ def main(argv=None):
 
     # --- model ------------------------------------------------------------------------------------------
     cfg, model_name, default_lr, expected_params = model_config(args.model_config, store.vocab_size)
+    chunk_rows = head_chunk_rows(device, cfg.vocab_size)
     lr = args.learning_rate if args.learning_rate is not None else default_lr
     model = build_model(cfg, args.init_seed)
     n_total, n_nonemb = count_params(model)
@@ -601,17 +602,13 @@ def main(argv=None):
     if rank0:
         plot_loss_curve(run_dir)
         if status == "complete" and not args.skip_test_eval:
-            try:
-                import evaluate
-                test_results = evaluate.evaluate_model(raw_model, store, split="test", categories=None,
-                                                       batch_size=args.eval_batch_size, device=device,
-                                                       dtype=dtype, training_categories=categories,
-                                                       output=run_dir / "test_results.json",
-                                                       model_path=run_dir / "final")
-                log.print(f"test: macro loss {test_results['overall']['macro_loss']:.4f} "
-                          f"(in training {test_results['overall']['in_training_macro_loss']})")
-            except ImportError:
-                log.print("test evaluation skipped: evaluate.py is not available")
+            test_results = evaluate_model(raw_model, store, split="test", categories=None,
+                                          batch_size=args.eval_batch_size, device=device, dtype=dtype,
+                                          training_categories=categories, output=run_dir / "test_results.json",
+                                          model_path=run_dir / "final", progress=False)
+            o = test_results["overall"]
+            log.print(f"test: macro loss {o['macro_loss']:.4f}, in-training macro {o['in_training_macro_loss']:.4f}"
+                      + (f", held-out macro {o['held_out_macro_loss']:.4f}" if o["held_out_macro_loss"] is not None else ""))
         counts = np.asarray(state["windows_by_label"])
         per_cat_tokens = {store.categories[i]: int(counts[i]) * PRED_PER_WINDOW for i in range(len(counts))
                           if store.categories[i] in categories}
