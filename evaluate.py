@@ -54,14 +54,25 @@ def head_chunk_rows(device, vocab):
     return 8192 if torch.device(device).type == "cuda" else max(16, 3_000_000 // int(vocab))
 
 
+def window_hidden(model, x, tags=None):
+    """Final hidden states that predict x[:, 1:] (B, W-1, d): the input is x[:, :-1], or, for tagged runs,
+    [tag, x[:, :-1]] with one category token in front. The tag's own output is dropped, so it is never a
+    target, and the predicted tokens are exactly the untagged ones, each with the same window context
+    plus the tag. Shared by train.py (training, validation) and evaluation."""
+    inner = model.gpt_neox if hasattr(model, "gpt_neox") else model.get_decoder()
+    if tags is None:
+        return inner(input_ids=x[:, :-1]).last_hidden_state
+    inp = torch.cat([tags.to(x.dtype).view(-1, 1), x[:, :-1]], dim=1)
+    return inner(input_ids=inp).last_hidden_state[:, 1:]
+
+
 @torch.no_grad()
-def window_nll(model, x, valid, chunk_rows=None):
+def window_nll(model, x, valid, chunk_rows=None, tags=None):
     """Per-target NLL (fp32) of the valid targets of windows x (B, W): no fp32 logits for the whole batch.
 
     valid (B, W-1) bool marks real targets; returns a 1-D tensor in row-major order of valid targets.
     """
-    inner = model.gpt_neox if hasattr(model, "gpt_neox") else model.get_decoder()
-    h = inner(input_ids=x[:, :-1]).last_hidden_state
+    h = window_hidden(model, x, tags)
     h = h[valid]                       # only real targets reach the 50k-wide head
     targets = x[:, 1:][valid]
     w = model.get_output_embeddings().weight
@@ -85,22 +96,32 @@ def weights_sha256(model_dir):
     return h.hexdigest() if len(files) > 1 else st.sha256_file(files[0])
 
 
-def training_categories_of(model_dir):
-    """Categories from run_config.json in model_dir or its parent (None when there is none)."""
+def run_config_of(model_dir):
+    """run_config.json of the run that made model_dir (in it or its parent), or {} when there is none."""
     for d in (Path(model_dir), Path(model_dir).parent):
         p = d / "run_config.json"
         if p.is_file():
             try:
-                return json.loads(p.read_text()).get("categories")
+                return json.loads(p.read_text())
             except (OSError, json.JSONDecodeError):
-                return None
-    return None
+                return {}
+    return {}
+
+
+def tag_base_of(run_config, store):
+    """First category-tag token id of a tagged run (tag = base + label), or None for untagged runs."""
+    if not run_config.get("tag_categories"):
+        return None
+    return int(run_config.get("tag_token_base", store.vocab_size))
 
 
 def evaluate_model(model, store, split="test", categories=None, batch_size=64, device="cpu",
                    dtype=torch.float32, training_categories=None, max_papers_per_category=None,
-                   output=None, model_path=None, arguments=None, progress=True):
-    """Evaluate `model` on `split` of `store`; returns (and writes to `output`) the results dict."""
+                   output=None, model_path=None, arguments=None, progress=True, tag_base=None):
+    """Evaluate `model` on `split` of `store`; returns (and writes to `output`) the results dict.
+
+    tag_base: for tagged runs, each window is preceded by the token tag_base + its category's label.
+    """
     from tqdm import tqdm
     device = torch.device(device)
     cats = list(store.categories) if categories is None else list(categories)
@@ -108,6 +129,10 @@ def evaluate_model(model, store, split="test", categories=None, batch_size=64, d
     vocab = model.get_output_embeddings().weight.shape[0]
     if store.vocab_size > vocab:
         raise st.StoreError(f"the store's vocabulary ({store.vocab_size} ids) is larger than the model's ({vocab})")
+    if tag_base is not None and tag_base + len(store.categories) > vocab:
+        raise st.StoreError(f"category tags {tag_base}..{tag_base + len(store.categories) - 1} do not fit the "
+                            f"model's vocabulary ({vocab})")
+    label_of = {ci: store.categories.index(c) for ci, c in enumerate(cats)}
     # every window of every selected paper, category by category
     per_cat_papers, all_starts, all_lens, all_cat = {}, [], [], []
     for ci, c in enumerate(cats):
@@ -142,8 +167,11 @@ def evaluate_model(model, store, split="test", categories=None, batch_size=64, d
             x = torch.from_numpy(np.asarray(store.tokens[idx], dtype=np.int64)).to(device)
             valid_np = pos[None, :] < (l[:, None] - 1)
             valid = torch.from_numpy(valid_np).to(device)
+            tags = None
+            if tag_base is not None:
+                tags = torch.tensor([tag_base + label_of[int(k)] for k in c], device=device)
             with autocast:
-                nll = window_nll(model, x, valid).double().cpu().numpy()
+                nll = window_nll(model, x, valid, tags=tags).double().cpu().numpy()
             key = (c[:, None] * STRIDE + pos[None, :])[valid_np]  # row-major, matching h[valid]
             loss_sum += np.bincount(c[:, None].repeat(STRIDE, 1)[valid_np], weights=nll, minlength=C)
             pos_sum += np.bincount(key, weights=nll, minlength=C * STRIDE)
@@ -181,6 +209,7 @@ def evaluate_model(model, store, split="test", categories=None, batch_size=64, d
                         "weights_sha256": weights_sha256(model_path) if model_path else None},
               "store_id": store.store_id, "data_dir": str(store.dir.resolve()), "split": split,
               "dtype": str(dtype).replace("torch.", ""), "window": WINDOW,
+              "tag_categories": tag_base is not None, "tag_token_base": tag_base,
               "training_categories": training_categories, "arguments": arguments,
               "per_category": per_category, "overall": overall,
               "eval_time_s": wall, "tokens_per_s": n_all / max(wall, 1e-9)}
@@ -238,10 +267,11 @@ def main(argv=None):
     cats = None if args.categories == ["all"] else args.categories
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
     output = Path(args.output) if args.output else model_dir / f"eval_{args.split}.json"
+    run_cfg = run_config_of(model_dir)  # training categories and tagging follow the run
     try:
         res = evaluate_model(model, store, args.split, cats, args.batch_size, device, dtype,
-                             training_categories_of(model_dir), args.max_papers_per_category, output,
-                             model_dir, vars(args))
+                             run_cfg.get("categories"), args.max_papers_per_category, output,
+                             model_dir, vars(args), tag_base=tag_base_of(run_cfg, store))
     except st.StoreError as e:
         st.die(str(e))
     print_table(res)

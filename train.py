@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 import store as st
-from evaluate import evaluate_model, head_chunk_rows
+from evaluate import evaluate_model, head_chunk_rows, window_hidden
 from random_window_dataset import SAMPLING_MODES, RandomWindowDataset, fixed_eval_windows
 
 WINDOW = 101                      # tokens per window: 100 predicted tokens, each with <= 100 of context
@@ -94,7 +94,8 @@ def parse_args(argv=None):
     a("--compile", action="store_true", help="torch.compile the model (GPU)")
     a("--wandb_project", default=None, help="log to wandb (opt-in; never fatal)")
     a("--wandb_mode", default="online", choices=["online", "offline", "disabled"])
-    a("--tag_categories", action="store_true", help=argparse.SUPPRESS)  # issue 5, not yet supported
+    a("--tag_categories", action="store_true",
+      help="precede each window with a token naming its category (id = store vocab + label; never a target)")
     args = p.parse_args(argv)
     for name in ("batch_size", "grad_accum_steps", "checkpoint_interval_steps", "eval_interval_steps",
                  "eval_windows", "log_interval_steps", "max_step_checkpoints"):
@@ -104,8 +105,6 @@ def parse_args(argv=None):
         st.die(f"--token_budget must be positive (got {args.token_budget})")
     if args.epochs <= 0:
         st.die(f"--epochs must be positive (got {args.epochs})")
-    if args.tag_categories:
-        st.die("--tag_categories is not supported yet (issue 5)")
     args.init_seed = args.seed if args.init_seed is None else args.init_seed
     args.data_seed = args.seed if args.data_seed is None else args.data_seed
     args.eval_batch_size = args.eval_batch_size or args.batch_size
@@ -210,14 +209,14 @@ class WindowLoss(torch.nn.Module):
         super().__init__()
         self.model, self.chunk_rows, self.compute_dtype = model, chunk_rows, compute_dtype
 
-    def forward(self, x):
-        return lm_loss(self.model, x, self.chunk_rows, self.compute_dtype)
+    def forward(self, x, tags=None):
+        return lm_loss(self.model, x, self.chunk_rows, self.compute_dtype, tags)
 
 
-def lm_loss(model, x, chunk_rows, compute_dtype):
-    """Mean next-token loss of windows x (B, 101): 100 predictions per window, through the fused head."""
-    inner = model.gpt_neox if hasattr(model, "gpt_neox") else model.get_decoder()
-    h = inner(input_ids=x[:, :-1]).last_hidden_state           # (B, 100, d), final layer norm applied
+def lm_loss(model, x, chunk_rows, compute_dtype, tags=None):
+    """Mean next-token loss of windows x (B, 101): 100 predictions per window, through the fused head.
+    tags (B,): optional category tokens put in front of each window (tagged runs)."""
+    h = window_hidden(model, x, tags)                          # (B, 100, d), final layer norm applied
     head = model.get_output_embeddings().weight
     targets = x[:, 1:].reshape(-1)
     total = FusedLinearCrossEntropy.apply(h.reshape(-1, h.shape[-1]), head, targets, chunk_rows, compute_dtype)
@@ -333,16 +332,18 @@ def plot_loss_curve(run_dir):
 
 
 @torch.no_grad()
-def validate(model, val_sets, batch_size, chunk_rows, compute_dtype, autocast):
-    """Mean loss of each category's fixed validation windows; val_loss = mean over categories."""
+def validate(model, val_sets, batch_size, chunk_rows, compute_dtype, autocast, val_tags=None):
+    """Mean loss of each category's fixed validation windows; val_loss = mean over categories.
+    val_tags: {category: tag token id} for tagged runs."""
     model.eval()
     out = {}
     for cat, x in val_sets.items():
         total = 0.0
         for s in range(0, len(x), batch_size):
             xb = x[s:s + batch_size]
+            tags = None if val_tags is None else torch.full((len(xb),), val_tags[cat], device=xb.device)
             with autocast:
-                total += lm_loss(model, xb, chunk_rows, compute_dtype).item() * len(xb)
+                total += lm_loss(model, xb, chunk_rows, compute_dtype, tags).item() * len(xb)
         out[f"val_loss/{cat}"] = total / len(x)
     model.train()
     out["val_loss"] = float(np.mean([out[f"val_loss/{c}"] for c in val_sets]))
@@ -399,6 +400,13 @@ def main(argv=None):
     # --- model ------------------------------------------------------------------------------------------
     cfg, model_name, default_lr, expected_params = model_config(args.model_config, store.vocab_size)
     chunk_rows = head_chunk_rows(device, cfg.vocab_size)
+    # tagged runs: category c's tag is the token id store_vocab + label(c); Pythia's vocabulary (50304) has
+    # 27 unused ids above the tokenizer's 50277, so the tags 50277..50287 need no new embedding rows
+    tag_base = store.vocab_size if args.tag_categories else None
+    if tag_base is not None and tag_base + len(store.categories) > cfg.vocab_size:
+        st.die(f"--tag_categories: tags {tag_base}..{tag_base + len(store.categories) - 1} do not fit the model's "
+               f"vocab_size {cfg.vocab_size}")
+    val_tags = {c: tag_base + store.categories.index(c) for c in categories} if tag_base is not None else None
     lr = args.learning_rate if args.learning_rate is not None else default_lr
     model = build_model(cfg, args.init_seed)
     n_total, n_nonemb = count_params(model)
@@ -422,6 +430,15 @@ def main(argv=None):
 
     # --- run directory / resume -------------------------------------------------------------------------------
     resume_from = None
+    summary_path = run_dir / "summary.json"
+    if args.resume and summary_path.is_file():
+        prior = json.loads(summary_path.read_text())
+        if prior.get("status") == "complete":  # idempotent: a scheduler may launch a finished run again
+            if rank0:
+                print(f"run {run_name} is already complete ({summary_path}); nothing to do")
+            if ddp:
+                dist.destroy_process_group()
+            return run_dir
     if args.resume:
         if args.resume == "auto":
             ckpts = step_checkpoints(run_dir)
@@ -446,7 +463,7 @@ def main(argv=None):
               "pool_papers": len(train_ds.paper_ids), "pool_tokens": int(train_ds.lengths.sum()),
               "pool_windows": len(train_ds), "pool_short_papers_excluded": train_ds.n_short,
               "git_commit": git_commit(), "torch_version": torch.__version__, "window": WINDOW,
-              "eval_seed": EVAL_SEED, "dtype_resolved": str(dtype).replace("torch.", "")}
+              "eval_seed": EVAL_SEED, "tag_token_base": tag_base, "dtype_resolved": str(dtype).replace("torch.", "")}
     log = Logger(run_dir, rank0, args, config)
     if rank0:
         st._write_json_atomic(run_dir / "run_config.json", config, indent=1)
@@ -519,7 +536,7 @@ def main(argv=None):
 
     def run_validation():
         nonlocal last_val
-        ev = validate(raw_model, val_sets, args.eval_batch_size, chunk_rows, dtype, autocast)
+        ev = validate(raw_model, val_sets, args.eval_batch_size, chunk_rows, dtype, autocast, val_tags)
         last_val = ev["val_loss"]
         log.metrics({"kind": "eval", "step": step, "tokens": tokens_seen, **ev})
         log.print(f"step {step:6d} | val_loss {ev['val_loss']:.4f} | "
@@ -543,10 +560,11 @@ def main(argv=None):
                                               return_labels=True)
             windows_by_label += np.bincount(labels, minlength=len(store.categories))
             x = x.to(device, non_blocking=True)
+            tags = torch.from_numpy(labels + tag_base).to(device) if tag_base is not None else None
             if ddp:  # all-reduce gradients only on the last micro-step
                 step_fn.require_backward_grad_sync = micro == args.grad_accum_steps - 1
             with autocast:
-                loss = step_fn(x)
+                loss = step_fn(x, tags)
             (loss / args.grad_accum_steps).backward()
             loss_acc += loss.detach().float() / args.grad_accum_steps
         if ddp:
@@ -605,7 +623,7 @@ def main(argv=None):
             test_results = evaluate_model(raw_model, store, split="test", categories=None,
                                           batch_size=args.eval_batch_size, device=device, dtype=dtype,
                                           training_categories=categories, output=run_dir / "test_results.json",
-                                          model_path=run_dir / "final", progress=False)
+                                          model_path=run_dir / "final", progress=False, tag_base=tag_base)
             o = test_results["overall"]
             log.print(f"test: macro loss {o['macro_loss']:.4f}, in-training macro {o['in_training_macro_loss']:.4f}"
                       + (f", held-out macro {o['held_out_macro_loss']:.4f}" if o["held_out_macro_loss"] is not None else ""))
