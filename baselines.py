@@ -1,0 +1,154 @@
+"""
+Model-free reference points per category of a token store: papers, tokens, bytes per token, unigram
+entropy, compression rates (bits per byte of gzip / bz2 / lzma on the category's test text) and the
+near-duplicate rate between train and test papers (bottom-k MinHash over token 5-grams).
+
+    python baselines.py --data_dir preprocessed_arxiv [--output baselines.json]
+
+analyze.py runs this on the store its runs used and adds the figures to its tables and plots.
+"""
+import argparse
+import bz2
+import gzip
+import json
+import lzma
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import store as st
+from random_window_dataset import _decoder, _splitmix64
+
+SHINGLE = 5          # token 5-grams
+SKETCH = 64          # bottom-k MinHash sketch size
+DUP_JACCARD = 0.8    # a test paper with a train paper this similar counts as a near-duplicate
+
+
+def sketch(tokens):
+    """Bottom-k MinHash sketch (sorted uint64) of the set of token 5-grams of one paper."""
+    t = np.asarray(tokens, dtype=np.uint64)
+    if len(t) < SHINGLE:
+        return np.zeros(0, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        h = np.zeros(len(t) - SHINGLE + 1, dtype=np.uint64)
+        for j in range(SHINGLE):
+            h = _splitmix64(h ^ t[j:len(t) - SHINGLE + 1 + j])
+    u = np.unique(h)
+    return u[:SKETCH]
+
+
+def jaccard_estimate(a, b):
+    """Bottom-k estimate of the Jaccard similarity of two sets from their sketches."""
+    if len(a) == 0 or len(b) == 0:
+        return 0.0
+    union = np.union1d(a, b)[:SKETCH]
+    both = np.intersect1d(np.intersect1d(a, b), union)
+    return len(both) / len(union)
+
+
+def near_duplicates(store, progress=True):
+    """Per test paper: the best Jaccard estimate against train papers sharing sketch values."""
+    from tqdm import tqdm
+    index = {}
+    train_ids = store.papers("train")
+    sketches = {}
+    for pid in tqdm(train_ids, desc="minhash train", disable=not progress, leave=False):
+        s = sketch(store.paper_tokens(pid))
+        sketches[pid] = s
+        for v in s.tolist():
+            index.setdefault(v, []).append(pid)
+    best = {}
+    for pid in tqdm(store.papers("test"), desc="minhash test", disable=not progress, leave=False):
+        s = sketch(store.paper_tokens(pid))
+        hits = {}
+        for v in s.tolist():
+            for q in index.get(v, ()):
+                hits[q] = hits.get(q, 0) + 1
+        # J >= 0.8 between the sets means most sketch values are shared: check only strong candidates
+        cands = [q for q, n in hits.items() if n >= max(1, len(s) // 4)]
+        best[int(pid)] = max((jaccard_estimate(s, sketches[q]) for q in cands), default=0.0)
+    return best
+
+
+def compression_bpb(text_bytes):
+    n = len(text_bytes)
+    if n == 0:
+        return {"gzip": None, "bz2": None, "lzma": None}
+    return {"gzip": 8 * len(gzip.compress(text_bytes, 9)) / n, "bz2": 8 * len(bz2.compress(text_bytes, 9)) / n,
+            "lzma": 8 * len(lzma.compress(text_bytes, preset=6)) / n}
+
+
+def store_baselines(store, max_compress_bytes=20_000_000, progress=True):
+    """{"store_id", "per_category": {cat: {...}}, "overall": {...}} (see module doc)."""
+    from tqdm import tqdm
+    decode = _decoder(store)
+    dup = near_duplicates(store, progress)
+    per = {}
+    for ci, c in enumerate(tqdm(store.categories, desc="baselines", disable=not progress, leave=False)):
+        r = {}
+        for split in st.SPLITS:
+            ids = store.papers(split, [c])
+            r[f"{split}_papers"] = int(len(ids))
+            r[f"{split}_tokens"] = int(store.length[ids].sum())
+        tr = store.papers("train", [c])
+        counts = np.zeros(max(store.vocab_size, 1), dtype=np.int64)
+        for pid in tr:
+            counts += np.bincount(np.asarray(store.paper_tokens(pid), dtype=np.int64), minlength=len(counts))
+        p = counts[counts > 0] / max(counts.sum(), 1)
+        r["unigram_entropy_nats"] = float(-(p * np.log(p)).sum()) if len(p) else None
+        r["bytes_per_token"] = float(store.n_bytes[tr].sum() / max(store.length[tr].sum(), 1))
+        te = store.papers("test", [c])
+        if decode is not None:
+            parts, size = [], 0
+            for pid in te:
+                b = decode(store.paper_tokens(pid)).encode("utf-8")
+                parts.append(b)
+                size += len(b)
+                if size >= max_compress_bytes:
+                    break
+            r["compress_bpb"] = compression_bpb(b"\n".join(parts))
+        else:
+            r["compress_bpb"] = {"gzip": None, "bz2": None, "lzma": None}  # no text without the tokenizer
+        sims = [dup[int(pid)] for pid in te]
+        r["test_near_duplicate_rate"] = float(np.mean([s >= DUP_JACCARD for s in sims])) if sims else None
+        per[c] = r
+    all_sims = list(dup.values())
+    overall = {"test_near_duplicate_rate": float(np.mean([s >= DUP_JACCARD for s in all_sims])) if all_sims else None,
+               "near_duplicate_test_papers": [pid for pid, s in dup.items() if s >= DUP_JACCARD]}
+    return {"store_id": store.store_id, "shingle": SHINGLE, "sketch": SKETCH, "dup_jaccard": DUP_JACCARD,
+            "per_category": per, "overall": overall}
+
+
+def print_table(b):
+    print(f"{'category':10s} {'train pap':>9s} {'train tok':>12s} {'B/tok':>6s} {'H1 nats':>8s} "
+          f"{'gzip':>6s} {'bz2':>6s} {'lzma':>6s} {'dup%':>6s}")
+    f = lambda v, w=6, d=3: f"{v:{w}.{d}f}" if v is not None else f"{'-':>{w}s}"
+    for c, r in b["per_category"].items():
+        cb = r["compress_bpb"]
+        dup = None if r["test_near_duplicate_rate"] is None else 100 * r["test_near_duplicate_rate"]
+        print(f"{c:10s} {r['train_papers']:9,d} {r['train_tokens']:12,d} {f(r['bytes_per_token'])} "
+              f"{f(r['unigram_entropy_nats'], 8)} {f(cb['gzip'])} {f(cb['bz2'])} {f(cb['lzma'])} {f(dup, 6, 1)}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data_dir", default="preprocessed_arxiv")
+    p.add_argument("--output", default=None, help="write the JSON here")
+    p.add_argument("--max_compress_bytes", type=int, default=20_000_000, help="test text compressed per category")
+    args = p.parse_args(argv)
+    try:
+        s = st.Store(args.data_dir)
+    except st.StoreError as e:
+        st.die(str(e))
+    b = store_baselines(s, args.max_compress_bytes)
+    print_table(b)
+    if args.output:
+        st._write_json_atomic(args.output, b, indent=1)
+        print(f"wrote {args.output}")
+    return b
+
+
+if __name__ == "__main__":
+    main()
