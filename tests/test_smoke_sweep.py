@@ -1,0 +1,82 @@
+"""The smoke plan end to end, as a newcomer runs it: sweep.py builds the sample store and runs 19 tiny runs;
+a rerun skips them; an interrupted run resumes from its checkpoint; --prune drops step checkpoints; and
+analyze.py writes runs.csv, fits.json, the plots and report.md (checked for content, not only existence)."""
+import csv
+import json
+import shutil
+
+import pytest
+
+import analyze
+import store as st
+import sweep
+from conftest import ROOT
+
+SMOKE = ROOT / "plans" / "smoke.yaml"
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke") / "sweep"
+    sweep.main(["run", str(SMOKE), "--out", str(out), "--parallel", "2"])
+    return out
+
+
+def test_sweep_runs_skips_and_resumes(smoke, capsys):
+    counts = sweep.main(["status", str(SMOKE), "--out", str(smoke)])
+    assert counts["complete"] == 19 and counts["failed"] == counts["pending"] == 0
+    assert st.read_meta(ROOT / "preprocessed_sample") is not None  # the plan built its store
+    capsys.readouterr()
+    sweep.main(["run", str(SMOKE), "--out", str(smoke)])
+    assert "19 complete, 0 to run" in capsys.readouterr().out
+    # interrupt one run after its checkpoint at step 25: no summary, no final model
+    rd = smoke / "runs" / "tiny-50k_K3_s01_d27k"
+    assert (rd / "step_00000025").is_dir()
+    for p in ("summary.json", "test_results.json"):
+        (rd / p).unlink()
+    shutil.rmtree(rd / "final")
+    assert sweep.run_status(smoke, rd.name)[0] == "interrupted"
+    sweep.main(["run", str(SMOKE), "--out", str(smoke), "--prune"])
+    out = capsys.readouterr().out
+    assert "18 complete, 1 to run" in out and "tiny-50k_K3_s01_d27k: complete" in out
+    assert "resumed from step 25" in (rd / "train.log").read_text()
+    assert json.loads((rd / "summary.json").read_text())["status"] == "complete"
+    assert not list((smoke / "runs").glob("*/step_*"))  # pruned
+    assert all((smoke / "runs" / rid / "final" / "model.safetensors").is_file() for rid, _ in
+               sweep.expand(sweep.load_plan(SMOKE)))
+
+
+def test_analysis_outputs(smoke):
+    out = analyze.main([str(smoke), "--n_boot", "30"])
+    rows = list(csv.DictReader(open(out / "runs.csv")))
+    assert len(rows) == 19 * 11  # every run is evaluated on all 11 categories
+    assert set(rows[0]) == set(analyze.CSV_COLUMNS)
+    k11 = [r for r in rows if r["K"] == "11"]
+    assert all(r["in_training"] == "True" for r in k11)
+    k1 = [r for r in rows if r["K"] == "1"]
+    assert sum(r["in_training"] == "True" for r in k1) == len(k1) // 11
+    for r in rows:
+        assert float(r["test_loss"]) > 0 and r["status"] == "complete" and r["schedule_complete"] == "True"
+        if r["in_training"] == "True" and r["tagged"] == "False":
+            assert int(r["tokens_category"]) > 0 and float(r["epochs_category"]) > 0
+    fits = json.loads((out / "fits.json").read_text())
+    assert [f["form"] for f in fits] == ["dilution", "disjoint", "shared"]
+    for f in fits:
+        assert {"form", "data_filter", "params", "converged", "fit_error", "cv_error"} <= set(f)
+        assert f["n_points"] == sum(1 for r in rows if r["in_training"] == "True" and r["tagged"] == "False")
+        beta = f["params"]["beta"]
+        assert 0 < beta["estimate"] < 3 and beta["n_boot"] == 30 and beta["ci95"][0] <= beta["ci95"][1]
+        assert len([k for k in f["params"] if k.startswith("E[")]) == 11
+    assert 0 <= fits[0]["params"]["s"]["estimate"] <= 1
+    for png in ("loss_vs_tokens.png", "loss_vs_K.png", "collapse.png", "loss_by_position.png", "baselines.png"):
+        data = (out / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, png
+    report = (out / "report.md").read_text()
+    assert "## Fitted laws" in report and "| dilution |" in report and "| beta |" in report
+    for png in ("loss_vs_tokens.png", "loss_vs_K.png", "collapse.png", "loss_by_position.png", "baselines.png"):
+        assert f"]({png})" in report
+    assert "## Identification cost (tagged − untagged)" in report and "K=3" in report
+    assert "| math.ST |" in report and "gzip bpb" in report
+    base = json.loads((out / "baselines.json").read_text())
+    assert set(base["per_category"]) == set(st.CATEGORIES)
+    assert all(0 < v["compress_bpb"]["gzip"] < 8 for v in base["per_category"].values())
