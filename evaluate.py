@@ -117,11 +117,14 @@ def tag_base_of(run_config, store):
 
 def evaluate_model(model, store, split="test", categories=None, batch_size=64, device="cpu",
                    dtype=torch.float32, training_categories=None, max_papers_per_category=None,
-                   output=None, model_path=None, arguments=None, progress=True, tag_base=None):
+                   output=None, model_path=None, arguments=None, progress=True, tag_base=None,
+                   exclude_papers=None):
     """Evaluate `model` on `split` of `store`; returns (and writes to `output`) the results dict.
 
     tag_base: for tagged runs, each window is preceded by the token tag_base + its category's label.
+    exclude_papers: paper ids left out (e.g. test papers with a near-duplicate in train, from baselines.py).
     """
+    excluded = np.asarray(sorted(exclude_papers or []), dtype=np.int64)
     from tqdm import tqdm
     device = torch.device(device)
     cats = list(store.categories) if categories is None else list(categories)
@@ -137,7 +140,7 @@ def evaluate_model(model, store, split="test", categories=None, batch_size=64, d
     per_cat_papers, all_starts, all_lens, all_cat = {}, [], [], []
     for ci, c in enumerate(cats):
         ids = store.papers(split, [c])
-        ids = ids[store.length[ids] >= 2]
+        ids = ids[(store.length[ids] >= 2) & ~np.isin(ids, excluded)]
         if max_papers_per_category is not None:
             ids = ids[:max_papers_per_category]
         per_cat_papers[c] = ids
@@ -210,6 +213,7 @@ def evaluate_model(model, store, split="test", categories=None, batch_size=64, d
               "store_id": store.store_id, "data_dir": str(store.dir.resolve()), "split": split,
               "dtype": str(dtype).replace("torch.", ""), "window": WINDOW,
               "tag_categories": tag_base is not None, "tag_token_base": tag_base,
+              "excluded_papers": excluded.tolist(),
               "training_categories": training_categories, "arguments": arguments,
               "per_category": per_category, "overall": overall,
               "eval_time_s": wall, "tokens_per_s": n_all / max(wall, 1e-9)}
@@ -246,6 +250,9 @@ def main(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                    help="fp32 and bf16 results are never mixed in one comparison")
+    p.add_argument("--exclude_papers", default=None,
+                   help="JSON file: a list of paper ids to leave out, or baselines.py's output (its near-duplicate "
+                        "test papers are left out)")
     args = p.parse_args(argv)
     if args.batch_size < 1:
         st.die(f"--batch_size must be >= 1 (got {args.batch_size})")
@@ -264,6 +271,15 @@ def main(argv=None):
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa")
     except Exception as e:
         st.die(f"--model_dir {model_dir}: cannot load the model ({type(e).__name__}: {str(e).splitlines()[0]})")
+    exclude = None
+    if args.exclude_papers:
+        try:
+            ex = json.loads(Path(args.exclude_papers).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            st.die(f"--exclude_papers {args.exclude_papers}: not a readable JSON file ({e})")
+        exclude = ex["overall"]["near_duplicate_test_papers"] if isinstance(ex, dict) else ex
+        if not all(isinstance(i, int) for i in exclude):
+            st.die(f"--exclude_papers {args.exclude_papers}: expected a list of integer paper ids")
     cats = None if args.categories == ["all"] else args.categories
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
     output = Path(args.output) if args.output else model_dir / f"eval_{args.split}.json"
@@ -271,7 +287,7 @@ def main(argv=None):
     try:
         res = evaluate_model(model, store, args.split, cats, args.batch_size, device, dtype,
                              run_cfg.get("categories"), args.max_papers_per_category, output,
-                             model_dir, vars(args), tag_base=tag_base_of(run_cfg, store))
+                             model_dir, vars(args), tag_base=tag_base_of(run_cfg, store), exclude_papers=exclude)
     except st.StoreError as e:
         st.die(str(e))
     print_table(res)

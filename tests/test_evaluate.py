@@ -132,6 +132,24 @@ def test_cli_writes_json_with_in_training_tags(eval_store, tiny_model, tmp_path,
     assert list(r2["per_category"]) == ["cs.CV"] and r2["per_category"]["cs.CV"]["n_papers"] == 1
 
 
+def test_exclude_papers(eval_store, tiny_model, tmp_path):
+    s = st.Store(eval_store)
+    model_dir = _save(tiny_model, tmp_path / "ex")
+    drop = [int(i) for i in s.papers("test", ["cs.CV"]) if s.length[i] >= 2][:1]
+    (tmp_path / "drop.json").write_text(json.dumps(drop))
+    full = evaluate.main(["--model_dir", str(model_dir), "--data_dir", str(eval_store), "--output", str(tmp_path / "a.json")])
+    part = evaluate.main(["--model_dir", str(model_dir), "--data_dir", str(eval_store), "--output", str(tmp_path / "b.json"),
+                          "--exclude_papers", str(tmp_path / "drop.json")])
+    assert part["excluded_papers"] == drop
+    assert part["per_category"]["cs.CV"]["n_papers"] == full["per_category"]["cs.CV"]["n_papers"] - 1
+    assert part["per_category"]["cs.CV"]["n_tokens"] == full["per_category"]["cs.CV"]["n_tokens"] - int(s.length[drop[0]]) + 1
+    assert part["per_category"]["math.AC"] == full["per_category"]["math.AC"]
+    (tmp_path / "base.json").write_text(json.dumps({"overall": {"near_duplicate_test_papers": drop}}))
+    again = evaluate.main(["--model_dir", str(model_dir), "--data_dir", str(eval_store), "--output", str(tmp_path / "c.json"),
+                           "--exclude_papers", str(tmp_path / "base.json")])
+    assert again["per_category"] == part["per_category"]
+
+
 def test_no_run_config_gives_null_tags(eval_store, tiny_model, tmp_path):
     model_dir = _save(tiny_model, tmp_path / "bare")
     res = evaluate.main(["--model_dir", str(model_dir), "--data_dir", str(eval_store)])

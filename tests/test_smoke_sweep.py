@@ -60,13 +60,17 @@ def test_analysis_outputs(smoke):
         if r["in_training"] == "True" and r["tagged"] == "False":
             assert int(r["tokens_category"]) > 0 and float(r["epochs_category"]) > 0
     fits = json.loads((out / "fits.json").read_text())
-    assert [f["form"] for f in fits] == ["dilution", "disjoint", "shared"]
+    assert [(f["form"], f["subset"]) for f in fits] == [
+        ("dilution", "all"), ("disjoint", "all"), ("shared", "all"), ("shared", "K == 1"), ("shared", "K == 11"),
+        ("dilution", "epochs_category <= 4")]
+    n_fit = sum(1 for r in rows if r["in_training"] == "True" and r["tagged"] == "False")
+    assert fits[3]["n_points"] == 6 and fits[4]["n_points"] == 66 and fits[3]["data_filter"].endswith("K == 1")
     for f in fits:
         assert {"form", "data_filter", "params", "converged", "fit_error", "cv_error"} <= set(f)
-        assert f["n_points"] == sum(1 for r in rows if r["in_training"] == "True" and r["tagged"] == "False")
+        assert f["n_points"] == n_fit or f["subset"] != "all"
         beta = f["params"]["beta"]
         assert 0 < beta["estimate"] < 3 and beta["n_boot"] == 30 and beta["ci95"][0] <= beta["ci95"][1]
-        assert len([k for k in f["params"] if k.startswith("E[")]) == 11
+        assert len([k for k in f["params"] if k.startswith("E[")]) == (11 if f["subset"] != "K == 1" else 2)
     assert 0 <= fits[0]["params"]["s"]["estimate"] <= 1
     for png in ("loss_vs_tokens.png", "loss_vs_K.png", "collapse.png", "loss_by_position.png", "baselines.png"):
         data = (out / png).read_bytes()
@@ -76,6 +80,8 @@ def test_analysis_outputs(smoke):
     for png in ("loss_vs_tokens.png", "loss_vs_K.png", "collapse.png", "loss_by_position.png", "baselines.png"):
         assert f"]({png})" in report
     assert "## Identification cost (tagged − untagged)" in report and "K=3" in report
+    assert "## H1: floors E_c, specialists (K = 1) vs K == 11" in report and "| cs.CV |" in report
+    assert "## H4: mixing gain" in report and "| tiny-50k | 3 | 3,000 |" in report
     assert "| math.ST |" in report and "gzip bpb" in report
     base = json.loads((out / "baselines.json").read_text())
     assert set(base["per_category"]) == set(st.CATEGORIES)
