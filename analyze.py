@@ -324,13 +324,19 @@ def _plt():
     return plt
 
 
-def _group_mean(rows, keys, value):
-    g = {}
-    for r in rows:
-        if r[value] is None:
-            continue
-        g.setdefault(tuple(r[k] for k in keys), []).append(r[value])
-    return {k: (float(np.mean(v)), float(np.std(v)) if len(v) > 1 else 0.0, len(v)) for k, v in g.items()}
+def _style(ax, xlabel, ylabel, title, legend_size=8, log_grid=False):
+    """Labels, grid and legend: the same for every panel."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both" if log_grid else "major")
+    ax.legend(fontsize=legend_size)
+
+
+def _save(plt, fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def run_level(rows):
@@ -371,14 +377,9 @@ def plot_loss_vs_tokens(rows, best_fit, fit_d, path):
                     preds.append(law.predict(np.array(best_fit["_theta"]), dd))
                 ax.plot(grid, np.mean(preds, axis=0), "-", color=col, lw=1.2, label=f"K={K} fit ({best_fit['form']})")
         ax.set_xscale("log")
-        ax.set_xlabel("predicted tokens seen D")
-        ax.set_ylabel("in-training test loss (macro, nats/token)")
-        ax.set_title(f"{m}: loss vs tokens per K")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        _style(ax, "predicted tokens seen D", "in-training test loss (macro, nats/token)",
+               f"{m}: loss vs tokens per K", log_grid=True)
+    _save(plt, fig, path)
 
 
 def plot_loss_vs_K(rows, path):
@@ -397,14 +398,9 @@ def plot_loss_vs_K(rows, path):
             if Ks:
                 ax.errorbar(Ks, [np.mean(pts[k]) for k in Ks], yerr=[np.std(pts[k]) for k in Ks], fmt=style,
                             color=col, capsize=3, label=f"D={D:,.0f}: {lab}")
-    ax.set_xlabel("number of training categories K")
-    ax.set_ylabel("test loss (macro over categories)")
-    ax.set_title("in-training vs held-out loss against K at fixed budgets")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _style(ax, "number of training categories K", "test loss (macro over categories)",
+           "in-training vs held-out loss against K at fixed budgets", legend_size=7)
+    _save(plt, fig, path)
 
 
 def plot_collapse(fit, d, path):
@@ -425,14 +421,9 @@ def plot_collapse(fit, d, path):
             label=f"B X^-beta, beta={p['beta']:.3f}, s={p['s']:.3f}")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("effective tokens X = D_c^s D^(1-s)")
-    ax.set_ylabel("reducible loss L_c - E_c")
-    ax.set_title(f"per-category loss collapsed with the fitted s ({fit['form']})")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _style(ax, "effective tokens X = D_c^s D^(1-s)", "reducible loss L_c - E_c",
+           f"per-category loss collapsed with the fitted s ({fit['form']})", log_grid=True)
+    _save(plt, fig, path)
 
 
 def plot_positions(runs, path):
@@ -461,14 +452,8 @@ def plot_positions(runs, path):
             if k[3] == biggest and "untagged" in v:
                 ax.plot(range(1, 101), v["untagged"], label=f"{k[0]} K={k[1]} seed={k[2]}")
         title = f"loss by window position (D={biggest})"
-    ax.set_xlabel("position in window (tokens of context)")
-    ax.set_ylabel("in-training test loss (nats/token)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _style(ax, "position in window (tokens of context)", "in-training test loss (nats/token)", title, legend_size=7)
+    _save(plt, fig, path)
     return twins
 
 
@@ -488,13 +473,8 @@ def plot_baselines(rows, baselines, path):
     ax.bar(x + 1.5 * wdt, [best.get(c, np.nan) for c in cats], wdt, label="best model (in training)")
     ax.set_xticks(x)
     ax.set_xticklabels(cats, rotation=45, ha="right")
-    ax.set_ylabel("bits per byte (test text)")
-    ax.set_title("model vs compressors, per category")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _style(ax, "category", "bits per byte (test text)", "model vs compressors, per category")
+    _save(plt, fig, path)
 
 
 def _fmt(v, d=4):

@@ -313,7 +313,7 @@ def plot_loss_curve(run_dir):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    rows = [json.loads(l) for l in open(Path(run_dir) / "metrics.jsonl")]
+    rows = [json.loads(l) for l in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
     tr = [r for r in rows if r["kind"] == "train"]
     ev = [r for r in rows if r["kind"] == "eval"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -426,7 +426,7 @@ def main(argv=None):
     run_name = args.run_name or f"{model_name}_K{args.K}_seed{args.seed}_{args.sampling}_tok{budget_tag}"
     run_dir = Path(args.output_dir) / run_name
     flops_per_token = 6 * n_total
-    epochs_per_cat_pool = train_ds.pool_tokens_by_label()
+    pool_tokens_by_label = train_ds.pool_tokens_by_label()  # for epochs per category
 
     # --- run directory / resume -------------------------------------------------------------------------------
     resume_from = None
@@ -452,6 +452,8 @@ def main(argv=None):
     if rank0:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "summary.json").unlink(missing_ok=True)  # the run is not complete until we say so
+        for stale in run_dir.glob(".*.tmp-*"):  # half-written checkpoints of a killed run: never valid
+            shutil.rmtree(stale, ignore_errors=True)
     if ddp:
         dist.barrier()
     config = {**vars(args), "categories": categories, "run_name": run_name, "model_name": model_name,
@@ -501,7 +503,8 @@ def main(argv=None):
         if rank0:
             windows_by_label = np.asarray(state["windows_by_label"], dtype=np.int64)
         best_val = float(state.get("best_val_loss", float("inf")))
-        torch.set_rng_state(state["torch_rng"])
+        history_best_step = state.get("best_step")
+        torch.set_rng_state(state["torch_rng"].cpu())  # loaded onto `device`; the CPU generator needs a CPU tensor
         if state["total_steps"] != total_steps:
             st.die(f"--resume: the checkpoint was made for {state['total_steps']} steps, this run has "
                    f"{total_steps}; resume with the same budget and batch flags")
@@ -524,7 +527,7 @@ def main(argv=None):
         if ddp:
             dist.all_reduce(counts)
         return {"step": step, "tokens_seen": tokens_seen, "total_steps": total_steps,
-                "windows_by_label": counts.tolist(), "best_val_loss": best_val,
+                "windows_by_label": counts.tolist(), "best_val_loss": best_val, "best_step": history_best_step,
                 "torch_rng": torch.get_rng_state(), "sampler": {"seed": args.data_seed, "sampling": args.sampling,
                                                                "next_step": step},
                 "schedule": {"warmup": warmup, "total": total_steps, "min_lr_ratio": args.min_lr_ratio}}
@@ -550,11 +553,16 @@ def main(argv=None):
         run_validation()  # the untrained model: ~ln(vocab)
     t_log, tok_log = time.time(), 0
     train_t0, train_tok0 = time.time(), tokens_seen
+    # A NaN/inf loss is tracked on the device and checked only where the loop synchronises anyway (log,
+    # validation, checkpoint, last step): a per-step .item() would stall the GPU every step. Checkpoints are
+    # written only after a passing check, so the last checkpoint is always a good one.
+    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+    last_check = step
     while step < total_steps:
         m = lr_at(step + 1, total_steps, warmup, args.min_lr_ratio)
         for g in optimizer.param_groups:
             g["lr"] = lr * m
-        loss_acc = 0.0
+        loss_acc = torch.zeros((), device=device)
         for micro in range(args.grad_accum_steps):
             x, labels = train_ds.sample_batch(step * args.grad_accum_steps + micro, args.batch_size, rank, world,
                                               return_labels=True)
@@ -567,20 +575,30 @@ def main(argv=None):
                 loss = step_fn(x, tags)
             (loss / args.grad_accum_steps).backward()
             loss_acc += loss.detach().float() / args.grad_accum_steps
-        if ddp:
-            dist.all_reduce(loss_acc, op=dist.ReduceOp.AVG)
-        loss_val = float(loss_acc)
-        if not math.isfinite(loss_val):
-            status, fail_msg = "failed", f"non-finite loss {loss_val} at step {step + 1}; the last good checkpoint is kept"
-            log.print(f"error: {fail_msg}")
-            break
+        nonfinite |= ~torch.isfinite(loss_acc)
         torch.nn.utils.clip_grad_norm_(raw_model.parameters(), args.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
         tokens_seen += tokens_per_step
         tok_log += tokens_per_step
-        if step % args.log_interval_steps == 0 or step == total_steps:
+        logging = step % args.log_interval_steps == 0 or step == total_steps
+        if logging or step % args.eval_interval_steps == 0 or step % args.checkpoint_interval_steps == 0:
+            bad = nonfinite.float()
+            if ddp:
+                dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+            if bad.item():
+                status = "failed"
+                fail_msg = (f"non-finite loss at step {step}" if step == last_check + 1 else
+                            f"non-finite loss between steps {last_check + 1} and {step}") + \
+                    "; the last good checkpoint is kept"
+                log.print(f"error: {fail_msg}")
+                break
+            last_check = step
+        if logging:
+            if ddp:
+                dist.all_reduce(loss_acc, op=dist.ReduceOp.AVG)
+            loss_val = float(loss_acc)
             dt = time.time() - t_log
             tps = tok_log / max(dt, 1e-9)
             row = {"kind": "train", "step": step, "tokens": tokens_seen, "lr": lr * m, "loss": loss_val,
@@ -634,7 +652,7 @@ def main(argv=None):
                    "categories": categories, "K": args.K, "steps": step, "total_steps": total_steps,
                    "schedule_complete": status == "complete" and step == total_steps,
                    "tokens_seen": tokens_seen, "tokens_per_category": per_cat_tokens,
-                   "epochs_per_category": {c: per_cat_tokens[c] / max(epochs_per_cat_pool.get(store.categories.index(c), 0), 1)
+                   "epochs_per_category": {c: per_cat_tokens[c] / max(pool_tokens_by_label.get(store.categories.index(c), 0), 1)
                                            for c in categories},
                    "final_val_loss": last_val, "best_val_loss": best_val if math.isfinite(best_val) else None,
                    "best_step": history_best_step, "wall_time_s": time.time() - t_start,

@@ -57,7 +57,7 @@ def train_py(store, model_config, batch_size, steps, warmup, workdir, extra):
             "--log_interval_steps", "1", "--skip_test_eval", "--eval_windows", "1",
             "--output_dir", str(out), "--run_name", "bench", *extra]
     run = train.main(argv)
-    rows = [json.loads(l) for l in open(run / "metrics.jsonl") if '"train"' in l]
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"train"' in l]
     timed = rows[warmup:]
     # per-step rows: tokens / sum of interval times = steady-state rate
     return sum(batch_size * 100 for _ in timed) / sum(batch_size * 100 / r["tokens_per_s"] for r in timed)

@@ -23,6 +23,19 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import store as st  # noqa: E402
 
 
+def one_line_error(main, argv, capsys, code=2):
+    """Call a script's main(argv) expecting a user error: exit `code`, exactly one 'error: ' line on stderr,
+    no traceback. Returns that line."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == code
+    err = capsys.readouterr().err
+    lines = [l for l in err.splitlines() if l.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
 @pytest.fixture(scope="session")
 def outputs():
     OUTPUTS.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ import torch
 import evaluate
 import store as st
 import train
-from conftest import TINY_CONFIG, make_synthetic_store
+from conftest import one_line_error, TINY_CONFIG, make_synthetic_store
 
 # lengths that are not multiples of 100, shorter than a window, exactly 100/101/102, and 0/1 (not counted)
 LENGTHS = [0, 1, 2, 50, 100, 101, 102, 201, 250, 333]
@@ -158,13 +158,7 @@ def test_no_run_config_gives_null_tags(eval_store, tiny_model, tmp_path):
 
 
 def _fails(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        evaluate.main(argv)
-    assert e.value.code == 2
-    err = capsys.readouterr().err
-    lines = [l for l in err.splitlines() if l.startswith("error: ")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
+    return one_line_error(evaluate.main, argv, capsys)
 
 
 def test_bad_input(eval_store, sample_store, tiny_model, tmp_path, capsys):

@@ -7,17 +7,11 @@ import pytest
 
 import fetch_arxiv
 import store as st
-from conftest import ROOT, write_hub_copy
+from conftest import one_line_error, ROOT, write_hub_copy
 
 
 def _fails(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        fetch_arxiv.main(argv)
-    assert e.value.code not in (0, None)
-    err = capsys.readouterr().err
-    lines = [l for l in err.splitlines() if l.startswith("error: ")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
+    return one_line_error(fetch_arxiv.main, argv, capsys)
 
 
 def test_missing_dataset_path(tmp_path, capsys):

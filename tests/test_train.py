@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 import store as st
 import train
-from conftest import ROOT, TINY_CONFIG, make_synthetic_store, markov_entropy
+from conftest import one_line_error, ROOT, TINY_CONFIG, make_synthetic_store, markov_entropy
 
 CATS = ["math.AC", "cs.CV", "cs.AI"]
 
@@ -171,13 +171,7 @@ def test_wandb_offline_is_not_fatal(synthetic_store, tmp_path):
 
 
 def _fails(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        train.main(argv)
-    assert e.value.code == 2
-    err = capsys.readouterr().err
-    lines = [l for l in err.splitlines() if l.startswith("error: ")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
+    return one_line_error(train.main, argv, capsys)
 
 
 def test_bad_input(synthetic_store, sample_store, tmp_path, capsys):
