@@ -22,6 +22,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -271,7 +272,19 @@ def fit_specs(rows):
     return specs
 
 
-def fit_law(d, form, n_boot=1000, seed=0, with_n=None):
+def _boot_fits(job):
+    """Refit each bootstrap resample (multiplicity weights), warm-started at the point estimate."""
+    law, d, th, weight_list = job
+    out = []
+    for w in weight_list:
+        # ftol 1e-12 measured 3x faster than 1e-15 here, with bootstrap means and spreads equal to ~1% of the
+        # spread (notes.md)
+        r = _minimize(law, d, [th], w, tol=(1e-12, 1e-9))
+        out.append(named_params(law, r.x, d["categories"]) if np.all(np.isfinite(r.x)) else None)
+    return out
+
+
+def fit_law(d, form, n_boot=1000, seed=0, with_n=None, jobs=1):
     """Point estimate, bootstrap 95% CIs over runs, in-sample error and leave-largest-budget-out error."""
     if with_n is None:
         with_n = len(np.unique(d["N"])) > 1
@@ -280,18 +293,35 @@ def fit_law(d, form, n_boot=1000, seed=0, with_n=None):
     th = res.x
     point = named_params(law, th, d["categories"])
     resid = np.log(law.predict(th, d)) - np.log(d["L"])
-    # bootstrap over runs (clusters): multiplicity weights, warm start from the point estimate
+    # bootstrap over runs (clusters): all resamples are drawn here, so the result is the same for any `jobs`
     rng = np.random.default_rng(seed)
     n_runs = len(d["runs"])
-    boots = []
-    for _ in range(n_boot):
-        counts = np.bincount(rng.integers(0, n_runs, n_runs), minlength=n_runs)
-        w = counts[d["run"]].astype(float)
-        # warm-started at the point estimate; ftol 1e-12 measured 3x faster than 1e-15 with bootstrap means
-        # and spreads equal to ~1% of the spread (notes.md)
-        r = _minimize(law, d, [th], w, tol=(1e-12, 1e-9))
-        if np.all(np.isfinite(r.x)):
-            boots.append(named_params(law, r.x, d["categories"]))
+    weights = [np.bincount(rng.integers(0, n_runs, n_runs), minlength=n_runs)[d["run"]].astype(float)
+               for _ in range(n_boot)]
+    if jobs > 1 and n_boot >= 4 * jobs:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+        chunks = [weights[i::jobs] for i in range(jobs)]
+        # spawned workers with single-threaded BLAS: the fits are tiny, and OpenBLAS threads of several
+        # processes spinning on the same cores made 2 processes slower than 1 (measured, notes.md)
+        limits = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+        saved = {k: os.environ.get(k) for k in limits}
+        os.environ.update({k: "1" for k in limits})
+        try:
+            with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as ex:
+                parts = list(ex.map(_boot_fits, [(law, d, th, c) for c in chunks]))
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        ordered = [None] * n_boot
+        for i, part in enumerate(parts):
+            ordered[i::jobs] = part
+    else:
+        ordered = _boot_fits((law, d, th, weights))
+    boots = [b for b in ordered if b is not None]
     params = {}
     for k, v in point.items():
         vals = np.array([b[k] for b in boots])
@@ -591,6 +621,7 @@ def main(argv=None):
     p.add_argument("sweep_dir", help="a sweep.py --out directory (or a train.py --output_dir)")
     p.add_argument("--n_boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes for the bootstrap refits")
     p.add_argument("--no_baselines", action="store_true", help="skip the store baselines")
     args = p.parse_args(argv)
     if not Path(args.sweep_dir).is_dir():
@@ -612,7 +643,7 @@ def main(argv=None):
         if len(dd["L"]) < len(dd["categories"]) + 4 or len(np.unique(dd["D"])) < 2:
             print(f"fit {form} [{label or 'all'}]: too few complete runs or budgets, skipped")
             continue
-        f = fit_law(dd, form, n_boot=args.n_boot, seed=args.seed)
+        f = fit_law(dd, form, n_boot=args.n_boot, seed=args.seed, jobs=args.jobs)
         if label:
             f["data_filter"] = f"{DATA_FILTER} and {label}"
         f["subset"] = label or "all"

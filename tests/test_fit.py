@@ -54,6 +54,13 @@ def test_recovers_parameters_and_intervals_cover_truth():
     assert fit["form"] == "dilution" and "D_c^s" in fit["formula"] and "data_filter" in fit
 
 
+def test_bootstrap_is_the_same_with_any_number_of_processes():
+    d = synthetic(seed=5)
+    a = analyze.fit_law(d, "dilution", n_boot=16, seed=3, jobs=1)
+    b = analyze.fit_law(d, "dilution", n_boot=16, seed=3, jobs=2)
+    assert a["params"] == b["params"]
+
+
 def test_held_out_error_prefers_the_true_form():
     # 8 categories and K up to 8: D/K^s then differs between the forms by up to 0.4 * ln 8 in log-tokens
     d = synthetic(seed=2, noise=0.002, E=[2.0, 2.3, 2.6, 2.9, 3.1, 3.3, 3.5, 3.7], Ks=(1, 2, 4, 8))

@@ -109,3 +109,9 @@ def test_bad_plans(tmp_path, capsys):
     with pytest.raises(SystemExit):
         sweep.main(["list", str(tmp_path / "none.yaml")])
     assert "no such file" in capsys.readouterr().err
+
+
+def test_json_plan_equals_yaml_plan(tmp_path):
+    plan = yaml.safe_load(SMOKE.read_text())
+    (tmp_path / "smoke.json").write_text(json.dumps(plan))
+    assert sweep.expand(sweep.load_plan(tmp_path / "smoke.json")) == sweep.expand(sweep.load_plan(SMOKE))

@@ -210,3 +210,24 @@ def test_compile_runs_and_learns(synthetic_store, tmp_path):
     assert not [k for k in _weights(run) if "_orig_mod" in k]  # saved from the uncompiled module
     from transformers import AutoModelForCausalLM
     AutoModelForCausalLM.from_pretrained(run / "final")
+
+
+@pytest.mark.parametrize("name", list(train.PYTHIA))
+def test_named_configs_have_the_published_parameter_counts(name):
+    from transformers import AutoModelForCausalLM
+    cfg, _, lr, expected = train.model_config(name, 50277)
+    with torch.device("meta"):  # shapes only: no memory, no init time
+        model = AutoModelForCausalLM.from_config(cfg)
+    assert train.count_params(model)[0] == expected
+    assert cfg.vocab_size == 50304 and cfg.use_parallel_residual and not cfg.tie_word_embeddings
+    assert cfg.rope_parameters["partial_rotary_factor"] == 0.25 and cfg.rope_parameters["rope_theta"] == 10000
+    assert lr == {"pythia-160m": 6e-4, "pythia-410m": 3e-4}.get(name, 1e-3)
+
+
+def test_lr_schedule_warmup_and_cosine_end_exactly_at_min():
+    total, warm = 1000, 10
+    lrs = [train.lr_at(u, total, warm, 0.1) for u in range(1, total + 1)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[warm - 1] == pytest.approx(1.0)
+    assert lrs[-1] == pytest.approx(0.1, abs=1e-12)  # the last update runs at exactly min_lr_ratio * lr
+    assert all(a >= b for a, b in zip(lrs[warm - 1:], lrs[warm:]))  # monotone decay after warmup
+    assert lrs[warm - 1 + (total - warm) // 2] == pytest.approx(0.55, abs=1e-3)  # cosine midpoint
