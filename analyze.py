@@ -140,6 +140,7 @@ def fit_data(rows, where=None):
             "cat": np.array([cats.index(r["category"]) for r in use], dtype=int),
             "run": np.array([runs.index(r["run_id"]) for r in use], dtype=int),
             "budget": np.array([r["token_budget"] for r in use], dtype=float),
+            "K": np.array([r["K"] for r in use], dtype=int),
             "categories": cats, "runs": runs}
 
 
@@ -442,10 +443,9 @@ def plot_collapse(fit, d, path):
     if fit["_with_n"]:
         red = red - np.exp(p["logA"] - p["alpha"] * np.log(d["N"]))
     fig, ax = plt.subplots(figsize=(7, 4.8))
-    K_of = np.round(d["D"] / d["Dc"]).astype(int)
-    for K in sorted(set(K_of.tolist())):
-        m = K_of == K
-        ax.scatter(X[m], np.maximum(red[m], 1e-4), s=14, label=f"D/D_c ~ {K}")
+    for K in sorted(set(d["K"].tolist())):
+        m = d["K"] == K
+        ax.scatter(X[m], np.maximum(red[m], 1e-4), s=14, label=f"K={K}")
     grid = np.geomspace(X.min(), X.max(), 50)
     ax.plot(grid, np.exp(p["logB"] - p["beta"] * np.log(grid)), "k-",
             label=f"B X^-beta, beta={p['beta']:.3f}, s={p['s']:.3f}")
