@@ -10,11 +10,7 @@ analyze.py runs this on the store its runs used and adds the figures to its tabl
 import argparse
 import bz2
 import gzip
-import json
 import lzma
-import math
-import sys
-from pathlib import Path
 
 import numpy as np
 

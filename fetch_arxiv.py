@@ -20,10 +20,8 @@ rows read are downloaded.
 import argparse
 import collections
 import hashlib
-import json
 import os
 import re
-import sys
 import time
 from pathlib import Path
 

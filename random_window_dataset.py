@@ -11,7 +11,6 @@ as __getitem__ on those indices, without the per-item Python overhead.
     python random_window_dataset.py --data_dir preprocessed_arxiv --categories cs.IT math.ST
 """
 import argparse
-import sys
 
 import numpy as np
 import torch

@@ -225,7 +225,7 @@ def read_meta(data_dir):
     try:
         return json.loads(p.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise StoreError(f"{p}: unreadable meta.json ({e}); rebuild the store with fetch_arxiv.py --force")
+        raise StoreError(f"{p}: unreadable meta.json ({e}); rebuild the store with fetch_arxiv.py --force") from None
 
 
 def check_files(data_dir, meta, verify_sha256=False, progress=False):

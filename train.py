@@ -19,16 +19,13 @@ import inspect
 import json
 import math
 import os
-import random
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import store as st
 from evaluate import evaluate_model, head_chunk_rows, window_hidden

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, bench_store, st  # noqa: E402
+from _common import bench_store, st  # noqa: E402
 import train  # noqa: E402
 
 

@@ -1,9 +1,7 @@
 """Bad input to fetch_arxiv.py: one clear line on stderr and a non-zero exit, no traceback."""
-import json
 import subprocess
 import sys
 
-import pytest
 
 import fetch_arxiv
 import store as st

@@ -3,7 +3,6 @@ tokenizer, determinism across --num_proc, reuse/--force, and integrity checks on
 import hashlib
 import json
 import unicodedata
-from pathlib import Path
 
 import numpy as np
 import pytest

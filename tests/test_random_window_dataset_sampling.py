@@ -65,7 +65,6 @@ def test_determinism_item_vs_batch_and_ranks(skewed):
 
 def test_sampling_distributions(skewed):
     n = 60000
-    pool_lengths = None
     for mode in rwd.SAMPLING_MODES:
         ds = rwd.RandomWindowDataset(skewed, "train", sampling=mode, seed=11)
         starts, labels = ds.sample_starts(np.arange(n))

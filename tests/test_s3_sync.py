@@ -1,6 +1,5 @@
 """S3 sync against a real S3-protocol HTTP server (moto) on 127.0.0.1, with the aws CLI as an
 independent client."""
-import json
 import os
 import shutil
 import subprocess
@@ -27,7 +26,7 @@ def _objects(c, bucket, prefix=""):
 
 
 def test_upload_visible_to_aws_cli_download_identical(tmp_path, s3_env, capsys):
-    c = _bucket(s3_env, "upload-bucket")
+    _bucket(s3_env, "upload-bucket")
     local = tmp_path / "local"
     meta = fetch_arxiv.main(SAMPLE + ["--output_dir", str(local), "--upload_to_s3", "--s3_bucket", "upload-bucket"])
     out = capsys.readouterr().out

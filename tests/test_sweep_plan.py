@@ -8,7 +8,6 @@ import subprocess
 import pytest
 import yaml
 
-import store as st
 import sweep
 from conftest import ROOT, TINY_CONFIG
 

@@ -9,14 +9,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 import store as st
 import train
-from conftest import one_line_error, ROOT, TINY_CONFIG, make_synthetic_store, markov_entropy
+from conftest import one_line_error, ROOT, TINY_CONFIG, markov_entropy
 
 CATS = ["math.AC", "cs.CV", "cs.AI"]
 
