@@ -157,3 +157,49 @@ def test_unreachable_endpoint_fails_fast(tmp_path, s3_env, capsys):
     assert time.time() - t0 < 20
     assert "cannot reach the S3 endpoint" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()  # nothing built: the error came before
+
+
+def test_access_denied_is_one_line_and_leaves_the_local_store(tmp_path, monkeypatch, capsys):
+    """A second moto server that enforces IAM after its first 3 requests (bucket, user, key): a user with no
+    policy is then denied, as a real bucket would deny a foreign account."""
+    import socket
+    import sys
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        admin = dict(endpoint_url=url, region_name="us-east-1", aws_access_key_id="AKIAADMINEXAMPLE0000",
+                     aws_secret_access_key="admin-secret-key-0000000000000000000000")
+        boto3.client("s3", **admin).create_bucket(Bucket="locked-bucket")
+        iam = boto3.client("iam", **admin)
+        iam.create_user(UserName="nobody")
+        key = iam.create_access_key(UserName="nobody")["AccessKey"]
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+        local = tmp_path / "local"
+        for flag, out in (("--upload_to_s3", local), ("--download_from_s3", tmp_path / "download")):
+            capsys.readouterr()
+            with pytest.raises(SystemExit) as e:
+                fetch_arxiv.main(SAMPLE + ["--output_dir", str(out), flag, "--s3_bucket", "locked-bucket"])
+            assert e.value.code == 2
+            captured = capsys.readouterr()
+            err = [l for l in captured.err.splitlines() if l.startswith("error: ")]
+            assert len(err) == 1 and "access denied" in err[0] and "Traceback" not in captured.err
+            assert key["SecretAccessKey"] not in captured.out + captured.err
+        st.Store(local, verify=True)  # built before the denied upload, and left as it was
+        assert not (tmp_path / "download").exists()  # a denied download builds nothing and leaves nothing
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
