@@ -598,7 +598,7 @@ def write_report(path, runs, rows, fits, baselines, twins, plots):
         L.append(f"| {m} | {K} | {D:,} | {max(len(a['in']), len(a['out']))} | "
                  f"{_fmt(float(np.mean(a['in'])) if a['in'] else None)} | {_fmt(float(np.mean(a['out'])) if a['out'] else None)} |")
     if twins:
-        L += ["", "## Identification cost (tagged − untagged)", "", "| run group | mean gap (nats/token) | ln(K)/100 |", "|---|---|---|"]
+        L += ["", "## Identification cost (untagged − tagged: > 0 when knowing the category helps)", "", "| run group | mean gap (nats/token) | bound ln(K)/100 |", "|---|---|---|"]
         for (m, K, seed, D), v in twins.items():
             L.append(f"| {m} K={K} seed={seed} D={D:,} | {np.nanmean(v['untagged'] - v['tagged']):+.4f} | {math.log(K) / 100:.4f} |")
     if baselines:

@@ -79,7 +79,7 @@ def test_analysis_outputs(smoke):
     assert "## Fitted laws" in report and "| dilution |" in report and "| beta |" in report
     for png in ("loss_vs_tokens.png", "loss_vs_K.png", "collapse.png", "loss_by_position.png", "baselines.png"):
         assert f"]({png})" in report
-    assert "## Identification cost (tagged − untagged)" in report and "K=3" in report
+    assert "## Identification cost (untagged − tagged" in report and "K=3" in report
     assert "## H1: floors E_c, specialists (K = 1) vs K == 11" in report and "| cs.CV |" in report
     assert "## H4: mixing gain" in report and "| tiny-50k | 3 | 3,000 |" in report
     assert "| math.ST |" in report and "gzip bpb" in report
