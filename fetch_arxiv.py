@@ -177,11 +177,16 @@ def default_s3_prefix(v):
     return f"arxiv-ergodic-scaling/{slug}/{variant_id(v)}"
 
 
+PARQUET_REVISION = "refs/convert/parquet"  # the hub's automatic parquet conversion of a dataset
+
+
 def load_source(args):
-    """{split: IterableDataset or Dataset} and the category names, through datasets.load_dataset.
+    """({split: IterableDataset or Dataset}, category names, hub revision used), via datasets.load_dataset.
 
     Dev runs and local copies stream (no full download, no Arrow cache); a full hub run downloads once
-    into the datasets cache, which survives a network hiccup better than a 1.9 GB stream.
+    into the datasets cache, which survives a network hiccup better than a 1.9 GB stream. datasets >= 4 no
+    longer runs loading scripts; when the hub repository is a script dataset and no revision was pinned,
+    the hub's parquet conversion (refs/convert/parquet) is loaded instead, through the same call.
     """
     import datasets
     streaming = args.max_examples_per_split is not None or args.dataset_path is not None
@@ -196,7 +201,15 @@ def load_source(args):
     else:
         target, kwargs = args.dataset_name, {"name": args.dataset_config, "revision": args.dataset_revision}
     try:
-        ds = datasets.load_dataset(target, streaming=streaming, **kwargs)
+        try:
+            ds = datasets.load_dataset(target, streaming=streaming, **kwargs)
+        except RuntimeError as e:
+            if args.dataset_path or args.dataset_revision or "scripts are no longer supported" not in str(e):
+                raise
+            print(f"{target} is a script dataset, which datasets >= 4 cannot run; loading its parquet "
+                  f"conversion (--dataset_revision {PARQUET_REVISION})", flush=True)
+            kwargs["revision"] = PARQUET_REVISION
+            ds = datasets.load_dataset(target, streaming=streaming, **kwargs)
     except Exception as e:
         st.die(f"could not load dataset {target!r} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                "offline? use --dataset_path with a local copy")
@@ -207,7 +220,7 @@ def load_source(args):
     if feats is None or "text" not in feats or "label" not in feats:
         st.die(f"dataset {target!r}: features 'text' and 'label' are needed, found {list(feats or {})}")
     label_names = getattr(feats["label"], "names", None) or list(st.CATEGORIES)
-    return ds, list(label_names)
+    return ds, list(label_names), kwargs.get("revision")
 
 
 def split_rows(ds_split, max_n, n_categories, split, where):
@@ -260,7 +273,7 @@ def batched(rows, split):
 
 def build_store(args, tok, tok_info, variant):
     from tqdm import tqdm
-    ds, label_names = load_source(args)
+    ds, label_names, revision_used = load_source(args)
     where = args.dataset_path or args.dataset_name
     backend = tok.backend_tokenizer
     separator = tok_info["eos_token_id"] == st.EOS_ID  # the format allows only <|endoftext|> = 0 between papers
@@ -289,7 +302,7 @@ def build_store(args, tok, tok_info, variant):
             raise st.StoreError(f"{where}: the source has no rows; nothing to store")
         dataset_info = {"name": args.dataset_name if not args.dataset_path else None,
                         "config": args.dataset_config if not args.dataset_path else None,
-                        "revision": args.dataset_revision if not args.dataset_path else None,
+                        "revision": revision_used if not args.dataset_path else None,
                         "path": str(Path(args.dataset_path).resolve()) if args.dataset_path else None}
         meta = w.finish({"dataset": dataset_info, "tokenizer": tok_info,
                          "max_examples_per_split": args.max_examples_per_split,

@@ -1,6 +1,7 @@
 """The source dataset as fetch_arxiv.py loads it (datasets.load_dataset on a local hub-layout copy)."""
 import argparse
 
+import pytest
 
 import fetch_arxiv
 import store as st
@@ -13,7 +14,7 @@ def _args(path, n=None):
 
 
 def test_sample_corpus_layout_splits_features_labels():
-    ds, names = fetch_arxiv.load_source(_args(st.SAMPLE_CORPUS, n=None))
+    ds, names, _ = fetch_arxiv.load_source(_args(st.SAMPLE_CORPUS, n=None))
     assert names == st.CATEGORIES
     assert set(ds) == set(st.SPLITS)
     feats = ds["train"].features
@@ -29,13 +30,13 @@ def test_sample_corpus_layout_splits_features_labels():
 def test_plain_int_label_means_the_11_names(tmp_path):
     path = write_hub_copy(tmp_path / "hub", {s: [("a b c", 3), ("d", 10)] for s in st.SPLITS},
                           label_feature="int")
-    ds, names = fetch_arxiv.load_source(_args(path, n=5))
+    ds, names, _ = fetch_arxiv.load_source(_args(path, n=5))
     assert names == st.CATEGORIES
     assert [r["label"] for r in ds["test"]] == [3, 10]
 
 
 def test_dev_subset_is_deterministic_and_covers_categories():
-    ds, names = fetch_arxiv.load_source(_args(st.SAMPLE_CORPUS, n=13))
+    ds, names, _ = fetch_arxiv.load_source(_args(st.SAMPLE_CORPUS, n=13))
     pick = lambda: list(fetch_arxiv.split_rows(ds["train"], 13, 11, "train", "x"))
     a, b = pick(), pick()
     assert a == b and len(a) == 13
@@ -49,7 +50,36 @@ def test_dev_subset_is_deterministic_and_covers_categories():
 def test_dev_subset_fills_from_passed_over_rows_when_a_category_is_rare(tmp_path):
     rows = [("x", 0)] * 6 + [("y", 1)]
     path = write_hub_copy(tmp_path / "hub", {s: rows for s in st.SPLITS}, label_feature="int")
-    ds, _ = fetch_arxiv.load_source(_args(path, n=4))
+    ds, _, _ = fetch_arxiv.load_source(_args(path, n=4))
     got = list(fetch_arxiv.split_rows(ds["train"], 4, 11, "train", "x"))
     # quota gives label 0 one place and label 1 one place; rows 1 and 2 fill the rest, in source order
     assert [r for r, _, _ in got] == [0, 1, 2, 6]
+
+
+def test_script_dataset_falls_back_to_the_parquet_conversion(monkeypatch, capsys):
+    """The hub id path with datasets >= 4 on a script dataset: the same load_dataset call is retried on
+    refs/convert/parquet (here answered by the local sample corpus, since the hub is unreachable)."""
+    import datasets
+    calls = []
+    real = datasets.load_dataset
+
+    def fake(target, streaming=False, name=None, revision=None):
+        calls.append((target, name, revision))
+        if revision != "refs/convert/parquet":  # every other revision of a script dataset fails
+            raise RuntimeError("Dataset scripts are no longer supported, but found arxiv-classification.py")
+        return real(str(st.SAMPLE_CORPUS), streaming=streaming)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+    args = _args(None, n=5)
+    args.dataset_path = None
+    ds, names, revision = fetch_arxiv.load_source(args)
+    assert calls == [("ccdv/arxiv-classification", "no_ref", None),
+                     ("ccdv/arxiv-classification", "no_ref", "refs/convert/parquet")]
+    assert revision == "refs/convert/parquet" and names == st.CATEGORIES
+    assert "parquet conversion" in capsys.readouterr().out
+    # a pinned revision is the user's choice: no silent fallback
+    args.dataset_revision = "abc123"
+    calls.clear()
+    with pytest.raises(SystemExit):
+        fetch_arxiv.load_source(args)
+    assert calls == [("ccdv/arxiv-classification", "no_ref", "abc123")]
