@@ -650,7 +650,7 @@ def main(argv=None):
     if not fits:
         print("too few complete runs (or budgets) to fit the laws yet")
     public = [{k: v for k, v in f.items() if not k.startswith("_")} for f in fits]
-    st._write_json_atomic(out / "fits.json", public, indent=1)
+    st.write_json_atomic(out / "fits.json", public, indent=1)
     for f in fits:
         ps = f"[{f['subset']}] " + ", ".join(f"{k}={f['params'][k]['estimate']:.4g} [{f['params'][k]['ci95'][0]:.3g}, {f['params'][k]['ci95'][1]:.3g}]"
                        for k in ("beta", "s") if k in f["params"])
@@ -665,7 +665,7 @@ def main(argv=None):
         for sd in store_dirs:
             try:
                 baselines = __import__("baselines").store_baselines(st.Store(sd))
-                st._write_json_atomic(out / "baselines.json", baselines, indent=1)
+                st.write_json_atomic(out / "baselines.json", baselines, indent=1)
                 break
             except st.StoreError as e:
                 print(f"baselines skipped: {e}")

@@ -15,7 +15,7 @@ import lzma
 import numpy as np
 
 import store as st
-from random_window_dataset import _decoder, _splitmix64
+from random_window_dataset import bundled_decoder, splitmix64
 
 SHINGLE = 5          # token 5-grams
 SKETCH = 64          # bottom-k MinHash sketch size
@@ -30,7 +30,7 @@ def sketch(tokens):
     with np.errstate(over="ignore"):
         h = np.zeros(len(t) - SHINGLE + 1, dtype=np.uint64)
         for j in range(SHINGLE):
-            h = _splitmix64(h ^ t[j:len(t) - SHINGLE + 1 + j])
+            h = splitmix64(h ^ t[j:len(t) - SHINGLE + 1 + j])
     u = np.unique(h)
     return u[:SKETCH]
 
@@ -79,7 +79,7 @@ def compression_bpb(text_bytes):
 def store_baselines(store, max_compress_bytes=20_000_000, progress=True):
     """{"store_id", "per_category": {cat: {...}}, "overall": {...}} (see module doc)."""
     from tqdm import tqdm
-    decode = _decoder(store)
+    decode = bundled_decoder(store)
     dup = near_duplicates(store, progress)
     per = {}
     for ci, c in enumerate(tqdm(store.categories, desc="baselines", disable=not progress, leave=False)):
@@ -141,7 +141,7 @@ def main(argv=None):
     b = store_baselines(s, args.max_compress_bytes)
     print_table(b)
     if args.output:
-        st._write_json_atomic(args.output, b, indent=1)
+        st.write_json_atomic(args.output, b, indent=1)
         print(f"wrote {args.output}")
     return b
 

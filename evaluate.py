@@ -155,7 +155,6 @@ def evaluate_model(model, store, split="test", categories=None, batch_size=64, d
     model.to(device)
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
     C = len(cats)
-    loss_sum = np.zeros(C, dtype=np.float64)
     pos_sum = np.zeros(C * STRIDE, dtype=np.float64)
     pos_cnt = np.zeros(C * STRIDE, dtype=np.int64)
     ar = np.arange(WINDOW, dtype=np.int64)
@@ -175,10 +174,10 @@ def evaluate_model(model, store, split="test", categories=None, batch_size=64, d
             with autocast:
                 nll = window_nll(model, x, valid, tags=tags).double().cpu().numpy()
             key = (c[:, None] * STRIDE + pos[None, :])[valid_np]  # row-major, matching h[valid]
-            loss_sum += np.bincount(c[:, None].repeat(STRIDE, 1)[valid_np], weights=nll, minlength=C)
             pos_sum += np.bincount(key, weights=nll, minlength=C * STRIDE)
             pos_cnt += np.bincount(key, minlength=C * STRIDE)
     wall = time.time() - t0
+    loss_sum = pos_sum.reshape(C, STRIDE).sum(axis=1)  # per category: the sum over its window positions
 
     train_set = set(training_categories) if training_categories is not None else None
     per_category = {}
@@ -217,7 +216,7 @@ def evaluate_model(model, store, split="test", categories=None, batch_size=64, d
               "per_category": per_category, "overall": overall,
               "eval_time_s": wall, "tokens_per_s": n_all / max(wall, 1e-9)}
     if output is not None:
-        st._write_json_atomic(output, result, indent=1)
+        st.write_json_atomic(output, result, indent=1)
     return result
 
 

@@ -278,7 +278,6 @@ def build_store(args, tok, tok_info, variant):
     backend = tok.backend_tokenizer
     separator = tok_info["eos_token_id"] == st.EOS_ID  # the format allows only <|endoftext|> = 0 between papers
     t0 = time.time()
-    n_tok = 0
     with st.StoreWriter(args.output_dir, label_names, separator=separator) as w:
         def all_batches():
             for split in st.SPLITS:
@@ -297,7 +296,6 @@ def build_store(args, tok, tok_info, variant):
         for (split, rows), ids_list in encode_ordered(all_batches(), backend, args.num_proc):
             for (row, text, label), ids in zip(rows, ids_list):
                 w.add(split, label, ids, len(text.encode("utf-8")), source_row=row)
-                n_tok += len(ids)
         if sum(w.counts[s]["papers"] for s in st.SPLITS) == 0:
             raise st.StoreError(f"{where}: the source has no rows; nothing to store")
         dataset_info = {"name": args.dataset_name if not args.dataset_path else None,
@@ -309,10 +307,10 @@ def build_store(args, tok, tok_info, variant):
                          "variant": variant, "variant_id": variant_id(variant),
                          "created_unix": int(time.time())})
     wall = time.time() - t0
-    return meta, wall, n_tok
+    return meta, wall
 
 
-def print_summary(meta, wall=None, n_tok=None):
+def print_summary(meta, wall=None):
     print(f"\nstore {meta['store_id'][:16]}  variant {meta.get('variant_id')}")
     print(f"{'':12s} {'papers':>8s} {'tokens':>14s} {'bytes':>15s} {'bytes/tok':>9s}")
     for s in st.SPLITS:
@@ -323,6 +321,7 @@ def print_summary(meta, wall=None, n_tok=None):
     for cat, per in meta["category_counts"].items():
         print(f"{cat:10s} " + " ".join(f"{per[s]['papers']:9,d} / {per[s]['tokens']:14,d}" for s in st.SPLITS))
     if wall is not None:
+        n_tok = sum(meta["counts"][s]["tokens"] for s in st.SPLITS)
         print(f"\n{n_tok:,} tokens in {wall:.1f} s = {n_tok / max(wall, 1e-9):,.0f} tokens/s")
 
 
@@ -357,8 +356,8 @@ def main(argv=None):
             if st.download_store(args.s3_bucket, prefix, out, variant, client):
                 meta = st.read_meta(out)
         if meta is None:
-            meta, wall, n_tok = build_store(args, tok, tok_info, variant)
-            print_summary(meta, wall, n_tok)
+            meta, wall = build_store(args, tok, tok_info, variant)
+            print_summary(meta, wall)
         else:
             print_summary(meta)
         if args.upload_to_s3:

@@ -21,7 +21,7 @@ SAMPLING_MODES = ("paper", "token", "balanced")
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
-def _splitmix64(x):
+def splitmix64(x):
     """splitmix64 finaliser on a uint64 array (wrapping arithmetic): a good 64-bit mixing hash."""
     with np.errstate(over="ignore"):
         x = x + np.uint64(0x9E3779B97F4A7C15)
@@ -32,9 +32,9 @@ def _splitmix64(x):
 
 def uniforms(seed, idx, stream):
     """Uniform floats in [0, 1) as a pure function of (seed, idx, stream); vectorized over idx."""
-    key = _splitmix64(np.uint64(seed & 0xFFFFFFFFFFFFFFFF) ^ np.uint64(0xA5A5A5A5 * (stream + 1)))
+    key = splitmix64(np.uint64(seed & 0xFFFFFFFFFFFFFFFF) ^ np.uint64(0xA5A5A5A5 * (stream + 1)))
     with np.errstate(over="ignore"):
-        x = _splitmix64(np.asarray(idx, dtype=np.uint64) * np.uint64(0x2545F4914F6CDD1D) ^ key)
+        x = splitmix64(np.asarray(idx, dtype=np.uint64) * np.uint64(0x2545F4914F6CDD1D) ^ key)
     return (x >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
@@ -149,7 +149,7 @@ def fixed_eval_windows(store, split, category, n, window=101, seed=1234):
     return ds.sample_batch(0, n)
 
 
-def _decoder(store):
+def bundled_decoder(store):
     """A decode function when the store was tokenized with the bundled tokenizer; None otherwise."""
     if store.tokenizer_sha256 != st.BUNDLED_TOKENIZER_SHA256:
         return None
@@ -174,7 +174,7 @@ def main(argv=None):
     except st.StoreError as e:
         st.die(str(e))
     print(ds.summary())
-    decode = _decoder(ds.store)
+    decode = bundled_decoder(ds.store)
     x, labels = ds.sample_batch(0, args.num_samples, return_labels=True)
     for i in range(args.num_samples):
         head = f"\n--- sample {i} ({ds.store.categories[labels[i]]})"

@@ -104,7 +104,7 @@ def publish_dir(tmp_dir, final_dir):
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _write_json_atomic(path, obj, indent=None):
+def write_json_atomic(path, obj, indent=None):
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as f:
@@ -194,7 +194,7 @@ class StoreWriter:
                 "counts": self.counts, "category_counts": self.category_counts,
                 **meta_extra, "files": files, "store_id": compute_store_id(hashes)}
         meta.setdefault("max_examples_per_split", None)
-        _write_json_atomic(self.tmp / "meta.json", meta, indent=1)
+        write_json_atomic(self.tmp / "meta.json", meta, indent=1)
         publish_dir(self.tmp, self.final_dir)
         return meta
 
@@ -493,7 +493,7 @@ def download_store(bucket, prefix, data_dir, expected_variant, client, log=print
             if digest != spec["sha256"]:
                 raise StoreError(f"{where}/{name}: sha256 {digest[:16]}... does not match the remote manifest "
                                  f"({spec['sha256'][:16]}...); the remote file is corrupt")
-        _write_json_atomic(tmp / "meta.json", meta, indent=1)
+        write_json_atomic(tmp / "meta.json", meta, indent=1)
         publish_dir(tmp, data_dir)
         tmp = None
     except StoreError:

@@ -47,10 +47,10 @@ import store as st
 
 PROJECT = st.PROJECT_DIR
 TRAIN = "train.py"
-# short names in run ids for the usual axes; any other axis appears as name-value
-ID_NAMES = {"model_config": None, "K": "K", "seed": "s", "token_budget": "d", "sampling": None,
-            "tag_categories": None, "init_seed": "i", "data_seed": "ds", "learning_rate": "lr",
-            "categories": "c"}
+# run-id parts: the head axes have their own fixed format (run_id); these get a short prefix; any other
+# axis appears as name-value
+HEAD_AXES = ("model_config", "K", "categories", "seed", "token_budget", "sampling", "tag_categories")
+SHORT_NAMES = {"init_seed": "i", "data_seed": "ds", "learning_rate": "lr"}
 
 
 def load_plan(path):
@@ -125,11 +125,8 @@ def run_id(params):
         parts.append(str(params["sampling"]))
     if params.get("tag_categories"):
         parts.append("tag")
-    for k in sorted(params):
-        if k in ("model_config", "K", "categories", "seed", "token_budget", "sampling", "tag_categories"):
-            continue
-        name = ID_NAMES.get(k) or k
-        parts.append(f"{name}{_slug(params[k])}" if k in ID_NAMES else f"{k}-{_slug(params[k])}")
+    for k in sorted(set(params) - set(HEAD_AXES)):
+        parts.append(f"{SHORT_NAMES[k]}{_slug(params[k])}" if k in SHORT_NAMES else f"{k}-{_slug(params[k])}")
     return "_".join(parts)
 
 
@@ -278,10 +275,11 @@ def cmd_run(plan, args):
     ensure_store(plan)
     runs = expand(plan)
     events = last_events(out)
-    todo = []
+    todo, n_done = [], 0
     for rid, params in runs:
         status, _ = run_status(out, rid, events)
         if status == "complete":
+            n_done += 1
             continue
         if status == "running":
             print(f"{rid}: running in another process, skipped")
@@ -290,7 +288,6 @@ def cmd_run(plan, args):
             print(f"{rid}: failed earlier, skipped (--retry_failed to try again)")
             continue
         todo.append((rid, params, status))
-    n_done = sum(1 for rid, _ in runs if run_status(out, rid, events)[0] == "complete")
     print(f"plan {plan['name']}: {len(runs)} runs, {n_done} complete, {len(todo)} to run, {args.parallel} at a time",
           flush=True)
     threads = max(1, (os.cpu_count() or 1) // args.parallel)

@@ -465,7 +465,7 @@ def main(argv=None):
               "eval_seed": EVAL_SEED, "tag_token_base": tag_base, "dtype_resolved": str(dtype).replace("torch.", "")}
     log = Logger(run_dir, rank0, args, config)
     if rank0:
-        st._write_json_atomic(run_dir / "run_config.json", config, indent=1)
+        st.write_json_atomic(run_dir / "run_config.json", config, indent=1)
     log.print(f"run {run_name}: categories {' '.join(categories)} (K={args.K}), sampling {args.sampling}")
     log.print(train_ds.summary())
     log.print(f"model {model_name}: {n_total:,} params ({n_nonemb:,} non-embedding), vocab {cfg.vocab_size}, "
@@ -655,7 +655,7 @@ def main(argv=None):
                    "best_step": history_best_step, "wall_time_s": time.time() - t_start,
                    "train_time_s": train_wall, "tokens_per_s": train_tps,
                    "test_macro_loss": test_results["overall"]["macro_loss"] if test_results else None}
-        st._write_json_atomic(run_dir / "summary.json", summary, indent=1)
+        st.write_json_atomic(run_dir / "summary.json", summary, indent=1)
         log.print(f"{status}: {step}/{total_steps} steps, {tokens_seen:,} tokens, final val_loss "
                   f"{last_val if last_val is None else round(last_val, 4)}, {train_tps:,.0f} tok/s, "
                   f"wall {summary['wall_time_s']:.1f} s -> {run_dir}")

@@ -125,27 +125,35 @@ def synthetic_store(outputs):
 TINY_CONFIG = ROOT / "tests" / "configs" / "tiny.json"
 
 
-def _free_port():
+def free_port():
+    """A port on 127.0.0.1 that nothing listens on (yet)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_for_port(port, timeout=10.0):
+    """Block until a server accepts connections on 127.0.0.1:port."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")
 def s3_server():
     """moto's S3 server on 127.0.0.1 (a real HTTP S3 endpoint), with throwaway credentials."""
     from moto.server import ThreadedMotoServer
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(50):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield url
+    wait_for_port(port)
+    yield f"http://127.0.0.1:{port}"
     server.stop()
 
 

@@ -10,6 +10,7 @@ import pytest
 
 import fetch_arxiv
 import store as st
+from conftest import free_port, wait_for_port
 
 SAMPLE = ["--dataset_path", str(st.SAMPLE_CORPUS), "--max_examples_per_split", "11"]
 
@@ -145,10 +146,7 @@ def test_missing_bucket_and_missing_credentials(tmp_path, s3_env, monkeypatch, c
 
 
 def test_unreachable_endpoint_fails_fast(tmp_path, s3_env, capsys):
-    import socket
-    with socket.socket() as s:  # a port on 127.0.0.1 that nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     t0 = time.time()
     with pytest.raises(SystemExit) as e:
         fetch_arxiv.main(SAMPLE + ["--output_dir", str(tmp_path / "s"), "--download_from_s3",
@@ -162,22 +160,14 @@ def test_unreachable_endpoint_fails_fast(tmp_path, s3_env, capsys):
 def test_access_denied_is_one_line_and_leaves_the_local_store(tmp_path, monkeypatch, capsys):
     """A second moto server that enforces IAM after its first 3 requests (bucket, user, key): a user with no
     policy is then denied, as a real bucket would deny a foreign account."""
-    import socket
     import sys
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for_port(port)
         admin = dict(endpoint_url=url, region_name="us-east-1", aws_access_key_id="AKIAADMINEXAMPLE0000",
                      aws_secret_access_key="admin-secret-key-0000000000000000000000")
         boto3.client("s3", **admin).create_bucket(Bucket="locked-bucket")

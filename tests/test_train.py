@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 import store as st
 import train
-from conftest import one_line_error, ROOT, TINY_CONFIG, markov_entropy
+from conftest import free_port, one_line_error, ROOT, TINY_CONFIG, markov_entropy
 
 CATS = ["math.AC", "cs.CV", "cs.AI"]
 
@@ -112,10 +112,7 @@ def test_resume_without_checkpoint_starts_from_scratch(synthetic_store, tmp_path
 
 
 def test_ddp_two_cpu_processes_match_one(synthetic_store, tmp_path):
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     common = ["--token_budget", "48000", "--skip_test_eval", "--eval_interval_steps", "1000",
               "--learning_rate", "3e-3"]
     single = train.main(_args(synthetic_store, tmp_path, "single", "--batch_size", "16", *common))
