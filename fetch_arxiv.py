@@ -40,7 +40,9 @@ def parse_args(argv=None):
     src = p.add_argument_group("source")
     src.add_argument("--dataset_name", default=DEFAULT_DATASET, help="hub dataset id")
     src.add_argument("--dataset_config", default=DEFAULT_CONFIG, help="hub config (no_ref drops the class strings)")
-    src.add_argument("--dataset_revision", default=None, help="hub commit/tag to pin for reproducibility")
+    src.add_argument("--dataset_revision", default=None,
+                     help="hub commit to pin (for a script dataset: a commit of its parquet conversion; "
+                          "meta.json's dataset.revision names the one a store was read from)")
     src.add_argument("--dataset_path", default=None,
                      help="local copy in the hub layout (train-*.parquet, validation-*.parquet, test-*.parquet); "
                           "used instead of the hub")
@@ -59,6 +61,9 @@ def parse_args(argv=None):
     s3.add_argument("--upload_to_s3", action="store_true", help="upload the store after a successful build")
     s3.add_argument("--download_from_s3", action="store_true",
                     help="use the remote store of this variant if there is one; build locally otherwise")
+    s3.add_argument("--download_only", action="store_true",
+                    help="compute nodes: fetch the published store and never build (one-line error if it is "
+                         "missing); with --s3_prefix, whatever variant is published there is taken")
     s3.add_argument("--s3_bucket", default=os.environ.get("S3_BUCKET"))
     s3.add_argument("--s3_prefix", default=None, help="used verbatim; default encodes the variant")
     s3.add_argument("--s3_endpoint_url", default=None, help="S3-compatible endpoint (also AWS_ENDPOINT_URL)")
@@ -70,10 +75,10 @@ def parse_args(argv=None):
                "use --full_dataset for every paper")
     if args.num_proc < 1:
         st.die(f"--num_proc must be >= 1 (got {args.num_proc})")
+    if args.download_only:
+        args.download_from_s3 = True
     if (args.upload_to_s3 or args.download_from_s3) and not args.s3_bucket:
-        st.die("--upload_to_s3/--download_from_s3 need --s3_bucket (or S3_BUCKET)")
-    if args.dataset_path is not None and not Path(args.dataset_path).is_dir():
-        st.die(f"--dataset_path {args.dataset_path}: no such directory")
+        st.die("--upload_to_s3/--download_from_s3/--download_only need --s3_bucket (or S3_BUCKET)")
     return args
 
 
@@ -178,49 +183,135 @@ def default_s3_prefix(v):
 
 
 PARQUET_REVISION = "refs/convert/parquet"  # the hub's automatic parquet conversion of a dataset
+HUB_TIMEOUT_S = 10  # per request to the hub's API: an unreachable hub is reported within ~30 s
+
+
+def _hub_fail(e, args):
+    """A one-line message for an error of the hub's API (None: not a hub error, a bug: let it propagate)."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, OfflineModeIsEnabled,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
+    where = constants.ENDPOINT
+    if isinstance(e, RevisionNotFoundError):
+        return (f"--dataset_revision {args.dataset_revision}: no such branch, tag or commit in "
+                f"{args.dataset_name} on {where}")
+    if isinstance(e, GatedRepoError):
+        return f"--dataset_name {args.dataset_name}: gated on {where}; accept its terms and log in (hf auth login)"
+    if isinstance(e, RepositoryNotFoundError):
+        return (f"--dataset_name {args.dataset_name}: no such dataset repository on {where} (a private one needs "
+                "hf auth login); check the id, or use --dataset_path with a local copy")
+    if isinstance(e, OfflineModeIsEnabled):
+        return "HF_HUB_OFFLINE is set, so the hub cannot be asked; unset it, or use --dataset_path with a local copy"
+    if isinstance(e, HfHubHTTPError):
+        return f"the hub at {where} answered {type(e).__name__}: {str(e).splitlines()[0]}"
+    name = type(e).__name__
+    if isinstance(e, (ConnectionError, TimeoutError)) or any(w in name for w in ("Connect", "Timeout", "Network")):
+        return (f"the hub at {where} is unreachable ({name}); check the network or HF_ENDPOINT, or use "
+                "--dataset_path with a local copy (or --download_from_s3 for a published store)")
+    return None
+
+
+def resolve_hub_source(args):
+    """Decide how the hub dataset is read, before any data is: ask the hub for the repository at the
+    requested revision (default main) and return (load_dataset args, kwargs, commit sha read).
+
+    - a repository in the layout of the hub's parquet conversion ({config}/{split}/*.parquet) is read as
+      exactly those files of the config, at the resolved commit (a pinned conversion commit lands here);
+    - a script dataset (a loading .py at the top, which datasets >= 4 will not run) is read from its parquet
+      conversion, refs/convert/parquet, resolved to its commit first;
+    - anything else (a parquet upload with configs in its card, another hub id) goes to plain load_dataset.
+    The explicit file list matters: load_dataset(repo, revision=refs/convert/parquet) would see one config
+    ('default') in the branch, and without name= its split patterns mix both configs' folders.
+    """
+    from huggingface_hub import HfApi
+    api = HfApi()
+    name, config = args.dataset_name, args.dataset_config
+
+    def info(revision):
+        try:
+            return api.dataset_info(name, revision=revision, timeout=HUB_TIMEOUT_S)
+        except Exception as e:
+            msg = _hub_fail(e, args)
+            if msg is None:
+                raise
+            if revision == PARQUET_REVISION and "RevisionNotFound" in type(e).__name__:
+                msg = (f"{name} is a script dataset (datasets >= 4 cannot run it) and the hub has no parquet "
+                       f"conversion of it ({PARQUET_REVISION}); pip install 'datasets<4' for the fetch step, or "
+                       "use --dataset_path with a local parquet copy")
+            st.die(msg)
+
+    def conversion_files(files):
+        return {s: sorted(f for f in files if f.startswith(f"{config}/{s}/") and f.endswith(".parquet"))
+                for s in st.SPLITS}
+
+    repo = info(args.dataset_revision)
+    files = [s.rfilename for s in repo.siblings or []]
+    converted = conversion_files(files)
+    is_script = any("/" not in f and f.endswith(".py") for f in files)
+    if not any(converted.values()) and is_script:
+        if args.dataset_revision:
+            st.die(f"--dataset_revision {args.dataset_revision}: that commit of {name} holds a loading script, which "
+                   f"datasets >= 4 cannot run; pin a commit of its parquet conversion ({PARQUET_REVISION}) instead")
+        print(f"{name} is a script dataset, which datasets >= 4 cannot run; reading its parquet conversion "
+              f"({PARQUET_REVISION})", flush=True)
+        repo = info(PARQUET_REVISION)
+        files = [s.rfilename for s in repo.siblings or []]
+        converted = conversion_files(files)
+        if not any(converted.values()):
+            configs = sorted({f.split("/")[0] for f in files if f.endswith(".parquet")})
+            st.die(f"--dataset_config {config}: not in the parquet conversion of {name} (configs there: "
+                   f"{', '.join(configs) or 'none'})")
+    if any(converted.values()):
+        missing = [s for s, f in converted.items() if not f]
+        if missing:
+            st.die(f"{name}@{repo.sha[:12]}: the parquet conversion of config {config} has no split(s) "
+                   f"{', '.join(missing)}")
+        data_files = {s: [f"hf://datasets/{name}@{repo.sha}/{f}" for f in fs] for s, fs in converted.items()}
+        print(f"reading {name} config {config} at commit {repo.sha} "
+              f"({sum(map(len, data_files.values()))} parquet files)", flush=True)
+        return "parquet", {"data_files": data_files}, repo.sha
+    return name, {"name": config, "revision": repo.sha}, repo.sha
 
 
 def load_source(args):
-    """({split: IterableDataset or Dataset}, category names, hub revision used), via datasets.load_dataset.
+    """({split: IterableDataset or Dataset}, category names, hub commit read or None), via load_dataset.
 
     Dev runs and local copies stream (no full download, no Arrow cache); a full hub run downloads once
-    into the datasets cache, which survives a network hiccup better than a 1.9 GB stream. datasets >= 4 no
-    longer runs loading scripts; when the hub repository is a script dataset and no revision was pinned,
-    the hub's parquet conversion (refs/convert/parquet) is loaded instead, through the same call.
+    into the datasets cache, which survives a network hiccup better than a 1.9 GB stream.
     """
     import datasets
     streaming = args.max_examples_per_split is not None or args.dataset_path is not None
+    revision = None
     if args.dataset_path:
+        if not Path(args.dataset_path).is_dir():
+            st.die(f"--dataset_path {args.dataset_path}: no such directory")
         files = {s: sorted(str(f) for f in Path(args.dataset_path).glob(f"{s}-*.parquet")) for s in st.SPLITS}
         missing = [s for s, f in files.items() if not f]
         if missing:
             st.die(f"--dataset_path {args.dataset_path}: no {', '.join(s + '-*.parquet' for s in missing)} "
                    "(the hub layout is needed)")
-        target = args.dataset_path
-        kwargs = {}
+        target, kwargs = args.dataset_path, {}
     else:
-        target, kwargs = args.dataset_name, {"name": args.dataset_config, "revision": args.dataset_revision}
+        target, kwargs, revision = resolve_hub_source(args)
+    where = args.dataset_path or args.dataset_name
     try:
-        try:
-            ds = datasets.load_dataset(target, streaming=streaming, **kwargs)
-        except RuntimeError as e:
-            if args.dataset_path or args.dataset_revision or "scripts are no longer supported" not in str(e):
-                raise
-            print(f"{target} is a script dataset, which datasets >= 4 cannot run; loading its parquet "
-                  f"conversion (--dataset_revision {PARQUET_REVISION})", flush=True)
-            kwargs["revision"] = PARQUET_REVISION
-            ds = datasets.load_dataset(target, streaming=streaming, **kwargs)
+        ds = datasets.load_dataset(target, streaming=streaming, **kwargs)
     except Exception as e:
-        st.die(f"could not load dataset {target!r} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-               "offline? use --dataset_path with a local copy")
+        msg = None if args.dataset_path else _hub_fail(e, args)
+        if msg is None:
+            first = str(e).splitlines()[0] if str(e) else ""
+            msg = f"could not load dataset {where!r} ({type(e).__name__}: {first})"
+            if "scripts are no longer supported" in str(e):
+                msg += "; pip install 'datasets<4' for the fetch step, or use --dataset_path with a local copy"
+        st.die(msg)
     missing = [s for s in st.SPLITS if s not in ds]
     if missing:
-        st.die(f"dataset {target!r} has no split(s) {', '.join(missing)}")
+        st.die(f"dataset {where!r} has no split(s) {', '.join(missing)}")
     feats = ds["train"].features
     if feats is None or "text" not in feats or "label" not in feats:
-        st.die(f"dataset {target!r}: features 'text' and 'label' are needed, found {list(feats or {})}")
+        st.die(f"dataset {where!r}: features 'text' and 'label' are needed, found {list(feats or {})}")
     label_names = getattr(feats["label"], "names", None) or list(st.CATEGORIES)
-    return ds, list(label_names), kwargs.get("revision")
+    return ds, list(label_names), revision
 
 
 def split_rows(ds_split, max_n, n_categories, split, where):
@@ -300,7 +391,8 @@ def build_store(args, tok, tok_info, variant):
             raise st.StoreError(f"{where}: the source has no rows; nothing to store")
         dataset_info = {"name": args.dataset_name if not args.dataset_path else None,
                         "config": args.dataset_config if not args.dataset_path else None,
-                        "revision": revision_used if not args.dataset_path else None,
+                        "revision": revision_used,  # the commit read: names the exact bytes
+                        "requested_revision": args.dataset_revision if not args.dataset_path else None,
                         "path": str(Path(args.dataset_path).resolve()) if args.dataset_path else None}
         meta = w.finish({"dataset": dataset_info, "tokenizer": tok_info,
                          "max_examples_per_split": args.max_examples_per_split,
@@ -325,41 +417,74 @@ def print_summary(meta, wall=None):
         print(f"\n{n_tok:,} tokens in {wall:.1f} s = {n_tok / max(wall, 1e-9):,.0f} tokens/s")
 
 
+def reuse_or_build(args, tok, tok_info, variant, out, prefix, client):
+    """A complete local store of this variant, else the remote one (--download_from_s3), else a build.
+    The source is read only in the last case, so a compute node needs no copy of it."""
+    existing = st.read_meta(out)
+    if existing is not None and not args.force:
+        if existing.get("variant") != variant:
+            st.die(f"--output_dir {out} holds a store of another variant ({existing.get('variant_id')}); "
+                   "use another --output_dir or --force to replace it")
+        st.check_files(out, existing)
+        print(f"reusing the complete store in {out} (--force rebuilds it)")
+        print_summary(existing)
+        return existing
+    if existing is None and out.exists() and any(out.iterdir()) and not args.force:
+        st.die(f"--output_dir {out} exists and is not a token store; use another --output_dir or --force")
+    if args.download_from_s3:
+        print(f"looking for a remote store at s3://{args.s3_bucket}/{prefix}", flush=True)
+        if st.download_store(args.s3_bucket, prefix, out, variant, client):
+            meta = st.read_meta(out)
+            print_summary(meta)
+            return meta
+    meta, wall = build_store(args, tok, tok_info, variant)
+    print_summary(meta, wall)
+    return meta
+
+
+def fetch_published(args, out, prefix, expected, client):
+    """--download_only: the store published at the prefix, or a one-line error; never a build. With an
+    explicit --s3_prefix any variant is accepted (a node need not repeat the build flags)."""
+    where = f"s3://{args.s3_bucket}/{prefix}"
+    print(f"download only: looking for the published store at {where}", flush=True)
+    existing = st.read_meta(out)
+    remote = st.remote_meta(args.s3_bucket, prefix, client)
+    if remote is None:
+        st.die(f"--download_only: no published store at {where} (no meta.json); publish one with "
+               "fetch_arxiv.py ... --upload_to_s3, or fix --s3_bucket / --s3_prefix")
+    if existing is not None and existing.get("store_id") == remote.get("store_id"):
+        st.check_files(out, existing)
+        print(f"{out} already holds the published store {remote['store_id'][:12]}")
+    else:
+        if existing is not None and not args.force:
+            st.die(f"--output_dir {out} holds another store ({existing.get('variant_id')}); use another "
+                   "--output_dir or --force to replace it")
+        if existing is None and out.exists() and any(out.iterdir()) and not args.force:
+            st.die(f"--output_dir {out} exists and is not a token store; use another --output_dir or --force")
+        st.download_store(args.s3_bucket, prefix, out, expected, client)
+    meta = st.read_meta(out)
+    print_summary(meta)
+    return meta
+
+
 def main(argv=None):
     args = parse_args(argv)
     t_start = time.time()
     tok, tok_info = load_tokenizer(args.tokenizer)
     variant = variant_of(args, tok_info)
-    vid = variant_id(variant)
     out = Path(args.output_dir)
     prefix = args.s3_prefix if args.s3_prefix is not None else default_s3_prefix(variant)
-    print(f"variant {vid}: {variant['dataset']} "
-          f"{'full' if args.max_examples_per_split is None else f'max {args.max_examples_per_split} papers/split'}, "
-          f"tokenizer {tok_info['name']} ({tok_info['vocab_size']} ids) -> {out}")
+    if not args.download_only:
+        print(f"variant {variant_id(variant)}: {variant['dataset']} "
+              f"{'full' if args.max_examples_per_split is None else f'max {args.max_examples_per_split} papers/split'}"
+              f", tokenizer {tok_info['name']} ({tok_info['vocab_size']} ids) -> {out}")
 
     try:
-        existing = st.read_meta(out)
-        meta = None
-        if existing is not None and not args.force:
-            if existing.get("variant") != variant:
-                st.die(f"--output_dir {out} holds a store of another variant ({existing.get('variant_id')}); "
-                       "use another --output_dir or --force to replace it")
-            st.check_files(out, existing)
-            print(f"reusing the complete store in {out} (--force rebuilds it)")
-            meta = existing
-        elif existing is None and out.exists() and any(out.iterdir()) and not args.force:
-            st.die(f"--output_dir {out} exists and is not a token store; use another --output_dir or --force")
-
         client = st.s3_client(args.s3_endpoint_url) if (args.upload_to_s3 or args.download_from_s3) else None
-        if meta is None and args.download_from_s3:
-            print(f"looking for a remote store at s3://{args.s3_bucket}/{prefix}")
-            if st.download_store(args.s3_bucket, prefix, out, variant, client):
-                meta = st.read_meta(out)
-        if meta is None:
-            meta, wall = build_store(args, tok, tok_info, variant)
-            print_summary(meta, wall)
+        if args.download_only:
+            meta = fetch_published(args, out, prefix, None if args.s3_prefix is not None else variant, client)
         else:
-            print_summary(meta)
+            meta = reuse_or_build(args, tok, tok_info, variant, out, prefix, client)
         if args.upload_to_s3:
             st.upload_store(out, args.s3_bucket, prefix, client)
     except st.StoreError as e:

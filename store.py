@@ -401,7 +401,18 @@ def _head(client, bucket, key):
         raise
 
 
-def _get_remote_meta(client, bucket, prefix):
+def remote_meta(bucket, prefix, client):
+    """The remote store's meta.json, or None when the prefix holds no complete store (S3 errors: one line)."""
+    try:
+        return _remote_meta(bucket, prefix, client)
+    except Exception as e:
+        err = _s3_fail(e, f"read s3://{bucket}/{prefix}/meta.json")
+        if err is None:
+            raise
+        raise err from None
+
+
+def _remote_meta(bucket, prefix, client):
     import botocore.exceptions as bx
     try:
         body = client.get_object(Bucket=bucket, Key=_key(prefix, "meta.json"))["Body"].read()
@@ -427,7 +438,7 @@ def upload_store(data_dir, bucket, prefix, client, log=print):
         raise StoreError(f"{data_dir}: no complete store to upload")
     where = f"s3://{bucket}/{prefix}"
     try:
-        remote = _get_remote_meta(client, bucket, prefix)
+        remote = _remote_meta(bucket, prefix, client)
         if remote is not None and remote.get("variant") != meta.get("variant"):
             raise StoreError(f"{where} holds a store of another variant ({remote.get('variant_id')}), "
                              f"not {meta.get('variant_id')}; refusing to overwrite it (choose another --s3_prefix)")
@@ -470,17 +481,18 @@ def upload_store(data_dir, bucket, prefix, client, log=print):
 def download_store(bucket, prefix, data_dir, expected_variant, client, log=print):
     """Fetch a complete remote store into data_dir. False when the remote holds no complete store.
 
-    The variant must match; every file's sha256 is checked before the store is put in place.
+    The variant must match (expected_variant None: any); every file's sha256 is checked before the store
+    is put in place.
     """
     from tqdm import tqdm
     where = f"s3://{bucket}/{prefix}"
     tmp = None
     try:
-        meta = _get_remote_meta(client, bucket, prefix)
+        meta = _remote_meta(bucket, prefix, client)
         if meta is None:
             log(f"{where}: no complete store there (no meta.json)")
             return False
-        if meta.get("variant") != expected_variant:
+        if expected_variant is not None and meta.get("variant") != expected_variant:
             raise StoreError(f"{where} holds a store of another variant ({meta.get('variant_id')}); "
                              "refusing to use it (fix --s3_prefix or the build flags)")
         tmp = temp_dir_beside(data_dir, tag="download")

@@ -54,32 +54,3 @@ def test_dev_subset_fills_from_passed_over_rows_when_a_category_is_rare(tmp_path
     got = list(fetch_arxiv.split_rows(ds["train"], 4, 11, "train", "x"))
     # quota gives label 0 one place and label 1 one place; rows 1 and 2 fill the rest, in source order
     assert [r for r, _, _ in got] == [0, 1, 2, 6]
-
-
-def test_script_dataset_falls_back_to_the_parquet_conversion(monkeypatch, capsys):
-    """The hub id path with datasets >= 4 on a script dataset: the same load_dataset call is retried on
-    refs/convert/parquet (here answered by the local sample corpus, since the hub is unreachable)."""
-    import datasets
-    calls = []
-    real = datasets.load_dataset
-
-    def fake(target, streaming=False, name=None, revision=None):
-        calls.append((target, name, revision))
-        if revision != "refs/convert/parquet":  # every other revision of a script dataset fails
-            raise RuntimeError("Dataset scripts are no longer supported, but found arxiv-classification.py")
-        return real(str(st.SAMPLE_CORPUS), streaming=streaming)
-
-    monkeypatch.setattr(datasets, "load_dataset", fake)
-    args = _args(None, n=5)
-    args.dataset_path = None
-    ds, names, revision = fetch_arxiv.load_source(args)
-    assert calls == [("ccdv/arxiv-classification", "no_ref", None),
-                     ("ccdv/arxiv-classification", "no_ref", "refs/convert/parquet")]
-    assert revision == "refs/convert/parquet" and names == st.CATEGORIES
-    assert "parquet conversion" in capsys.readouterr().out
-    # a pinned revision is the user's choice: no silent fallback
-    args.dataset_revision = "abc123"
-    calls.clear()
-    with pytest.raises(SystemExit):
-        fetch_arxiv.load_source(args)
-    assert calls == [("ccdv/arxiv-classification", "no_ref", "abc123")]

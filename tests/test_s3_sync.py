@@ -193,3 +193,58 @@ def test_access_denied_is_one_line_and_leaves_the_local_store(tmp_path, monkeypa
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_compute_node_without_the_source_downloads(tmp_path, s3_env, capsys):
+    """--download_from_s3 on a node where --dataset_path does not exist: the variant is named from the
+    flags, the source is never read, the published store arrives."""
+    _bucket(s3_env, "node")
+    src = tmp_path / "login" / "sample_corpus"
+    shutil.copytree(st.SAMPLE_CORPUS, src)
+    built = fetch_arxiv.main(["--dataset_path", str(src), "--full_dataset", "--output_dir", str(tmp_path / "a"),
+                              "--upload_to_s3", "--s3_bucket", "node"])
+    missing = tmp_path / "node" / "sample_corpus"  # same name, no such directory on the node
+    got = fetch_arxiv.main(["--dataset_path", str(missing), "--full_dataset", "--output_dir", str(tmp_path / "b"),
+                            "--download_from_s3", "--s3_bucket", "node"])
+    assert got["store_id"] == built["store_id"]
+    assert not missing.exists()
+    st.Store(tmp_path / "b", verify=True)
+
+
+def test_download_only_takes_the_published_store_or_fails_in_one_line(tmp_path, s3_env, capsys):
+    from conftest import one_line_error
+    _bucket(s3_env, "pub")
+    built = fetch_arxiv.main(SAMPLE + ["--output_dir", str(tmp_path / "a"), "--upload_to_s3", "--s3_bucket", "pub",
+                                       "--s3_prefix", "stores/dev"])
+    capsys.readouterr()
+    # a node names only the prefix: no build flags to repeat (the defaults would be another variant)
+    got = fetch_arxiv.main(["--download_only", "--s3_bucket", "pub", "--s3_prefix", "stores/dev",
+                            "--output_dir", str(tmp_path / "node")])
+    out = capsys.readouterr().out
+    assert "looking for the published store at s3://pub/stores/dev" in out
+    assert got["store_id"] == built["store_id"]
+    st.Store(tmp_path / "node", verify=True)
+    # again: already there, nothing downloaded
+    fetch_arxiv.main(["--download_only", "--s3_bucket", "pub", "--s3_prefix", "stores/dev",
+                      "--output_dir", str(tmp_path / "node")])
+    assert "already holds the published store" in capsys.readouterr().out
+    # without --s3_prefix the prefix follows the flags, and it is printed
+    fetch_arxiv.main(SAMPLE + ["--output_dir", str(tmp_path / "b"), "--upload_to_s3", "--s3_bucket", "pub"])
+    capsys.readouterr()
+    fetch_arxiv.main(SAMPLE + ["--download_only", "--s3_bucket", "pub", "--output_dir", str(tmp_path / "c")])
+    assert f"s3://pub/arxiv-ergodic-scaling/path__sample_corpus/{built['variant_id']}" in capsys.readouterr().out
+    # nothing published there: one line, exit 2, no build, nothing written
+    msg = one_line_error(fetch_arxiv.main, ["--download_only", "--s3_bucket", "pub", "--s3_prefix", "nothing/here",
+                                            "--output_dir", str(tmp_path / "d")], capsys)
+    assert "s3://pub/nothing/here" in msg and "--upload_to_s3" in msg
+    assert not (tmp_path / "d").exists()
+    # another store in the output directory is not replaced without --force
+    msg = one_line_error(fetch_arxiv.main, ["--download_only", "--s3_bucket", "pub", "--s3_prefix", "stores/dev",
+                                            "--output_dir", str(_other_store(tmp_path))], capsys)
+    assert "--force" in msg
+
+
+def _other_store(tmp_path):
+    from conftest import make_synthetic_store
+    path, _ = make_synthetic_store(tmp_path / "other")
+    return path
