@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+import s3sync
 import store as st
 
 DEFAULT_DATASET = "ccdv/arxiv-classification"
@@ -433,7 +434,7 @@ def reuse_or_build(args, tok, tok_info, variant, out, prefix, client):
         st.die(f"--output_dir {out} exists and is not a token store; use another --output_dir or --force")
     if args.download_from_s3:
         print(f"looking for a remote store at s3://{args.s3_bucket}/{prefix}", flush=True)
-        if st.download_store(args.s3_bucket, prefix, out, variant, client):
+        if s3sync.download_store(args.s3_bucket, prefix, out, variant, client):
             meta = st.read_meta(out)
             print_summary(meta)
             return meta
@@ -448,7 +449,7 @@ def fetch_published(args, out, prefix, expected, client):
     where = f"s3://{args.s3_bucket}/{prefix}"
     print(f"download only: looking for the published store at {where}", flush=True)
     existing = st.read_meta(out)
-    remote = st.remote_meta(args.s3_bucket, prefix, client)
+    remote = s3sync.remote_meta(args.s3_bucket, prefix, client)
     if remote is None:
         st.die(f"--download_only: no published store at {where} (no meta.json); publish one with "
                "fetch_arxiv.py ... --upload_to_s3, or fix --s3_bucket / --s3_prefix")
@@ -461,7 +462,7 @@ def fetch_published(args, out, prefix, expected, client):
                    "--output_dir or --force to replace it")
         if existing is None and out.exists() and any(out.iterdir()) and not args.force:
             st.die(f"--output_dir {out} exists and is not a token store; use another --output_dir or --force")
-        st.download_store(args.s3_bucket, prefix, out, expected, client)
+        s3sync.download_store(args.s3_bucket, prefix, out, expected, client)
     meta = st.read_meta(out)
     print_summary(meta)
     return meta
@@ -480,13 +481,13 @@ def main(argv=None):
               f", tokenizer {tok_info['name']} ({tok_info['vocab_size']} ids) -> {out}")
 
     try:
-        client = st.s3_client(args.s3_endpoint_url) if (args.upload_to_s3 or args.download_from_s3) else None
+        client = s3sync.s3_client(args.s3_endpoint_url) if (args.upload_to_s3 or args.download_from_s3) else None
         if args.download_only:
             meta = fetch_published(args, out, prefix, None if args.s3_prefix is not None else variant, client)
         else:
             meta = reuse_or_build(args, tok, tok_info, variant, out, prefix, client)
         if args.upload_to_s3:
-            st.upload_store(out, args.s3_bucket, prefix, client)
+            s3sync.upload_store(out, args.s3_bucket, prefix, client)
     except st.StoreError as e:
         st.die(str(e))
     print(f"done in {time.time() - t_start:.1f} s: {out} (store_id {meta['store_id']})")

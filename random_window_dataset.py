@@ -18,6 +18,26 @@ import torch
 import store as st
 
 SAMPLING_MODES = ("paper", "token", "balanced")
+
+# The project's fixed permutation of the 11 categories for select_categories(). It was derived once
+# with numpy.random.default_rng(20240611).permutation(11) applied to CATEGORIES and is written out
+# here so that it can never change with a numpy version: [1, 7, 4, 9, 3, 10, 8, 6, 2, 0, 5].
+CATEGORY_PERMUTATION = ["cs.CV", "cs.IT", "math.GR", "cs.NE", "cs.SY", "math.ST", "cs.DS", "cs.PL",
+                        "cs.AI", "math.AC", "cs.CE"]
+
+
+def select_categories(K, seed):
+    """The balanced cyclic design: [pi[(seed + j) mod 11] for j < K].
+
+    For a fixed seed the sets are nested in K; over seeds 0..10 every category is chosen exactly K times.
+    """
+    n = len(CATEGORY_PERMUTATION)
+    if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or not 1 <= K <= n:
+        raise st.StoreError(f"--K must be an integer in 1..{n}, got {K!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise st.StoreError(f"--seed must be a non-negative integer, got {seed!r}")
+    return [CATEGORY_PERMUTATION[(seed + j) % n] for j in range(K)]
+
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 

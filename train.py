@@ -9,17 +9,27 @@ Full run on 8 GPUs (global batch 8 x 40 windows = 32,000 predicted tokens per st
     torchrun --nproc_per_node=8 train.py --data_dir preprocessed_arxiv --K 3 --seed 4 \\
         --model_config pythia-70m --batch_size 40 --token_budget 90000000 --compile --output_dir runs
 
-Run directory {output_dir}/{run_name}/: run_config.json, train.log, metrics.jsonl, step_XXXXXXXX/ (the
-newest --max_step_checkpoints), best/, final/, loss_curve.png, test_results.json and, written last,
-summary.json (a run is complete exactly when summary.json says status "complete").
+Run directory {output_dir}/{run_name}/: run_config.json (written once, when the run starts),
+train.log, metrics.jsonl, step_XXXXXXXX/ (the newest --max_step_checkpoints), best/, final/,
+loss_curve.png, test_results.json and, written last, summary.json (a run is complete exactly when
+summary.json says status "complete").
+
+Run identity: every value that changes what a run computes (store, categories, seeds, sampling, model,
+schedule, optimiser, batch, dtype, tagging) is its identity, kept in run_config.json and in every
+checkpoint. --resume refuses a run directory or checkpoint whose identity differs, naming each flag; the
+default run name is readable parts plus a hash of the identity, so two different runs never share one.
+Ctrl-C (SIGINT) or SIGTERM: the run stops at the next step boundary, writes a checkpoint and exits 130;
+--resume continues it.
 """
 import argparse
+import dataclasses
 import datetime
-import inspect
+import hashlib
 import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -28,69 +38,73 @@ import numpy as np
 import torch
 
 import store as st
-from evaluate import evaluate_model, head_chunk_rows, window_hidden
-from random_window_dataset import SAMPLING_MODES, RandomWindowDataset, fixed_eval_windows
+from model import (PYTHIA, ConfigError, WindowLoss, build_model, count_params, evaluate_model,
+                   flops_per_token, head_chunk_rows, lm_loss, load_model, model_config)
+from random_window_dataset import SAMPLING_MODES, RandomWindowDataset, fixed_eval_windows, select_categories
 
-WINDOW = 101                      # tokens per window: 100 predicted tokens, each with <= 100 of context
-PRED_PER_WINDOW = WINDOW - 1
-EVAL_SEED = 1234                  # validation windows: the same in every run that trains on a category
-
-# The published Pythia architectures (EleutherAI/pythia configs), written here so no hub is needed.
-PYTHIA_BASE = dict(vocab_size=50304, rotary_pct=0.25, rotary_emb_base=10000, max_position_embeddings=2048,
-                   use_parallel_residual=True, tie_word_embeddings=False, layer_norm_eps=1e-5,
-                   hidden_act="gelu", initializer_range=0.02, attention_dropout=0.0, hidden_dropout=0.0,
-                   bos_token_id=0, eos_token_id=0)
-PYTHIA = {  # name: (hidden, layers, heads, default lr, exact parameter count)
-    "pythia-14m": (128, 6, 4, 1e-3, 14_067_712),
-    "pythia-31m": (256, 6, 8, 1e-3, 30_494_720),
-    "pythia-70m": (512, 6, 8, 1e-3, 70_426_624),
-    "pythia-160m": (768, 12, 12, 6e-4, 162_322_944),
-    "pythia-410m": (1024, 24, 16, 3e-4, 405_334_016),
-}
+WINDOW, PRED_PER_WINDOW, EVAL_SEED = st.WINDOW, st.PRED_PER_WINDOW, st.EVAL_SEED
 # bf16 dense peak FLOP/s per GPU, for MFU (nanochat-style table; unknown GPUs report no MFU)
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12}
+EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C: sweep.py reads it as "interrupted, resume me"
+
+# The run-defining values and the flags that set them (for resume's refusal message).
+IDENTITY_FLAGS = {
+    "store_id": "--data_dir (store_id)", "categories": "--categories / --K / --seed", "sampling": "--sampling",
+    "data_seed": "--data_seed", "init_seed": "--init_seed", "model": "--model_config",
+    "model_config_sha256": "--model_config (its fields)", "tag_categories": "--tag_categories",
+    "tokens_per_step": "--batch_size x --grad_accum_steps x world size", "total_steps": "--token_budget / --epochs",
+    "warmup_steps": "--warmup_ratio", "learning_rate": "--learning_rate", "min_lr_ratio": "--min_lr_ratio",
+    "adam_beta1": "--adam_beta1", "adam_beta2": "--adam_beta2", "adam_epsilon": "--adam_epsilon",
+    "weight_decay": "--weight_decay", "max_grad_norm": "--max_grad_norm", "dtype": "--dtype",
+}
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help shows each flag's default and keeps the docstring's layout."""
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter,
+                                allow_abbrev=False)
     a = p.add_argument
     a("--data_dir", default="preprocessed_arxiv", help="token store written by fetch_arxiv.py")
     a("--K", type=int, default=1, help="number of categories (select_categories(K, seed))")
     a("--seed", type=int, default=0, help="subset seed; also the default --init_seed and --data_seed")
     a("--categories", nargs="+", default=None, help="explicit category names (overrides --K/--seed)")
-    a("--init_seed", type=int, default=None)
-    a("--data_seed", type=int, default=None)
-    a("--sampling", default="paper", choices=SAMPLING_MODES)
+    a("--init_seed", type=int, default=None, help="model initialisation seed (default: --seed)")
+    a("--data_seed", type=int, default=None, help="window sampler seed (default: --seed)")
+    a("--sampling", default="paper", choices=SAMPLING_MODES,
+      help="paper: uniform over papers; token: over window starts; balanced: over categories, then tokens")
     a("--model_config", default="pythia-14m", help=f"{', '.join(PYTHIA)} or a JSON file of GPTNeoXConfig fields")
     a("--token_budget", type=float, default=None, help="predicted tokens to train on (takes precedence over --epochs)")
     a("--epochs", type=float, default=1.0, help="passes over the pool's non-overlapping windows")
     a("--batch_size", type=int, default=32, help="windows per device per micro-step")
-    a("--grad_accum_steps", type=int, default=1)
+    a("--grad_accum_steps", type=int, default=1, help="micro-steps per optimizer step")
     a("--learning_rate", type=float, default=None, help="default: Pythia's for the size (1e-3 / 6e-4 / 3e-4)")
-    a("--adam_beta1", type=float, default=0.9)
-    a("--adam_beta2", type=float, default=0.95)
-    a("--adam_epsilon", type=float, default=1e-8)
+    a("--adam_beta1", type=float, default=0.9, help="AdamW beta1")
+    a("--adam_beta2", type=float, default=0.95, help="AdamW beta2")
+    a("--adam_epsilon", type=float, default=1e-8, help="AdamW epsilon")
     a("--weight_decay", type=float, default=0.1, help="on >= 2-D weights only")
-    a("--max_grad_norm", type=float, default=1.0)
-    a("--warmup_ratio", type=float, default=0.01)
+    a("--max_grad_norm", type=float, default=1.0, help="gradient clipping norm")
+    a("--warmup_ratio", type=float, default=0.01, help="linear warmup over this fraction of the steps (>= 1 step)")
     a("--min_lr_ratio", type=float, default=0.1, help="cosine ends at this fraction of the lr, at the last step")
-    a("--output_dir", default="runs")
-    a("--run_name", default=None, help="default: <model>_K<K>_seed<seed>_<sampling>_<budget>")
+    a("--output_dir", default="runs", help="run directories are created below it")
+    a("--run_name", default=None,
+      help="default: <model>_K<K>_s<seed>_<sampling>_d<budget>[_tag]_<hash of the run identity>")
     a("--resume", nargs="?", const="auto", default=None,
-      help="bare: the newest complete checkpoint of this run; or a checkpoint directory")
-    a("--checkpoint_interval_steps", type=int, default=1000)
-    a("--max_step_checkpoints", type=int, default=2)
-    a("--eval_interval_steps", type=int, default=500)
+      help="bare: the newest complete checkpoint of this run (or a fresh start if none); or a checkpoint directory")
+    a("--checkpoint_interval_steps", type=int, default=1000, help="steps between step checkpoints")
+    a("--max_step_checkpoints", type=int, default=2, help="step checkpoints kept (newest)")
+    a("--eval_interval_steps", type=int, default=500, help="steps between validations")
     a("--eval_windows", type=int, default=256, help="validation windows per training category")
     a("--eval_batch_size", type=int, default=None, help="default: --batch_size")
     a("--skip_test_eval", action="store_true", help="skip the final exact test-split evaluation")
-    a("--log_interval_steps", type=int, default=10)
+    a("--log_interval_steps", type=int, default=10, help="steps between log lines (and NaN / interrupt checks)")
     a("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     a("--dtype", default="auto", choices=["auto", "float32", "bfloat16"], help="auto: bf16 on CUDA, fp32 on CPU")
-    a("--compile", action="store_true", help="torch.compile the model (GPU)")
+    a("--compile", action="store_true", help="torch.compile the model and loss")
     a("--wandb_project", default=None, help="log to wandb (opt-in; never fatal)")
-    a("--wandb_mode", default="online", choices=["online", "offline", "disabled"])
+    a("--wandb_mode", default="online", choices=["online", "offline", "disabled"], help="wandb mode")
     a("--tag_categories", action="store_true",
       help="precede each window with a token naming its category (id = store vocab + label; never a target)")
     args = p.parse_args(argv)
@@ -109,135 +123,251 @@ def parse_args(argv=None):
 
 
 # ----------------------------------------------------------------------------------------------------
-# model
+# setup: processes and devices, data, the run's plan and identity
 
-def model_config(spec, store_vocab):
-    """(GPTNeoXConfig, name, default lr, expected param count or None)."""
-    from transformers import GPTNeoXConfig
-    if spec in PYTHIA:
-        h, L, nh, lr, n_params = PYTHIA[spec]
-        fields = dict(PYTHIA_BASE, hidden_size=h, num_hidden_layers=L, num_attention_heads=nh,
-                      intermediate_size=4 * h)
-        name = spec
-    else:
-        path = Path(spec)
-        if not path.is_file():
-            st.die(f"--model_config {spec}: neither a named config ({', '.join(PYTHIA)}) nor a JSON file")
-        try:
-            user = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            st.die(f"--model_config {spec}: not valid JSON ({e})")
-        known = set(inspect.signature(GPTNeoXConfig.__init__).parameters) | {"rotary_pct", "rotary_emb_base",
-                                                                              "model_type"}
-        unknown = sorted(set(user) - known)
-        if unknown:
-            st.die(f"--model_config {spec}: field(s) {', '.join(unknown)} unknown to GPTNeoXConfig")
-        fields = dict(PYTHIA_BASE, **{k: v for k, v in user.items() if k != "model_type"})
-        fields.setdefault("intermediate_size", 4 * fields.get("hidden_size", 512))
-        name, lr, n_params = path.stem, 1e-3, None
-    # transformers 5 spells Pythia's rotary settings as rope_parameters
-    fields["rope_parameters"] = {"rope_type": "default", "rope_theta": fields.pop("rotary_emb_base"),
-                                 "partial_rotary_factor": fields.pop("rotary_pct")}
-    cfg = GPTNeoXConfig(**fields)
-    if cfg.vocab_size < store_vocab:
-        st.die(f"--model_config {spec}: vocab_size {cfg.vocab_size} is smaller than the store's vocabulary "
-               f"({store_vocab} ids)")
-    return cfg, name, lr, n_params
+@dataclasses.dataclass
+class Dist:
+    """Process group and device. Every collective goes through device tensors (NCCL on CUDA, gloo on
+    CPU: the CPU tests run the same code as the GPUs)."""
+    ddp: bool
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+    dtype: torch.dtype
 
+    @property
+    def rank0(self):
+        return self.rank == 0
 
-def build_model(cfg, init_seed):
-    from transformers import AutoModelForCausalLM
-    torch.manual_seed(init_seed)
-    return AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa", dtype=torch.float32)
+    def autocast(self):
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
+                              enabled=self.dtype == torch.bfloat16)
 
+    def all_reduce(self, t, op="sum"):
+        """All-reduced copy of tensor t (on any device), returned on t's device."""
+        if not self.ddp:
+            return t
+        import torch.distributed as dist
+        x = t.to(self.device)
+        dist.all_reduce(x, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+        if op == "avg":  # gloo has no AVG
+            x = x / self.world
+        return x.to(t.device)
 
-def count_params(model):
-    total = sum(p.numel() for p in model.parameters())
-    emb = model.get_input_embeddings().weight.numel()
-    return total, total - emb  # non-embedding: Kaplan's convention (the untied output head counts)
+    def barrier(self):
+        if self.ddp:
+            import torch.distributed as dist
+            dist.barrier(device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def close(self):
+        if self.ddp:
+            import torch.distributed as dist
+            self.barrier()
+            dist.destroy_process_group()
 
 
-class FusedLinearCrossEntropy(torch.autograd.Function):
-    """Sum of next-token NLL of hidden states h (N, d) under the output head W (V, d), chunk by chunk.
-
-    The forward pass also computes the gradients (softmax - onehot) per chunk, so neither fp32 logits
-    for the whole batch nor a recomputation is needed: only one chunk of logits exists at a time. With a
-    50k vocabulary this layer dominates small models; on CPU fp32 it costs the same as the plain loss.
-    """
-
-    @staticmethod
-    def forward(ctx, h, weight, targets, chunk_rows, compute_dtype):
-        need = ctx.needs_input_grad
-        w = weight.to(compute_dtype)
-        grad_h = torch.empty_like(h) if need[0] else None
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need[1] else None
-        total = torch.zeros((), dtype=torch.float32, device=h.device)
-        with torch.autocast(device_type=h.device.type, enabled=False):
-            for s in range(0, h.shape[0], chunk_rows):
-                hc, tc = h[s:s + chunk_rows].to(compute_dtype), targets[s:s + chunk_rows]
-                logits = (hc @ w.t()).float()
-                lse = torch.logsumexp(logits, dim=-1)
-                total += (lse - logits.gather(1, tc[:, None]).squeeze(1)).sum()
-                if grad_h is not None or grad_w is not None:
-                    g = logits.sub_(lse[:, None]).exp_()                   # softmax, in place
-                    g[torch.arange(len(tc), device=g.device), tc] -= 1.0   # minus one-hot
-                    g = g.to(compute_dtype)
-                    if grad_h is not None:
-                        grad_h[s:s + chunk_rows] = (g @ w).to(h.dtype)
-                    if grad_w is not None:
-                        grad_w += (g.t() @ hc).float()
-        ctx.save_for_backward(grad_h, grad_w)
-        ctx.weight_dtype = weight.dtype
-        return total
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        grad_h, grad_w = ctx.saved_tensors
-        gh = grad_h * grad_out.to(grad_h.dtype) if grad_h is not None else None
-        gw = (grad_w * grad_out).to(ctx.weight_dtype) if grad_w is not None else None
-        return gh, gw, None, None, None
+def setup_dist(args):
+    ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank, world, local_rank = ((int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
+                               if ddp else (0, 1, 0))
+    name = args.device if args.device != "auto" else (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            st.die("--device cuda: no CUDA device is available")
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if ddp:
+        import torch.distributed as dist
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(minutes=30),
+                                device_id=device if device.type == "cuda" else None)
+    dtype = {"auto": torch.bfloat16 if device.type == "cuda" else torch.float32,
+             "float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    return Dist(ddp, rank, world, local_rank, device, dtype)
 
 
-class WindowLoss(torch.nn.Module):
-    """model -> mean loss of a batch of windows. Wrapping the loss in a module lets DDP and
-    torch.compile see the whole step (the fused head included) through one forward()."""
+def load_data(args):
+    """(store, categories, training window dataset, {category: fixed validation windows})."""
+    try:
+        store = st.Store(args.data_dir, in_memory=True)  # ~1 GB for the full dataset: sampling from RAM
+        categories = list(args.categories) if args.categories else select_categories(args.K, args.seed)
+        store.category_ids(categories)
+        if len(set(categories)) != len(categories):
+            st.die(f"--categories lists a category twice: {' '.join(categories)}")
+        train_ds = RandomWindowDataset(None, "train", categories, window=WINDOW, seed=args.data_seed,
+                                       sampling=args.sampling, store=store)
+        val_sets = {c: fixed_eval_windows(store, "validation", c, args.eval_windows, WINDOW, EVAL_SEED)
+                    for c in categories}
+    except st.StoreError as e:
+        st.die(str(e))
+    return store, categories, train_ds, val_sets
 
-    def __init__(self, model, chunk_rows, compute_dtype):
-        super().__init__()
-        self.model, self.chunk_rows, self.compute_dtype = model, chunk_rows, compute_dtype
 
-    def forward(self, x, tags=None):
-        return lm_loss(self.model, x, self.chunk_rows, self.compute_dtype, tags)
+def fmt_count(v):
+    """2000 -> 2k, 90000000 -> 90M, 1.5e6 -> 1.5M: readable, stable name fragments."""
+    v = float(v)
+    for div, suf in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:.4g}{suf}"
+    return f"{v:.4g}"
 
 
-def lm_loss(model, x, chunk_rows, compute_dtype, tags=None):
-    """Mean next-token loss of windows x (B, 101): 100 predictions per window, through the fused head.
-    tags (B,): optional category tokens put in front of each window (tagged runs)."""
-    h = window_hidden(model, x, tags)                          # (B, 100, d), final layer norm applied
-    head = model.get_output_embeddings().weight
-    targets = x[:, 1:].reshape(-1)
-    total = FusedLinearCrossEntropy.apply(h.reshape(-1, h.shape[-1]), head, targets, chunk_rows, compute_dtype)
-    return total / targets.numel()
+def run_identity(args, dist, store_id, categories, cfg, model_name, lr, tokens_per_step, total_steps, warmup):
+    """The values that make two runs the same run (see IDENTITY_FLAGS). JSON-plain, comparable exactly."""
+    fields = {k: v for k, v in cfg.to_dict().items() if k not in ("transformers_version", "_name_or_path")}
+    return {"store_id": store_id, "categories": list(categories), "sampling": args.sampling,
+            "data_seed": args.data_seed, "init_seed": args.init_seed, "model": model_name,
+            "model_config_sha256": hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest(),
+            "tag_categories": bool(args.tag_categories), "tokens_per_step": tokens_per_step,
+            "total_steps": total_steps, "warmup_steps": warmup, "learning_rate": lr,
+            "min_lr_ratio": args.min_lr_ratio, "adam_beta1": args.adam_beta1, "adam_beta2": args.adam_beta2,
+            "adam_epsilon": args.adam_epsilon, "weight_decay": args.weight_decay,
+            "max_grad_norm": args.max_grad_norm, "dtype": str(dist.dtype).replace("torch.", "")}
+
+
+def default_run_name(identity, seed, budget):
+    """Readable parts + 8 hex digits of the identity's hash: unique for every distinct identity."""
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+    tag = "_tag" if identity["tag_categories"] else ""
+    return (f"{identity['model']}_K{len(identity['categories'])}_s{seed}_{identity['sampling']}"
+            f"_d{fmt_count(budget)}{tag}_{digest}")
+
+
+def identity_differences(saved, current):
+    """['--flag: saved X, now Y', ...] for every run-defining value that differs (keys both have)."""
+    out = []
+    for k, flag in IDENTITY_FLAGS.items():
+        if k in saved and k in current and saved[k] != current[k]:
+            out.append(f"{flag}: {saved[k]!r} in the run, {current[k]!r} now")
+    return out
+
+
+@dataclasses.dataclass
+class Plan:
+    """Everything fixed before the first step: derived numbers, identity, where the run lives."""
+    cfg: object
+    model_name: str
+    expected_params: int
+    lr: float
+    budget: float
+    tokens_per_step: int
+    total_steps: int
+    warmup: int
+    tag_base: int
+    chunk_rows: int
+    identity: dict
+    run_name: str
+    run_dir: Path
+
+
+def plan_run(args, dist, store, categories, train_ds):
+    try:
+        cfg, model_name, default_lr, expected = model_config(args.model_config, store.vocab_size)
+    except ConfigError as e:
+        st.die(str(e))
+    # tagged runs: category c's tag is store.tag_token_base + label(c), inside Pythia's unused embedding rows
+    tag_base = store.tag_token_base if args.tag_categories else None
+    if tag_base is not None and tag_base + len(store.categories) > cfg.vocab_size:
+        st.die(f"--tag_categories: tags {tag_base}..{tag_base + len(store.categories) - 1} do not fit the model's "
+               f"vocab_size {cfg.vocab_size}")
+    tokens_per_step = PRED_PER_WINDOW * args.batch_size * args.grad_accum_steps * dist.world
+    budget = args.token_budget if args.token_budget is not None else args.epochs * len(train_ds) * PRED_PER_WINDOW
+    if budget < tokens_per_step:
+        st.die(f"token budget {budget:,.0f} is smaller than one step ({tokens_per_step:,} tokens = "
+               f"{PRED_PER_WINDOW} x batch {args.batch_size} x accum {args.grad_accum_steps} x world {dist.world}); "
+               "raise --token_budget or lower --batch_size")
+    total_steps = math.ceil(budget / tokens_per_step)
+    warmup = max(1, math.ceil(args.warmup_ratio * total_steps))
+    lr = args.learning_rate if args.learning_rate is not None else default_lr
+    identity = run_identity(args, dist, store.store_id, categories, cfg, model_name, lr, tokens_per_step,
+                            total_steps, warmup)
+    run_name = args.run_name or default_run_name(identity, args.seed, budget)
+    return Plan(cfg, model_name, expected, lr, budget, tokens_per_step, total_steps, warmup, tag_base,
+                head_chunk_rows(dist.device, cfg.vocab_size), identity, run_name, Path(args.output_dir) / run_name)
 
 
 # ----------------------------------------------------------------------------------------------------
-# schedule, checkpoints, logging
+# the run directory, resume, checkpoints
 
-def lr_at(update, total, warmup, min_ratio):
-    """LR multiplier for update number 1..total: linear warmup, cosine to min_ratio exactly at `total`."""
-    if update <= warmup:
-        return update / warmup
-    progress = (update - warmup) / max(total - warmup, 1)
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+def read_json(path, what):
+    """A JSON file the run needs; unreadable is a one-line error, never an absence."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        st.die(f"{path}: unreadable {what} ({type(e).__name__}); restore it or start the run in a new directory")
 
 
-def save_checkpoint(path, model, optimizer, state):
+def step_checkpoints(run_dir):
+    """Complete step checkpoints, oldest first (a temp dir never has the step_ name)."""
+    return sorted(p for p in Path(run_dir).glob("step_*") if (p / "training_state.pt").is_file())
+
+
+def prepare_run_dir(args, plan, dist):
+    """'complete' for a finished run of this identity (nothing to do), else the checkpoint to resume from
+    (or None). Refuses, in one line, a run directory or checkpoint of another identity."""
+    run_dir = plan.run_dir
+    cfg_path = run_dir / "run_config.json"
+    if not args.resume:
+        if run_dir.exists() and any(run_dir.iterdir()):
+            st.die(f"run directory {run_dir} exists; use --resume to continue it or another --run_name")
+        return None
+    if cfg_path.is_file():
+        diff = identity_differences(read_json(cfg_path, "run_config.json").get("identity", {}), plan.identity)
+        if diff:
+            st.die(f"--resume: {run_dir} is another run ({'; '.join(diff)}); use the run's own flags or another "
+                   "--run_name")
+    summary = run_dir / "summary.json"
+    if summary.is_file() and read_json(summary, "summary.json").get("status") == "complete":
+        return "complete"  # idempotent: a scheduler may launch a finished run again
+    if args.resume == "auto":
+        ckpts = step_checkpoints(run_dir)
+        return ckpts[-1] if ckpts else None
+    path = Path(args.resume)
+    if not (path / "training_state.pt").is_file():
+        st.die(f"--resume {args.resume}: not a complete checkpoint (no training_state.pt)")
+    return path
+
+
+@dataclasses.dataclass
+class TrainState:
+    """What changes during the run; saved in every checkpoint."""
+    step: int = 0
+    tokens_seen: int = 0
+    windows_by_label: np.ndarray = None   # this rank's windows per label (all-reduced when saved)
+    best_val: float = float("inf")
+    best_step: int = None
+    last_val: float = None
+    prior_wall_s: float = 0.0             # wall and training-loop time of earlier segments of this run
+    prior_train_s: float = 0.0
+    segment_start: float = dataclasses.field(default_factory=time.time)
+    train_start: float = None
+
+    def wall_s(self):
+        return self.prior_wall_s + time.time() - self.segment_start
+
+    def train_s(self):
+        return self.prior_train_s + (time.time() - self.train_start if self.train_start else 0.0)
+
+
+def checkpoint_state(state, plan, dist):
+    """The training_state.pt payload (collective: every rank takes part in the count's all-reduce)."""
+    counts = dist.all_reduce(torch.from_numpy(state.windows_by_label.copy()))
+    return {"step": state.step, "tokens_seen": state.tokens_seen, "total_steps": plan.total_steps,
+            "windows_by_label": counts.tolist(), "best_val_loss": state.best_val, "best_step": state.best_step,
+            "torch_rng": torch.get_rng_state(), "identity": plan.identity,
+            "wall_s": state.wall_s(), "train_s": state.train_s()}
+
+
+def save_checkpoint(path, model, optimizer, payload):
     """save_pretrained weights + training_state.pt, written to a temp dir and renamed: all or nothing."""
     path = Path(path)
     tmp = st.temp_dir_beside(path)
     try:
         model.save_pretrained(tmp, safe_serialization=True)
-        torch.save({"optimizer": optimizer.state_dict() if optimizer is not None else None, **state},
+        torch.save({"optimizer": optimizer.state_dict() if optimizer is not None else None, **payload},
                    tmp / "training_state.pt")
         st.publish_dir(tmp, path)
     except BaseException:
@@ -245,10 +375,58 @@ def save_checkpoint(path, model, optimizer, state):
         raise
 
 
-def step_checkpoints(run_dir):
-    """Complete step checkpoints, oldest first (a temp dir never has the step_ name)."""
-    return sorted(p for p in Path(run_dir).glob("step_*") if (p / "training_state.pt").is_file())
+def checkpoint(path, run, state, with_optimizer=True):
+    payload = checkpoint_state(state, run.plan, run.dist)
+    if run.dist.rank0:
+        save_checkpoint(path, run.model, run.optimizer if with_optimizer else None, payload)
 
+
+def restore(resume_from, run, n_labels):
+    """TrainState from a checkpoint (weights and optimizer loaded into run), or a fresh one."""
+    state = TrainState(windows_by_label=np.zeros(n_labels, dtype=np.int64))
+    if resume_from is None:
+        return state
+    # from_pretrained, not load_state_dict on the file: transformers 5 names the GPT-NeoX head differently
+    # in memory and on disk, and a non-strict state-dict load silently leaves it untrained
+    run.model.load_state_dict(load_model(resume_from).state_dict(), strict=True)
+    saved = torch.load(resume_from / "training_state.pt", map_location=run.dist.device, weights_only=True)
+    diff = identity_differences(saved.get("identity", {"total_steps": saved["total_steps"]}), run.plan.identity)
+    if diff:
+        st.die(f"--resume {resume_from}: the checkpoint is of another run ({'; '.join(diff)})")
+    run.optimizer.load_state_dict(saved["optimizer"])
+    state.step, state.tokens_seen = int(saved["step"]), int(saved["tokens_seen"])
+    if run.dist.rank0:  # the saved counts are the all-reduced ones: rank 0 carries them, the others restart at 0
+        state.windows_by_label = np.asarray(saved["windows_by_label"], dtype=np.int64)
+    state.best_val = float(saved.get("best_val_loss", float("inf")))
+    state.best_step = saved.get("best_step")
+    state.prior_wall_s, state.prior_train_s = float(saved.get("wall_s", 0.0)), float(saved.get("train_s", 0.0))
+    torch.set_rng_state(saved["torch_rng"].cpu())  # loaded onto the device; the CPU generator needs a CPU tensor
+    return state
+
+
+def rewind_metrics(run_dir, step, state):
+    """On resume (rank 0): metrics.jsonl keeps only rows up to the checkpoint's step (none for a fresh
+    start, step None), so each step appears once; the time the interrupted segment ran past its checkpoint
+    still counts in the run's wall time."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # the line a kill cut short
+    state.prior_wall_s = max([state.prior_wall_s] + [r.get("wall_s", 0.0) for r in rows])
+    state.prior_train_s = max([state.prior_train_s] + [r.get("train_s", 0.0) for r in rows])
+    keep = "".join(json.dumps(r) + "\n" for r in rows if step is not None and r["step"] <= step)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(keep)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------------
+# logging
 
 def git_commit():
     try:
@@ -310,7 +488,7 @@ def plot_loss_curve(run_dir):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    rows = [json.loads(l) for l in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
     tr = [r for r in rows if r["kind"] == "train"]
     ev = [r for r in rows if r["kind"] == "eval"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -348,324 +526,348 @@ def validate(model, val_sets, batch_size, chunk_rows, compute_dtype, autocast, v
 
 
 # ----------------------------------------------------------------------------------------------------
+# the run
+
+@dataclasses.dataclass
+class Run:
+    """The fixed parts of a run, built once: what the loop and the end of the run read."""
+    args: argparse.Namespace
+    dist: Dist
+    plan: Plan
+    store: st.Store
+    categories: list
+    train_ds: RandomWindowDataset
+    val_sets: dict
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    step_fn: torch.nn.Module
+    log: Logger
+    n_params: tuple
+    peak_flops: float
+
+    def lr_at(self, update):
+        return self.plan.lr * lr_at(update, self.plan.total_steps, self.plan.warmup, self.args.min_lr_ratio)
+
+    def val_tags(self):
+        base = self.plan.tag_base
+        return None if base is None else {c: base + self.store.categories.index(c) for c in self.categories}
+
+
+def lr_at(update, total, warmup, min_ratio):
+    """LR multiplier for update number 1..total: linear warmup, cosine to min_ratio exactly at `total`."""
+    if update <= warmup:
+        return update / warmup
+    progress = (update - warmup) / max(total - warmup, 1)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def build_model_and_optimizer(args, plan, dist):
+    model = build_model(plan.cfg, args.init_seed)
+    n_params = count_params(model)
+    if plan.expected_params is not None:
+        assert n_params[0] == plan.expected_params, f"{plan.model_name}: {n_params[0]} params, expected {plan.expected_params}"
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    model.to(dist.device)
+    opt_kwargs = dict(lr=plan.lr, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
+    if dist.device.type == "cuda":
+        opt_kwargs["fused"] = True
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], **opt_kwargs)
+    step_fn = WindowLoss(model, plan.chunk_rows, dist.dtype)
+    if args.compile:
+        step_fn = torch.compile(step_fn)
+    if dist.ddp:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        step_fn = DDP(step_fn, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None)
+    return model, optimizer, step_fn, n_params
+
+
+def run_config(args, run, train_ds):
+    """run_config.json: the flags, the identity and the derived numbers. Written once, when the run starts."""
+    plan, dist = run.plan, run.dist
+    n_total, n_nonemb, n_matmul = run.n_params
+    fpt = flops_per_token(n_matmul, plan.cfg)
+    return {**vars(args), "categories": run.categories, "K": len(run.categories), "run_name": plan.run_name,
+            "identity": plan.identity, "model_name": plan.model_name, "learning_rate": plan.lr,
+            "n_params_total": n_total, "n_params_nonembedding": n_nonemb, "n_params_matmul": n_matmul,
+            "flops_per_token": fpt, "model_config_fields": plan.cfg.to_dict(), "world_size": dist.world,
+            "tokens_per_step": plan.tokens_per_step, "token_budget_effective": plan.total_steps * plan.tokens_per_step,
+            "total_steps": plan.total_steps, "warmup_steps": plan.warmup,
+            "flops_6ND": fpt * plan.total_steps * plan.tokens_per_step,
+            "store_id": run.store.store_id, "store_variant": run.store.meta.get("variant_id"),
+            "pool_papers": len(train_ds.paper_ids), "pool_tokens": int(train_ds.lengths.sum()),
+            "pool_windows": len(train_ds), "pool_short_papers_excluded": train_ds.n_short,
+            "git_commit": git_commit(), "torch_version": torch.__version__, "window": WINDOW,
+            "eval_seed": EVAL_SEED, "tag_token_base": plan.tag_base,
+            "dtype_resolved": str(dist.dtype).replace("torch.", "")}
+
+
+def print_header(run, config):
+    plan, args, log = run.plan, run.args, run.log
+    log.print(f"run {plan.run_name}: categories {' '.join(run.categories)} (K={len(run.categories)}), "
+              f"sampling {args.sampling}")
+    log.print(run.train_ds.summary())
+    log.print(f"model {plan.model_name}: {config['n_params_total']:,} params ({config['n_params_nonembedding']:,} "
+              f"non-embedding, {config['n_params_matmul']:,} in matmuls), vocab {plan.cfg.vocab_size}, "
+              f"device {run.dist.device}, dtype {config['dtype_resolved']}, world {run.dist.world}")
+    epochs = plan.total_steps * plan.tokens_per_step / max(len(run.train_ds) * PRED_PER_WINDOW, 1)
+    log.print(f"tokens/step {plan.tokens_per_step:,} (100 x {args.batch_size} x {args.grad_accum_steps} x "
+              f"{run.dist.world}); steps {plan.total_steps:,}; budget {plan.total_steps * plan.tokens_per_step:,} "
+              f"tokens ({epochs:.2f} epochs); warmup {plan.warmup}; lr {plan.lr:g} -> {plan.lr * args.min_lr_ratio:g}; "
+              f"FLOPs ~ {config['flops_6ND']:.3g} ({config['flops_per_token']:,.0f} per token: 6 N_matmul + 12 L d T)")
+
+
+class StopRequest:
+    """SIGINT / SIGTERM set a flag; the loop stops at a step boundary, checkpoints and exits 130. A second
+    signal interrupts at once (the default handler is back)."""
+
+    def __init__(self):
+        self.signal = None
+        self._old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread: no handler, a signal interrupts as usual
+                pass
+
+    def _handler(self, signum, frame):
+        self.signal = signal.Signals(signum).name
+        self.restore()
+
+    def restore(self):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+
+def sync_check(run, state, nonfinite, stop, last_check):
+    """At a synchronisation point: (status, message) if the run must stop (a non-finite loss on any rank,
+    or a stop signal on any rank), else None. One small all-reduce; NaN wins over a stop."""
+    flags = run.dist.all_reduce(torch.stack([nonfinite.float(), torch.tensor(float(stop.signal is not None),
+                                                                              device=nonfinite.device)]), op="max")
+    bad, stopped = flags.tolist()
+    if bad:
+        span = (f"at step {state.step}" if state.step == last_check + 1 else
+                f"between steps {last_check + 1} and {state.step}")
+        return "failed", f"non-finite loss {span}; the last good checkpoint is kept"
+    if stopped:
+        return "interrupted", f"interrupted ({stop.signal or 'signal on another rank'}) at step {state.step}"
+    return None
+
+
+def train_step(run, state):
+    """One optimizer step over grad_accum micro-batches; returns the (device) mean loss and the lr used."""
+    args, dist, plan = run.args, run.dist, run.plan
+    lr = run.lr_at(state.step + 1)
+    for g in run.optimizer.param_groups:
+        g["lr"] = lr
+    loss_acc = torch.zeros((), device=dist.device)
+    for micro in range(args.grad_accum_steps):
+        x, labels = run.train_ds.sample_batch(state.step * args.grad_accum_steps + micro, args.batch_size,
+                                              dist.rank, dist.world, return_labels=True)
+        state.windows_by_label += np.bincount(labels, minlength=len(run.store.categories))
+        x = x.to(dist.device, non_blocking=True)
+        tags = torch.from_numpy(labels + plan.tag_base).to(dist.device) if plan.tag_base is not None else None
+        if dist.ddp:  # all-reduce gradients only on the last micro-step
+            run.step_fn.require_backward_grad_sync = micro == args.grad_accum_steps - 1
+        with dist.autocast():
+            loss = run.step_fn(x, tags)
+        (loss / args.grad_accum_steps).backward()
+        loss_acc += loss.detach().float() / args.grad_accum_steps
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), args.max_grad_norm)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    state.step += 1
+    state.tokens_seen += plan.tokens_per_step
+    return loss_acc, lr
+
+
+def run_validation(run, state):
+    ev = validate(run.model, run.val_sets, run.args.eval_batch_size, run.plan.chunk_rows, run.dist.dtype,
+                  run.dist.autocast(), run.val_tags())
+    state.last_val = ev["val_loss"]
+    run.log.metrics({"kind": "eval", "step": state.step, "tokens": state.tokens_seen, **ev,
+                     "wall_s": state.wall_s(), "train_s": state.train_s()})
+    run.log.print(f"step {state.step:6d} | val_loss {ev['val_loss']:.4f} | "
+                  + " ".join(f"{c} {ev['val_loss/' + c]:.3f}" for c in run.val_sets))
+    return ev["val_loss"]
+
+
+def log_train(run, state, loss_acc, lr, t_log, tok_log):
+    loss_val = float(run.dist.all_reduce(loss_acc, op="avg"))
+    tps = tok_log / max(time.time() - t_log, 1e-9)
+    row = {"kind": "train", "step": state.step, "tokens": state.tokens_seen, "lr": lr, "loss": loss_val,
+           "perplexity": math.exp(min(loss_val, 50)), "tokens_per_s": tps,
+           "wall_s": state.wall_s(), "train_s": state.train_s()}
+    if run.peak_flops:
+        row["mfu"] = flops_per_token(run.n_params[2], run.plan.cfg) * tps / (run.peak_flops * run.dist.world)
+    run.log.metrics(row)
+    run.log.print(f"step {state.step:6d}/{run.plan.total_steps} | loss {loss_val:.4f} | lr {lr:.2e} | "
+                  f"{tps:,.0f} tok/s" + (f" | mfu {row['mfu']:.1%}" if "mfu" in row else ""))
+
+
+def after_step_eval_and_checkpoint(run, state):
+    """Validation (and best/) on eval steps, a step checkpoint (and rotation) on checkpoint steps."""
+    args, plan, dist = run.args, run.plan, run.dist
+    if state.step % args.eval_interval_steps == 0 or state.step == plan.total_steps:
+        improved = run_validation(run, state) < state.best_val if dist.rank0 else False
+        flag = torch.tensor(float(improved), device=dist.device)
+        if dist.ddp:  # rank 0 decides, every rank follows (the checkpoint below is collective)
+            import torch.distributed as tdist
+            tdist.broadcast(flag, 0)
+        if flag.item():
+            state.best_val = state.last_val if dist.rank0 else state.best_val
+            state.best_step = state.step
+            checkpoint(plan.run_dir / "best", run, state, with_optimizer=False)
+    if state.step % args.checkpoint_interval_steps == 0 and state.step < plan.total_steps:
+        save_step_checkpoint(run, state)
+
+
+def save_step_checkpoint(run, state):
+    checkpoint(run.plan.run_dir / f"step_{state.step:08d}", run, state)
+    if run.dist.rank0:
+        for old in step_checkpoints(run.plan.run_dir)[:-run.args.max_step_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def train_loop(run, state):
+    """Steps until the schedule ends, a non-finite loss or a stop signal. Returns (status, message).
+
+    A NaN/inf loss is tracked on the device and checked only where the loop synchronises anyway (log,
+    validation, checkpoint, last step; every step once a stop signal arrived, single process): a per-step
+    .item() would stall the GPU. Checkpoints are written only after a passing check, so the last checkpoint
+    is always a good one. Under DDP a stop is honoured at the next log/eval/checkpoint step, where every
+    rank checks together."""
+    args, plan, dist = run.args, run.plan, run.dist
+    stop = StopRequest()
+    run.model.train()
+    if state.step == 0 and dist.rank0:
+        run_validation(run, state)  # the untrained model: ~ln(vocab)
+    nonfinite = torch.zeros((), dtype=torch.bool, device=dist.device)
+    last_check, t_log, tok_log = state.step, time.time(), 0
+    state.train_start = time.time()
+    try:
+        while state.step < plan.total_steps:
+            loss_acc, lr = train_step(run, state)
+            tok_log += plan.tokens_per_step
+            nonfinite |= ~torch.isfinite(loss_acc)
+            logging = state.step % args.log_interval_steps == 0 or state.step == plan.total_steps
+            scheduled = (logging or state.step % args.eval_interval_steps == 0
+                         or state.step % args.checkpoint_interval_steps == 0)
+            verdict = None
+            if scheduled or (stop.signal and not dist.ddp):
+                verdict = sync_check(run, state, nonfinite, stop, last_check)
+                if verdict and verdict[0] == "failed":
+                    return verdict
+                last_check = state.step
+            if logging:
+                log_train(run, state, loss_acc, lr, t_log, tok_log)
+                t_log, tok_log = time.time(), 0
+            if verdict:  # interrupted: keep what was trained
+                save_step_checkpoint(run, state)
+                return verdict
+            after_step_eval_and_checkpoint(run, state)
+        return "complete", None
+    finally:
+        stop.restore()
+        state.prior_train_s, state.train_start = state.train_s(), None
+
+
+def finish(run, state, status, message):
+    """End of the run: final/, loss curve, the exact test evaluation, summary.json (last)."""
+    plan, dist = run.plan, run.dist
+    if status == "complete":
+        checkpoint(plan.run_dir / "final", run, state, with_optimizer=False)
+    counts = checkpoint_state(state, plan, dist)["windows_by_label"]  # all-reduced: every rank takes part
+    if not dist.rank0 or status == "interrupted":
+        return
+    plot_loss_curve(plan.run_dir)
+    test = None
+    if status == "complete" and not run.args.skip_test_eval:
+        test = evaluate_model(run.model, run.store, split="test", categories=None, batch_size=run.args.eval_batch_size,
+                              device=dist.device, dtype=dist.dtype, training_categories=run.categories,
+                              output=plan.run_dir / "test_results.json", model_path=plan.run_dir / "final",
+                              progress=False, tag_base=plan.tag_base)
+        o = test["overall"]
+        run.log.print(f"test: macro loss {o['macro_loss']:.4f}, in-training macro {o['in_training_macro_loss']:.4f}"
+                      + (f", held-out macro {o['held_out_macro_loss']:.4f}" if o["held_out_macro_loss"] is not None else ""))
+    names = run.store.categories
+    per_cat = {names[i]: int(counts[i]) * PRED_PER_WINDOW for i in range(len(counts)) if names[i] in run.categories}
+    pool = run.train_ds.pool_tokens_by_label()
+    train_s = state.train_s()
+    summary = {"status": status, "error": message, "run_name": plan.run_name, "store_id": run.store.store_id,
+               "categories": run.categories, "K": len(run.categories), "steps": state.step,
+               "total_steps": plan.total_steps, "schedule_complete": status == "complete" and state.step == plan.total_steps,
+               "tokens_seen": state.tokens_seen, "tokens_per_category": per_cat,
+               "epochs_per_category": {c: per_cat[c] / max(pool.get(names.index(c), 0), 1) for c in run.categories},
+               "final_val_loss": state.last_val, "best_val_loss": state.best_val if math.isfinite(state.best_val) else None,
+               "best_step": state.best_step, "wall_time_s": state.wall_s(), "train_time_s": train_s,
+               "tokens_per_s": state.tokens_seen / max(train_s, 1e-9),
+               "test_macro_loss": test["overall"]["macro_loss"] if test else None}
+    st.write_json_atomic(plan.run_dir / "summary.json", summary, indent=1)
+    run.log.print(f"{status}: {state.step}/{plan.total_steps} steps, {state.tokens_seen:,} tokens, final val_loss "
+                  f"{state.last_val if state.last_val is None else round(state.last_val, 4)}, "
+                  f"{summary['tokens_per_s']:,.0f} tok/s, wall {summary['wall_time_s']:.1f} s (all segments) -> {plan.run_dir}")
+
 
 def main(argv=None):
     args = parse_args(argv)
     t_start = time.time()
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()  # no "Writing model shards" bar at every checkpoint
-
-    # --- distributed / device -----------------------------------------------------------------------
-    ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if ddp:
-        import torch.distributed as dist
-        rank, world, local_rank = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
-    else:
-        rank, world, local_rank = 0, 1, 0
-    rank0 = rank == 0
-    if args.device == "auto":
-        args.device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    device = torch.device(args.device)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            st.die("--device cuda: no CUDA device is available")
-        torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    if ddp:
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
-                                timeout=datetime.timedelta(minutes=30))
-    dtype = {"auto": torch.bfloat16 if device.type == "cuda" else torch.float32,
-             "float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
-
-    # --- data -----------------------------------------------------------------------------------------
-    try:
-        store = st.Store(args.data_dir, in_memory=True)  # ~1 GB for the full dataset: sampling from RAM
-        categories = list(args.categories) if args.categories else st.select_categories(args.K, args.seed)
-        store.category_ids(categories)
-        if len(set(categories)) != len(categories):
-            st.die(f"--categories lists a category twice: {' '.join(categories)}")
-        train_ds = RandomWindowDataset(None, "train", categories, window=WINDOW, seed=args.data_seed,
-                                       sampling=args.sampling, store=store)
-        val_sets = {c: fixed_eval_windows(store, "validation", c, args.eval_windows, WINDOW, EVAL_SEED)
-                    for c in categories}
-    except st.StoreError as e:
-        st.die(str(e))
+    dist = setup_dist(args)
+    store, categories, train_ds, val_sets = load_data(args)
     args.K = len(categories)
+    plan = plan_run(args, dist, store, categories, train_ds)
 
-    # --- model ------------------------------------------------------------------------------------------
-    cfg, model_name, default_lr, expected_params = model_config(args.model_config, store.vocab_size)
-    chunk_rows = head_chunk_rows(device, cfg.vocab_size)
-    # tagged runs: category c's tag is the token id store_vocab + label(c); Pythia's vocabulary (50304) has
-    # 27 unused ids above the tokenizer's 50277, so the tags 50277..50287 need no new embedding rows
-    tag_base = store.vocab_size if args.tag_categories else None
-    if tag_base is not None and tag_base + len(store.categories) > cfg.vocab_size:
-        st.die(f"--tag_categories: tags {tag_base}..{tag_base + len(store.categories) - 1} do not fit the model's "
-               f"vocab_size {cfg.vocab_size}")
-    val_tags = {c: tag_base + store.categories.index(c) for c in categories} if tag_base is not None else None
-    lr = args.learning_rate if args.learning_rate is not None else default_lr
-    model = build_model(cfg, args.init_seed)
-    n_total, n_nonemb = count_params(model)
-    if expected_params is not None:
-        assert n_total == expected_params, f"{model_name}: {n_total} params, expected {expected_params}"
-
-    # --- derived quantities -------------------------------------------------------------------------------
-    tokens_per_step = PRED_PER_WINDOW * args.batch_size * args.grad_accum_steps * world
-    budget = args.token_budget if args.token_budget is not None else args.epochs * len(train_ds) * PRED_PER_WINDOW
-    if budget < tokens_per_step:
-        st.die(f"token budget {budget:,.0f} is smaller than one step ({tokens_per_step:,} tokens = "
-               f"{PRED_PER_WINDOW} x batch {args.batch_size} x accum {args.grad_accum_steps} x world {world}); "
-               "raise --token_budget or lower --batch_size")
-    total_steps = math.ceil(budget / tokens_per_step)
-    warmup = max(1, math.ceil(args.warmup_ratio * total_steps))
-    budget_tag = f"{budget:.0e}".replace("e+0", "e").replace("e+", "e")
-    run_name = args.run_name or f"{model_name}_K{args.K}_seed{args.seed}_{args.sampling}_tok{budget_tag}"
-    run_dir = Path(args.output_dir) / run_name
-    flops_per_token = 6 * n_total
-    pool_tokens_by_label = train_ds.pool_tokens_by_label()  # for epochs per category
-
-    # --- run directory / resume -------------------------------------------------------------------------------
-    resume_from = None
-    summary_path = run_dir / "summary.json"
-    if args.resume and summary_path.is_file():
-        prior = json.loads(summary_path.read_text())
-        if prior.get("status") == "complete":  # idempotent: a scheduler may launch a finished run again
-            if rank0:
-                print(f"run {run_name} is already complete ({summary_path}); nothing to do")
-            if ddp:
-                dist.destroy_process_group()
-            return run_dir
-    if args.resume:
-        if args.resume == "auto":
-            ckpts = step_checkpoints(run_dir)
-            resume_from = ckpts[-1] if ckpts else None
-        else:
-            resume_from = Path(args.resume)
-            if not (resume_from / "training_state.pt").is_file():
-                st.die(f"--resume {args.resume}: not a complete checkpoint (no training_state.pt)")
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        st.die(f"run directory {run_dir} exists; use --resume to continue it or another --run_name")
-    if rank0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "summary.json").unlink(missing_ok=True)  # the run is not complete until we say so
-        for stale in run_dir.glob(".*.tmp-*"):  # half-written checkpoints of a killed run: never valid
+    resume_from = prepare_run_dir(args, plan, dist)
+    if resume_from == "complete":
+        if dist.rank0:
+            print(f"run {plan.run_name} is already complete ({plan.run_dir / 'summary.json'}); nothing to do")
+        dist.close()
+        return plan.run_dir
+    if dist.rank0:
+        plan.run_dir.mkdir(parents=True, exist_ok=True)
+        (plan.run_dir / "summary.json").unlink(missing_ok=True)  # the run is not complete until we say so
+        for stale in plan.run_dir.glob(".*.tmp-*"):  # half-written checkpoints of a killed run: never valid
             shutil.rmtree(stale, ignore_errors=True)
-    if ddp:
-        dist.barrier()
-    config = {**vars(args), "categories": categories, "run_name": run_name, "model_name": model_name,
-              "learning_rate": lr, "n_params_total": n_total, "n_params_nonembedding": n_nonemb,
-              "model_config_fields": cfg.to_dict(), "world_size": world, "tokens_per_step": tokens_per_step,
-              "token_budget_effective": total_steps * tokens_per_step, "total_steps": total_steps,
-              "warmup_steps": warmup, "flops_6ND": flops_per_token * total_steps * tokens_per_step,
-              "store_id": store.store_id, "store_variant": store.meta.get("variant_id"),
-              "pool_papers": len(train_ds.paper_ids), "pool_tokens": int(train_ds.lengths.sum()),
-              "pool_windows": len(train_ds), "pool_short_papers_excluded": train_ds.n_short,
-              "git_commit": git_commit(), "torch_version": torch.__version__, "window": WINDOW,
-              "eval_seed": EVAL_SEED, "tag_token_base": tag_base, "dtype_resolved": str(dtype).replace("torch.", "")}
-    log = Logger(run_dir, rank0, args, config)
-    if rank0:
-        st.write_json_atomic(run_dir / "run_config.json", config, indent=1)
-    log.print(f"run {run_name}: categories {' '.join(categories)} (K={args.K}), sampling {args.sampling}")
-    log.print(train_ds.summary())
-    log.print(f"model {model_name}: {n_total:,} params ({n_nonemb:,} non-embedding), vocab {cfg.vocab_size}, "
-              f"device {device}, dtype {config['dtype_resolved']}, world {world}")
-    log.print(f"tokens/step {tokens_per_step:,} (100 x {args.batch_size} x {args.grad_accum_steps} x {world}); "
-              f"steps {total_steps:,}; budget {total_steps * tokens_per_step:,} tokens "
-              f"({total_steps * tokens_per_step / max(len(train_ds) * PRED_PER_WINDOW, 1):.2f} epochs); "
-              f"warmup {warmup}; lr {lr:g} -> {lr * args.min_lr_ratio:g}; FLOPs ~ {config['flops_6ND']:.3g} (6ND)")
+    dist.barrier()
 
-    # --- optimiser ----------------------------------------------------------------------------------------------
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    model.to(device)
-    opt_kwargs = dict(lr=lr, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
-    if device.type == "cuda":
-        opt_kwargs["fused"] = True
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], **opt_kwargs)
-
-    step, tokens_seen, windows_by_label = 0, 0, np.zeros(len(store.categories), dtype=np.int64)
-    best_val, last_val, history_best_step = float("inf"), None, None
+    model, optimizer, step_fn, n_params = build_model_and_optimizer(args, plan, dist)
+    peak = next((v for k, v in PEAK_FLOPS.items()
+                 if dist.device.type == "cuda" and k in torch.cuda.get_device_name(dist.device)), None)
+    val_sets = {c: v.to(dist.device) for c, v in val_sets.items()}
+    run = Run(args, dist, plan, store, categories, train_ds, val_sets, model, optimizer, step_fn, None, n_params, peak)
+    config = run_config(args, run, train_ds)
+    state = restore(resume_from, run, len(store.categories))
+    state.segment_start = t_start
+    if dist.rank0:
+        if not (plan.run_dir / "run_config.json").is_file():  # written once, when the run starts
+            st.write_json_atomic(plan.run_dir / "run_config.json", config, indent=1)
+        if args.resume:
+            rewind_metrics(plan.run_dir, state.step if resume_from is not None else None, state)
+    run.log = Logger(plan.run_dir, dist.rank0, args, config)
+    print_header(run, config)
     if resume_from is not None:
-        from transformers import AutoModelForCausalLM
-        # from_pretrained, not load_state_dict: transformers 5 names the GPT-NeoX head differently in
-        # memory and on disk, and a non-strict state-dict load silently leaves it untrained
-        loaded = AutoModelForCausalLM.from_pretrained(resume_from, attn_implementation="sdpa", dtype=torch.float32)
-        model.load_state_dict(loaded.state_dict(), strict=True)
-        del loaded
-        state = torch.load(resume_from / "training_state.pt", map_location=device, weights_only=True)
-        optimizer.load_state_dict(state["optimizer"])
-        step, tokens_seen = int(state["step"]), int(state["tokens_seen"])
-        if rank0:
-            windows_by_label = np.asarray(state["windows_by_label"], dtype=np.int64)
-        best_val = float(state.get("best_val_loss", float("inf")))
-        history_best_step = state.get("best_step")
-        torch.set_rng_state(state["torch_rng"].cpu())  # loaded onto `device`; the CPU generator needs a CPU tensor
-        if state["total_steps"] != total_steps:
-            st.die(f"--resume: the checkpoint was made for {state['total_steps']} steps, this run has "
-                   f"{total_steps}; resume with the same budget and batch flags")
-        log.print(f"resumed from step {step} ({resume_from})")
+        run.log.print(f"resumed from step {state.step} ({resume_from})")
     elif args.resume:
-        log.print("resume: no checkpoint yet, starting from scratch")
+        run.log.print("resume: no checkpoint yet, starting from scratch")
 
-    raw_model = model
-    step_fn = WindowLoss(raw_model, chunk_rows, dtype)
-    if args.compile:
-        step_fn = torch.compile(step_fn)
-    if ddp:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        step_fn = DDP(step_fn, device_ids=[local_rank] if device.type == "cuda" else None)
-    val_sets = {c: v.to(device) for c, v in val_sets.items()}
-    peak = next((v for k, v in PEAK_FLOPS.items() if device.type == "cuda" and k in torch.cuda.get_device_name(device)), None)
-
-    def train_state():
-        counts = torch.from_numpy(windows_by_label.copy())
-        if ddp:
-            dist.all_reduce(counts)
-        return {"step": step, "tokens_seen": tokens_seen, "total_steps": total_steps,
-                "windows_by_label": counts.tolist(), "best_val_loss": best_val, "best_step": history_best_step,
-                "torch_rng": torch.get_rng_state(), "sampler": {"seed": args.data_seed, "sampling": args.sampling,
-                                                               "next_step": step},
-                "schedule": {"warmup": warmup, "total": total_steps, "min_lr_ratio": args.min_lr_ratio}}
-
-    def checkpoint(path, with_optimizer=True):
-        state = train_state()  # collective: every rank takes part
-        if rank0:
-            save_checkpoint(path, raw_model, optimizer if with_optimizer else None, state)
-
-    def run_validation():
-        nonlocal last_val
-        ev = validate(raw_model, val_sets, args.eval_batch_size, chunk_rows, dtype, autocast, val_tags)
-        last_val = ev["val_loss"]
-        log.metrics({"kind": "eval", "step": step, "tokens": tokens_seen, **ev})
-        log.print(f"step {step:6d} | val_loss {ev['val_loss']:.4f} | "
-                  + " ".join(f"{c} {ev['val_loss/' + c]:.3f}" for c in val_sets))
-        return ev
-
-    # --- loop -----------------------------------------------------------------------------------------------------
-    status, fail_msg = "complete", None
-    raw_model.train()
-    if step == 0 and rank0:
-        run_validation()  # the untrained model: ~ln(vocab)
-    t_log, tok_log = time.time(), 0
-    train_t0, train_tok0 = time.time(), tokens_seen
-    # A NaN/inf loss is tracked on the device and checked only where the loop synchronises anyway (log,
-    # validation, checkpoint, last step): a per-step .item() would stall the GPU every step. Checkpoints are
-    # written only after a passing check, so the last checkpoint is always a good one.
-    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-    last_check = step
-    while step < total_steps:
-        m = lr_at(step + 1, total_steps, warmup, args.min_lr_ratio)
-        for g in optimizer.param_groups:
-            g["lr"] = lr * m
-        loss_acc = torch.zeros((), device=device)
-        for micro in range(args.grad_accum_steps):
-            x, labels = train_ds.sample_batch(step * args.grad_accum_steps + micro, args.batch_size, rank, world,
-                                              return_labels=True)
-            windows_by_label += np.bincount(labels, minlength=len(store.categories))
-            x = x.to(device, non_blocking=True)
-            tags = torch.from_numpy(labels + tag_base).to(device) if tag_base is not None else None
-            if ddp:  # all-reduce gradients only on the last micro-step
-                step_fn.require_backward_grad_sync = micro == args.grad_accum_steps - 1
-            with autocast:
-                loss = step_fn(x, tags)
-            (loss / args.grad_accum_steps).backward()
-            loss_acc += loss.detach().float() / args.grad_accum_steps
-        nonfinite |= ~torch.isfinite(loss_acc)
-        torch.nn.utils.clip_grad_norm_(raw_model.parameters(), args.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        tokens_seen += tokens_per_step
-        tok_log += tokens_per_step
-        logging = step % args.log_interval_steps == 0 or step == total_steps
-        if logging or step % args.eval_interval_steps == 0 or step % args.checkpoint_interval_steps == 0:
-            bad = nonfinite.float()
-            if ddp:
-                dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-            if bad.item():
-                status = "failed"
-                fail_msg = (f"non-finite loss at step {step}" if step == last_check + 1 else
-                            f"non-finite loss between steps {last_check + 1} and {step}") + \
-                    "; the last good checkpoint is kept"
-                log.print(f"error: {fail_msg}")
-                break
-            last_check = step
-        if logging:
-            if ddp:
-                dist.all_reduce(loss_acc, op=dist.ReduceOp.AVG)
-            loss_val = float(loss_acc)
-            dt = time.time() - t_log
-            tps = tok_log / max(dt, 1e-9)
-            row = {"kind": "train", "step": step, "tokens": tokens_seen, "lr": lr * m, "loss": loss_val,
-                   "perplexity": math.exp(min(loss_val, 50)), "tokens_per_s": tps}
-            if peak:
-                row["mfu"] = flops_per_token * tps / (peak * world)
-            log.metrics(row)
-            log.print(f"step {step:6d}/{total_steps} | loss {loss_val:.4f} | lr {lr * m:.2e} | {tps:,.0f} tok/s"
-                      + (f" | mfu {row['mfu']:.1%}" if peak else ""))
-            t_log, tok_log = time.time(), 0
-        if step % args.eval_interval_steps == 0 or step == total_steps:
-            if rank0:
-                improved = run_validation()["val_loss"] < best_val
-            else:
-                improved = False
-            if ddp:
-                flag = torch.tensor([int(improved)])
-                dist.broadcast(flag, 0)
-                improved = bool(flag.item())
-            if improved:
-                best_val = last_val if rank0 else best_val
-                history_best_step = step
-                checkpoint(run_dir / "best", with_optimizer=False)
-        if step % args.checkpoint_interval_steps == 0 and step < total_steps:
-            checkpoint(run_dir / f"step_{step:08d}")
-            if rank0:
-                for old in step_checkpoints(run_dir)[:-args.max_step_checkpoints]:
-                    shutil.rmtree(old, ignore_errors=True)
-    train_wall = time.time() - train_t0
-    train_tps = (tokens_seen - train_tok0) / max(train_wall, 1e-9)
-
-    # --- end of run ----------------------------------------------------------------------------------------------------
-    if status == "complete":
-        checkpoint(run_dir / "final", with_optimizer=False)
-    state = train_state()
-    test_results = None
-    if rank0:
-        plot_loss_curve(run_dir)
-        if status == "complete" and not args.skip_test_eval:
-            test_results = evaluate_model(raw_model, store, split="test", categories=None,
-                                          batch_size=args.eval_batch_size, device=device, dtype=dtype,
-                                          training_categories=categories, output=run_dir / "test_results.json",
-                                          model_path=run_dir / "final", progress=False, tag_base=tag_base)
-            o = test_results["overall"]
-            log.print(f"test: macro loss {o['macro_loss']:.4f}, in-training macro {o['in_training_macro_loss']:.4f}"
-                      + (f", held-out macro {o['held_out_macro_loss']:.4f}" if o["held_out_macro_loss"] is not None else ""))
-        counts = np.asarray(state["windows_by_label"])
-        per_cat_tokens = {store.categories[i]: int(counts[i]) * PRED_PER_WINDOW for i in range(len(counts))
-                          if store.categories[i] in categories}
-        summary = {"status": status, "error": fail_msg, "run_name": run_name, "store_id": store.store_id,
-                   "categories": categories, "K": args.K, "steps": step, "total_steps": total_steps,
-                   "schedule_complete": status == "complete" and step == total_steps,
-                   "tokens_seen": tokens_seen, "tokens_per_category": per_cat_tokens,
-                   "epochs_per_category": {c: per_cat_tokens[c] / max(pool_tokens_by_label.get(store.categories.index(c), 0), 1)
-                                           for c in categories},
-                   "final_val_loss": last_val, "best_val_loss": best_val if math.isfinite(best_val) else None,
-                   "best_step": history_best_step, "wall_time_s": time.time() - t_start,
-                   "train_time_s": train_wall, "tokens_per_s": train_tps,
-                   "test_macro_loss": test_results["overall"]["macro_loss"] if test_results else None}
-        st.write_json_atomic(run_dir / "summary.json", summary, indent=1)
-        log.print(f"{status}: {step}/{total_steps} steps, {tokens_seen:,} tokens, final val_loss "
-                  f"{last_val if last_val is None else round(last_val, 4)}, {train_tps:,.0f} tok/s, "
-                  f"wall {summary['wall_time_s']:.1f} s -> {run_dir}")
-    log.close()
-    if ddp:
-        dist.barrier()
-        dist.destroy_process_group()
+    status, message = train_loop(run, state)
+    if status == "failed":
+        run.log.print(f"error: {message}")
+    finish(run, state, status, message)
+    run.log.close()
+    dist.close()
+    if status == "interrupted":
+        if dist.rank0:
+            print(f"{message}: checkpoint step_{state.step:08d} written; continue with the same command and "
+                  f"--resume (run {plan.run_name})", flush=True)
+        raise SystemExit(EXIT_INTERRUPTED)
     if status != "complete":
         raise SystemExit(1)
-    return run_dir
+    return plan.run_dir
 
 
 if __name__ == "__main__":

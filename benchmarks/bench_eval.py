@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import bench_store, st  # noqa: E402
 import bench_train  # noqa: E402
 import evaluate  # noqa: E402
+import model as mdl  # noqa: E402
 import train  # noqa: E402
 
 
@@ -34,12 +35,12 @@ def main(argv=None):
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
     store_path = bench_store(Path(tempfile.gettempdir()) / "bench_store_vocab50k")
     store = st.Store(store_path, in_memory=True)
-    cfg, name, _, _ = train.model_config(args.model_config, store.vocab_size)
+    cfg, name, _, _ = mdl.model_config(args.model_config, store.vocab_size)
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, device {device}; model {name}, "
           f"batch {args.batch_size}, dtype {args.dtype}")
     tr = bench_train.train_py(store_path, args.model_config, args.batch_size, args.steps, 5,
                               tempfile.mkdtemp(prefix="bench_eval_"), ["--device", args.device, "--dtype", args.dtype])
-    model = train.build_model(cfg, 0)
+    model = mdl.build_model(cfg, 0)
     evaluate.evaluate_model(model, store, "test", batch_size=args.batch_size, device=device, dtype=dtype,
                             max_papers_per_category=1, progress=False)  # warm-up
     t0 = time.time()

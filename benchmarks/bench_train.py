@@ -20,16 +20,18 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import bench_store, st  # noqa: E402
+import model as mdl  # noqa: E402
+from random_window_dataset import RandomWindowDataset  # noqa: E402
 import train  # noqa: E402
 
 
 def bare_loop(cfg, store, batch_size, steps, warmup, device, dtype, lr):
-    model = train.build_model(cfg, 0).to(device)
+    model = mdl.build_model(cfg, 0).to(device)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
                             lr=lr, betas=(0.9, 0.95), eps=1e-8, **({"fused": True} if device.type == "cuda" else {}))
-    ds = train.RandomWindowDataset(None, "train", st.CATEGORIES[:3], store=store)
+    ds = RandomWindowDataset(None, "train", st.CATEGORIES[:3], store=store)
     batches = [ds.sample_batch(i, batch_size).to(device) for i in range(steps)]  # pre-made tensors
     ac = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
     for i, x in enumerate(batches):
@@ -78,7 +80,7 @@ def main(argv=None):
     work = Path(tempfile.mkdtemp(prefix="bench_train_"))
     store_path = bench_store(Path(tempfile.gettempdir()) / "bench_store_vocab50k")
     store = st.Store(store_path, in_memory=True)
-    cfg, name, lr, _ = train.model_config(args.model_config, store.vocab_size)
+    cfg, name, lr, _ = mdl.model_config(args.model_config, store.vocab_size)
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"device {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     print(f"model {name}, batch {args.batch_size} windows ({args.batch_size * 100} predicted tokens), "

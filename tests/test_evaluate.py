@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import evaluate
+import model as mdl
 import store as st
 import train
 from conftest import one_line_error, TINY_CONFIG, make_synthetic_store
@@ -25,8 +26,8 @@ def eval_store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_model(eval_store):
-    cfg, *_ = train.model_config(str(TINY_CONFIG), st.Store(eval_store).vocab_size)
-    return train.build_model(cfg, init_seed=3)
+    cfg, *_ = mdl.model_config(str(TINY_CONFIG), st.Store(eval_store).vocab_size)
+    return mdl.build_model(cfg, init_seed=3)
 
 
 def _save(model, path, categories=None):

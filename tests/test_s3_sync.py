@@ -9,6 +9,7 @@ import boto3
 import pytest
 
 import fetch_arxiv
+import s3sync
 import store as st
 from conftest import free_port, wait_for_port
 
@@ -64,7 +65,7 @@ def test_identical_reupload_sends_nothing(tmp_path, s3_env, capsys):
     assert set(before) == {"p/tokens.bin", "p/index.jsonl", "p/splits.json", "p/meta.json"}
     time.sleep(1.1)  # LastModified has one-second resolution
     capsys.readouterr()
-    sent = st.upload_store(local, "again", "p", st.s3_client())
+    sent = s3sync.upload_store(local, "again", "p", s3sync.s3_client())
     assert sent == 0
     assert "nothing uploaded" in capsys.readouterr().out
     after = {k: (o["LastModified"], o["ETag"]) for k, o in _objects(c, "again").items()}

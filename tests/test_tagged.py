@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import evaluate
+import model as mdl
 import store as st
 import train
 from conftest import TINY_CONFIG, make_synthetic_store
@@ -17,8 +18,8 @@ from conftest import TINY_CONFIG, make_synthetic_store
 def setup(tmp_path_factory):
     path, _ = make_synthetic_store(tmp_path_factory.mktemp("t") / "s", lengths=[2, 57, 101, 150, 333], seed=9)
     s = st.Store(path)
-    cfg, *_ = train.model_config(str(TINY_CONFIG), s.vocab_size)
-    return s, train.build_model(cfg, init_seed=1)
+    cfg, *_ = mdl.model_config(str(TINY_CONFIG), s.vocab_size)
+    return s, mdl.build_model(cfg, init_seed=1)
 
 
 def test_tag_is_context_never_target(setup):
@@ -28,15 +29,15 @@ def test_tag_is_context_never_target(setup):
     tags = torch.tensor([s.vocab_size + i for i in range(4)]) % 64
     model.eval()
     with torch.no_grad():
-        got = train.lm_loss(model, x, 1 << 20, torch.float32, tags)
+        got = mdl.lm_loss(model, x, 1 << 20, torch.float32, tags)
         # reference: HF's own logits on [tag, x_0..x_99]; the tag position's output is dropped, so the
         # targets are exactly x_1..x_100 (100 per window), the same as untagged
         inp = torch.cat([tags[:, None], x[:, :-1]], 1)
         logits = model(input_ids=inp).logits[:, 1:]
         ref = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
         assert got.item() == pytest.approx(ref.item(), rel=1e-6)
-        untagged = train.lm_loss(model, x, 1 << 20, torch.float32)
-        other = train.lm_loss(model, x, 1 << 20, torch.float32, (tags + 1) % 64)
+        untagged = mdl.lm_loss(model, x, 1 << 20, torch.float32)
+        other = mdl.lm_loss(model, x, 1 << 20, torch.float32, (tags + 1) % 64)
     assert got.item() != untagged.item() and got.item() != other.item()  # the tag is real context
 
 

@@ -13,6 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import model as mdl
+from random_window_dataset import fixed_eval_windows, select_categories
 import store as st
 import train
 from conftest import free_port, one_line_error, ROOT, TINY_CONFIG, markov_entropy
@@ -53,7 +55,7 @@ def test_learns_toward_floor_checkpoints_rotate_final_loads(synthetic_store, tmp
     # final/ loads with from_pretrained and reproduces the final validation loss
     from transformers import AutoModelForCausalLM
     model = AutoModelForCausalLM.from_pretrained(run / "final")
-    vs = {c: train.fixed_eval_windows(st.Store(synthetic_store), "validation", c, 32, 101, train.EVAL_SEED) for c in CATS}
+    vs = {c: fixed_eval_windows(st.Store(synthetic_store), "validation", c, 32, 101, st.EVAL_SEED) for c in CATS}
     ev = train.validate(model, vs, 16, 1 << 30, torch.float32, torch.autocast("cpu", enabled=False))
     assert ev["val_loss"] == pytest.approx(summary["final_val_loss"], rel=1e-5)
     cfg = json.loads((run / "run_config.json").read_text())
@@ -138,7 +140,7 @@ def test_named_pythia_config_on_sample_store(sample_store, tmp_path):
                       "--batch_size", "2", "--token_budget", "600", "--eval_windows", "2",
                       "--output_dir", str(tmp_path), "--run_name", "p14"])
     cfg = json.loads((run / "run_config.json").read_text())
-    assert cfg["n_params_total"] == 14_067_712 and cfg["categories"] == st.select_categories(3, 0)
+    assert cfg["n_params_total"] == 14_067_712 and cfg["categories"] == select_categories(3, 0)
     assert cfg["learning_rate"] == 1e-3 and cfg["total_steps"] == 3
     s = json.loads((run / "summary.json").read_text())
     assert s["status"] == "complete" and s["tokens_seen"] == 600
@@ -208,13 +210,13 @@ def test_compile_runs_and_learns(synthetic_store, tmp_path):
     AutoModelForCausalLM.from_pretrained(run / "final")
 
 
-@pytest.mark.parametrize("name", list(train.PYTHIA))
+@pytest.mark.parametrize("name", list(mdl.PYTHIA))
 def test_named_configs_have_the_published_parameter_counts(name):
     from transformers import AutoModelForCausalLM
-    cfg, _, lr, expected = train.model_config(name, 50277)
+    cfg, _, lr, expected = mdl.model_config(name, 50277)
     with torch.device("meta"):  # shapes only: no memory, no init time
         model = AutoModelForCausalLM.from_config(cfg)
-    assert train.count_params(model)[0] == expected
+    assert mdl.count_params(model)[0] == expected
     assert cfg.vocab_size == 50304 and cfg.use_parallel_residual and not cfg.tie_word_embeddings
     assert cfg.rope_parameters["partial_rotary_factor"] == 0.25 and cfg.rope_parameters["rope_theta"] == 10000
     assert lr == {"pythia-160m": 6e-4, "pythia-410m": 3e-4}.get(name, 1e-3)

@@ -1,0 +1,347 @@
+"""
+The model side, shared by training and evaluation: the named Pythia configurations (and JSON configs),
+model construction, parameter and FLOP counts, the hidden states of a window, and the output head with
+its loss: one fused, chunked linear + cross-entropy implementation that training (loss and gradients)
+and evaluation (per-token NLL) both go through.
+"""
+import hashlib
+import inspect
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import store as st
+
+# The published Pythia architectures (EleutherAI/pythia configs), written here so no hub is needed.
+PYTHIA_BASE = dict(vocab_size=50304, rotary_pct=0.25, rotary_emb_base=10000, max_position_embeddings=2048,
+                   use_parallel_residual=True, tie_word_embeddings=False, layer_norm_eps=1e-5,
+                   hidden_act="gelu", initializer_range=0.02, attention_dropout=0.0, hidden_dropout=0.0,
+                   bos_token_id=0, eos_token_id=0)
+PYTHIA = {  # name: (hidden, layers, heads, default lr, exact parameter count)
+    "pythia-14m": (128, 6, 4, 1e-3, 14_067_712),
+    "pythia-31m": (256, 6, 8, 1e-3, 30_494_720),
+    "pythia-70m": (512, 6, 8, 1e-3, 70_426_624),
+    "pythia-160m": (768, 12, 12, 6e-4, 162_322_944),
+    "pythia-410m": (1024, 24, 16, 3e-4, 405_334_016),
+}
+
+
+class ConfigError(Exception):
+    """A --model_config that cannot be used: one actionable line."""
+
+
+def model_config(spec, store_vocab):
+    """(GPTNeoXConfig, name, default lr, expected param count or None) for a named config or a JSON file."""
+    from transformers import GPTNeoXConfig
+    if spec in PYTHIA:
+        h, L, nh, lr, n_params = PYTHIA[spec]
+        fields = dict(PYTHIA_BASE, hidden_size=h, num_hidden_layers=L, num_attention_heads=nh,
+                      intermediate_size=4 * h)
+        name = spec
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise ConfigError(f"--model_config {spec}: neither a named config ({', '.join(PYTHIA)}) nor a JSON file")
+        try:
+            user = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--model_config {spec}: not valid JSON ({e})") from None
+        known = set(inspect.signature(GPTNeoXConfig.__init__).parameters) | {"rotary_pct", "rotary_emb_base",
+                                                                              "model_type"}
+        unknown = sorted(set(user) - known)
+        if unknown:
+            raise ConfigError(f"--model_config {spec}: field(s) {', '.join(unknown)} unknown to GPTNeoXConfig")
+        fields = dict(PYTHIA_BASE, **{k: v for k, v in user.items() if k != "model_type"})
+        fields.setdefault("intermediate_size", 4 * fields.get("hidden_size", 512))
+        name, lr, n_params = path.stem, 1e-3, None
+    # transformers 5 spells Pythia's rotary settings as rope_parameters
+    fields["rope_parameters"] = {"rope_type": "default", "rope_theta": fields.pop("rotary_emb_base"),
+                                 "partial_rotary_factor": fields.pop("rotary_pct")}
+    cfg = GPTNeoXConfig(**fields)
+    if cfg.vocab_size < store_vocab:
+        raise ConfigError(f"--model_config {spec}: vocab_size {cfg.vocab_size} is smaller than the store's "
+                          f"vocabulary ({store_vocab} ids)")
+    return cfg, name, lr, n_params
+
+
+def build_model(cfg, init_seed):
+    from transformers import AutoModelForCausalLM
+    torch.manual_seed(init_seed)
+    return AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa", dtype=torch.float32)
+
+
+def load_model(path):
+    """A save_pretrained directory, in fp32 with SDPA attention."""
+    from transformers import AutoModelForCausalLM
+    return AutoModelForCausalLM.from_pretrained(path, attn_implementation="sdpa", dtype=torch.float32)
+
+
+def count_params(model):
+    """(total, non-embedding, matmul) parameter counts.
+
+    non-embedding: total minus the input embedding (Kaplan et al.'s N; the untied output head counts).
+    matmul: the weights of the matrix multiplications a token goes through (every Linear, the output head
+    included); the input embedding is a lookup, and biases and layer norms are not matmuls. This is the N
+    of the FLOP estimate below.
+    """
+    total = sum(p.numel() for p in model.parameters())
+    emb = model.get_input_embeddings().weight.numel()
+    matmul = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    return total, total - emb, matmul
+
+
+def flops_per_token(n_matmul, cfg, context=st.PRED_PER_WINDOW):
+    """Training FLOPs per predicted token, as PaLM (appendix B) and nanoGPT count them: 6 N_matmul for the
+    weight matmuls (forward 2, backward 4) plus 12 L d T for the attention scores and values over a context
+    of T tokens (T = 100 here, the window's predictions; causal masking is not discounted)."""
+    return 6 * n_matmul + 12 * cfg.num_hidden_layers * cfg.hidden_size * context
+
+
+# ----------------------------------------------------------------------------------------------------
+# hidden states and the head
+
+def head_chunk_rows(device, vocab):
+    """Rows of logits computed at a time by the output head (training and evaluation).
+
+    CPU: ~3M logits (~12 MB fp32) per chunk stay cache-resident, which measured 1.5x faster for the
+    head's matmul + logsumexp than one big matrix (BENCHMARKS.md). CUDA: 8192 rows (~0.8 GB of bf16
+    logits at vocab 50k) keep the matmuls large without materialising the whole batch's logits.
+    """
+    return 8192 if torch.device(device).type == "cuda" else max(16, 3_000_000 // int(vocab))
+
+
+def window_hidden(model, x, tags=None):
+    """Final hidden states that predict x[:, 1:] (B, W-1, d): the input is x[:, :-1], or, for tagged runs,
+    [tag, x[:, :-1]] with one category token in front. The tag's own output is dropped, so it is never a
+    target, and the predicted tokens are exactly the untagged ones, each with the same window context
+    plus the tag."""
+    inner = model.gpt_neox if hasattr(model, "gpt_neox") else model.get_decoder()
+    if tags is None:
+        return inner(input_ids=x[:, :-1]).last_hidden_state
+    inp = torch.cat([tags.to(x.dtype).view(-1, 1), x[:, :-1]], dim=1)
+    return inner(input_ids=inp).last_hidden_state[:, 1:]
+
+
+class FusedLinearCrossEntropy(torch.autograd.Function):
+    """Next-token NLL of hidden states h (N, d) under the output head W (V, d), chunk by chunk.
+
+    Returns (sum of the NLL, per-row NLL (N,) fp32; the latter carries no gradient). When gradients are
+    needed, the forward pass also computes them (softmax - onehot) per chunk, so neither fp32 logits for
+    the whole batch nor a recomputation is needed: only one chunk of logits exists at a time. With a 50k
+    vocabulary this layer dominates small models; on CPU fp32 it costs the same as the plain loss.
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, chunk_rows, compute_dtype):
+        need = ctx.needs_input_grad
+        w = weight.to(compute_dtype)
+        grad_h = torch.empty_like(h) if need[0] else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need[1] else None
+        nll = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
+        with torch.autocast(device_type=h.device.type, enabled=False):
+            for s in range(0, h.shape[0], chunk_rows):
+                hc, tc = h[s:s + chunk_rows].to(compute_dtype), targets[s:s + chunk_rows]
+                logits = (hc @ w.t()).float()
+                lse = torch.logsumexp(logits, dim=-1)
+                nll[s:s + chunk_rows] = lse - logits.gather(1, tc[:, None]).squeeze(1)
+                if grad_h is not None or grad_w is not None:
+                    g = logits.sub_(lse[:, None]).exp_()                   # softmax, in place
+                    g[torch.arange(len(tc), device=g.device), tc] -= 1.0   # minus one-hot
+                    g = g.to(compute_dtype)
+                    if grad_h is not None:
+                        grad_h[s:s + chunk_rows] = (g @ w).to(h.dtype)
+                    if grad_w is not None:
+                        grad_w += (g.t() @ hc).float()
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.weight_dtype = weight.dtype
+        ctx.mark_non_differentiable(nll)
+        return nll.sum(), nll
+
+    @staticmethod
+    def backward(ctx, grad_out, _grad_nll):
+        grad_h, grad_w = ctx.saved_tensors
+        gh = grad_h * grad_out.to(grad_h.dtype) if grad_h is not None else None
+        gw = (grad_w * grad_out).to(ctx.weight_dtype) if grad_w is not None else None
+        return gh, gw, None, None, None
+
+
+def head_nll(model, h, targets, chunk_rows=None, compute_dtype=torch.float32):
+    """(sum, per-row NLL) of targets (N,) given final hidden states h (N, d), through the fused head."""
+    weight = model.get_output_embeddings().weight
+    chunk_rows = chunk_rows or head_chunk_rows(h.device, weight.shape[0])
+    return FusedLinearCrossEntropy.apply(h, weight, targets, chunk_rows, compute_dtype)
+
+
+def lm_loss(model, x, chunk_rows=None, compute_dtype=torch.float32, tags=None):
+    """Mean next-token loss of windows x (B, W): W-1 predictions per window. tags (B,): optional category
+    tokens put in front of each window (tagged runs)."""
+    h = window_hidden(model, x, tags)                          # (B, W-1, d), final layer norm applied
+    targets = x[:, 1:].reshape(-1)
+    total, _ = head_nll(model, h.reshape(-1, h.shape[-1]), targets, chunk_rows, compute_dtype)
+    return total / targets.numel()
+
+
+def window_nll(model, x, valid, chunk_rows=None, tags=None, compute_dtype=torch.float32):
+    """Per-target NLL (fp32) of the valid targets of windows x (B, W), in row-major order.
+    valid (B, W-1) bool marks real targets; only those reach the head."""
+    h = window_hidden(model, x, tags)[valid]
+    return head_nll(model, h, x[:, 1:][valid], chunk_rows, compute_dtype)[1]
+
+
+class WindowLoss(torch.nn.Module):
+    """model -> mean loss of a batch of windows. Wrapping the loss in a module lets DDP and
+    torch.compile see the whole step (the fused head included) through one forward()."""
+
+    def __init__(self, model, chunk_rows, compute_dtype):
+        super().__init__()
+        self.model, self.chunk_rows, self.compute_dtype = model, chunk_rows, compute_dtype
+
+    def forward(self, x, tags=None):
+        return lm_loss(self.model, x, self.chunk_rows, self.compute_dtype, tags)
+
+
+# ----------------------------------------------------------------------------------------------------
+# exact evaluation of a model on a split (evaluate.py's CLI and the end of every training run)
+#
+# The tiling and what it counts are described in evaluate.py's docstring: every token but a paper's first is
+# predicted exactly once, with at most 100 tokens of context; float64 sums.
+
+WINDOW, STRIDE = st.WINDOW, st.PRED_PER_WINDOW
+
+
+def tile(store, paper_ids):
+    """(window start offsets, window lengths, paper index into paper_ids) for the exact tiling."""
+    starts, lens, owner = [], [], []
+    for k, pid in enumerate(paper_ids):
+        n, off = int(store.length[pid]), int(store.offset[pid])
+        if n < 2:
+            continue
+        s = np.arange(0, n - 1, STRIDE, dtype=np.int64)
+        starts.append(off + s)
+        lens.append(np.minimum(s + WINDOW, n) - s)
+        owner.append(np.full(len(s), k, dtype=np.int64))
+    if not starts:
+        z = np.zeros(0, dtype=np.int64)
+        return z, z, z
+    return np.concatenate(starts), np.concatenate(lens), np.concatenate(owner)
+
+
+def weights_sha256(model_dir):
+    """sha256 over the model's weight files (sorted by name) in a save_pretrained directory."""
+    files = sorted(Path(model_dir).glob("*.safetensors")) or sorted(Path(model_dir).glob("*.bin"))
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(st.sha256_file(f).encode())
+    return h.hexdigest() if len(files) > 1 else st.sha256_file(files[0])
+
+
+def evaluate_model(model, store, split="test", categories=None, batch_size=64, device="cpu",
+                   dtype=torch.float32, training_categories=None, max_papers_per_category=None,
+                   output=None, model_path=None, arguments=None, progress=True, tag_base=None,
+                   exclude_papers=None):
+    """Evaluate `model` on `split` of `store`; returns (and writes to `output`) the results dict.
+
+    tag_base: for tagged runs, each window is preceded by the token tag_base + its category's label.
+    exclude_papers: paper ids left out (e.g. test papers with a near-duplicate in train, from baselines.py).
+    """
+    excluded = np.asarray(sorted(exclude_papers or []), dtype=np.int64)
+    from tqdm import tqdm
+    device = torch.device(device)
+    cats = list(store.categories) if categories is None else list(categories)
+    store.category_ids(cats)  # raises StoreError on an unknown name
+    vocab = model.get_output_embeddings().weight.shape[0]
+    if store.vocab_size > vocab:
+        raise st.StoreError(f"the store's vocabulary ({store.vocab_size} ids) is larger than the model's ({vocab})")
+    if tag_base is not None and tag_base + len(store.categories) > vocab:
+        raise st.StoreError(f"category tags {tag_base}..{tag_base + len(store.categories) - 1} do not fit the "
+                            f"model's vocabulary ({vocab})")
+    label_of = {ci: store.categories.index(c) for ci, c in enumerate(cats)}
+    # every window of every selected paper, category by category
+    per_cat_papers, all_starts, all_lens, all_cat = {}, [], [], []
+    for ci, c in enumerate(cats):
+        ids = store.papers(split, [c])
+        ids = ids[(store.length[ids] >= 2) & ~np.isin(ids, excluded)]
+        if max_papers_per_category is not None:
+            ids = ids[:max_papers_per_category]
+        per_cat_papers[c] = ids
+        s, l, _ = tile(store, ids)
+        all_starts.append(s)
+        all_lens.append(l)
+        all_cat.append(np.full(len(s), ci, dtype=np.int64))
+    starts, lens, wcat = (np.concatenate(a) for a in (all_starts, all_lens, all_cat))
+    if len(starts) == 0:
+        raise st.StoreError(f"split {split!r} has no paper of >= 2 tokens in categories {' '.join(cats)}")
+
+    model.eval()
+    model.to(device)
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
+    C = len(cats)
+    pos_sum = np.zeros(C * STRIDE, dtype=np.float64)
+    pos_cnt = np.zeros(C * STRIDE, dtype=np.int64)
+    ar = np.arange(WINDOW, dtype=np.int64)
+    pos = np.arange(STRIDE, dtype=np.int64)  # target position j-1 for j = 1..100
+    t0 = time.time()
+    with torch.inference_mode():
+        for b in tqdm(range(0, len(starts), batch_size), desc=f"eval {split}", unit="batch",
+                      disable=not progress, leave=False):
+            s, l, c = starts[b:b + batch_size], lens[b:b + batch_size], wcat[b:b + batch_size]
+            idx = np.minimum(s[:, None] + ar, s[:, None] + l[:, None] - 1)  # pad by repeating the last token
+            x = torch.from_numpy(np.asarray(store.tokens[idx], dtype=np.int64)).to(device)
+            valid_np = pos[None, :] < (l[:, None] - 1)
+            valid = torch.from_numpy(valid_np).to(device)
+            tags = None
+            if tag_base is not None:
+                tags = torch.tensor([tag_base + label_of[int(k)] for k in c], device=device)
+            with autocast:
+                nll = window_nll(model, x, valid, tags=tags).double().cpu().numpy()
+            key = (c[:, None] * STRIDE + pos[None, :])[valid_np]  # row-major, matching h[valid]
+            pos_sum += np.bincount(key, weights=nll, minlength=C * STRIDE)
+            pos_cnt += np.bincount(key, minlength=C * STRIDE)
+    wall = time.time() - t0
+    loss_sum = pos_sum.reshape(C, STRIDE).sum(axis=1)  # per category: the sum over its window positions
+
+    train_set = set(training_categories) if training_categories is not None else None
+    per_category = {}
+    for ci, c in enumerate(cats):
+        ids = per_cat_papers[c]
+        n_tok = int(pos_cnt[ci * STRIDE:(ci + 1) * STRIDE].sum())
+        n_bytes = int(store.n_bytes[ids].sum())
+        loss = loss_sum[ci] / n_tok if n_tok else None
+        ps, pc = pos_sum[ci * STRIDE:(ci + 1) * STRIDE], pos_cnt[ci * STRIDE:(ci + 1) * STRIDE]
+        per_category[c] = {
+            "loss": loss, "perplexity": math.exp(loss) if loss is not None else None,
+            "bits_per_byte": loss_sum[ci] / math.log(2) / n_bytes if n_bytes else None,
+            "n_tokens": n_tok, "n_papers": int(len(ids)), "n_bytes": n_bytes,
+            "in_training": (c in train_set) if train_set is not None else None,
+            "loss_by_position": [float(ps[j] / pc[j]) if pc[j] else None for j in range(STRIDE)],
+        }
+    scored = [c for c in cats if per_category[c]["loss"] is not None]
+    n_all = sum(per_category[c]["n_tokens"] for c in scored)
+    micro = float(loss_sum.sum() / n_all)
+
+    def macro(cs):
+        cs = [c for c in cs if per_category[c]["loss"] is not None]
+        return float(np.mean([per_category[c]["loss"] for c in cs])) if cs else None
+
+    overall = {"micro_loss": micro, "macro_loss": macro(scored), "micro_perplexity": math.exp(micro),
+               "in_training_macro_loss": macro([c for c in scored if per_category[c]["in_training"] is True]),
+               "held_out_macro_loss": macro([c for c in scored if per_category[c]["in_training"] is False]),
+               "n_tokens": n_all}
+    result = {"model": {"path": str(Path(model_path).resolve()) if model_path else None,
+                        "weights_sha256": weights_sha256(model_path) if model_path else None},
+              "store_id": store.store_id, "data_dir": str(store.dir.resolve()), "split": split,
+              "dtype": str(dtype).replace("torch.", ""), "window": WINDOW,
+              "tag_categories": tag_base is not None, "tag_token_base": tag_base,
+              "excluded_papers": excluded.tolist(),
+              "training_categories": training_categories, "arguments": arguments,
+              "per_category": per_category, "overall": overall,
+              "eval_time_s": wall, "tokens_per_s": n_all / max(wall, 1e-9)}
+    if output is not None:
+        st.write_json_atomic(output, result, indent=1)
+    return result
