@@ -90,9 +90,12 @@ def test_kill9_and_resume_equals_uninterrupted(synthetic_store, tmp_path):
     while not (run / "step_00000100").exists():
         assert p.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
         time.sleep(0.01)
+    time.sleep(0.1)  # let it log past the checkpoint: those rows must not appear twice after the resume
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert not (run / "summary.json").exists() and not (run / "final").exists()
+    killed_rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    killed_wall = max(r["wall_s"] for r in killed_rows)
     resumed = _run_cli(_args(synthetic_store, tmp_path, "killed", *common, "--resume"))
     out = resumed.communicate(timeout=300)[0]
     assert resumed.returncode == 0, out[-3000:]
@@ -104,7 +107,17 @@ def test_kill9_and_resume_equals_uninterrupted(synthetic_store, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    assert json.loads((run / "summary.json").read_text())["status"] == "complete"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "complete"
+    # metrics.jsonl: each (kind, step) once, the same steps as the uninterrupted run
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    keys = [(r["kind"], r["step"]) for r in rows]
+    ref_keys = [(r["kind"], r["step"]) for r in map(json.loads, (ref / "metrics.jsonl").read_text().splitlines())]
+    assert len(keys) == len(set(keys)) and sorted(keys) == sorted(ref_keys)
+    # wall time covers both segments: more than the killed segment had reached
+    resumed_wall = [r["wall_s"] for r in rows if r["step"] > 100]
+    assert summary["wall_time_s"] > killed_wall and min(resumed_wall) > killed_wall
+    assert summary["tokens_per_s"] == pytest.approx(summary["tokens_seen"] / summary["train_time_s"])
 
 
 def test_resume_without_checkpoint_starts_from_scratch(synthetic_store, tmp_path, capsys):
@@ -229,3 +242,112 @@ def test_lr_schedule_warmup_and_cosine_end_exactly_at_min():
     assert lrs[-1] == pytest.approx(0.1, abs=1e-12)  # the last update runs at exactly min_lr_ratio * lr
     assert all(a >= b for a, b in zip(lrs[warm - 1:], lrs[warm:]))  # monotone decay after warmup
     assert lrs[warm - 1 + (total - warm) // 2] == pytest.approx(0.55, abs=1e-3)  # cosine midpoint
+
+
+def test_grad_accumulation_equals_the_larger_batch(synthetic_store, tmp_path):
+    """4 micro-steps of 4 windows draw the same 16 windows as one batch of 16 (the sampler's item index is
+    global) and average the same gradients: the same weights up to float summation order."""
+    common = ["--token_budget", "32000", "--skip_test_eval", "--eval_interval_steps", "1000", "--learning_rate", "3e-3"]
+    big = train.main(_args(synthetic_store, tmp_path, "big", "--batch_size", "16", *common))
+    acc = train.main(_args(synthetic_store, tmp_path, "acc", "--batch_size", "4", "--grad_accum_steps", "4", *common))
+    s1, s2 = (json.loads((d / "summary.json").read_text()) for d in (big, acc))
+    assert s1["steps"] == s2["steps"] == 20 and s1["tokens_per_category"] == s2["tokens_per_category"]
+    a, b = _weights(big), _weights(acc)
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert worst < 1e-5, worst  # stated tolerance: 1e-5 absolute after 20 AdamW steps at lr 3e-3 (fp32)
+
+
+def test_bf16_autocast_trains_and_evaluates_on_cpu(synthetic_store, tmp_path):
+    run = train.main(_args(synthetic_store, tmp_path, "bf16", "--batch_size", "8", "--token_budget", "24000",
+                           "--learning_rate", "1e-2", "--dtype", "bfloat16"))
+    s = json.loads((run / "summary.json").read_text())
+    evals = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in l]
+    assert s["status"] == "complete" and s["final_val_loss"] < evals[0]["val_loss"] - 1.0
+    cfg = json.loads((run / "run_config.json").read_text())
+    assert cfg["dtype_resolved"] == "bfloat16" and cfg["identity"]["dtype"] == "bfloat16"
+    test = json.loads((run / "test_results.json").read_text())
+    assert test["dtype"] == "bfloat16" and test["overall"]["in_training_macro_loss"] < evals[0]["val_loss"] - 1.0
+
+
+def test_ctrl_c_checkpoints_and_resume_matches_uninterrupted(synthetic_store, tmp_path):
+    common = ["--batch_size", "8", "--token_budget", "240000", "--checkpoint_interval_steps", "1000",
+              "--eval_interval_steps", "1000", "--skip_test_eval", "--learning_rate", "3e-3"]
+    ref = _run_cli(_args(synthetic_store, tmp_path, "ref", *common))
+    assert ref.wait(timeout=300) == 0
+    p = _run_cli(_args(synthetic_store, tmp_path, "int", *common))
+    run = tmp_path / "int"
+    deadline = time.time() + 120
+    while not (run / "metrics.jsonl").exists() or '"train"' not in (run / "metrics.jsonl").read_text():
+        assert p.poll() is None and time.time() < deadline, "run ended before its first log line"
+        time.sleep(0.01)
+    p.send_signal(signal.SIGINT)
+    out = p.communicate(timeout=120)[0]
+    assert p.returncode == train.EXIT_INTERRUPTED, out[-2000:]
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out
+    last = out.strip().splitlines()[-1]
+    assert "interrupted (SIGINT) at step" in last and "--resume" in last
+    ckpts = train.step_checkpoints(run)
+    assert len(ckpts) == 1 and not (run / "summary.json").exists()
+    step = int(ckpts[0].name.split("_")[1])
+    assert 0 < step < 300 and f"step_{step:08d}" in last
+    r = _run_cli(_args(synthetic_store, tmp_path, "int", *common, "--resume"))
+    out = r.communicate(timeout=300)[0]
+    assert r.returncode == 0 and f"resumed from step {step}" in out, out[-2000:]
+    a, b = _weights(tmp_path / "ref"), _weights(run)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def _descendants(pid):
+    """All processes below pid (torchrun's workers run in sessions of their own)."""
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+    children = {}
+    for line in out.splitlines():
+        c, parent = map(int, line.split())
+        children.setdefault(parent, []).append(c)
+    found, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            found.append(c)
+            todo.append(c)
+    return found
+
+
+def test_ddp_kill_and_resume_equals_uninterrupted_ddp(synthetic_store, tmp_path):
+    """torchrun with 2 CPU processes (gloo, through the same device-tensor collectives as NCCL): killed
+    after a checkpoint and resumed under torchrun, the weights equal an uninterrupted DDP run's."""
+    common = ["--batch_size", "4", "--token_budget", "96000", "--checkpoint_interval_steps", "40",
+              "--eval_interval_steps", "40", "--skip_test_eval", "--learning_rate", "3e-3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def torchrun(name, *extra, wait=True):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+               f"--master_port={free_port()}", str(ROOT / "train.py"), *_args(synthetic_store, tmp_path, name, *common, *extra)]
+        p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if wait:
+            out = p.communicate(timeout=300)[0]
+            assert p.returncode == 0, out[-3000:]
+        return p
+
+    torchrun("ddp_ref")
+    p = torchrun("ddp_k", wait=False)
+    run = tmp_path / "ddp_k"
+    deadline = time.time() + 120
+    while not (run / "step_00000040").exists():
+        assert p.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
+        time.sleep(0.01)
+    for pid in [p.pid] + _descendants(p.pid):  # the launcher and both ranks, as a node failure would
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    p.wait()
+    assert not (run / "summary.json").exists()
+    torchrun("ddp_k", "--resume")
+    assert "resumed from step " in (run / "train.log").read_text()
+    s = json.loads((run / "summary.json").read_text())
+    ref = json.loads((tmp_path / "ddp_ref" / "summary.json").read_text())
+    assert s["status"] == "complete" and s["tokens_per_category"] == ref["tokens_per_category"]
+    a, b = _weights(tmp_path / "ddp_ref"), _weights(run)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
