@@ -615,10 +615,10 @@ def write_report(path, runs, rows, fits, baselines, twins, plots):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=st.HelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("sweep_dir", help="a sweep.py --out directory (or a train.py --output_dir)")
-    p.add_argument("--n_boot", type=int, default=1000)
+    p.add_argument("--n_boot", type=int, default=1000, help="bootstrap resamples for the intervals (0: none)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes for the bootstrap refits")
     p.add_argument("--no_baselines", action="store_true", help="skip the store baselines")

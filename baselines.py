@@ -129,8 +129,9 @@ def print_table(b):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data_dir", default="preprocessed_arxiv")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=st.HelpFormatter,
+                                allow_abbrev=False)
+    p.add_argument("--data_dir", default="preprocessed_arxiv", help="token store written by fetch_arxiv.py")
     p.add_argument("--output", default=None, help="write the JSON here")
     p.add_argument("--max_compress_bytes", type=int, default=20_000_000, help="test text compressed per category")
     args = p.parse_args(argv)

@@ -62,15 +62,16 @@ def print_table(res):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=st.HelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--model_dir", required=True, help="a save_pretrained causal LM directory")
-    p.add_argument("--data_dir", default="preprocessed_arxiv")
-    p.add_argument("--split", default="test", choices=st.SPLITS)
+    p.add_argument("--data_dir", default="preprocessed_arxiv", help="token store written by fetch_arxiv.py")
+    p.add_argument("--split", default="test", choices=st.SPLITS, help="split to evaluate")
     p.add_argument("--categories", nargs="+", default=["all"], help="names, or all (default)")
     p.add_argument("--batch_size", type=int, default=64, help="windows per forward pass")
     p.add_argument("--max_papers_per_category", type=int, default=None, help="first M papers per category")
     p.add_argument("--output", default=None, help="default: eval_<split>.json in --model_dir")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                    help="fp32 and bf16 results are never mixed in one comparison")
     p.add_argument("--exclude_papers", default=None,

@@ -36,8 +36,8 @@ TEXT_BATCH_BYTES = 2 << 20  # tokenizer work unit: ~2 MB of text (a few dozen pa
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=st.HelpFormatter,
+                                allow_abbrev=False)
     src = p.add_argument_group("source")
     src.add_argument("--dataset_name", default=DEFAULT_DATASET, help="hub dataset id")
     src.add_argument("--dataset_config", default=DEFAULT_CONFIG, help="hub config (no_ref drops the class strings)")
@@ -54,7 +54,7 @@ def parse_args(argv=None):
                       help="dev runs: a deterministic, category-covering subset of N papers per split")
     size.add_argument("--full_dataset", action="store_true", help="every paper (ignores --max_examples_per_split)")
     out = p.add_argument_group("output")
-    out.add_argument("--output_dir", default="preprocessed_arxiv")
+    out.add_argument("--output_dir", default="preprocessed_arxiv", help="the store directory to write")
     out.add_argument("--num_proc", type=int, default=1,
                      help="tokenizer processes; 1 = one process using the tokenizer's own threads")
     out.add_argument("--force", action="store_true", help="rebuild even if a complete store of this variant exists")
@@ -65,7 +65,7 @@ def parse_args(argv=None):
     s3.add_argument("--download_only", action="store_true",
                     help="compute nodes: fetch the published store and never build (one-line error if it is "
                          "missing); with --s3_prefix, whatever variant is published there is taken")
-    s3.add_argument("--s3_bucket", default=os.environ.get("S3_BUCKET"))
+    s3.add_argument("--s3_bucket", default=os.environ.get("S3_BUCKET"), help="bucket (default: $S3_BUCKET)")
     s3.add_argument("--s3_prefix", default=None, help="used verbatim; default encodes the variant")
     s3.add_argument("--s3_endpoint_url", default=None, help="S3-compatible endpoint (also AWS_ENDPOINT_URL)")
     args = p.parse_args(argv)

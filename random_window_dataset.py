@@ -1,6 +1,6 @@
 """
 RandomWindowDataset: sample a paper (or a token position, or a category) from a pool of store papers,
-then a random 101-token window inside one paper. Windows never cross a paper boundary.
+then a random window (store.WINDOW = 101 tokens) inside one paper. Windows never cross a paper boundary.
 
 Item i is a pure function of (seed, i): a counter-based hash (splitmix64) of the pair gives the random
 numbers, so any DataLoader worker or DDP rank gets the same window for the same index and a resumed run
@@ -67,7 +67,7 @@ class RandomWindowDataset(torch.utils.data.Dataset):
     Papers shorter than the window are excluded from the pool (and counted in summary()).
     """
 
-    def __init__(self, data_dir, split, target_categories=None, window=101, seed=0, sampling="paper",
+    def __init__(self, data_dir, split, target_categories=None, window=st.WINDOW, seed=0, sampling="paper",
                  store=None, in_memory=False):
         if sampling not in SAMPLING_MODES:
             raise st.StoreError(f"sampling must be one of {', '.join(SAMPLING_MODES)}, got {sampling!r}")
@@ -162,7 +162,7 @@ class RandomWindowDataset(torch.utils.data.Dataset):
         return (x, labels) if return_labels else x
 
 
-def fixed_eval_windows(store, split, category, n, window=101, seed=1234):
+def fixed_eval_windows(store, split, category, n, window=st.WINDOW, seed=st.EVAL_SEED):
     """The same n windows of one category every time (token-uniform, fixed seed): validation sets that
     do not depend on which other categories a run trains on. Returns a (n, window) LongTensor."""
     ds = RandomWindowDataset(None, split, [category], window=window, seed=seed, sampling="token", store=store)
@@ -179,14 +179,16 @@ def bundled_decoder(store):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Print a window pool's summary and a few sample windows.")
-    p.add_argument("--data_dir", default="preprocessed_arxiv")
-    p.add_argument("--split", default="train", choices=st.SPLITS)
-    p.add_argument("--categories", nargs="+", default=None)
-    p.add_argument("--sampling", default="paper", choices=SAMPLING_MODES)
-    p.add_argument("--window", type=int, default=101)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num_samples", type=int, default=3)
+    p = argparse.ArgumentParser(description="Print a window pool's summary and a few sample windows.",
+                                formatter_class=st.HelpFormatter, allow_abbrev=False)
+    p.add_argument("--data_dir", default="preprocessed_arxiv", help="token store written by fetch_arxiv.py")
+    p.add_argument("--split", default="train", choices=st.SPLITS, help="split to sample from")
+    p.add_argument("--categories", nargs="+", default=None, help="category names (default: all)")
+    p.add_argument("--sampling", default="paper", choices=SAMPLING_MODES,
+                   help="paper: uniform over papers; token: over window starts; balanced: over categories")
+    p.add_argument("--window", type=int, default=st.WINDOW, help="tokens per window")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed")
+    p.add_argument("--num_samples", type=int, default=3, help="windows to print")
     args = p.parse_args(argv)
     try:
         ds = RandomWindowDataset(args.data_dir, args.split, args.categories, window=args.window,

@@ -14,6 +14,7 @@ evaluate.py read (see README.md, "The store format"). A store directory holds:
 Also here: the project's constants (the 11 category names, the window, the validation seed) and die().
 S3 sync of a store lives in s3sync.py; select_categories() in random_window_dataset.py.
 """
+import argparse
 import hashlib
 import json
 import os
@@ -335,6 +336,10 @@ class Store:
     def paper_tokens(self, paper_id):
         o, n = int(self.offset[paper_id]), int(self.length[paper_id])
         return self.tokens[o:o + n]
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every script's --help: each flag's default shown, the docstring's layout kept."""
 
 
 def die(msg, code=2):

@@ -2,9 +2,11 @@
 Expand an experiment plan (YAML or JSON) into train.py runs, run them here, emit them for a cluster, or
 show their status.
 
-    python sweep.py run plans/smoke.yaml --out sweeps/smoke [--parallel 2] [--prune]
+    python sweep.py run plans/smoke.yaml --out sweeps/smoke [--parallel 2]          # CPU: N runs at a time
+    python sweep.py run plans/p1_core_31m.yaml --out sweeps/p1 --runs_per_gpu 4     # every visible GPU, 4 runs each
     python sweep.py status plans/smoke.yaml --out sweeps/smoke
-    python sweep.py emit --format slurm plans/p1_core_31m.yaml --out /scratch/sweeps/p1 > p1.sbatch
+    python sweep.py emit --format slurm plans/p1_core_31m.yaml --out /scratch/sweeps/p1 \
+        --setup "module load cuda; source ~/venv/bin/activate" > p1.sbatch
     python sweep.py emit --format commands plans/p1_core_31m.yaml --out /scratch/sweeps/p1 > p1.txt
     python sweep.py list plans/smoke.yaml
 
@@ -28,17 +30,31 @@ Relative paths in a plan (data_dir, model_config files, build paths) are relativ
 Runs live in OUT/runs/<run_id>/ (train.py's run directory); sweep events in OUT/sweep_events.jsonl and each
 run's console output in OUT/logs/<run_id>.log. A run is complete exactly when its summary.json says so;
 `run` skips complete runs, resumes interrupted ones from their newest checkpoint, records failures and
-goes on (failed runs are retried only with --retry_failed).
+goes on (failed runs are retried only with --retry_failed), and deletes the step checkpoints of runs that
+completed (--keep_checkpoints keeps them). Ctrl-C stops every running run at its next step boundary with
+a checkpoint; they are "interrupted", and the next `run` resumes them.
+
+Each run directory records the plan's parameters of the run (sweep_params.json). A plan whose values
+for an existing run differ (a `fixed:` value edited, say) is refused for that run ("conflict"): its
+results would otherwise pass as the new configuration's.
+
+GPUs: `run` places runs on --gpus (default: every visible GPU), --runs_per_gpu at a time on each (small
+models leave most of a GPU idle), through CUDA_VISIBLE_DEVICES, one per worker. On SLURM each array
+task gets its GPU(s) from SLURM; `emit --runs_per_gpu R` packs R runs into each task, side by side.
 """
 import argparse
 import itertools
 import json
+import math
 import os
 import re
+import queue
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -51,6 +67,9 @@ TRAIN = "train.py"
 # axis appears as name-value
 HEAD_AXES = ("model_config", "K", "categories", "seed", "token_budget", "sampling", "tag_categories")
 SHORT_NAMES = {"init_seed": "i", "data_seed": "ds", "learning_rate": "lr"}
+# train.py's exit code for a run stopped by a signal (it checkpointed); -2 / -15: killed by SIGINT / SIGTERM
+INTERRUPTED_CODES = (130, -2, -15, 143)
+STATUSES = ("complete", "running", "interrupted", "failed", "conflict", "pending")
 
 
 def load_plan(path):
@@ -149,15 +168,16 @@ def expand(plan):
     return runs
 
 
-def train_flags(params, gpus=1):
-    """train.py flags for one run; batch_size in a plan is the global batch (windows per step)."""
+def train_flags(params, gpus=1, relative=False):
+    """train.py flags for one run; batch_size in a plan is the global batch (windows per step). relative:
+    model_config files stay relative to the project root (emitted scripts cd there first)."""
     flags = []
     for k, v in params.items():
         if k == "batch_size" and gpus > 1:
             if int(v) % gpus:
                 st.die(f"batch_size {v} is not divisible by gpus_per_run {gpus}")
             v = int(v) // gpus
-        if k == "model_config" and str(v).endswith(".json"):
+        if k == "model_config" and str(v).endswith(".json") and not relative:
             v = str(project_path(v))
         if isinstance(v, bool):
             if v:
@@ -169,12 +189,15 @@ def train_flags(params, gpus=1):
     return flags
 
 
-def train_command(plan, out, rid, params, python=sys.executable, gpus=1):
-    data_dir = str(project_path(plan["store"]["data_dir"]))
-    base = ([python, str(PROJECT / TRAIN)] if gpus == 1 else
-            ["torchrun", "--standalone", f"--nproc_per_node={gpus}", str(PROJECT / TRAIN)])
+def train_command(plan, out, rid, params, python=sys.executable, gpus=1, project=None, relative=False):
+    """The train.py command of one run. relative (emit): the project's paths as the plan gives them, for a
+    script that cds into the project directory (on the cluster, --project_dir) first."""
+    data_dir = str(plan["store"]["data_dir"]) if relative else str(project_path(plan["store"]["data_dir"]))
+    script = TRAIN if relative else str(PROJECT / TRAIN)
+    base = ([python, script] if gpus == 1 else
+            [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", script])
     return base + ["--data_dir", data_dir, "--output_dir", str(Path(out).resolve() / "runs"), "--run_name", rid,
-                   *train_flags(params, gpus), "--resume"]
+                   *train_flags(params, gpus, relative), "--resume"]
 
 
 def ensure_store(plan):
@@ -223,9 +246,33 @@ def last_events(out):
     return ev
 
 
-def run_status(out, rid, events=None):
-    """complete | failed | running | interrupted | pending, and the summary (or None)."""
+def params_record(plan, params):
+    """What sweep_params.json holds: the run's parameters as the plan gives them, and the store."""
+    return {"params": json.loads(json.dumps(params)), "data_dir": str(plan["store"]["data_dir"])}
+
+
+def param_conflict(out, rid, plan, params):
+    """None, or a one-line description of how the run directory's recorded parameters differ."""
+    p = Path(out) / "runs" / rid / "sweep_params.json"
+    if not p.is_file():
+        return None
+    try:
+        saved = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return f"{p} is unreadable"
+    now = params_record(plan, params)
+    diffs = [f"{k}: {saved['params'].get(k)!r} in the run, {now['params'].get(k)!r} in the plan"
+             for k in sorted(set(saved["params"]) | set(now["params"])) if saved["params"].get(k) != now["params"].get(k)]
+    if saved.get("data_dir") != now["data_dir"]:
+        diffs.append(f"store.data_dir: {saved.get('data_dir')!r} in the run, {now['data_dir']!r} in the plan")
+    return "; ".join(diffs) or None
+
+
+def run_status(out, rid, events=None, conflict=None):
+    """complete | failed | running | interrupted | conflict | pending, and the summary (or None)."""
     rd = Path(out) / "runs" / rid
+    if conflict:
+        return "conflict", None
     summary = None
     if (rd / "summary.json").is_file():
         try:
@@ -244,7 +291,7 @@ def run_status(out, rid, events=None):
     if summary and summary.get("status") == "failed":
         return "failed", summary
     e = (events or {}).get(rid)
-    if e and e.get("event") == "end" and e.get("returncode") != 0:
+    if e and e.get("event") == "end" and e.get("returncode") not in (0, *INTERRUPTED_CODES):
         return "failed", summary
     if rd.exists() and any(rd.iterdir()):
         return "interrupted", summary
@@ -268,6 +315,114 @@ def prune(run_dir):
 # ----------------------------------------------------------------------------------------------------
 # commands
 
+def visible_gpus():
+    """GPU ids that CUDA_VISIBLE_DEVICES (or, unset, the driver) shows this process; [] without GPUs."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g for g in env.split(",") if g.strip() and g.strip() != "-1"]
+    try:
+        import torch
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:
+        return []
+
+
+def worker_slots(plan, args):
+    """One entry per concurrent run: the CUDA_VISIBLE_DEVICES value it runs with (None on CPU)."""
+    gpus = args.gpus.split(",") if args.gpus else visible_gpus()
+    gpus = [g.strip() for g in gpus if g.strip()]
+    if not gpus:
+        return [None] * args.parallel
+    per_run = int(plan.get("gpus_per_run", 1))
+    if per_run > 1:
+        if args.runs_per_gpu != 1:
+            st.die(f"--runs_per_gpu {args.runs_per_gpu}: a plan with gpus_per_run {per_run} runs one run per GPU group")
+        if len(gpus) % per_run:
+            st.die(f"--gpus {','.join(gpus)}: {len(gpus)} GPUs do not split into groups of gpus_per_run {per_run}")
+        return [",".join(gpus[i:i + per_run]) for i in range(0, len(gpus), per_run)]
+    return [g for g in gpus for _ in range(args.runs_per_gpu)]
+
+
+class Launcher:
+    """Runs train.py processes for a sweep, one per free slot; on Ctrl-C, stops them all cleanly."""
+
+    def __init__(self, plan, out, slots, keep_checkpoints):
+        self.plan, self.out, self.keep = plan, Path(out), keep_checkpoints
+        self.slots = queue.Queue()
+        for s in slots:
+            self.slots.put(s)
+        n_cpu = os.cpu_count() or 1
+        self.threads = max(1, n_cpu // len(slots))
+        self.stopping = threading.Event()
+        self.procs = {}
+        self.lock = threading.Lock()
+
+    def launch(self, item):
+        rid, params, status = item
+        if self.stopping.is_set():
+            return "interrupted" if status == "interrupted" else "pending"
+        slot = self.slots.get()
+        try:
+            return self._run(rid, params, status, slot)
+        finally:
+            self.slots.put(slot)
+
+    def _run(self, rid, params, status, slot):
+        out, plan = self.out, self.plan
+        gpus = len(slot.split(",")) if slot else 1
+        cmd = train_command(plan, out, rid, params, gpus=gpus)
+        rd = out / "runs" / rid
+        rd.mkdir(parents=True, exist_ok=True)
+        if not (rd / "sweep_params.json").is_file():
+            st.write_json_atomic(rd / "sweep_params.json", params_record(plan, params), indent=1)
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "PYTHONUNBUFFERED": "1"}
+        if slot is not None:
+            env["CUDA_VISIBLE_DEVICES"] = slot
+        t0 = time.time()
+        with open(out / "logs" / f"{rid}.log", "a") as log:
+            log.write(f"$ {'CUDA_VISIBLE_DEVICES=' + slot + ' ' if slot else ''}{shlex.join(cmd)}\n")
+            log.flush()
+            # a session of its own: a terminal's Ctrl-C reaches the sweep alone, which stops each run once
+            p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT, env=env,
+                                 start_new_session=True)
+            with self.lock:
+                self.procs[rid] = p
+            (rd / ".sweep.pid").write_text(str(p.pid))
+            _event(out, run_id=rid, event="start", pid=p.pid, gpu=slot, resumed=status == "interrupted")
+            rc = p.wait()
+            with self.lock:
+                self.procs.pop(rid, None)
+        (rd / ".sweep.pid").unlink(missing_ok=True)
+        _event(out, run_id=rid, event="end", returncode=rc, wall_s=time.time() - t0)
+        state, summary = run_status(out, rid, last_events(out))
+        msg = f"{rid}: {state} in {time.time() - t0:.0f} s" + (f" on GPU {slot}" if slot else "")
+        if state == "complete" and summary:
+            tm = summary.get("test_macro_loss")
+            msg += f" (final val_loss {summary.get('final_val_loss'):.4f}" + (f", test macro {tm:.4f})" if tm is not None else ")")
+            if not self.keep:
+                prune(rd)
+        elif state != "complete":
+            msg += f" (exit code {rc}; see {out / 'logs' / (rid + '.log')})"
+        print(msg, flush=True)
+        return state
+
+    def interrupt(self):
+        """Stop launching; ask each running run to checkpoint and stop (SIGINT), then wait for them."""
+        self.stopping.set()
+        with self.lock:
+            procs = list(self.procs.values())
+        for p in procs:
+            try:
+                p.send_signal(signal.SIGINT)
+            except ProcessLookupError:
+                pass
+        return len(procs)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def cmd_run(plan, args):
     out = Path(args.out)
     (out / "logs").mkdir(parents=True, exist_ok=True)
@@ -275,105 +430,117 @@ def cmd_run(plan, args):
     ensure_store(plan)
     runs = expand(plan)
     events = last_events(out)
-    todo, n_done = [], 0
+    todo, n_done, conflicts = [], 0, []
     for rid, params in runs:
-        status, _ = run_status(out, rid, events)
-        if status == "complete":
+        conflict = param_conflict(out, rid, plan, params)
+        status, _ = run_status(out, rid, events, conflict)
+        if status == "conflict":
+            conflicts.append(rid)
+            print(f"{rid}: refused, the run directory holds another configuration ({conflict}); use another "
+                  "--out, or remove the run directory to run it anew")
+        elif status == "complete":
             n_done += 1
-            continue
-        if status == "running":
+        elif status == "running":
             print(f"{rid}: running in another process, skipped")
-            continue
-        if status == "failed" and not args.retry_failed:
+        elif status == "failed" and not args.retry_failed:
             print(f"{rid}: failed earlier, skipped (--retry_failed to try again)")
-            continue
-        todo.append((rid, params, status))
-    print(f"plan {plan['name']}: {len(runs)} runs, {n_done} complete, {len(todo)} to run, {args.parallel} at a time",
-          flush=True)
-    threads = max(1, (os.cpu_count() or 1) // args.parallel)
-
-    def launch(item):
-        rid, params, status = item
-        cmd = train_command(plan, out, rid, params)
-        rd = out / "runs" / rid
-        rd.mkdir(parents=True, exist_ok=True)
-        t0 = time.time()
-        with open(out / "logs" / f"{rid}.log", "a") as log:
-            log.write(f"$ {shlex.join(cmd)}\n")
-            log.flush()
-            env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-            p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT, env=env)
-            (rd / ".sweep.pid").write_text(str(p.pid))
-            _event(out, run_id=rid, event="start", pid=p.pid, resumed=status == "interrupted")
-            rc = p.wait()
-        (rd / ".sweep.pid").unlink(missing_ok=True)
-        _event(out, run_id=rid, event="end", returncode=rc, wall_s=time.time() - t0)
-        state, summary = run_status(out, rid, last_events(out))
-        msg = f"{rid}: {state} in {time.time() - t0:.0f} s"
-        if state == "complete" and summary:
-            tm = summary.get('test_macro_loss')
-            msg += f" (final val_loss {summary.get('final_val_loss'):.4f}" + (f", test macro {tm:.4f})" if tm is not None else ")")
-        elif state != "complete":
-            msg += f" (exit code {rc}; see {out / 'logs' / (rid + '.log')})"
-        print(msg, flush=True)
-        return state
-
-    with ThreadPoolExecutor(max_workers=args.parallel) as pool:
-        results = list(pool.map(launch, todo))
-    if args.prune:
+        else:
+            todo.append((rid, params, status))
+    slots = worker_slots(plan, args)
+    where = (f"on GPU(s) {', '.join(sorted(set(slots)))}, {len(slots)} at a time" if slots[0] is not None
+             else f"on the CPU, {len(slots)} at a time")
+    print(f"plan {plan['name']}: {len(runs)} runs, {n_done} complete, {len(todo)} to run {where}", flush=True)
+    launcher = Launcher(plan, out, slots, args.keep_checkpoints)
+    # SIGTERM (a scheduler ending the job) is handled like Ctrl-C: the runs checkpoint and stop
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if threading.current_thread() is threading.main_thread() else None
+    pool = ThreadPoolExecutor(max_workers=len(slots))
+    futures = [pool.submit(launcher.launch, item) for item in todo]
+    try:
+        results = [f.result() for f in futures]
+    except KeyboardInterrupt:
+        n = launcher.interrupt()
+        pool.shutdown(wait=True, cancel_futures=True)
+        print(f"interrupted: {n} running run(s) stopped at a checkpoint; `python sweep.py run {args.plan} --out "
+              f"{args.out}` resumes them", flush=True)
+        raise SystemExit(130)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    pool.shutdown()
+    if not args.keep_checkpoints:  # runs completed earlier (or by another process) too
         freed = sum(prune(out / "runs" / rid) for rid, _ in runs if run_status(out, rid)[0] == "complete")
-        print(f"pruned step checkpoints of complete runs: {freed / 1e6:,.1f} MB freed")
-    failed = results.count("failed") + results.count("interrupted")
-    print(f"done: {results.count('complete')} completed now, {failed} failed", flush=True)
-    return 0 if failed == 0 else 1
+        if freed:
+            print(f"pruned step checkpoints of complete runs: {freed / 1e6:,.1f} MB freed")
+    failed = sum(r in ("failed", "interrupted") for r in results)
+    print(f"done: {results.count('complete')} completed now, {failed} failed"
+          + (f", {len(conflicts)} refused (conflict)" if conflicts else ""), flush=True)
+    return 0 if failed == 0 and not conflicts else 1
 
 
 def cmd_status(plan, args):
     out = Path(args.out)
+    if not out.is_dir():
+        st.die(f"--out {out}: no such directory (nothing of this plan has run there yet)")
     events = last_events(out)
-    rows = [(rid, *run_status(out, rid, events)) for rid, _ in expand(plan)]
-    counts = {s: sum(1 for r in rows if r[1] == s) for s in ("complete", "running", "interrupted", "failed", "pending")}
+    rows = [(rid, *run_status(out, rid, events, param_conflict(out, rid, plan, params))) for rid, params in expand(plan)]
+    counts = {s: sum(1 for r in rows if r[1] == s) for s in STATUSES}
     width = max(len(r[0]) for r in rows)
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"
     print(f"{'run':{width}s}  {'status':11s} {'tokens':>12s} {'val_loss':>9s} {'test_macro':>10s}")
     for rid, status, s in rows:
         s = s or {}
-        fmt = lambda v: "-" if v is None else f"{v:.4f}"
         print(f"{rid:{width}s}  {status:11s} {s.get('tokens_seen') or 0:12,d} {fmt(s.get('final_val_loss')):>9s} "
               f"{fmt(s.get('test_macro_loss')):>10s}")
     print(" | ".join(f"{k} {v}" for k, v in counts.items()))
     return counts
 
 
+def slurm_script(plan, args, cmds, gpus, note):
+    """A SLURM array script: task i runs commands i*R .. i*R+R-1 side by side on its GPU(s) (R = --runs_per_gpu)."""
+    sl = plan.get("slurm") or {}
+    out = Path(args.out).resolve()
+    R = args.runs_per_gpu
+    n_tasks = math.ceil(len(cmds) / R)
+    lines = ["#!/bin/bash", f"#SBATCH --job-name={plan['name']}",
+             f"#SBATCH --array=0-{n_tasks - 1}" + (f"%{sl['max_concurrent']}" if sl.get("max_concurrent") else ""),
+             "#SBATCH --nodes=1", "#SBATCH --ntasks=1", f"#SBATCH --gpus-per-task={gpus}",
+             f"#SBATCH --cpus-per-task={sl.get('cpus_per_task', 8)}", f"#SBATCH --time={sl.get('time', '04:00:00')}",
+             # SLURM opens this file before the script runs: emit created the folder
+             f"#SBATCH --output={out / 'logs'}/%x_%A_%a.out"]
+    if sl.get("partition"):
+        lines.append(f"#SBATCH --partition={sl['partition']}")
+    lines += [f"#SBATCH {extra}" for extra in sl.get("extra", [])]
+    lines += [f"# {plan['name']}: {len(cmds)} runs in {n_tasks} array tasks ({R} per task, side by side on its "
+              f"GPU); {note}", "set -euo pipefail"]
+    if args.setup:
+        lines.append(args.setup)
+    lines += [f"cd {shlex.quote(str(args.project_dir or PROJECT))}", "CMDS=("]
+    lines += [f"  {shlex.quote(c)}" for c in cmds]
+    lines += [")", f"R={R}", "first=$((SLURM_ARRAY_TASK_ID * R))", "pids=()",
+              'for ((i = first; i < first + R && i < ${#CMDS[@]}; i++)); do',
+              '  echo "task ${SLURM_ARRAY_TASK_ID}: ${CMDS[$i]}"',
+              '  eval "${CMDS[$i]}" &', "  pids+=($!)", "done",
+              "rc=0", 'for p in "${pids[@]}"; do wait "$p" || rc=$?; done', "exit $rc"]
+    return "\n".join(lines) + "\n"
+
+
 def cmd_emit(plan, args):
     out = Path(args.out)
     gpus = int(plan.get("gpus_per_run", 1))
-    runs = expand(plan)
-    cmds = [shlex.join(train_command(plan, out, rid, params, python="python", gpus=gpus)) for rid, params in runs]
-    data_dir = project_path(plan["store"]["data_dir"])
+    if gpus > 1 and args.runs_per_gpu != 1:
+        st.die(f"--runs_per_gpu {args.runs_per_gpu}: a plan with gpus_per_run {gpus} runs one run per task")
+    cmds = [shlex.join(train_command(plan, out, rid, params, python=args.python, gpus=gpus, relative=True))
+            for rid, params in expand(plan)]
     build = plan["store"].get("build")
-    note = (f"the store {data_dir} must exist first" +
+    note = (f"the store {plan['store']['data_dir']} must exist first" +
             (f" (python sweep.py run-store {args.plan}, or fetch_arxiv.py with: {build})" if build else ""))
     if args.format == "commands":
-        text = f"# {plan['name']}: {len(cmds)} runs; {note}; each line is one run (rerunnable: --resume)\n"
+        text = (f"# {plan['name']}: {len(cmds)} runs; {note}; each line is one run (rerunnable: --resume), "
+                f"run from the project directory {args.project_dir or PROJECT}\n")
         text += "\n".join(cmds) + "\n"
     else:
-        sl = plan.get("slurm") or {}
-        lines = ["#!/bin/bash", f"#SBATCH --job-name={plan['name']}",
-                 f"#SBATCH --array=0-{len(cmds) - 1}" + (f"%{sl['max_concurrent']}" if sl.get("max_concurrent") else ""),
-                 "#SBATCH --nodes=1", "#SBATCH --ntasks=1", f"#SBATCH --gpus-per-task={gpus}",
-                 f"#SBATCH --cpus-per-task={sl.get('cpus_per_task', 8)}",
-                 f"#SBATCH --time={sl.get('time', '04:00:00')}",
-                 f"#SBATCH --output={out.resolve() / 'logs'}/%x_%A_%a.out"]
-        if sl.get("partition"):
-            lines.append(f"#SBATCH --partition={sl['partition']}")
-        for extra in sl.get("extra", []):
-            lines.append(f"#SBATCH {extra}")
-        lines += [f"# {plan['name']}: {len(cmds)} runs; {note}", "set -euo pipefail",
-                  f"mkdir -p {shlex.quote(str(out.resolve() / 'logs'))}", f"cd {shlex.quote(str(PROJECT))}", "CMDS=("]
-        lines += [f"  {shlex.quote(c)}" for c in cmds]
-        lines += [")", 'echo "task ${SLURM_ARRAY_TASK_ID}: ${CMDS[$SLURM_ARRAY_TASK_ID]}"',
-                  'eval "${CMDS[$SLURM_ARRAY_TASK_ID]}"']
-        text = "\n".join(lines) + "\n"
+        text = slurm_script(plan, args, cmds, gpus, note)
+        (out / "logs").mkdir(parents=True, exist_ok=True)  # before sbatch: SLURM will not create it
     if args.output:
         Path(args.output).write_text(text)
     else:
@@ -391,33 +558,49 @@ def cmd_store(plan, args):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    fmt = dict(formatter_class=st.HelpFormatter, allow_abbrev=False)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1], **fmt)
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="run the plan's runs on this machine")
-    r.add_argument("plan")
-    r.add_argument("--out", required=True)
-    r.add_argument("--parallel", type=int, default=1, help="runs at a time")
-    r.add_argument("--prune", action="store_true", help="delete step checkpoints of complete runs afterwards")
-    r.add_argument("--retry_failed", action="store_true")
-    s = sub.add_parser("status", help="complete / running / interrupted / failed / pending per run")
-    s.add_argument("plan")
-    s.add_argument("--out", required=True)
-    e = sub.add_parser("emit", help="print a SLURM array script or a plain command list")
-    e.add_argument("plan")
-    e.add_argument("--out", required=True)
-    e.add_argument("--format", choices=["slurm", "commands"], default="commands")
+
+    def command(name, help):
+        c = sub.add_parser(name, help=help, description=help, **fmt)
+        c.add_argument("plan", help="plan file (YAML or JSON)")
+        return c
+
+    r = command("run", "run the plan's runs on this machine (skip complete, resume interrupted)")
+    r.add_argument("--out", required=True, help="sweep directory: runs/, logs/, sweep_events.jsonl")
+    r.add_argument("--parallel", type=int, default=1, help="runs at a time on a machine without GPUs")
+    r.add_argument("--gpus", default=None, help="comma-separated GPU ids to use (default: every visible GPU)")
+    r.add_argument("--runs_per_gpu", type=int, default=1, help="runs sharing one GPU at a time")
+    r.add_argument("--keep_checkpoints", action="store_true",
+                   help="keep the step checkpoints of complete runs (default: deleted; final/ and best/ stay)")
+    r.add_argument("--prune", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
+    r.add_argument("--retry_failed", action="store_true", help="run failed runs again")
+    s = command("status", "complete / running / interrupted / failed / conflict / pending per run")
+    s.add_argument("--out", required=True, help="sweep directory")
+    e = command("emit", "print a SLURM array script or a plain command list")
+    e.add_argument("--out", required=True, help="sweep directory on the cluster (its logs/ is created now)")
+    e.add_argument("--format", choices=["slurm", "commands"], default="commands", help="output kind")
     e.add_argument("--output", default=None, help="write to this file instead of stdout")
-    l = sub.add_parser("list", help="the expanded runs and their parameters")
-    l.add_argument("plan")
-    b = sub.add_parser("run-store", help="build the plan's store if it is missing")
-    b.add_argument("plan")
+    e.add_argument("--python", default="python", help="interpreter the jobs run train.py with")
+    e.add_argument("--setup", default=None,
+                   help='shell line run before the runs, e.g. "module load cuda; source venv/bin/activate"')
+    e.add_argument("--project_dir", default=None, help="where this project lives on the cluster (default: here)")
+    e.add_argument("--runs_per_gpu", type=int, default=1, help="slurm: runs packed side by side in one array task")
+    command("list", "the expanded runs and their parameters")
+    command("run-store", "build the plan's store if it is missing")
     args = p.parse_args(argv)
-    if getattr(args, "parallel", 1) < 1:
-        st.die(f"--parallel must be >= 1 (got {args.parallel})")
+    for flag in ("parallel", "runs_per_gpu"):
+        if getattr(args, flag, 1) < 1:
+            st.die(f"--{flag} must be >= 1 (got {getattr(args, flag)})")
     plan = load_plan(args.plan)
     fn = {"run": cmd_run, "status": cmd_status, "emit": cmd_emit, "list": cmd_list, "run-store": cmd_store}[args.command]
-    rc = fn(plan, args)
+    try:
+        rc = fn(plan, args)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `sweep.py list ... | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     if args.command == "run" and rc:
         raise SystemExit(rc)
     return rc

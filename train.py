@@ -59,12 +59,8 @@ IDENTITY_FLAGS = {
 }
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """--help shows each flag's default and keeps the docstring's layout."""
-
-
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter,
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=st.HelpFormatter,
                                 allow_abbrev=False)
     a = p.add_argument
     a("--data_dir", default="preprocessed_arxiv", help="token store written by fetch_arxiv.py")
@@ -600,6 +596,7 @@ def run_config(args, run, train_ds):
             "pool_windows": len(train_ds), "pool_short_papers_excluded": train_ds.n_short,
             "git_commit": git_commit(), "torch_version": torch.__version__, "window": WINDOW,
             "eval_seed": EVAL_SEED, "tag_token_base": plan.tag_base,
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "dtype_resolved": str(dist.dtype).replace("torch.", "")}
 
 

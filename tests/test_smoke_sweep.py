@@ -18,7 +18,7 @@ SMOKE = ROOT / "plans" / "smoke.yaml"
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke") / "sweep"
-    sweep.main(["run", str(SMOKE), "--out", str(out), "--parallel", "2"])
+    sweep.main(["run", str(SMOKE), "--out", str(out), "--parallel", "2", "--keep_checkpoints"])
     return out
 
 
@@ -36,7 +36,7 @@ def test_sweep_runs_skips_and_resumes(smoke, capsys):
         (rd / p).unlink()
     shutil.rmtree(rd / "final")
     assert sweep.run_status(smoke, rd.name)[0] == "interrupted"
-    sweep.main(["run", str(SMOKE), "--out", str(smoke), "--prune"])
+    sweep.main(["run", str(SMOKE), "--out", str(smoke)])  # prunes step checkpoints of complete runs by default
     out = capsys.readouterr().out
     assert "18 complete, 1 to run" in out and "tiny-50k_K3_s01_d27k: complete" in out
     assert "resumed from step 25" in (rd / "train.log").read_text()

@@ -3,7 +3,10 @@ and a failed run that is recorded while the sweep goes on."""
 import json
 import os
 import shlex
+import signal
 import subprocess
+import sys
+import time
 
 import pytest
 import yaml
@@ -52,7 +55,7 @@ def test_emit_commands_and_global_batch(tmp_path):
     assert len(lines) == 2
     for line, seed in zip(lines, (0, 1)):
         argv = shlex.split(line)
-        assert argv[:3] == ["torchrun", "--standalone", "--nproc_per_node=4"] and argv[3].endswith("train.py")
+        assert argv[:6] == ["python", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", "train.py"]
         assert argv[argv.index("--batch_size") + 1] == "80"  # 320 global windows over 4 GPUs
         assert argv[argv.index("--seed") + 1] == str(seed) and "--resume" in argv
         assert argv[argv.index("--categories") + 1: argv.index("--categories") + 3] == ["math.AC", "cs.CV"]
@@ -62,21 +65,42 @@ def test_emit_commands_and_global_batch(tmp_path):
         sweep.main(["emit", "--format", "commands", str(bad), "--out", str(tmp_path / "o")])
 
 
+def _probe(text, tmp_path, task):
+    """What array task `task` of an emitted script would run: the script with eval replaced by printing."""
+    probe = tmp_path / "probe.sh"
+    probe.write_text(text.replace('eval "${CMDS[$i]}" &', 'printf "%s\\n" "${CMDS[$i]}" &'))
+    r = subprocess.run(["bash", str(probe)], env={**os.environ, "SLURM_ARRAY_TASK_ID": str(task)},
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    return [l for l in r.stdout.splitlines() if not l.startswith("task ")]
+
+
 def test_emit_slurm_is_valid_bash_and_indexes_the_runs(tmp_path):
     out = tmp_path / "slurm.sh"
-    sweep.main(["emit", "--format", "slurm", str(SMOKE), "--out", str(tmp_path / "sw"), "--output", str(out)])
+    sw = tmp_path / "sw"
+    sweep.main(["emit", "--format", "slurm", str(SMOKE), "--out", str(sw), "--output", str(out),
+                "--python", "/opt/venv/bin/python", "--setup", "module load cuda/12; echo setup-ran",
+                "--project_dir", str(tmp_path)])
     text = out.read_text()
     assert text.startswith("#!/bin/bash\n") and "#SBATCH --array=0-18\n" in text and "#SBATCH --gpus-per-task=1" in text
+    # SLURM opens --output before the script runs: the folder exists once emit has run
+    assert f"#SBATCH --output={sw.resolve() / 'logs'}/" in text and (sw / "logs").is_dir()
     assert subprocess.run(["bash", "-n", str(out)]).returncode == 0
-    cmds = [l for l in sweep.main(["emit", "--format", "commands", str(SMOKE), "--out", str(tmp_path / "sw")]).splitlines()
-            if not l.startswith("#")]
-    probe = tmp_path / "probe.sh"
-    probe.write_text(text.replace('eval "${CMDS[$SLURM_ARRAY_TASK_ID]}"', 'printf "%s\\n" "${CMDS[$SLURM_ARRAY_TASK_ID]}"'))
+    assert text.index("module load cuda/12") < text.index("CMDS=(")
+    cmds = [l for l in sweep.main(["emit", "--format", "commands", str(SMOKE), "--out", str(sw),
+                                   "--python", "/opt/venv/bin/python"]).splitlines() if not l.startswith("#")]
     for i in (0, 7, 18):
-        r = subprocess.run(["bash", str(probe)], env={**os.environ, "SLURM_ARRAY_TASK_ID": str(i)},
-                           capture_output=True, text=True, cwd=tmp_path)
-        assert r.returncode == 0, r.stderr
-        assert r.stdout.splitlines()[-1] == cmds[i]
+        text_run = text.replace("module load cuda/12; ", "")
+        assert _probe(text_run, tmp_path, i) == ["setup-ran", cmds[i]]
+        argv = shlex.split(cmds[i])
+        assert argv[:2] == ["/opt/venv/bin/python", "train.py"]  # the interpreter named; paths of the project
+        assert argv[argv.index("--data_dir") + 1] == "preprocessed_sample"
+    # several small runs per GPU: 19 runs, 4 per array task side by side
+    packed = sweep.main(["emit", "--format", "slurm", str(SMOKE), "--out", str(sw), "--runs_per_gpu", "4",
+                         "--python", "/opt/venv/bin/python"])
+    assert "#SBATCH --array=0-4\n" in packed
+    assert sorted(_probe(packed, tmp_path, 1)) == sorted(cmds[4:8])  # started side by side: any order
+    assert sorted(_probe(packed, tmp_path, 4)) == sorted(cmds[16:19])
 
 
 def test_failed_run_is_recorded_and_sweep_goes_on(tmp_path, synthetic_store, capsys):
@@ -114,3 +138,88 @@ def test_json_plan_equals_yaml_plan(tmp_path):
     plan = yaml.safe_load(SMOKE.read_text())
     (tmp_path / "smoke.json").write_text(json.dumps(plan))
     assert sweep.expand(sweep.load_plan(tmp_path / "smoke.json")) == sweep.expand(sweep.load_plan(SMOKE))
+
+
+def _quick_plan(tmp_path, n_seeds, budget, **fixed):
+    return _plan(tmp_path, grid={"model_config": [str(TINY_CONFIG)], "categories": [["math.AC", "cs.CV"]],
+                                 "seed": list(range(n_seeds))},
+                 fixed={"sampling": "token", "batch_size": 8, "token_budget": budget, "skip_test_eval": True,
+                        "eval_windows": 4, "eval_interval_steps": 10 ** 6, **fixed})
+
+
+def test_runs_are_placed_on_the_named_gpus(tmp_path, synthetic_store, capsys):
+    """--gpus 0,1 --runs_per_gpu 2: four workers, each run with CUDA_VISIBLE_DEVICES of its slot, never
+    more than two runs on a GPU at once (on this CPU machine the runs train on the CPU all the same)."""
+    plan_file = _quick_plan(tmp_path, 6, 8000)
+    out = tmp_path / "out"
+    assert sweep.main(["run", str(plan_file), "--out", str(out), "--gpus", "0,1", "--runs_per_gpu", "2"]) == 0
+    assert "on GPU(s) 0, 1, 4 at a time" in capsys.readouterr().out
+    events = [json.loads(l) for l in (out / "sweep_events.jsonl").read_text().splitlines()]
+    starts = {e["run_id"]: e for e in events if e["event"] == "start"}
+    ends = {e["run_id"]: e for e in events if e["event"] == "end"}
+    assert len(starts) == 6 and {e["gpu"] for e in starts.values()} == {"0", "1"}
+    for gpu in ("0", "1"):  # at any start, at most 2 runs of that GPU are running
+        spans = [(starts[r]["time"], ends[r]["time"]) for r in starts if starts[r]["gpu"] == gpu]
+        for t0, _ in spans:
+            assert sum(a <= t0 < b for a, b in spans) <= 2
+    for rid, e in starts.items():
+        assert (out / "logs" / f"{rid}.log").read_text().startswith(f"$ CUDA_VISIBLE_DEVICES={e['gpu']} ")
+        cfg = json.loads((out / "runs" / rid / "run_config.json").read_text())
+        assert cfg["cuda_visible_devices"] == e["gpu"]
+        assert not list((out / "runs" / rid).glob("step_*"))  # complete runs are pruned by default
+
+
+def test_ctrl_c_interrupts_and_the_next_run_resumes(tmp_path, synthetic_store):
+    plan_file = _quick_plan(tmp_path, 2, 400000, checkpoint_interval_steps=20, log_interval_steps=5)
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "sweep.py"), "run", str(plan_file), "--out", str(out), "--parallel", "2"]
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while len(list(out.glob("runs/*/step_*"))) < 2:  # both runs have a checkpoint
+        assert p.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGINT)  # a terminal's Ctrl-C: the sweep's process group
+    text = p.communicate(timeout=120)[0]
+    assert p.returncode == 130, text[-3000:]
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text
+    assert "interrupted: 2 running run(s) stopped at a checkpoint" in text.strip().splitlines()[-1]
+    assert "sweep.py run" in text.strip().splitlines()[-1]
+    counts = sweep.main(["status", str(plan_file), "--out", str(out)])
+    assert counts["interrupted"] == 2 and counts["failed"] == 0
+    # the next run resumes both (no --retry_failed needed) and they complete
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stdout[-3000:]
+    for d in (out / "runs").iterdir():
+        assert "resumed from step " in (d / "train.log").read_text()
+        assert json.loads((d / "summary.json").read_text())["status"] == "complete"
+
+
+def test_changed_fixed_value_is_a_conflict_not_a_reuse(tmp_path, synthetic_store, capsys):
+    plan_file = _quick_plan(tmp_path, 1, 4000, learning_rate=0.01)
+    out = tmp_path / "out"
+    sweep.main(["run", str(plan_file), "--out", str(out)])
+    (rid,) = [d.name for d in (out / "runs").iterdir()]
+    before = (out / "runs" / rid / "summary.json").read_text()
+    plan_file = _quick_plan(tmp_path, 1, 4000, learning_rate=0.02)  # same run id: lr is not a grid axis
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        sweep.main(["run", str(plan_file), "--out", str(out)])
+    assert e.value.code == 1
+    printed = capsys.readouterr().out
+    assert f"{rid}: refused" in printed and "learning_rate: 0.01 in the run, 0.02 in the plan" in printed
+    assert (out / "runs" / rid / "summary.json").read_text() == before
+    assert sweep.main(["status", str(plan_file), "--out", str(out)])["conflict"] == 1
+
+
+def test_cli_edges(tmp_path, capsys):
+    r = subprocess.run(f"{shlex.quote(sys.executable)} sweep.py list plans/p3_controls.yaml | head -n 1",
+                       shell=True, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.stdout.count("\n") == 1 and "Traceback" not in r.stderr and r.stderr == "", r.stderr
+    from conftest import one_line_error
+    msg = one_line_error(sweep.main, ["status", str(SMOKE), "--out", str(tmp_path / "none")], capsys)
+    assert "--out" in msg and "no such directory" in msg
+    with pytest.raises(SystemExit):
+        sweep.main(["run", str(SMOKE), "--ou", str(tmp_path)])  # no prefix matching of flags
+    assert "the following arguments are required: --out" in capsys.readouterr().err
