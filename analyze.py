@@ -1,8 +1,9 @@
 """
 Turn a sweep directory into the scaling result: runs.csv, fitted laws with bootstrap confidence
-intervals (fits.json), plots, store baselines and report.md, all in DIR/analysis/.
+intervals (fits.json), hypothesis verdicts, diagnostics, plots, store baselines and report.md, all in
+DIR/analysis/.
 
-    python analyze.py sweeps/smoke [--n_boot 1000]
+    python analyze.py sweeps/smoke [--n_boot 1000] [--sampling balanced] [--per_group]
 
 The laws (EXPERIMENT_PLAN.md, H3): for category c in a run's training set, with D the run's predicted
 tokens, D_c the tokens it actually saw of c (from summary.json) and N the non-embedding parameters,
@@ -11,12 +12,26 @@ tokens, D_c the tokens it actually saw of c (from summary.json) and N the non-em
     disjoint: s = 1 (only a category's own tokens help it)
     shared:   s = 0 (every token helps every category: one ergodic source)
 
-(the N term enters only when the runs span several model sizes). With balanced sampling D_c = D/K, so
-D_c^s D^(1-s) = D / K^s. Fitting follows Chinchilla's approach 3: Huber loss (delta 1e-3) on log-loss
-residuals, L-BFGS-B with analytic gradients from a grid of starts; 95% intervals come from a bootstrap over
-runs (each resample refitted warm-started from the point estimate), and forms are compared by the
-error on the largest budget when it is left out of the fit. Only complete runs whose schedule ran to its
-end enter the fits; test losses are from the final checkpoint.
+(the N term enters only when the runs span several model sizes). Fitting follows Chinchilla's approach 3:
+Huber loss (delta 1e-3) on log-loss residuals, L-BFGS-B with analytic gradients from a grid of starts.
+
+What makes the numbers trustworthy (and what the report states):
+- Data: only runs that completed their schedule with finite test results enter; every other run is named
+  with the reason (failed, killed, incomplete schedule, no results, corrupt file, NaN, a relaunch of a run
+  already counted). Fits are made within one store, one sampling arm and one evaluation dtype: a sweep that
+  mixes them is refused in one line unless --store_id / --sampling / --eval_dtype pick one, or --per_group
+  analyses each group on its own.
+- Intervals: 95% percentile intervals from a bootstrap over runs (clusters: a run's categories move
+  together), resampled within each K so the design stays balanced; a resample missing a category, and a
+  refit that did not converge, are dropped and counted. Parameters at a bound of the optimiser are flagged.
+- Model comparison: cross-validation over subset seeds (all runs of a seed are held out together; each
+  fold keeps every budget, so the forms stay identified), the held-out error difference between two forms
+  with a bootstrap interval over runs; "undecided" when it contains 0.
+- Fit quality: residuals against the seed-to-seed noise floor (from replicate runs that differ only in
+  their seeds), by K, by budget and by K x budget, with a Bonferroni threshold; a misfit is said before
+  any parameter table.
+- Verdicts: each hypothesis is supported / not supported / undecided by its falsifier in
+  EXPERIMENT_PLAN.md, with the interval that decided it.
 """
 import argparse
 import csv
@@ -31,68 +46,155 @@ import store as st
 
 HUBER_DELTA = 1e-3
 FORMS = {"dilution": None, "disjoint": 1.0, "shared": 0.0}  # form -> fixed s (None: free)
-DATA_FILTER = "status == complete and schedule_complete and category in training (test split, final checkpoint)"
+DATA_FILTER = ("complete runs whose schedule ran to its end, finite test results, in-training categories, "
+               "untagged runs, the final checkpoint's exact test loss")
+GROUP_FIELDS = ("store_id", "sampling", "eval_dtype")  # fits never mix these
+BOOT_TOL = (1e-10, 1e-7)   # (ftol, gtol) of the warm-started bootstrap refits
+CV_TOL = (1e-12, 1e-9)     # of the cross-validation fits (from the grid of starts)
+MIN_STEPS_H4 = 100  # a specialist with fewer optimizer steps measures optimisation, not mixing
+SAMPLE_CORPUS_NOTE = (
+    "**What this sweep can and cannot show.** It trains on the shipped sample corpus (`data/sample_corpus`: "
+    "template texts written for this project, a few dozen papers), with budgets of a few thousand tokens "
+    "(a few optimizer steps). It checks that the pipeline runs end to end — training, exact evaluation, "
+    "fits, intervals, report. Its numbers say nothing about arXiv text or about the hypotheses: every "
+    "verdict below is about template text and a handful of steps.")
 
 
 # ----------------------------------------------------------------------------------------------------
-# collecting runs
+# collecting runs: every run directory is counted, included or excluded with a reason
 
-def _read(p):
+def _read(path):
+    """(object, None) for a readable JSON file; (None, 'missing') or (None, 'corrupt ...') otherwise."""
+    p = Path(path)
+    if not p.is_file():
+        return None, "missing"
     try:
-        return json.loads(Path(p).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+        return json.loads(p.read_text()), None
+    except (OSError, json.JSONDecodeError) as e:
+        return None, f"corrupt {p.name} ({type(e).__name__})"
+
+
+def _finite(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def run_key(cfg):
+    """What makes two run directories the same run (a relaunch under another name): the run identity
+    train.py records, or, for older runs, the fields that define one."""
+    if cfg.get("identity"):
+        return json.dumps(cfg["identity"], sort_keys=True)
+    fields = ("store_id", "categories", "sampling", "data_seed", "init_seed", "model_name", "tag_categories",
+              "token_budget_effective", "tokens_per_step", "learning_rate", "adam_beta2", "min_lr_ratio",
+              "dtype_resolved")
+    return json.dumps({k: cfg.get(k) for k in fields}, sort_keys=True)
 
 
 def collect_runs(sweep_dir):
-    """Every run directory under DIR/runs (or DIR itself holding run dirs) with its config and results."""
+    """Every run directory under DIR/runs (or DIR itself), each with its reason for exclusion (None: used)."""
     root = Path(sweep_dir) / "runs"
     if not root.is_dir():
         root = Path(sweep_dir)
     runs = []
-    for rd in sorted(p for p in root.iterdir() if p.is_dir()):
-        cfg = _read(rd / "run_config.json")
-        if cfg is None:
-            continue
-        summary = _read(rd / "summary.json") or {}
-        runs.append({"run_id": rd.name, "dir": rd, "config": cfg, "summary": summary,
-                     "test": _read(rd / "test_results.json"),
-                     "status": summary.get("status", "incomplete")})
+    for rd in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        cfg, cerr = _read(rd / "run_config.json")
+        summary, serr = _read(rd / "summary.json")
+        test, terr = _read(rd / "test_results.json")
+        r = {"run_id": rd.name, "dir": rd, "config": cfg or {}, "summary": summary or {}, "test": test,
+             "status": (summary or {}).get("status", "incomplete"), "excluded": None}
+        if cerr:
+            r["excluded"] = ("never started (no run_config.json)" if cerr == "missing" else cerr)
+        elif serr:
+            r["excluded"] = ("incomplete: no summary.json (killed, interrupted or still running)"
+                             if serr == "missing" else serr)
+        elif r["status"] != "complete":
+            r["excluded"] = f"{r['status']}: {summary.get('error') or 'no error recorded'}"
+        elif not summary.get("schedule_complete"):
+            r["excluded"] = f"incomplete schedule ({summary.get('steps')}/{summary.get('total_steps')} steps)"
+        elif terr:
+            r["excluded"] = "complete without test results (no test_results.json)" if terr == "missing" else terr
+        else:
+            bad = [c for c, v in (test.get("per_category") or {}).items() if not _finite(v.get("loss"))]
+            if bad or not test.get("per_category"):
+                r["excluded"] = f"non-finite test loss ({', '.join(bad) or 'no categories'})"
+        runs.append(r)
+    seen = {}
+    for r in runs:  # relaunches of one configuration under another name count once
+        if r["excluded"] is None:
+            k = run_key(r["config"])
+            if k in seen:
+                r["excluded"] = f"duplicate of {seen[k]} (the same configuration under another name)"
+            else:
+                seen[k] = r["run_id"]
     return runs
 
 
-CSV_COLUMNS = ["run_id", "status", "model", "n_params_total", "n_params_nonembedding", "K", "seed", "init_seed",
-               "data_seed", "sampling", "tagged", "categories", "token_budget", "tokens_seen", "category",
-               "in_training", "tokens_category", "epochs_category", "final_val_loss", "best_val_loss",
-               "val_loss_category", "test_loss", "test_perplexity", "test_bits_per_byte", "test_loss_late",
-               "schedule_complete", "wall_time_s", "tokens_per_s", "store_id"]
+def group_of(r):
+    """(store_id, sampling, evaluation dtype) of a run: the fields fits never mix."""
+    return (r["config"].get("store_id"), r["config"].get("sampling"), (r["test"] or {}).get("dtype"))
+
+
+def select_runs(runs, args):
+    """Apply --store_id / --sampling / --eval_dtype; refuse (one line) a selection that still mixes groups.
+    Runs outside the selection are excluded with the reason."""
+    want = {"store_id": args.store_id, "sampling": args.sampling, "eval_dtype": args.eval_dtype}
+    for r in runs:
+        if r["excluded"]:
+            continue
+        g = dict(zip(GROUP_FIELDS, group_of(r)))
+        off = [f"{k}={g[k]}" for k, v in want.items() if v is not None and not str(g[k]).startswith(v)]
+        if off:
+            r["excluded"] = f"not in the selected subset ({', '.join(off)})"
+    used = [r for r in runs if not r["excluded"]]
+    for i, field in enumerate(GROUP_FIELDS):
+        values = {}
+        for r in used:
+            values.setdefault(group_of(r)[i], []).append(r["run_id"])
+        if len(values) > 1:
+            flag = "--" + field
+            listing = ", ".join(f"{str(v)[:16]}: {len(ids)} runs" for v, ids in values.items())
+            st.die(f"the runs mix {field} ({listing}); fits never mix them: choose one with {flag} VALUE, or "
+                   "analyse each group on its own with --per_group")
+    return runs
+
+
+CSV_COLUMNS = ["run_id", "status", "excluded", "model", "n_params_total", "n_params_nonembedding", "K", "seed",
+               "init_seed", "data_seed", "sampling", "tagged", "categories", "token_budget", "token_budget_planned",
+               "tokens_seen", "steps", "category", "in_training", "tokens_category", "epochs_category",
+               "final_val_loss", "best_val_loss", "val_loss_category", "test_loss", "test_perplexity",
+               "test_bits_per_byte", "test_loss_late", "schedule_complete", "eval_dtype", "wall_time_s",
+               "tokens_per_s", "store_id"]
 
 
 def run_rows(runs):
-    """One row per run and category (every evaluated category; training categories for runs without results)."""
+    """One row per run and category (every evaluated category; training categories for runs without
+    results). Excluded runs keep their rows, marked with the reason; they enter nothing."""
     rows = []
     for r in runs:
-        cfg, s, test = r["config"], r["summary"], r["test"]
-        cats = list(test["per_category"]) if test else list(cfg["categories"])
+        cfg, s, test = r["config"], r["summary"], r["test"] if isinstance(r["test"], dict) else None
+        cats = list((test or {}).get("per_category") or cfg.get("categories") or [])
         for c in cats:
             pc = (test or {}).get("per_category", {}).get(c, {})
-            lbp = [v for v in (pc.get("loss_by_position") or [])[63:] if v is not None]
+            lbp = [v for v in (pc.get("loss_by_position") or [])[63:] if _finite(v)]
             rows.append({
-                "run_id": r["run_id"], "status": r["status"], "model": cfg.get("model_name"),
+                "run_id": r["run_id"], "status": r["status"], "excluded": r["excluded"], "model": cfg.get("model_name"),
                 "n_params_total": cfg.get("n_params_total"), "n_params_nonembedding": cfg.get("n_params_nonembedding"),
-                "K": len(cfg["categories"]), "seed": cfg.get("seed"), "init_seed": cfg.get("init_seed"),
+                "K": len(cfg.get("categories") or []), "seed": cfg.get("seed"), "init_seed": cfg.get("init_seed"),
                 "data_seed": cfg.get("data_seed"), "sampling": cfg.get("sampling"),
-                "tagged": bool(cfg.get("tag_categories")), "categories": " ".join(cfg["categories"]),
-                "token_budget": cfg.get("token_budget_effective"), "tokens_seen": s.get("tokens_seen"),
-                "category": c, "in_training": c in cfg["categories"],
+                "tagged": bool(cfg.get("tag_categories")), "categories": " ".join(cfg.get("categories") or []),
+                "token_budget": cfg.get("token_budget_effective"),
+                # the budget the plan asked for: what pairs runs (the effective one is rounded up to whole steps)
+                "token_budget_planned": cfg.get("token_budget") or cfg.get("token_budget_effective"),
+                "tokens_seen": s.get("tokens_seen"), "steps": s.get("steps"),
+                "category": c, "in_training": c in (cfg.get("categories") or []),
                 "tokens_category": (s.get("tokens_per_category") or {}).get(c, 0 if s else None),
                 "epochs_category": (s.get("epochs_per_category") or {}).get(c),
                 "final_val_loss": s.get("final_val_loss"), "best_val_loss": s.get("best_val_loss"),
                 "val_loss_category": None, "test_loss": pc.get("loss"), "test_perplexity": pc.get("perplexity"),
                 "test_bits_per_byte": pc.get("bits_per_byte"),
                 "test_loss_late": float(np.mean(lbp)) if lbp else None,  # positions 64..100: ~ H_100
-                "schedule_complete": s.get("schedule_complete", False), "wall_time_s": s.get("wall_time_s"),
-                "tokens_per_s": s.get("tokens_per_s"), "store_id": cfg.get("store_id")})
+                "schedule_complete": s.get("schedule_complete", False), "eval_dtype": (test or {}).get("dtype"),
+                "wall_time_s": s.get("wall_time_s"), "tokens_per_s": s.get("tokens_per_s"),
+                "store_id": cfg.get("store_id")})
     _attach_val(runs, rows)
     return rows
 
@@ -110,8 +212,7 @@ def _attach_val(runs, rows):
                     except json.JSONDecodeError:
                         pass
     for row in rows:
-        ev = last.get(row["run_id"], {})
-        row["val_loss_category"] = ev.get(f"val_loss/{row['category']}")
+        row["val_loss_category"] = last.get(row["run_id"], {}).get(f"val_loss/{row['category']}")
 
 
 def write_csv(rows, path):
@@ -122,25 +223,32 @@ def write_csv(rows, path):
             w.writerow({k: ("" if r[k] is None else r[k]) for k in CSV_COLUMNS})
 
 
+def used(rows):
+    """Rows of included runs."""
+    return [r for r in rows if not r["excluded"]]
+
+
 # ----------------------------------------------------------------------------------------------------
 # fitting
 
 def fit_data(rows, where=None):
-    """Arrays for the fits from the rows that enter them (DATA_FILTER, and `where` if given), untagged runs."""
-    use = [r for r in rows if r["status"] == "complete" and r["schedule_complete"] and r["in_training"]
-           and not r["tagged"] and r["test_loss"] is not None and (r["tokens_category"] or 0) > 0
+    """Arrays for the fits: in-training categories of included, untagged runs (and `where`, if given)."""
+    use = [r for r in used(rows) if r["in_training"] and not r["tagged"] and (r["tokens_category"] or 0) > 0
            and (where is None or where(r))]
     cats = sorted({r["category"] for r in use}, key=lambda c: st.CATEGORIES.index(c) if c in st.CATEGORIES else 99)
     runs = sorted({r["run_id"] for r in use})
+    seeds = sorted({str(r["seed"]) for r in use})
     return {"L": np.array([r["test_loss"] for r in use], dtype=float),
             "D": np.array([r["tokens_seen"] for r in use], dtype=float),
             "Dc": np.array([r["tokens_category"] for r in use], dtype=float),
-            "N": np.array([r["n_params_nonembedding"] for r in use], dtype=float),
+            "N": np.array([r["n_params_nonembedding"] or 1 for r in use], dtype=float),
             "cat": np.array([cats.index(r["category"]) for r in use], dtype=int),
             "run": np.array([runs.index(r["run_id"]) for r in use], dtype=int),
-            "budget": np.array([r["token_budget"] for r in use], dtype=float),
+            "budget": np.array([r["token_budget_planned"] for r in use], dtype=float),
             "K": np.array([r["K"] for r in use], dtype=int),
+            "fold": np.array([seeds.index(str(r["seed"])) for r in use], dtype=int),
             "categories": cats, "runs": runs}
+
 
 
 class Law:
@@ -244,6 +352,7 @@ def _minimize(law, d, starts, w=None, tol=(1e-15, 1e-12)):
     return best
 
 
+
 def _subset(d, mask):
     return {k: (v[mask] if isinstance(v, np.ndarray) else v) for k, v in d.items()}
 
@@ -259,46 +368,56 @@ def named_params(law, th, categories):
     return out
 
 
-def fit_specs(rows):
-    """The fits analyze.py makes: the three forms on all data (compared by held-out error), then the H1
-    floor comparison (specialists K = 1 vs the largest K; at fixed K every form has the same floors, so the
-    'shared' form is used) and the dilution form restricted to <= 4 epochs per category (repetition)."""
-    Ks = sorted({r["K"] for r in rows if r["status"] == "complete"})
-    specs = [(form, None, None) for form in FORMS]
-    if len(Ks) > 1:
-        specs += [("shared", "K == 1", lambda r: r["K"] == 1),
-                  ("shared", f"K == {Ks[-1]}", lambda r, k=Ks[-1]: r["K"] == k)]
-    specs.append(("dilution", "epochs_category <= 4", lambda r: (r["epochs_category"] or 0) <= 4))
-    return specs
-
-
-def _boot_fits(job):
-    """Refit each bootstrap resample (multiplicity weights), warm-started at the point estimate."""
-    law, d, th, weight_list = job
-    out = []
-    for w in weight_list:
-        # ftol 1e-12 measured 3x faster than 1e-15 here, with bootstrap means and spreads equal to ~1% of the
-        # spread (notes.md)
-        r = _minimize(law, d, [th], w, tol=(1e-12, 1e-9))
-        out.append(named_params(law, r.x, d["categories"]) if np.all(np.isfinite(r.x)) else None)
+def at_bounds(law, th, d, categories):
+    """{parameter name: 'lower' | 'upper'} for the parameters the optimiser left on a bound."""
+    names = [f"E[{c}]" for c in categories] + ["B", "beta"] + (["s"] if law.fixed_s is None else []) + \
+        (["A", "alpha"] if law.with_n else [])
+    out = {}
+    for name, v, (lo, hi) in zip(names, th, law.bounds(d)):
+        tol = 1e-6 * max(1.0, abs(lo), abs(hi))
+        if v <= lo + tol:
+            out[name] = "lower"
+        elif v >= hi - tol:
+            out[name] = "upper"
     return out
 
 
-def fit_law(d, form, n_boot=1000, seed=0, with_n=None, jobs=1):
-    """Point estimate, bootstrap 95% CIs over runs, in-sample error and leave-largest-budget-out error."""
-    if with_n is None:
-        with_n = len(np.unique(d["N"])) > 1
-    law = Law(form, len(d["categories"]), with_n)
-    res = _minimize(law, d, law.starts(d))
-    th = res.x
-    point = named_params(law, th, d["categories"])
-    resid = np.log(law.predict(th, d)) - np.log(d["L"])
-    # bootstrap over runs (clusters): all resamples are drawn here, so the result is the same for any `jobs`
+def bootstrap_weights(d, n_boot, seed):
+    """Run-multiplicity weights per point for each resample: runs are drawn with replacement within each
+    K (the design's strata). A resample in which some category has no point is dropped and counted (its
+    floor would sit at the point estimate with no spread)."""
     rng = np.random.default_rng(seed)
-    n_runs = len(d["runs"])
-    weights = [np.bincount(rng.integers(0, n_runs, n_runs), minlength=n_runs)[d["run"]].astype(float)
-               for _ in range(n_boot)]
-    if jobs > 1 and n_boot >= 4 * jobs:
+    run_K = np.zeros(len(d["runs"]), dtype=int)
+    run_K[d["run"]] = d["K"]
+    strata = [np.flatnonzero(run_K == k) for k in np.unique(run_K)]
+    out, dropped = [], 0
+    for _ in range(n_boot):
+        counts = np.zeros(len(d["runs"]))
+        for members in strata:
+            np.add.at(counts, rng.choice(members, len(members)), 1)
+        w = counts[d["run"]]
+        if np.bincount(d["cat"], weights=w, minlength=len(d["categories"])).min() <= 0:
+            dropped += 1
+            continue
+        out.append(w)
+    return out, dropped
+
+
+def _boot_fits(job):
+    """Refit each bootstrap resample, warm-started at the point estimate; None for a non-converged refit."""
+    law, d, th, weight_list = job
+    out = []
+    for w in weight_list:
+        # warm-started refits need less: ftol 1e-10 / gtol 1e-7 took 5x fewer evaluations than 1e-12 / 1e-9 on
+        # the smoke sweep with percentile bounds moved by < 3% of the interval's width (notes.md)
+        r = _minimize(law, d, [th], w, tol=BOOT_TOL)
+        out.append(named_params(law, r.x, d["categories"]) if r.success and np.all(np.isfinite(r.x)) else None)
+    return out
+
+
+def run_bootstrap(law, d, th, weights, jobs):
+    """The refits of all resamples, in order; the same for any number of processes."""
+    if jobs > 1 and len(weights) >= 4 * jobs:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
         chunks = [weights[i::jobs] for i in range(jobs)]
@@ -316,36 +435,406 @@ def fit_law(d, form, n_boot=1000, seed=0, with_n=None, jobs=1):
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-        ordered = [None] * n_boot
+        ordered = [None] * len(weights)
         for i, part in enumerate(parts):
             ordered[i::jobs] = part
-    else:
-        ordered = _boot_fits((law, d, th, weights))
-    boots = [b for b in ordered if b is not None]
+        return ordered
+    return _boot_fits((law, d, th, weights))
+
+
+FORMULAS = {"dilution": "L_c = E_c + B * (D_c^s * D^(1-s))^-beta", "disjoint": "L_c = E_c + B * D_c^-beta",
+            "shared": "L_c = E_c + B * D^-beta"}
+
+
+def fit_law(d, form, n_boot=1000, seed=0, with_n=None, jobs=1):
+    """Point estimate, bootstrap 95% intervals over runs (counts of dropped resamples and refits), the
+    parameters left on a bound, and the residuals."""
+    if with_n is None:
+        with_n = len(np.unique(d["N"])) > 1
+    law = Law(form, len(d["categories"]), with_n)
+    res = _minimize(law, d, law.starts(d))
+    th = res.x
+    point = named_params(law, th, d["categories"])
+    resid = np.log(law.predict(th, d)) - np.log(d["L"])
+    weights, dropped_missing = bootstrap_weights(d, n_boot, seed)
+    refits = run_bootstrap(law, d, th, weights, jobs) if weights else []
+    boots = [b for b in refits if b is not None]
     params = {}
     for k, v in point.items():
         vals = np.array([b[k] for b in boots])
         ci = [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))] if len(vals) else [None, None]
         params[k] = {"estimate": v, "ci95": ci, "n_boot": len(vals)}
-    # held-out error: leave the largest budget out, predict it
-    cv = None
-    budgets = np.unique(d["budget"])
-    if len(budgets) > 1:
-        train = d["budget"] < budgets.max()
-        dt, dv = _subset(d, train), _subset(d, ~train)
-        if len(np.unique(dt["cat"])) == len(d["categories"]):
-            rcv = _minimize(law, dt, law.starts(dt))
-            cv = float(np.sqrt(np.mean((np.log(law.predict(rcv.x, dv)) - np.log(dv["L"])) ** 2)))
-    formula = {"dilution": "L_c = E_c + B * (D_c^s * D^(1-s))^-beta", "disjoint": "L_c = E_c + B * D_c^-beta",
-               "shared": "L_c = E_c + B * D^-beta"}[form] + (" + A * N^-alpha" if with_n else "")
-    return {"form": form, "formula": formula, "data_filter": DATA_FILTER, "params": params,
-            "converged": bool(res.success), "optimizer_message": str(res.message), "huber_delta": HUBER_DELTA,
-            "fit_error": float(np.sqrt(np.mean(resid ** 2))), "cv_error": cv, "cv_method": "leave largest budget out",
-            "n_points": int(len(d["L"])), "n_runs": n_runs, "_theta": th.tolist(), "_with_n": with_n}
+    bound = at_bounds(law, th, d, d["categories"])
+    for k, side in bound.items():
+        params[k]["at_bound"] = side
+    return {"form": form, "formula": FORMULAS[form] + (" + A * N^-alpha" if with_n else ""),
+            "data_filter": DATA_FILTER, "params": params, "converged": bool(res.success),
+            "optimizer_message": str(res.message), "huber_delta": HUBER_DELTA,
+            "fit_error": float(np.sqrt(np.mean(resid ** 2))), "n_points": int(len(d["L"])), "n_runs": len(d["runs"]),
+            "bootstrap": {"requested": n_boot, "used": len(boots), "dropped_missing_category": dropped_missing,
+                          "dropped_not_converged": len(refits) - len(boots), "strata": "K"},
+            "at_bound": bound, "_theta": th.tolist(), "_with_n": with_n, "_resid": resid, "_boot": boots}
 
 
 # ----------------------------------------------------------------------------------------------------
-# plots and report
+# comparing the forms: cross-validation over subset seeds, with a bootstrap interval of the difference
+
+def cv_errors(d, forms, with_n):
+    """Squared held-out log errors per point and form; folds = subset seeds (a seed's runs held out
+    together). Points of a category absent from a fold's training part cannot be predicted and are
+    skipped for every form alike."""
+    folds = np.unique(d["fold"])
+    if len(folds) < 2:  # one subset seed: fold the runs instead (every 5th run)
+        fold = d["run"] % 5
+    else:
+        fold = d["fold"]
+    err = {f: np.full(len(d["L"]), np.nan) for f in forms}
+    for k in np.unique(fold):
+        train, test = fold != k, fold == k
+        dt = _subset(d, train)
+        present = np.isin(d["cat"], np.unique(dt["cat"])) & test
+        if not present.any() or len(np.unique(dt["D"])) < 2:
+            continue
+        # re-index categories for the training part
+        cat_map = {c: i for i, c in enumerate(np.unique(dt["cat"]))}
+        dt["cat"] = np.array([cat_map[c] for c in dt["cat"]])
+        dt["categories"] = [d["categories"][c] for c in cat_map]
+        dv = _subset(d, present)
+        dv["cat"] = np.array([cat_map[c] for c in dv["cat"]])
+        for f in forms:
+            law = Law(f, len(dt["categories"]), with_n)
+            r = _minimize(law, dt, law.starts(dt), tol=CV_TOL)
+            err[f][present] = (np.log(law.predict(r.x, dv)) - np.log(dv["L"])) ** 2
+    return err
+
+
+def compare_forms(d, forms, with_n, n_boot, seed):
+    """Held-out RMSE per form and, per pair, the difference of mean squared held-out errors with a
+    bootstrap interval over runs: 'A' or 'B' when the interval excludes 0, 'undecided' otherwise."""
+    err = cv_errors(d, forms, with_n)
+    ok = np.all([np.isfinite(err[f]) for f in forms], axis=0)
+    rng = np.random.default_rng(seed)
+    runs = np.unique(d["run"][ok])
+    per_run = {f: np.array([err[f][ok & (d["run"] == r)].sum() for r in runs]) for f in forms}
+    n_pts = np.array([(ok & (d["run"] == r)).sum() for r in runs])
+    idx = [rng.integers(0, len(runs), len(runs)) for _ in range(n_boot)]
+    out = {"method": "cross-validation over subset seeds (a seed's runs held out together)",
+           "n_points": int(ok.sum()), "n_skipped": int((~ok).sum()), "rmse": {}, "pairs": []}
+    for f in forms:
+        boots = [math.sqrt(per_run[f][i].sum() / n_pts[i].sum()) for i in idx]
+        out["rmse"][f] = {"estimate": math.sqrt(per_run[f].sum() / n_pts.sum()) if n_pts.sum() else None,
+                          "ci95": _pct(boots)}
+    for i, a in enumerate(forms):
+        for b in forms[i + 1:]:
+            diff = [(per_run[a][j].sum() - per_run[b][j].sum()) / n_pts[j].sum() for j in idx]
+            est = (per_run[a].sum() - per_run[b].sum()) / max(n_pts.sum(), 1)
+            ci = _pct(diff)
+            better = "undecided" if ci[0] is None or ci[0] <= 0 <= ci[1] else (a if ci[1] < 0 else b)
+            out["pairs"].append({"a": a, "b": b, "mse_difference": float(est), "ci95": ci, "better": better})
+    return out
+
+
+def _pct(values):
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) else [None, None]
+
+
+def preferred_form(comparison):
+    """The form no other form beats (by its interval); None when that is undecided."""
+    forms = list(comparison["rmse"])
+    beaten = {f: False for f in forms}
+    wins = {f: 0 for f in forms}
+    for p in comparison["pairs"]:
+        if p["better"] == p["a"]:
+            beaten[p["b"]] = True
+            wins[p["a"]] += 1
+        elif p["better"] == p["b"]:
+            beaten[p["a"]] = True
+            wins[p["b"]] += 1
+    top = [f for f in forms if not beaten[f]]
+    return top[0] if len(top) == 1 else None
+
+
+# ----------------------------------------------------------------------------------------------------
+# fit quality: residuals against the seed-to-seed noise floor
+
+def noise_floor(rows):
+    """Pooled SD of log test loss among replicate runs (same model, categories, budget, sampling, tagging
+    and store; other seeds) per category: the scatter no law can explain. (None, 0, 0) without replicates."""
+    groups = {}
+    for r in used(rows):
+        if r["in_training"] and not r["tagged"]:
+            key = (r["model"], r["categories"], r["token_budget_planned"], r["sampling"], r["store_id"], r["category"])
+            groups.setdefault(key, []).append(math.log(r["test_loss"]))
+    ss, df, n = 0.0, 0, 0
+    for vals in groups.values():
+        if len(vals) > 1:
+            v = np.asarray(vals)
+            ss += float(((v - v.mean()) ** 2).sum())
+            df += len(v) - 1
+            n += 1
+    return (math.sqrt(ss / df) if df else None), df, n
+
+
+def residual_diagnostics(fit, d, sigma):
+    """Mean log residual (prediction − observation) by K, by budget and by K × budget, each against the
+    noise floor: z = mean / (sigma / sqrt(runs in the cell)) (a run's categories counted as one draw, the
+    conservative choice). A misfit: residual RMSE > 1.5 sigma, or a cell beyond the Bonferroni threshold."""
+    from scipy.stats import norm
+    resid = fit["_resid"]
+    cells = []
+    for label, keys in (("K", [d["K"]]), ("budget", [d["budget"]]), ("K x budget", [d["K"], d["budget"]])):
+        combos = sorted({tuple(k[i] for k in keys) for i in range(len(resid))})
+        for combo in combos:
+            m = np.all([k == v for k, v in zip(keys, combo)], axis=0)
+            n_runs = len(np.unique(d["run"][m]))
+            mean = float(resid[m].mean())
+            z = mean / (sigma / math.sqrt(n_runs)) if sigma else None
+            cells.append({"by": label, "cell": [float(c) for c in combo], "mean_residual": mean, "n_runs": n_runs,
+                          "z": z})
+    rmse = float(np.sqrt(np.mean(resid ** 2)))
+    out = {"rmse": rmse, "noise_floor": sigma, "cells": cells}
+    if not sigma:
+        out.update(verdict="unknown", reason="no replicate runs (runs differing only in their seeds), so the "
+                   "noise floor is unknown and lack of fit cannot be judged")
+        return out
+    z_crit = float(norm.ppf(1 - 0.05 / (2 * len(cells))))
+    worst = max(cells, key=lambda c: abs(c["z"]))
+    out["z_threshold"] = z_crit
+    reasons = []
+    if rmse > 1.5 * sigma:
+        reasons.append(f"residual RMSE {rmse:.4f} is {rmse / sigma:.1f}x the noise floor {sigma:.4f}")
+    if abs(worst["z"]) > z_crit:
+        where = ", ".join(f"{'budget' if i else 'K'} {v:,.0f}" for i, v in enumerate(worst["cell"])) \
+            if worst["by"] == "K x budget" else f"{worst['by']} {worst['cell'][0]:,.0f}"
+        reasons.append(f"structured residuals: mean {worst['mean_residual']:+.4f} at {where} (z = {worst['z']:+.1f}, "
+                       f"threshold {z_crit:.1f})")
+    out.update(verdict="misfit" if reasons else "fits", reason="; ".join(reasons) or
+               f"residual RMSE {rmse:.4f} = {rmse / sigma:.2f}x the noise floor, no structured residual beyond "
+               f"|z| = {z_crit:.1f}")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# the hypotheses (EXPERIMENT_PLAN.md, section 2), each decided by its falsifier with an interval
+
+def boot_mean_ci(groups, n_boot, seed, stat=np.mean):
+    """95% interval of stat over resampled units: groups is a list of per-unit values."""
+    v = np.asarray(groups, dtype=float)
+    if len(v) == 0:
+        return [None, None]
+    if len(v) < 2:  # one unit: no spread to resample, no interval
+        return [None, None]
+    rng = np.random.default_rng(seed)
+    return _pct([stat(v[rng.integers(0, len(v), len(v))]) for _ in range(n_boot)])
+
+
+def holm(pvalues, alpha=0.05):
+    """Holm's step-down: which hypotheses are rejected at family-wise level alpha."""
+    order = np.argsort(pvalues)
+    reject = np.zeros(len(pvalues), dtype=bool)
+    for rank, i in enumerate(order):
+        if pvalues[i] > alpha / (len(pvalues) - rank):
+            break
+        reject[i] = True
+    return reject
+
+
+def h1_floors(a, b, margin):
+    """Floors E_c fitted on specialists (fit a) and on the largest K (fit b): the bootstrap distribution of
+    each difference, a two-sided bootstrap p-value, Holm across categories. Supported when every
+    difference's interval lies within ±margin; not supported when more than one category differs after
+    Holm; undecided otherwise (the check has too little power to call the floors equal)."""
+    cats = [k for k in a["params"] if k.startswith("E[") and k in b["params"]]
+    n = min(len(a["_boot"]), len(b["_boot"]))
+    table, pvals = [], []
+    for k in cats:
+        diffs = np.array([a["_boot"][i][k] - b["_boot"][i][k] for i in range(n)])
+        est = a["params"][k]["estimate"] - b["params"][k]["estimate"]
+        p = min(1.0, 2 * min((np.sum(diffs <= 0) + 1) / (n + 1), (np.sum(diffs >= 0) + 1) / (n + 1))) if n else 1.0
+        ci = _pct(diffs)
+        table.append({"category": k[2:-1], "difference": est, "ci95": ci, "p": p,
+                      "at_bound": bool(a["params"][k].get("at_bound") or b["params"][k].get("at_bound"))})
+        pvals.append(p)
+    # a floor on the optimiser's bound is no estimate: its category cannot decide anything either way
+    testable = [i for i, r in enumerate(table) if not r["at_bound"]]
+    rejected = holm(np.array([pvals[i] for i in testable])) if testable else []
+    for row in table:
+        row["holm_rejected"] = None
+    for i, rej in zip(testable, rejected):
+        table[i]["holm_rejected"] = bool(rej)
+    n_rej = int(sum(rejected))
+    n_bound = len(table) - len(testable)
+    within = [r for r in table if r["ci95"][0] is not None and -margin <= r["ci95"][0] and r["ci95"][1] <= margin]
+    if n == 0:
+        verdict, why = "undecided", "no bootstrap resamples, so no intervals"
+    elif n_rej > 1:
+        verdict, why = "not supported", f"{n_rej} categories' floors differ after Holm correction"
+    elif len(within) == len(table) and not n_bound:
+        verdict, why = "supported", f"every difference's 95% interval lies within ±{margin} nats"
+    else:
+        wide = max(table, key=lambda r: (r["ci95"][1] or 0) - (r["ci95"][0] or 0))
+        verdict = "undecided"
+        why = (f"{n_rej} of {len(testable)} categories differ after Holm; {len(table) - len(within)} of {len(table)} "
+               f"intervals are wider than ±{margin} nats (widest: {wide['category']} {_ci(wide['ci95'])})"
+               + (f"; {n_bound} floor(s) sit on the optimiser's bound" if n_bound else "")
+               + ": the check cannot call the floors equal")
+    return {"subsets": [a["subset"], b["subset"]], "margin": margin, "table": table, "verdict": verdict, "why": why}
+
+
+def run_level(rows):
+    """Per included untagged run: in-training and held-out macro test loss."""
+    out = {}
+    for r in used(rows):
+        if r["tagged"]:
+            continue
+        o = out.setdefault(r["run_id"], {"model": r["model"], "K": r["K"], "D": r["token_budget_planned"],
+                                         "seed": r["seed"], "in": [], "out": []})
+        o["in" if r["in_training"] else "out"].append(r["test_loss"])
+    return out
+
+
+def k_contrast(rows, kind, n_boot, seed, margin, smaller_is_lower):
+    """Per model and budget: macro loss (kind: in / out) at the largest K minus at the smallest K that has
+    it, with a bootstrap interval over runs. Returns table and verdict (H2: the difference > 0; H5 < 0)."""
+    rl = run_level(rows)
+    cells = {}
+    for v in rl.values():
+        if v[kind]:
+            cells.setdefault((v["model"], v["D"]), {}).setdefault(v["K"], []).append(float(np.mean(v[kind])))
+    table = []
+    rng = np.random.default_rng(seed)
+    for (m, D), byK in sorted(cells.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+        if len(byK) < 2:
+            continue
+        k0, k1 = min(byK), max(byK)
+        a, b = np.array(byK[k0]), np.array(byK[k1])
+        boots = [b[rng.integers(0, len(b), len(b))].mean() - a[rng.integers(0, len(a), len(a))].mean()
+                 for _ in range(n_boot)]
+        table.append({"model": m, "D": D, "K_low": k0, "K_high": k1, "difference": float(b.mean() - a.mean()),
+                      "ci95": _pct(boots) if n_boot else [None, None], "n_runs": [len(a), len(b)]})
+    want_pos = not smaller_is_lower
+    decided = [t for t in table if t["ci95"][0] is not None]
+    if not decided:
+        return table, "undecided", "too few runs (or no bootstrap) for an interval"
+    good = [t for t in decided if (t["ci95"][0] > 0 if want_pos else t["ci95"][1] < 0)]
+    bad = [t for t in decided if (t["ci95"][1] < 0 if want_pos else t["ci95"][0] > 0)]
+    null = [t for t in decided if -margin <= t["ci95"][0] and t["ci95"][1] <= margin]
+    sign = "rises" if want_pos else "falls"
+    if len(good) == len(table):
+        return table, "supported", f"the loss {sign} from the smallest to the largest K at every budget (all intervals exclude 0)"
+    if bad or len(null) == len(table):
+        return table, "not supported", (f"{len(bad)} budget(s) with the opposite sign" if bad else
+                                        f"every interval lies within ±{margin} nats: no change with K")
+    return table, "undecided", f"{len(good)} of {len(table)} budgets show it; the other intervals contain 0"
+
+
+def mixing_gain(rows, fit, n_boot, seed, tol=0.01):
+    """H4: G = L_c(K = 1, d) − L_c(K, K·d) at equal tokens per category, pairing runs on the planned
+    budget (within `tol`, relative): the effective budgets are rounded up to whole steps. Returns the
+    pairs made, the mixed runs left without a specialist, and per (model, K, d): G (mean over categories
+    of specialist mean − mixed mean) with a bootstrap interval over categories, the law's prediction, and
+    the optimizer steps of each side."""
+    spec, mix = {}, {}
+    for r in used(rows):
+        if r["in_training"] and not r["tagged"]:
+            (spec if r["K"] == 1 else mix).setdefault((r["model"], r["category"]), []).append(r)
+    cells, missing = {}, []
+    for (m, c), mixed in mix.items():
+        for r in mixed:
+            d = r["token_budget_planned"] / r["K"]
+            match = [s for s in spec.get((m, c), []) if abs(s["token_budget_planned"] - d) <= tol * d]
+            if not match:
+                missing.append({"run_id": r["run_id"], "category": c, "needs": f"K = 1 at {d:,.0f} tokens"})
+                continue
+            cell = cells.setdefault((m, r["K"], match[0]["token_budget_planned"]), {"spec": {}, "mix": {}, "steps": set()})
+            cell["spec"][c] = {s["run_id"]: s["test_loss"] for s in match}
+            cell["mix"].setdefault(r["run_id"], {})[c] = r["test_loss"]
+            cell["steps"].add((match[0]["steps"], r["steps"]))
+    pred = None
+    if fit is not None and fit["form"] == "dilution" and not fit["_with_n"]:
+        p = {k: fit["params"][k]["estimate"] for k in ("B", "beta", "s")}
+        pred = lambda K, d: p["B"] * d ** -p["beta"] * (1 - K ** (-(1 - p["s"]) * p["beta"]))
+    table = []
+    for (m, K, d), cell in sorted(cells.items(), key=lambda kv: (str(kv[0][0]), kv[0][1], kv[0][2])):
+        per_c = {}
+        for losses in cell["mix"].values():
+            for c, v in losses.items():
+                per_c.setdefault(c, []).append(v)
+        # per category: specialist mean − mixed mean; categories are the resampled units (a category with
+        # one specialist run carries that run's noise only through the spread across categories)
+        vals = [float(np.mean(list(cell["spec"][c].values())) - np.mean(v)) for c, v in per_c.items()]
+        steps = sorted(cell["steps"])
+        table.append({"model": m, "K": K, "d": d, "G": float(np.mean(vals)), "ci95": boot_mean_ci(vals, n_boot, seed),
+                      "n_pairs": sum(len(v) for v in per_c.values()), "n_categories": len(vals),
+                      "n_runs": [sum(len(v) for v in cell["spec"].values()), len(cell["mix"])],
+                      "steps_specialist": steps[0][0], "steps_mixed": steps[0][1],
+                      "too_few_steps": (steps[0][0] or 0) < MIN_STEPS_H4,
+                      "predicted": pred(K, d) if pred else None})
+    return {"pairs_made": sum(t["n_pairs"] for t in table), "missing": missing, "table": table,
+            "tolerance": tol}
+
+
+def h4_verdict(gain):
+    t = [x for x in gain["table"] if not x["too_few_steps"] and x["ci95"][0] is not None]
+    if not gain["table"]:
+        return "undecided", "no specialist / mixed pairs at equal tokens per category"
+    if not t:
+        return "undecided", (f"every pair's specialist ran fewer than {MIN_STEPS_H4} optimizer steps: G measures "
+                             "the mixed run's extra steps, not mixing")
+    pos = [x for x in t if x["ci95"][0] > 0]
+    neg = [x for x in t if x["ci95"][1] < 0]
+    if len(pos) == len(t):
+        return "supported", f"G > 0 in all {len(t)} cells (every interval above 0)"
+    if len(neg) == len(t):
+        return "not supported", f"G < 0 in all {len(t)} cells: mixing hurt everywhere"
+    return "undecided", f"G > 0 in {len(pos)}, < 0 in {len(neg)}, undecided in {len(t) - len(pos) - len(neg)} of {len(t)} cells"
+
+
+def twin_key(cfg):
+    """A tagged run's untagged twin has the same identity but for tagging (every run-defining field:
+    sampling arm, seeds, budget, lr, ...)."""
+    ident = dict(cfg.get("identity") or json.loads(run_key(cfg)))
+    ident.pop("tag_categories", None)
+    ident.pop("model_config_sha256", None)  # tags need no other config: the same model file either way
+    return json.dumps(ident, sort_keys=True)
+
+
+def identification_cost(runs, n_boot, seed):
+    """H6: pairs of tagged / untagged twins; per (model, K): mean gap (untagged − tagged) over pairs with a
+    bootstrap interval, against the bound ln(K)/100."""
+    by_key = {}
+    for r in runs:
+        if not r["excluded"]:
+            by_key.setdefault(twin_key(r["config"]), {})["tagged" if r["config"].get("tag_categories") else "untagged"] = r
+    pairs = []
+    for twins in by_key.values():
+        if len(twins) == 2:
+            t, u = twins["tagged"], twins["untagged"]
+            cats = t["config"]["categories"]
+            gap = float(np.mean([u["test"]["per_category"][c]["loss"] - t["test"]["per_category"][c]["loss"]
+                                 for c in cats]))
+            pos = np.nanmean([np.array(u["test"]["per_category"][c]["loss_by_position"], dtype=float)
+                              - np.array(t["test"]["per_category"][c]["loss_by_position"], dtype=float) for c in cats], 0)
+            pairs.append({"tagged": t["run_id"], "untagged": u["run_id"], "model": t["config"].get("model_name"),
+                          "K": len(cats), "sampling": t["config"].get("sampling"), "gap": gap,
+                          "gap_by_position": pos.tolist()})
+    groups = {}
+    for p in pairs:
+        groups.setdefault((p["model"], p["K"]), []).append(p["gap"])
+    table = []
+    for (m, K), gaps in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+        ci = boot_mean_ci(gaps, n_boot, seed)
+        bound = math.log(K) / 100
+        v = ("undecided" if ci[0] is None or len(gaps) < 2 else "not supported" if ci[0] > bound else
+             "supported" if ci[1] <= bound else "undecided")
+        table.append({"model": m, "K": K, "pairs": len(gaps), "gap": float(np.mean(gaps)), "ci95": ci,
+                      "bound": bound, "verdict": v})
+    return pairs, table
+
+
+# ----------------------------------------------------------------------------------------------------
+# plots
 
 def _plt():
     import matplotlib
@@ -367,18 +856,6 @@ def _save(plt, fig, path):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def run_level(rows):
-    """Per complete untagged run: in-training and held-out macro test loss."""
-    out = {}
-    for r in rows:
-        if r["status"] != "complete" or r["test_loss"] is None or r["tagged"]:
-            continue
-        o = out.setdefault(r["run_id"], {"model": r["model"], "K": r["K"], "D": r["tokens_seen"], "seed": r["seed"],
-                                         "in": [], "out": []})
-        o["in" if r["in_training"] else "out"].append(r["test_loss"])
-    return out
 
 
 def plot_loss_vs_tokens(rows, best_fit, fit_d, path):
@@ -455,42 +932,11 @@ def plot_collapse(fit, d, path):
     _save(plt, fig, path)
 
 
-def plot_positions(runs, path):
-    """Mean in-training loss by window position; tagged runs against their untagged twins where present."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.8))
-    curves = {}
-    for r in runs:
-        if r["status"] != "complete" or not r["test"]:
-            continue
-        cfg = r["config"]
-        key = (cfg.get("model_name"), len(cfg["categories"]), cfg.get("seed"), cfg.get("token_budget_effective"))
-        vecs = [r["test"]["per_category"][c]["loss_by_position"] for c in cfg["categories"]
-                if c in r["test"]["per_category"]]
-        arr = np.array([[np.nan if v is None else v for v in vec] for vec in vecs], dtype=float)
-        curves.setdefault(key, {})["tagged" if cfg.get("tag_categories") else "untagged"] = np.nanmean(arr, axis=0)
-    twins = {k: v for k, v in curves.items() if len(v) == 2}
-    if twins:
-        for (m, K, seed, D), v in twins.items():
-            ax.plot(range(1, 101), v["untagged"], "-", label=f"{m} K={K} seed={seed} D={D:,}: untagged")
-            ax.plot(range(1, 101), v["tagged"], "--", label=f"... tagged (gap {np.nanmean(v['untagged'] - v['tagged']):+.4f})")
-        title = "loss by window position: tagged vs untagged"
-    else:
-        biggest = max((k[3] for k in curves), default=None)
-        for k, v in curves.items():
-            if k[3] == biggest and "untagged" in v:
-                ax.plot(range(1, 101), v["untagged"], label=f"{k[0]} K={k[1]} seed={k[2]}")
-        title = f"loss by window position (D={biggest})"
-    _style(ax, "position in window (tokens of context)", "in-training test loss (nats/token)", title, legend_size=7)
-    _save(plt, fig, path)
-    return twins
-
-
 def plot_baselines(rows, baselines, path):
     plt = _plt()
     cats = list(baselines["per_category"])
     best = {}
-    for r in rows:  # the best (lowest) in-training test bits per byte any run reached, per category
+    for r in used(rows):  # the best (lowest) in-training test bits per byte any run reached, per category
         if r["in_training"] and r["test_bits_per_byte"] is not None and not r["tagged"]:
             best[r["category"]] = min(best.get(r["category"], 1e9), r["test_bits_per_byte"])
     x = np.arange(len(cats))
@@ -506,112 +952,395 @@ def plot_baselines(rows, baselines, path):
     _save(plt, fig, path)
 
 
+def plot_positions(pairs, runs, path):
+    """Tagged minus untagged loss by window position for the twin pairs (same sampling arm, seeds, budget);
+    without twins, the in-training loss by position of the largest budget's runs."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    if pairs:
+        groups = {}
+        for p in pairs:
+            groups.setdefault((p["model"], p["K"]), []).append(p["gap_by_position"])
+        for (m, K), gaps in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+            ax.plot(range(1, 101), np.nanmean(np.array(gaps, dtype=float), axis=0), label=f"{m} K={K} ({len(gaps)} twin pairs)")
+            ax.axhline(math.log(K) / 100, ls=":", lw=0.8, color="grey")
+        title, ylabel = "identification cost by position: untagged − tagged", "loss gap (nats/token)"
+    else:
+        done = [r for r in runs if not r["excluded"] and r["test"]]
+        biggest = max((r["config"].get("token_budget_effective") or 0 for r in done), default=None)
+        curves = {}
+        for r in done:
+            if r["config"].get("token_budget_effective") == biggest and not r["config"].get("tag_categories"):
+                vecs = [r["test"]["per_category"][c]["loss_by_position"] for c in r["config"]["categories"]]
+                key = (str(r["config"].get("model_name")), len(r["config"]["categories"]))
+                curves.setdefault(key, []).append(np.nanmean(np.array(vecs, dtype=float), axis=0))
+        for (m, K), cs in sorted(curves.items()):  # mean over the runs of each model and K
+            ax.plot(range(1, 101), np.mean(cs, axis=0), lw=1, label=f"{m} K={K} ({len(cs)} runs)")
+        title, ylabel = f"loss by window position (D={biggest})", "in-training test loss (nats/token)"
+    _style(ax, "position in window (tokens of context)", ylabel, title, legend_size=7)
+    _save(plt, fig, path)
+
+
 def _fmt(v, d=4):
-    return "–" if v is None else (f"{v:.{d}g}" if isinstance(v, float) else str(v))
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    return f"{v:.{d}g}" if isinstance(v, float) else str(v)
 
 
-def floors_section(fits):
-    """H1: per-category floors fitted on specialists vs on the largest K, and whether their CIs overlap."""
-    a = next((f for f in fits if f["subset"] == "K == 1"), None)
-    b = next((f for f in fits if f["subset"].startswith("K == ") and f["subset"] != "K == 1"), None)
-    if a is None or b is None:
-        return []
-    L = ["", f"## H1: floors E_c, specialists (K = 1) vs {b['subset']}", "",
-         f"| category | E_c (K = 1) | 95% CI | E_c ({b['subset']}) | 95% CI | CIs overlap |", "|---|---|---|---|---|---|"]
-    for k in a["params"]:
-        if not k.startswith("E[") or k not in b["params"]:
-            continue
-        pa, pb = a["params"][k], b["params"][k]
-        overlap = (None if None in pa["ci95"] + pb["ci95"] else
-                   pa["ci95"][0] <= pb["ci95"][1] and pb["ci95"][0] <= pa["ci95"][1])
-        L.append(f"| {k[2:-1]} | {_fmt(pa['estimate'])} | [{_fmt(pa['ci95'][0])}, {_fmt(pa['ci95'][1])}] | "
-                 f"{_fmt(pb['estimate'])} | [{_fmt(pb['ci95'][0])}, {_fmt(pb['ci95'][1])}] | {overlap} |")
+def _ci(ci, d=4):
+    return "–" if ci is None or ci[0] is None else f"[{_fmt(ci[0], d)}, {_fmt(ci[1], d)}]"
+
+
+# ----------------------------------------------------------------------------------------------------
+# verdicts
+
+def h3_verdict(dil, comparison, diag):
+    if dil is None:
+        return "undecided", "too few complete runs or budgets to fit"
+    if diag and diag["verdict"] == "misfit":
+        return "undecided", f"the dilution law does not fit these data ({diag['reason']})"
+    better = {(p["a"], p["b"]): p for p in (comparison or {}).get("pairs", [])}
+    for other in ("shared", "disjoint"):
+        p = better.get(("dilution", other))
+        if p and p["better"] == other:
+            what = "one shared source (s = 0): no K effect" if other == "shared" else "disjoint components (s = 1)"
+            return "not supported", (f"the {other} form predicts held-out runs better: {what} (difference of held-out "
+                                     f"MSE {p['mse_difference']:+.2e}, 95% {_ci(p['ci95'], 3)})")
+    s = dil["params"].get("s")
+    if s is None or s["ci95"][0] is None:
+        return "undecided", "no bootstrap interval for s"
+    ci = s["ci95"]
+    if ci[0] <= 0.01:
+        return "undecided", (f"the data do not show a K effect: s's 95% interval {_ci(ci, 3)} reaches 0 (one shared "
+                             "source cannot be excluded)")
+    if ci[1] >= 0.99:
+        return "undecided", f"s's 95% interval {_ci(ci, 3)} reaches 1 (disjoint components cannot be excluded)"
+    return "supported", f"0 < s < 1: s = {s['estimate']:.3f}, 95% {_ci(ci, 3)}, and no fixed-s form predicts held-out runs better"
+
+
+def k_effect_statement(verdict_h3, dil):
+    if dil is None:
+        return "No fit: too few complete runs or budgets."
+    s = dil["params"].get("s", {})
+    if verdict_h3[0] == "supported":
+        return f"The data show a K effect: the sharing exponent s = {s['estimate']:.3f}, 95% {_ci(s['ci95'], 3)}."
+    if "no K effect" in verdict_h3[1] or "do not show a K effect" in verdict_h3[1]:
+        return (f"**The data do not show a K effect** ({verdict_h3[1]}). The fitted s ({_fmt(s.get('estimate'), 3)}) "
+                "is not a finding.")
+    return f"K effect: {verdict_h3[1]}."
+
+
+# ----------------------------------------------------------------------------------------------------
+# the report
+
+def _data_section(runs, rows, sample):
+    inc = [r for r in runs if not r["excluded"]]
+    exc = [r for r in runs if r["excluded"]]
+    L = ["# Ergodic-component scaling: analysis report", ""]
+    if sample:
+        L += [SAMPLE_CORPUS_NOTE, ""]
+    groups = sorted({group_of(r) for r in inc}, key=str)
+    budgets = sorted({r["token_budget_planned"] for r in used(rows)})
+    L += ["## Data", "",
+          f"{len(runs)} run directories: {len(inc)} used, {len(exc)} excluded (listed below). "
+          f"Fits use {DATA_FILTER}.",
+          "Store / sampling / evaluation dtype: " + "; ".join(f"{str(g[0])[:12]} / {g[1]} / {g[2]}" for g in groups) + ".",
+          f"Models: {', '.join(sorted({str(r['model']) for r in used(rows)}))}; K: "
+          f"{', '.join(map(str, sorted({r['K'] for r in used(rows)})))}; planned budgets: "
+          f"{', '.join(f'{b:,.0f}' for b in budgets)}.", ""]
+    if exc:
+        L += ["### Excluded runs", "", "| run | reason |", "|---|---|"]
+        L += [f"| {r['run_id']} | {r['excluded']} |" for r in exc]
+        L.append("")
     return L
 
 
-def mixing_gain(rows):
-    """H4: G = L_c(K=1, d) - L_c(K, K*d) at equal tokens per category d, averaged over seeds and categories.
-    Returns {(model, K, d): (G, n_categories)}."""
-    spec, mix = {}, {}
-    for r in rows:
-        if r["status"] != "complete" or not r["in_training"] or r["tagged"] or r["test_loss"] is None:
-            continue
-        key = (r["model"], r["category"])
-        if r["K"] == 1:
-            spec.setdefault(key + (r["token_budget"],), []).append(r["test_loss"])
-        else:
-            mix.setdefault(key + (r["K"], r["token_budget"]), []).append(r["test_loss"])
-    out = {}
-    for (m, c, K, D), losses in mix.items():
-        d = D / K
-        s = spec.get((m, c, d)) or spec.get((m, c, round(d)))
-        if s:
-            out.setdefault((m, K, d), []).append(np.mean(s) - np.mean(losses))
-    return {k: (float(np.mean(v)), len(v)) for k, v in out.items()}
+def _verdict_section(verdicts):
+    L = ["## Verdicts", "", "Each hypothesis of EXPERIMENT_PLAN.md, decided by its falsifier.", "",
+         "| hypothesis | verdict | what decided it |", "|---|---|---|"]
+    L += [f"| {h} | **{v}** | {why} |" for h, (v, why) in verdicts.items()]
+    return L + [""]
 
 
-def gain_section(rows):
-    g = mixing_gain(rows)
-    if not g:
-        return []
-    L = ["", "## H4: mixing gain at equal tokens per category", "",
-         "G = L_c(K = 1, d) − L_c(K, K·d), mean over categories and seeds: > 0 means mixing helped (sharing), < 0 "
-         "that it hurt (competition).", "", "| model | K | tokens per category d | G (nats/token) | categories |",
-         "|---|---|---|---|---|"]
-    for (m, K, d), (v, n) in sorted(g.items(), key=lambda kv: (str(kv[0][0]), kv[0][1], kv[0][2])):
-        L.append(f"| {m} | {K} | {d:,.0f} | {v:+.4f} | {n} |")
-    return L
-
-
-def write_report(path, runs, rows, fits, baselines, twins, plots):
-    status = {}
-    for r in runs:
-        status[r["status"]] = status.get(r["status"], 0) + 1
-    L = ["# Ergodic-component scaling: analysis report", "",
-         f"{len(runs)} runs: " + ", ".join(f"{v} {k}" for k, v in sorted(status.items())) + ".",
-         f"Fits use: {DATA_FILTER}.", ""]
-    L += ["## Fitted laws", "", "The first three rows compare the forms on the same data by held-out error.", "",
-          "| form | data | formula | converged | fit error (RMSE log L) | CV error (largest budget left out) | points | runs |",
+def _fit_sections(fits, comparison, diagnostics, with_n):
+    L = ["## Fit quality", ""]
+    main = [f for f in fits if f["subset"] == "all"]
+    if main and all(diagnostics.get(f["form"], {}).get("verdict") == "misfit" for f in main):
+        L += ["**No form fits these data.** " + "; ".join(f"{f['form']}: {diagnostics[f['form']]['reason']}"
+                                                          for f in main) +
+              ". The parameters below describe the best of poor approximations, not a law.", ""]
+    for f in main:
+        dg = diagnostics.get(f["form"])
+        if dg:
+            L.append(f"- {f['form']}: **{dg['verdict']}** — {dg['reason']}.")
+    if comparison:
+        L += ["", f"### Comparing the forms ({comparison['method']}; {comparison['n_points']} held-out points"
+              + (f", {comparison['n_skipped']} not predictable" if comparison["n_skipped"] else "") + ")", "",
+              "| form | held-out RMSE (log L) | 95% CI |", "|---|---|---|"]
+        L += [f"| {f} | {_fmt(v['estimate'])} | {_ci(v['ci95'])} |" for f, v in comparison["rmse"].items()]
+        L += ["", "| A vs B | MSE(A) − MSE(B) | 95% CI | better |", "|---|---|---|---|"]
+        L += [f"| {p['a']} vs {p['b']} | {p['mse_difference']:+.3e} | {_ci(p['ci95'], 3)} | {p['better']} |"
+              for p in comparison["pairs"]]
+    L += ["", "## Fitted laws", "",
+          "| form | data | formula | converged | fit error (RMSE log L) | points | runs | bootstrap used / dropped |",
           "|---|---|---|---|---|---|---|---|"]
     for f in fits:
+        b = f["bootstrap"]
         L.append(f"| {f['form']} | {f['subset']} | `{f['formula']}` | {f['converged']} | {_fmt(f['fit_error'])} | "
-                 f"{_fmt(f['cv_error'])} | {f['n_points']} | {f['n_runs']} |")
-    L += floors_section(fits)
-    L += gain_section(rows)
+                 f"{f['n_points']} | {f['n_runs']} | {b['used']} / {b['dropped_missing_category']} missing a category, "
+                 f"{b['dropped_not_converged']} not converged |")
     for f in fits:
-        L += ["", f"### {f['form']} ({f['subset']})", "", "| parameter | estimate | 95% CI | n_boot |", "|---|---|---|---|"]
+        L += ["", f"### {f['form']} ({f['subset']})", "", "| parameter | estimate | 95% CI | note |", "|---|---|---|---|"]
         for k, v in f["params"].items():
-            L.append(f"| {k} | {_fmt(v['estimate'])} | [{_fmt(v['ci95'][0])}, {_fmt(v['ci95'][1])}] | {v['n_boot']} |")
-    L += ["", "## Figures", ""]
-    for title, name in plots:
-        L += [f"### {title}", "", f"![{title}]({name})", ""]
+            note = f"at the optimiser's {v['at_bound']} bound" if v.get("at_bound") else ""
+            L.append(f"| {k} | {_fmt(v['estimate'])} | {_ci(v['ci95'])} | {note} |")
+    return L
+
+
+def _diag_section(diagnostics, sigma_info):
+    sigma, df, n = sigma_info
+    L = ["", "## Residual diagnostics", "",
+         (f"Noise floor (seed-to-seed SD of log test loss among {n} replicate groups, {df} degrees of freedom): "
+          f"{sigma:.4f}." if sigma else "No replicate runs: the noise floor is unknown."),
+         "Mean residual = mean of log(prediction) − log(observation); z against the noise floor.", ""]
+    for form, dg in diagnostics.items():
+        L += [f"### {form}", "", "| by | cell | mean residual | runs | z |", "|---|---|---|---|---|"]
+        for c in dg["cells"]:
+            cell = ", ".join(f"{v:,.0f}" for v in c["cell"])
+            L.append(f"| {c['by']} | {cell} | {c['mean_residual']:+.4f} | {c['n_runs']} | {_fmt(c['z'], 3)} |")
+        L.append("")
+    return L
+
+
+def _hypothesis_sections(h1, h2, h5, gain, h6):
+    L = []
+    for h in h1:
+        L += ["", f"## H1: floors E_c, {h['subsets'][0]} vs {h['subsets'][1]} ({h['model']})", "",
+              f"Difference of the floors (bootstrap of the difference, Holm across categories; equivalence margin "
+              f"±{h['margin']} nats): **{h['verdict']}** — {h['why']}.", "",
+              "| category | E_c difference | 95% CI | p | rejected (Holm) | note |", "|---|---|---|---|---|---|"]
+        L += [f"| {r['category']} | {r['difference']:+.4f} | {_ci(r['ci95'])} | {r['p']:.3f} | "
+              f"{'–' if r['holm_rejected'] is None else r['holm_rejected']} | "
+              f"{'a floor at the optimiser bound' if r['at_bound'] else ''} |" for r in h['table']]
+    for name, (table, v, why), lab in (("H2: in-training loss against K", h2, "in-training"),
+                                      ("H5: held-out loss against K", h5, "held-out")):
+        if table:
+            L += ["", f"## {name}", "", f"**{v}** — {why}.", "",
+                  f"| model | D (planned) | K low → high | {lab} macro loss difference | 95% CI | runs |",
+                  "|---|---|---|---|---|---|"]
+            L += [f"| {t['model']} | {t['D']:,.0f} | {t['K_low']} → {t['K_high']} | {t['difference']:+.4f} | "
+                  f"{_ci(t['ci95'])} | {t['n_runs'][0]} / {t['n_runs'][1]} |" for t in table]
+    if gain["table"] or gain["missing"]:
+        L += ["", "## H4: mixing gain at equal tokens per category", "",
+              "G = L_c(K = 1, d) − L_c(K, K·d), paired on the planned budget (within 1%); mean over categories and "
+              "seeds, 95% CI over categories; > 0: mixing helped. The mixed run trains on K·d tokens, so it takes K "
+              f"times the specialist's optimizer steps: cells whose specialist ran < {MIN_STEPS_H4} steps measure "
+              "optimisation as much as mixing and decide nothing.", "",
+              f"{gain['pairs_made']} pairs made; {len(gain['missing'])} mixed (run, category) without a specialist.", "",
+              "| model | K | d (tokens per category) | G | 95% CI | law predicts | steps K=1 / K | pairs | note |",
+              "|---|---|---|---|---|---|---|---|---|"]
+        for t in gain["table"]:
+            L.append(f"| {t['model']} | {t['K']} | {t['d']:,.0f} | {t['G']:+.4f} | {_ci(t['ci95'])} | "
+                     f"{_fmt(t['predicted'])} | {t['steps_specialist']} / {t['steps_mixed']} | {t['n_pairs']} | "
+                     f"{'too few steps' if t['too_few_steps'] else ''} |")
+        if gain["missing"]:
+            shown = gain["missing"][:20]
+            L += ["", "Missing specialists: " + "; ".join(f"{m['run_id']} ({m['category']}): {m['needs']}" for m in shown)
+                  + (f"; … {len(gain['missing']) - 20} more" if len(gain["missing"]) > 20 else "") + "."]
+    if h6:
+        L += ["", "## H6: identification cost (untagged − tagged twins: same sampling arm, seeds and budget)", "",
+              "| model | K | twin pairs | mean gap (nats/token) | 95% CI | bound ln(K)/100 | verdict |",
+              "|---|---|---|---|---|---|---|"]
+        L += [f"| {t['model']} | {t['K']} | {t['pairs']} | {t['gap']:+.4f} | {_ci(t['ci95'])} | {t['bound']:.4f} | "
+              f"{t['verdict']} |" for t in h6]
+    return L
+
+
+def _loss_vs_K_table(rows):
     rl = run_level(rows)
-    L += ["## Loss against K", "", "| model | K | D | runs | in-training macro loss | held-out macro loss |", "|---|---|---|---|---|---|"]
+    L = ["", "## Loss against K (included runs only)", "",
+         "| model | K | D (planned) | runs | in-training macro loss | held-out macro loss |", "|---|---|---|---|---|---|"]
     agg = {}
     for v in rl.values():
         a = agg.setdefault((v["model"], v["K"], v["D"]), {"in": [], "out": []})
-        if v["in"]:
-            a["in"].append(np.mean(v["in"]))
-        if v["out"]:
-            a["out"].append(np.mean(v["out"]))
+        for kind in ("in", "out"):
+            if v[kind]:
+                a[kind].append(np.mean(v[kind]))
     for (m, K, D), a in sorted(agg.items(), key=lambda kv: (str(kv[0][0]), kv[0][1], kv[0][2])):
-        L.append(f"| {m} | {K} | {D:,} | {max(len(a['in']), len(a['out']))} | "
+        L.append(f"| {m} | {K} | {D:,.0f} | {max(len(a['in']), len(a['out']))} | "
                  f"{_fmt(float(np.mean(a['in'])) if a['in'] else None)} | {_fmt(float(np.mean(a['out'])) if a['out'] else None)} |")
-    if twins:
-        L += ["", "## Identification cost (untagged − tagged: > 0 when knowing the category helps)", "", "| run group | mean gap (nats/token) | bound ln(K)/100 |", "|---|---|---|"]
-        for (m, K, seed, D), v in twins.items():
-            L.append(f"| {m} K={K} seed={seed} D={D:,} | {np.nanmean(v['untagged'] - v['tagged']):+.4f} | {math.log(K) / 100:.4f} |")
-    if baselines:
-        L += ["", "## Store baselines (model-free reference points)", "",
-              "| category | train papers | train tokens | bytes/token | unigram entropy (nats) | gzip bpb | bz2 bpb | lzma bpb | test near-dup rate |",
-              "|---|---|---|---|---|---|---|---|---|"]
-        for c, b in baselines["per_category"].items():
-            cb = b["compress_bpb"]
-            L.append(f"| {c} | {b['train_papers']:,} | {b['train_tokens']:,} | {_fmt(b['bytes_per_token'])} | "
-                     f"{_fmt(b['unigram_entropy_nats'])} | {_fmt(cb['gzip'])} | {_fmt(cb['bz2'])} | {_fmt(cb['lzma'])} | "
-                     f"{_fmt(b['test_near_duplicate_rate'])} |")
-    L += ["", "Files: `runs.csv` (one row per run and category), `fits.json`, `baselines.json`, the PNG figures.", ""]
+    return L
+
+
+def _baseline_section(baselines):
+    if not baselines:
+        return []
+    L = ["", "## Store baselines (model-free reference points)", "",
+         "| category | train papers | train tokens | bytes/token | unigram entropy (nats) | gzip bpb | bz2 bpb | lzma bpb | test near-dup rate |",
+         "|---|---|---|---|---|---|---|---|---|"]
+    for c, b in baselines["per_category"].items():
+        cb = b["compress_bpb"]
+        L.append(f"| {c} | {b['train_papers']:,} | {b['train_tokens']:,} | {_fmt(b['bytes_per_token'])} | "
+                 f"{_fmt(b['unigram_entropy_nats'])} | {_fmt(cb['gzip'])} | {_fmt(cb['bz2'])} | {_fmt(cb['lzma'])} | "
+                 f"{_fmt(b['test_near_duplicate_rate'])} |")
+    return L
+
+
+def write_report(path, a):
+    """report.md from the analysis dict `a`: what the data can show first, verdicts, fit quality before any
+    parameter table, then the hypotheses' tables, diagnostics, figures and baselines."""
+    L = _data_section(a["runs"], a["rows"], a["sample"])
+    L += [a["k_effect"], ""]
+    L += _verdict_section(a["verdicts"])
+    L += _fit_sections(a["fits"], a["comparison"], a["diagnostics"], a["with_n"])
+    L += _hypothesis_sections(a["h1"], a["h2"], a["h5"], a["gain"], a["h6"])
+    L += _diag_section(a["diagnostics"], a["sigma"])
+    L += _loss_vs_K_table(a["rows"])
+    L += ["", "## Figures", ""]
+    for title, name in a["plots"]:
+        L += [f"### {title}", "", f"![{title}]({name})", ""]
+    L += _baseline_section(a["baselines"])
+    L += ["", "Files: `runs.csv` (one row per run and category; excluded runs marked), `fits.json`, `baselines.json`, "
+          "the PNG figures.", ""]
     Path(path).write_text("\n".join(L))
+
+
+# ----------------------------------------------------------------------------------------------------
+# main
+
+def is_sample_corpus(runs):
+    """Whether the runs' store was built from the shipped sample corpus (template text)."""
+    for r in runs:
+        meta = st.read_meta(r["config"].get("data_dir") or "/nonexistent") if r["config"].get("data_dir") else None
+        ds = (meta or {}).get("dataset") or {}
+        if (ds.get("path") or "").rstrip("/").endswith("sample_corpus") or \
+                str(r["config"].get("store_dataset", "")).endswith("sample_corpus"):
+            return True
+    return False
+
+
+def run_fits(rows, d, args):
+    """The fits: the three forms on all data; per model, the floors at K = 1 and at the largest K (H1: at
+    fixed K every form has the same floors, so 'shared' without an N term); dilution on <= 4 epochs."""
+    fits = []
+
+    def add(dd, form, label):
+        if len(dd["L"]) < len(dd["categories"]) + 4 or len(np.unique(dd["D"])) < 2:
+            print(f"fit {form} [{label}]: too few complete runs or budgets, skipped")
+            return None
+        f = fit_law(dd, form, n_boot=args.n_boot, seed=args.seed, jobs=args.jobs,
+                    with_n=None if label == "all" or label.startswith("epochs") else False)
+        f["subset"] = label
+        if label != "all":
+            f["data_filter"] = f"{DATA_FILTER}, and {label}"
+        fits.append(f)
+        return f
+
+    for form in FORMS:
+        add(d, form, "all")
+    h1_pairs = []
+    for model in sorted({r["model"] for r in used(rows)}, key=str):
+        Ks = sorted({r["K"] for r in used(rows) if r["model"] == model and not r["tagged"]})
+        if len(Ks) > 1 and Ks[0] == 1:
+            a = add(fit_data(rows, lambda r, m=model: r["model"] == m and r["K"] == 1), "shared", f"{model}, K == 1")
+            b = add(fit_data(rows, lambda r, m=model, k=Ks[-1]: r["model"] == m and r["K"] == k), "shared",
+                    f"{model}, K == {Ks[-1]}")
+            if a and b:
+                h1_pairs.append((model, a, b))
+    few = fit_data(rows, lambda r: r["epochs_category"] is not None and r["epochs_category"] <= 4)
+    if len(few["L"]) < len(d["L"]):
+        add(few, "dilution", "epochs_category <= 4")
+    return fits, h1_pairs
+
+
+def analyse(runs, out, args):
+    out.mkdir(parents=True, exist_ok=True)
+    rows = run_rows(runs)
+    write_csv(rows, out / "runs.csv")
+    n_used = sum(1 for r in runs if not r["excluded"])
+    print(f"{len(runs)} runs ({n_used} used, {len(runs) - n_used} excluded), {len(rows)} rows -> {out / 'runs.csv'}")
+    d = fit_data(rows)
+    fits, h1_pairs = run_fits(rows, d, args)
+    main = {f["form"]: f for f in fits if f["subset"] == "all"}
+    with_n = bool(main) and next(iter(main.values()))["_with_n"]
+    comparison = compare_forms(d, list(main), with_n, args.n_boot, args.seed) if len(main) == len(FORMS) else None
+    sigma = noise_floor(rows)
+    diagnostics = {f: residual_diagnostics(fit, d, sigma[0]) for f, fit in main.items()}
+    h1 = [dict(h1_floors(a, b, args.margin), model=m) for m, a, b in h1_pairs]
+    h2 = k_contrast(rows, "in", args.n_boot, args.seed, args.margin, smaller_is_lower=False)
+    h5 = k_contrast(rows, "out", args.n_boot, args.seed, args.margin, smaller_is_lower=True)
+    gain = mixing_gain(rows, main.get("dilution"), args.n_boot, args.seed)
+    pairs, h6 = identification_cost(runs, args.n_boot, args.seed)
+    v3 = h3_verdict(main.get("dilution"), comparison, diagnostics.get("dilution"))
+    verdicts = {
+        "H1 floors": (h1[0]["verdict"], h1[0]["why"]) if len(h1) == 1 else
+        (("undecided", "no K = 1 and larger-K fits to compare") if not h1 else
+         ("; ".join(f"{h['model']}: {h['verdict']}" for h in h1), "; ".join(f"{h['model']}: {h['why']}" for h in h1))),
+        "H2 loss vs K at fixed D": h2[1:], "H3 dilution law": v3, "H4 mixing gain": h4_verdict(gain),
+        "H5 held-out categories": h5[1:],
+        "H6 identification cost": ((h6[0]["verdict"] if len({t["verdict"] for t in h6}) == 1 else "undecided"),
+                                   "; ".join(f"{t['model']} K={t['K']}: gap {t['gap']:+.4f} {_ci(t['ci95'])} vs bound "
+                                             f"{t['bound']:.4f}" for t in h6)) if h6 else
+        ("undecided", "no tagged / untagged twin pairs"),
+        "H7 Hilberg (exploratory)": ("undecided", "not analysed: needs compression curves per category"),
+    }
+    a = {"runs": runs, "rows": rows, "sample": is_sample_corpus(runs), "fits": fits, "comparison": comparison,
+         "diagnostics": diagnostics, "sigma": sigma, "with_n": with_n, "h1": h1, "h2": h2, "h5": h5,
+         "gain": gain, "h6": h6, "verdicts": verdicts, "k_effect": k_effect_statement(v3, main.get("dilution")),
+         "baselines": None, "plots": []}
+    public = {"data_filter": DATA_FILTER, "sample_corpus": a["sample"],
+              "runs": {"total": len(runs), "used": n_used,
+                       "excluded": [{"run_id": r["run_id"], "reason": r["excluded"]} for r in runs if r["excluded"]]},
+              "fits": [{k: v for k, v in f.items() if not k.startswith("_")} for f in fits],
+              "comparison": comparison, "noise_floor": {"sd_log_loss": sigma[0], "df": sigma[1], "groups": sigma[2]},
+              "diagnostics": diagnostics, "h1": h1, "h2": h2[0], "h4": gain, "h5": h5[0], "h6": h6,
+              "h6_pairs": [{k: v for k, v in p.items() if k != "gap_by_position"} for p in pairs],
+              "verdicts": {k: {"verdict": v, "why": w} for k, (v, w) in verdicts.items()}}
+    st.write_json_atomic(out / "fits.json", public, indent=1)
+    for f in fits:
+        ps = ", ".join(f"{k}={f['params'][k]['estimate']:.4g} {_ci(f['params'][k]['ci95'], 3)}"
+                       for k in ("beta", "s") if k in f["params"])
+        print(f"fit {f['form']:9s} [{f['subset']}]: converged={f['converged']} fit_error={f['fit_error']:.4f} {ps}")
+    for h, (v, why) in verdicts.items():
+        print(f"{h}: {v} — {why}")
+    a["baselines"] = store_baselines(runs, out, args)
+    a["plots"] = make_plots(a, d, main, pairs, out)
+    write_report(out / "report.md", a)
+    print(f"wrote {out / 'report.md'} with {len(a['plots'])} figures")
+    return out
+
+
+def store_baselines(runs, out, args):
+    if args.no_baselines:
+        return None
+    for sd in {r["config"].get("data_dir") for r in runs if not r["excluded"]}:
+        try:
+            b = __import__("baselines").store_baselines(st.Store(sd))
+            st.write_json_atomic(out / "baselines.json", b, indent=1)
+            return b
+        except (st.StoreError, TypeError) as e:
+            print(f"baselines skipped: {e}")
+    return None
+
+
+def make_plots(a, d, main, pairs, out):
+    comparison = a["comparison"]
+    best = main.get(preferred_form(comparison)) if comparison and preferred_form(comparison) else main.get("dilution")
+    plots = []
+    if used(a["rows"]):
+        plot_loss_vs_tokens(a["rows"], best, d, out / "loss_vs_tokens.png")
+        plots.append(("Loss vs tokens for each K", "loss_vs_tokens.png"))
+        plot_loss_vs_K(a["rows"], out / "loss_vs_K.png")
+        plots.append(("In-training and held-out loss vs K", "loss_vs_K.png"))
+    if "dilution" in main:
+        plot_collapse(main["dilution"], d, out / "collapse.png")
+        plots.append(("Per-category loss vs effective tokens, collapsed with the fitted s", "collapse.png"))
+    plot_positions(pairs, a["runs"], out / "loss_by_position.png")
+    plots.append(("Loss by window position", "loss_by_position.png"))
+    if a["baselines"]:
+        plot_baselines(a["rows"], a["baselines"], out / "baselines.png")
+        plots.append(("Model vs compressors (bits per byte)", "baselines.png"))
+    return plots
 
 
 def main(argv=None):
@@ -622,69 +1351,31 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes for the bootstrap refits")
     p.add_argument("--no_baselines", action="store_true", help="skip the store baselines")
+    p.add_argument("--store_id", default=None, help="analyse only runs of this store (a prefix of its store_id)")
+    p.add_argument("--sampling", default=None, help="analyse only runs of this sampling arm")
+    p.add_argument("--eval_dtype", default=None, help="analyse only runs evaluated in this dtype")
+    p.add_argument("--per_group", action="store_true",
+                   help="analyse each (store, sampling, dtype) group on its own, into analysis/<group>/")
+    p.add_argument("--margin", type=float, default=0.02,
+                   help="equivalence margin (nats): differences whose 95%% interval lies within it count as none")
     args = p.parse_args(argv)
+    if args.n_boot < 0 or args.jobs < 1:
+        st.die(f"--n_boot must be >= 0 and --jobs >= 1 (got {args.n_boot}, {args.jobs})")
     if not Path(args.sweep_dir).is_dir():
         st.die(f"{args.sweep_dir}: no such directory")
     runs = collect_runs(args.sweep_dir)
     if not runs:
-        st.die(f"{args.sweep_dir}: no run directories with run_config.json")
+        st.die(f"{args.sweep_dir}: no run directories")
     out = Path(args.sweep_dir) / "analysis"
-    out.mkdir(exist_ok=True)
-    rows = run_rows(runs)
-    write_csv(rows, out / "runs.csv")
-    print(f"{len(runs)} runs, {len(rows)} rows -> {out / 'runs.csv'}")
-
-    d = fit_data(rows)
-    fits = []
-    from tqdm import tqdm
-    for form, label, where in tqdm(fit_specs(rows), desc="fits", leave=False):
-        dd = d if where is None else fit_data(rows, where)
-        if len(dd["L"]) < len(dd["categories"]) + 4 or len(np.unique(dd["D"])) < 2:
-            print(f"fit {form} [{label or 'all'}]: too few complete runs or budgets, skipped")
-            continue
-        f = fit_law(dd, form, n_boot=args.n_boot, seed=args.seed, jobs=args.jobs)
-        if label:
-            f["data_filter"] = f"{DATA_FILTER} and {label}"
-        f["subset"] = label or "all"
-        fits.append(f)
-    if not fits:
-        print("too few complete runs (or budgets) to fit the laws yet")
-    public = [{k: v for k, v in f.items() if not k.startswith("_")} for f in fits]
-    st.write_json_atomic(out / "fits.json", public, indent=1)
-    for f in fits:
-        ps = f"[{f['subset']}] " + ", ".join(f"{k}={f['params'][k]['estimate']:.4g} [{f['params'][k]['ci95'][0]:.3g}, {f['params'][k]['ci95'][1]:.3g}]"
-                       for k in ("beta", "s") if k in f["params"])
-        print(f"fit {f['form']:9s}: converged={f['converged']} fit_error={f['fit_error']:.4f} cv_error={_fmt(f['cv_error'])} {ps}")
-    main_fits = [f for f in fits if f["subset"] == "all"]
-    scored = [f for f in main_fits if f["converged"]] or main_fits
-    best = min(scored, key=lambda f: f["cv_error"] if f["cv_error"] is not None else f["fit_error"]) if fits else None
-
-    baselines = None
-    if not args.no_baselines:
-        store_dirs = {r["config"].get("data_dir") for r in runs}
-        for sd in store_dirs:
-            try:
-                baselines = __import__("baselines").store_baselines(st.Store(sd))
-                st.write_json_atomic(out / "baselines.json", baselines, indent=1)
-                break
-            except st.StoreError as e:
-                print(f"baselines skipped: {e}")
-    plots = []
-    plot_loss_vs_tokens(rows, best, d, out / "loss_vs_tokens.png")
-    plots.append(("Loss vs tokens for each K", "loss_vs_tokens.png"))
-    plot_loss_vs_K(rows, out / "loss_vs_K.png")
-    plots.append(("In-training and held-out loss vs K", "loss_vs_K.png"))
-    dil = next((f for f in main_fits if f["form"] == "dilution"), None)
-    if dil is not None:
-        plot_collapse(dil, d, out / "collapse.png")
-        plots.append(("Per-category loss vs effective tokens, collapsed with the fitted s", "collapse.png"))
-    twins = plot_positions(runs, out / "loss_by_position.png")
-    plots.append(("Loss by window position", "loss_by_position.png"))
-    if baselines:
-        plot_baselines(rows, baselines, out / "baselines.png")
-        plots.append(("Model vs compressors (bits per byte)", "baselines.png"))
-    write_report(out / "report.md", runs, rows, fits, baselines, twins, plots)
-    print(f"wrote {out / 'report.md'} with {len(plots)} figures")
+    if not args.per_group:
+        return analyse(select_runs(runs, args), out, args)
+    groups = sorted({group_of(r) for r in runs if not r["excluded"]}, key=str)
+    for g in groups:
+        label = f"{str(g[0])[:12]}_{g[1]}_{g[2]}"
+        part = [dict(r, excluded=r["excluded"] or (None if group_of(r) == g else f"another group ({group_of(r)[1]})"))
+                for r in runs]
+        print(f"--- group {label}")
+        analyse(part, out / label, args)
     return out
 
 

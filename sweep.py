@@ -462,7 +462,7 @@ def cmd_run(plan, args):
         pool.shutdown(wait=True, cancel_futures=True)
         print(f"interrupted: {n} running run(s) stopped at a checkpoint; `python sweep.py run {args.plan} --out "
               f"{args.out}` resumes them", flush=True)
-        raise SystemExit(130)
+        raise SystemExit(130) from None
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -19,7 +19,6 @@ from _common import bench_store, st  # noqa: E402
 import bench_train  # noqa: E402
 import evaluate  # noqa: E402
 import model as mdl  # noqa: E402
-import train  # noqa: E402
 
 
 def main(argv=None):

@@ -11,7 +11,6 @@ import torch
 import evaluate
 import model as mdl
 import store as st
-import train
 from conftest import one_line_error, TINY_CONFIG, make_synthetic_store
 
 # lengths that are not multiples of 100, shorter than a window, exactly 100/101/102, and 0/1 (not counted)

@@ -1,7 +1,6 @@
 """The source dataset as fetch_arxiv.py loads it (datasets.load_dataset on a local hub-layout copy)."""
 import argparse
 
-import pytest
 
 import fetch_arxiv
 import store as st

@@ -27,7 +27,7 @@ def test_sweep_runs_skips_and_resumes(smoke, capsys):
     assert counts["complete"] == 19 and counts["failed"] == counts["pending"] == 0
     assert st.read_meta(ROOT / "preprocessed_sample") is not None  # the plan built its store
     capsys.readouterr()
-    sweep.main(["run", str(SMOKE), "--out", str(smoke)])
+    sweep.main(["run", str(SMOKE), "--out", str(smoke), "--keep_checkpoints"])
     assert "19 complete, 0 to run" in capsys.readouterr().out
     # interrupt one run after its checkpoint at step 25: no summary, no final model
     rd = smoke / "runs" / "tiny-50k_K3_s01_d27k"
@@ -59,29 +59,40 @@ def test_analysis_outputs(smoke):
         assert float(r["test_loss"]) > 0 and r["status"] == "complete" and r["schedule_complete"] == "True"
         if r["in_training"] == "True" and r["tagged"] == "False":
             assert int(r["tokens_category"]) > 0 and float(r["epochs_category"]) > 0
-    fits = json.loads((out / "fits.json").read_text())
+    result = json.loads((out / "fits.json").read_text())
+    fits = result["fits"]
     assert [(f["form"], f["subset"]) for f in fits] == [
-        ("dilution", "all"), ("disjoint", "all"), ("shared", "all"), ("shared", "K == 1"), ("shared", "K == 11"),
-        ("dilution", "epochs_category <= 4")]
+        ("dilution", "all"), ("disjoint", "all"), ("shared", "all"), ("shared", "tiny-50k, K == 1"),
+        ("shared", "tiny-50k, K == 11"), ("dilution", "epochs_category <= 4")]
     n_fit = sum(1 for r in rows if r["in_training"] == "True" and r["tagged"] == "False")
     assert fits[3]["n_points"] == 6 and fits[4]["n_points"] == 66 and fits[3]["data_filter"].endswith("K == 1")
     for f in fits:
-        assert {"form", "data_filter", "params", "converged", "fit_error", "cv_error"} <= set(f)
+        assert {"form", "data_filter", "params", "converged", "fit_error", "bootstrap", "at_bound"} <= set(f)
         assert f["n_points"] == n_fit or f["subset"] != "all"
-        beta = f["params"]["beta"]
-        assert 0 < beta["estimate"] < 3 and beta["n_boot"] == 30 and beta["ci95"][0] <= beta["ci95"][1]
-        assert len([k for k in f["params"] if k.startswith("E[")]) == (11 if f["subset"] != "K == 1" else 2)
-    assert 0 <= fits[0]["params"]["s"]["estimate"] <= 1
+        b = f["bootstrap"]
+        assert b["used"] + b["dropped_missing_category"] + b["dropped_not_converged"] == b["requested"] == 30
+        assert f["params"]["beta"]["n_boot"] == b["used"]
+        assert len([k for k in f["params"] if k.startswith("E[")]) == (11 if "K == 1" not in f["subset"] else 2)
+    assert result["runs"] == {"total": 19, "used": 19, "excluded": []}
+    assert set(result["verdicts"]) >= {"H1 floors", "H3 dilution law", "H4 mixing gain", "H6 identification cost"}
+    assert all(v["verdict"] in ("supported", "not supported", "undecided") for v in result["verdicts"].values())
+    # the smoke sweep's specialists run 3 to 27 steps: H4 cannot be decided, and the report says why
+    assert result["verdicts"]["H4 mixing gain"]["verdict"] == "undecided"
+    assert all(t["too_few_steps"] for t in result["h4"]["table"])
+    # the only twin pair is the tagged K = 3 run and its untagged balanced twin, same seed and budget
+    (pair,) = result["h6_pairs"]
+    assert pair["tagged"] == "tiny-50k_K3_s00_d9k_tag" and pair["untagged"] == "tiny-50k_K3_s00_d9k"
     for png in ("loss_vs_tokens.png", "loss_vs_K.png", "collapse.png", "loss_by_position.png", "baselines.png"):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, png
     report = (out / "report.md").read_text()
-    assert "## Fitted laws" in report and "| dilution |" in report and "| beta |" in report
+    assert report.index("What this sweep can and cannot show") < report.index("## Verdicts") < report.index("| beta |")
+    assert "## Fitted laws" in report and "| dilution |" in report and "## Fit quality" in report
     for png in ("loss_vs_tokens.png", "loss_vs_K.png", "collapse.png", "loss_by_position.png", "baselines.png"):
         assert f"]({png})" in report
-    assert "## Identification cost (untagged − tagged" in report and "K=3" in report
-    assert "## H1: floors E_c, specialists (K = 1) vs K == 11" in report and "| cs.CV |" in report
-    assert "## H4: mixing gain" in report and "| tiny-50k | 3 | 3,000 |" in report
+    assert "## H6: identification cost" in report and "| tiny-50k | 3 | 1 |" in report
+    assert "## H1: floors E_c, tiny-50k, K == 1 vs tiny-50k, K == 11" in report and "| cs.CV |" in report
+    assert "## H4: mixing gain" in report and "| tiny-50k | 3 | 3,000 |" in report and "too few steps" in report
     assert "| math.ST |" in report and "gzip bpb" in report
     base = json.loads((out / "baselines.json").read_text())
     assert set(base["per_category"]) == set(st.CATEGORIES)

@@ -1,0 +1,193 @@
+"""analyze.py against known truths, on fabricated sweeps in the run-directory format (tests/fabricate.py):
+a P1-shaped sweep from the dilution law, a sweep with no K effect, a sweep from a law no form describes,
+a P3-shaped sweep with tagged twins and sampling arms, mixed stores, and a sweep full of broken runs."""
+import json
+import math
+import shutil
+
+import pytest
+
+import analyze
+import fabricate
+from conftest import one_line_error
+
+SMALL = dict(Ks=(1, 3), k11_seeds=(0, 1, 2), budgets=(10e6, 30e6, 90e6, 270e6))
+
+
+def analyse(root, *extra, n_boot=60):
+    out = analyze.main([str(root), "--n_boot", str(n_boot), "--no_baselines", "--jobs", "2", *extra])
+    return json.loads((out / "fits.json").read_text()), (out / "report.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def p1(tmp_path_factory):
+    root = tmp_path_factory.mktemp("p1")
+    fabricate.p1_sweep(root, noise_seed=0)
+    return analyse(root, n_boot=100)
+
+
+def test_p1_shaped_sweep_recovers_the_law(p1):
+    result, report = p1
+    assert result["runs"]["total"] == result["runs"]["used"] == 295
+    fit = result["fits"][0]
+    assert (fit["form"], fit["subset"]) == ("dilution", "all")
+    truth = {"s": fabricate.TRUTH["s"], "beta": fabricate.TRUTH["beta"], "B": fabricate.TRUTH["B"],
+             **{f"E[{c}]": e for c, e in fabricate.TRUTH["E"].items()}}
+    for name, value in truth.items():
+        p = fit["params"][name]
+        lo, hi = p["ci95"]
+        assert lo <= value <= hi, (name, lo, value, hi)
+        if name.startswith("E["):
+            assert p["estimate"] == pytest.approx(value, rel=0.015)
+    assert fit["params"]["s"]["estimate"] == pytest.approx(0.5, abs=0.05)
+    assert fit["params"]["beta"]["estimate"] == pytest.approx(0.3, abs=0.03)
+    assert fit["bootstrap"]["used"] == 100 and not fit["at_bound"]
+    assert result["diagnostics"]["dilution"]["verdict"] == "fits"
+    assert result["verdicts"]["H3 dilution law"]["verdict"] == "supported"
+    assert "The data show a K effect" in report
+    # model comparison: the free-s form predicts held-out seeds better than both fixed forms
+    pairs = {(p["a"], p["b"]): p["better"] for p in result["comparison"]["pairs"]}
+    assert pairs[("dilution", "disjoint")] == "dilution" and pairs[("dilution", "shared")] == "dilution"
+
+
+def test_p1_mixing_gain_pairs_on_the_planned_budget(p1):
+    """Budgets are rounded up to whole 320-window steps (90M -> 90,016,000): pairing uses the planned ones."""
+    result, report = p1
+    h4 = result["h4"]
+    cells = {(t["K"], t["d"]): t for t in h4["table"]}
+    assert set(cells) == {(3, 10e6), (3, 30e6), (3, 90e6), (3, 270e6)}  # D/3 on the grid only for K = 3
+    inside = 0
+    for (K, d), t in cells.items():
+        truth = fabricate.TRUTH["B"] * d ** -0.3 * (1 - K ** (-(1 - 0.5) * 0.3))
+        assert t["G"] > 0 and t["ci95"][0] > 0 and t["predicted"] == pytest.approx(truth, rel=0.35)
+        inside += t["ci95"][0] <= t["predicted"] <= t["ci95"][1]
+    assert inside >= 3  # 95% intervals: the law's prediction in (nearly) every cell
+    # K = 2, 5 and 11 runs have no specialist at D/K: named, not silently dropped
+    assert any(m["run_id"].startswith("pythia-31m_K2_") for m in h4["missing"])
+    assert result["verdicts"]["H4 mixing gain"]["verdict"] == "supported"
+    assert "pairs made" in report and "Missing specialists" in report
+
+
+def test_no_k_effect_is_reported_as_none(tmp_path):
+    fabricate.p1_sweep(tmp_path, law="null", **SMALL)
+    result, report = analyse(tmp_path)
+    s = result["fits"][0]["params"]["s"]
+    assert s["ci95"][0] <= 0.01  # the interval reaches 0
+    assert result["verdicts"]["H3 dilution law"]["verdict"] in ("undecided", "not supported")
+    assert "The data do not show a K effect" in report and "is not a finding" in report
+    assert report.index("The data do not show a K effect") < report.index("## Fitted laws")
+
+
+def test_a_law_no_form_describes_is_flagged(tmp_path):
+    """Loss additive in ln K: every form is wrong; the residuals against the noise floor say so."""
+    fabricate.p1_sweep(tmp_path, law="lnK", **SMALL)
+    result, report = analyse(tmp_path)
+    diag = result["diagnostics"]["dilution"]
+    assert diag["verdict"] == "misfit", diag["reason"]
+    assert result["verdicts"]["H3 dilution law"]["verdict"] == "undecided"
+    assert "does not fit" in result["verdicts"]["H3 dilution law"]["why"]
+    assert report.index("**misfit**") < report.index("### dilution (all)")
+
+
+def test_p3_twins_are_of_the_same_sampling_arm(tmp_path, capsys):
+    fabricate.p3_sweep(tmp_path, tag_gain=0.005)
+    msg = one_line_error(analyze.main, [str(tmp_path), "--n_boot", "0", "--no_baselines"], capsys)
+    assert "mix sampling" in msg and "--sampling" in msg and "--per_group" in msg
+    result, report = analyse(tmp_path, "--sampling", "balanced")
+    pairs = result["h6_pairs"]
+    assert len(pairs) == 12 and all(p["sampling"] == "balanced" for p in pairs)
+    for p in pairs:  # the untagged twin: same run but for the tag (a paper or token arm would be ~0.3 worse)
+        assert p["untagged"] == p["tagged"].replace("_tag", "")
+        assert abs(p["gap"] - 0.005) < 0.06
+    excluded = {e["run_id"]: e["reason"] for e in result["runs"]["excluded"]}
+    assert len(excluded) == 24 and all("sampling=" in r for r in excluded.values())
+    # --per_group: each arm analysed on its own
+    out = analyze.main([str(tmp_path), "--n_boot", "0", "--no_baselines", "--per_group"])
+    groups = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert len(groups) == 3 and {g.split("_")[1] for g in groups} == {"balanced", "paper", "token"}
+    for g in groups:
+        assert (out / g / "report.md").is_file()
+
+
+def test_two_stores_are_refused_or_selected(tmp_path, capsys):
+    import numpy as np
+    rng = np.random.default_rng(0)
+    for K, store in ((1, "a" * 64), (3, "b" * 64)):
+        for D in (10e6, 30e6):
+            fabricate.make_run(tmp_path, fabricate.rid_of("pythia-31m", K, 0, D), fabricate.select(K, 0), D, 0, rng,
+                               store_id=store)
+    msg = one_line_error(analyze.main, [str(tmp_path), "--n_boot", "0", "--no_baselines"], capsys)
+    assert "mix store_id" in msg and "--store_id" in msg
+    result, _ = analyse(tmp_path, "--store_id", "bbbb", n_boot=0)
+    assert result["runs"]["used"] == 2
+
+
+def test_broken_runs_are_each_named_and_none_silently_dropped(tmp_path):
+    fabricate.p1_sweep(tmp_path, Ks=(1, 3), k11_seeds=(0,), budgets=(10e6, 30e6, 90e6), replicate_Ks=(),
+                       seeds=range(11))
+    runs = tmp_path / "runs"
+    names = sorted(p.name for p in runs.iterdir())
+
+    def edit(name, fname, fn):
+        p = runs / name / fname
+        obj = json.loads(p.read_text())
+        fn(obj)
+        p.write_text(json.dumps(obj))
+
+    broken = {}
+    edit(names[0], "summary.json", lambda s: s.update(status="failed", error="non-finite loss at step 7"))
+    broken[names[0]] = "failed: non-finite loss at step 7"
+    (runs / names[1] / "summary.json").unlink()
+    broken[names[1]] = "incomplete: no summary.json"
+    edit(names[2], "summary.json", lambda s: s.update(schedule_complete=False, steps=3))
+    broken[names[2]] = "incomplete schedule"
+    (runs / names[3] / "test_results.json").unlink()
+    broken[names[3]] = "complete without test results"
+    (runs / names[4] / "run_config.json").write_text("{not json")
+    broken[names[4]] = "corrupt run_config.json"
+    (runs / names[5] / "summary.json").write_text('{"status": "compl')
+    broken[names[5]] = "corrupt summary.json"
+    edit(names[6], "test_results.json", lambda t: t["per_category"][next(iter(t["per_category"]))].update(loss=float("nan")))
+    broken[names[6]] = "non-finite test loss"
+    shutil.copytree(runs / names[7], runs / "relaunch_of_a_run")
+    broken["relaunch_of_a_run"] = f"duplicate of {names[7]}"
+    (runs / "never_started").mkdir()
+    broken["never_started"] = "never started"
+    for n_boot in (0, 30):
+        result, report = analyse(tmp_path, n_boot=n_boot)
+        excluded = {e["run_id"]: e["reason"] for e in result["runs"]["excluded"]}
+        assert set(excluded) == set(broken)
+        for name, reason in broken.items():
+            assert reason in excluded[name], (name, excluded[name])
+            assert f"| {name} | {excluded[name]} |" in report
+        assert result["runs"]["used"] + len(broken) == result["runs"]["total"] == len(names) + 2
+    # n_boot 0: no intervals, said as such, no crash
+    assert result["fits"][0]["bootstrap"]["requested"] == 30
+    rows = (tmp_path / "analysis" / "runs.csv").read_text()
+    assert "complete without test results" in rows  # excluded runs keep their rows, marked
+
+
+def test_a_floor_on_the_optimiser_bound_is_flagged(tmp_path):
+    truth = dict(fabricate.TRUTH, E=dict(fabricate.TRUTH["E"], **{"cs.IT": 1e-6}))
+    import numpy as np
+    rng = np.random.default_rng(1)
+    for K in (1, 3):
+        for seed in range(11):
+            for D in (10e6, 30e6, 90e6):
+                fabricate.make_run(tmp_path, fabricate.rid_of("pythia-31m", K, seed, D), fabricate.select(K, seed),
+                                   D, seed, rng, truth=truth)
+    result, report = analyse(tmp_path, n_boot=20)
+    fit = result["fits"][0]
+    assert fit["at_bound"].get("E[cs.IT]") == "lower"
+    assert fit["params"]["E[cs.IT]"]["at_bound"] == "lower"
+    assert "| E[cs.IT] |" in report and "at the optimiser's lower bound" in report
+
+
+def test_holm_and_bootstrap_helpers():
+    import numpy as np
+    # Holm: p sorted 0.01, 0.02, 0.04 against 0.05/3, 0.05/2, 0.05/1: all three rejected; 0.03 first fails
+    assert analyze.holm(np.array([0.04, 0.01, 0.02])).tolist() == [True, True, True]
+    assert analyze.holm(np.array([0.03, 0.01, 0.2])).tolist() == [False, True, False]
+    assert analyze.boot_mean_ci([1.0], 100, 0) == [None, None]  # one unit: no interval
+    lo, hi = analyze.boot_mean_ci(list(range(100)), 400, 0)
+    assert 40 < lo < 49.5 < hi < 59 and not math.isnan(lo)
