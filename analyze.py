@@ -517,19 +517,26 @@ def compare_forms(d, forms, with_n, n_boot, seed):
     runs = np.unique(d["run"][ok])
     per_run = {f: np.array([err[f][ok & (d["run"] == r)].sum() for r in runs]) for f in forms}
     n_pts = np.array([(ok & (d["run"] == r)).sum() for r in runs])
-    idx = [rng.integers(0, len(runs), len(runs)) for _ in range(n_boot)]
+    idx = [rng.integers(0, len(runs), len(runs)) for _ in range(n_boot if len(runs) > 1 else 0)]
     out = {"method": "cross-validation over subset seeds (a seed's runs held out together)",
            "n_points": int(ok.sum()), "n_skipped": int((~ok).sum()), "rmse": {}, "pairs": []}
+    if not ok.any():  # nothing could be predicted (each category in one fold only): no comparison
+        out["rmse"] = {f: {"estimate": None, "ci95": [None, None]} for f in forms}
+        out["pairs"] = [{"a": a, "b": b, "mse_difference": None, "ci95": [None, None], "better": "undecided"}
+                        for i, a in enumerate(forms) for b in forms[i + 1:]]
+        return out
     for f in forms:
         boots = [math.sqrt(per_run[f][i].sum() / n_pts[i].sum()) for i in idx]
-        out["rmse"][f] = {"estimate": math.sqrt(per_run[f].sum() / n_pts.sum()) if n_pts.sum() else None,
+        out["rmse"][f] = {"estimate": math.sqrt(per_run[f].sum() / n_pts.sum()),
                           "ci95": _pct(boots)}
     for i, a in enumerate(forms):
         for b in forms[i + 1:]:
             diff = [(per_run[a][j].sum() - per_run[b][j].sum()) / n_pts[j].sum() for j in idx]
-            est = (per_run[a].sum() - per_run[b].sum()) / max(n_pts.sum(), 1)
+            est = (per_run[a].sum() - per_run[b].sum()) / n_pts.sum()
             ci = _pct(diff)
-            better = "undecided" if ci[0] is None or ci[0] <= 0 <= ci[1] else (a if ci[1] < 0 else b)
+            # float noise between identical predictions is not a difference
+            better = ("undecided" if ci[0] is None or ci[0] <= 1e-12 and ci[1] >= -1e-12 else
+                      (a if ci[1] < 0 else b))
             out["pairs"].append({"a": a, "b": b, "mse_difference": float(est), "ci95": ci, "better": better})
     return out
 
@@ -1079,7 +1086,7 @@ def _fit_sections(fits, comparison, diagnostics, with_n):
               "| form | held-out RMSE (log L) | 95% CI |", "|---|---|---|"]
         L += [f"| {f} | {_fmt(v['estimate'])} | {_ci(v['ci95'])} |" for f, v in comparison["rmse"].items()]
         L += ["", "| A vs B | MSE(A) − MSE(B) | 95% CI | better |", "|---|---|---|---|"]
-        L += [f"| {p['a']} vs {p['b']} | {p['mse_difference']:+.3e} | {_ci(p['ci95'], 3)} | {p['better']} |"
+        L += [f"| {p['a']} vs {p['b']} | {_fmt(p['mse_difference'], 3)} | {_ci(p['ci95'], 3)} | {p['better']} |"
               for p in comparison["pairs"]]
     L += ["", "## Fitted laws", "",
           "| form | data | formula | converged | fit error (RMSE log L) | points | runs | bootstrap used / dropped |",

@@ -53,9 +53,7 @@ def test_tiling_counts_every_token_but_the_first(eval_store, tiny_model):
     assert by_len[1] == ([], []) and by_len[2] == ([0], [2]) and by_len[101] == ([0], [101])
     assert by_len[102] == ([0, 100], [101, 2]) and by_len[201] == ([0, 100], [101, 101])
     assert by_len[250] == ([0, 100, 200], [101, 101, 50])
-    # positions: a token at window position j has j tokens of context; n=250 has 99+... targets at pos 1..49 thrice
-    pc = res["per_category"]
-    assert all(len(r["loss_by_position"]) == 100 for r in pc.values())
+
 
 
 def test_zero_head_gives_ln_vocab_everywhere(eval_store, tiny_model, tmp_path):
@@ -90,6 +88,33 @@ def _reference(model, store, split):
                 counts[c] = counts.get(c, 0) + len(w) - 1
                 s += 100
     return {c: sums[c] / counts[c] for c in sums}
+
+
+def test_loss_by_position_matches_a_per_position_reference(eval_store, tiny_model):
+    """loss_by_position[j-1] is the mean NLL of the targets with j tokens of context (window position j):
+    checked against a plain loop over every paper's windows with HF's own logits."""
+    s = st.Store(eval_store)
+    sums, counts = np.zeros((len(s.categories), 100)), np.zeros((len(s.categories), 100))
+    with torch.no_grad():
+        for pid in s.papers("test"):
+            n, c = int(s.length[pid]), int(s.label[pid])
+            toks = torch.tensor(np.asarray(s.paper_tokens(pid), dtype=np.int64))
+            for start in range(0, max(n - 1, 0), 100):
+                w = toks[start:min(start + 101, n)]
+                nll = torch.nn.functional.cross_entropy(tiny_model(input_ids=w[None]).logits[0, :-1].double(), w[1:],
+                                                        reduction="none").numpy()
+                sums[c, :len(nll)] += nll
+                counts[c, :len(nll)] += 1
+    res = evaluate.evaluate_model(tiny_model, s, "test", batch_size=4, progress=False)
+    for ci, cat in enumerate(s.categories):
+        got = res["per_category"][cat]["loss_by_position"]
+        for j in range(100):
+            if counts[ci, j] == 0:
+                assert got[j] is None
+            else:
+                assert got[j] == pytest.approx(sums[ci, j] / counts[ci, j], rel=1e-5), (cat, j)
+    assert sum(counts[:, 60:].sum(1)) > 0 and any(v is None for r in res["per_category"].values()
+                                                  for v in r["loss_by_position"]) is not None
 
 
 def test_agrees_with_reference_loop(eval_store, tiny_model):

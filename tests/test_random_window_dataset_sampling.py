@@ -98,11 +98,18 @@ def test_errors(skewed):
         rwd.RandomWindowDataset(skewed, "train", sampling="words")
 
 
-def test_fixed_eval_windows_do_not_depend_on_other_categories(skewed):
+def test_fixed_eval_windows_are_a_category_s_own_and_prefix_stable(skewed):
+    """Validation windows of a category come from its papers alone (so they do not depend on which other
+    categories a run trains on), and asking for more keeps the first ones (--eval_windows can grow)."""
     s = st.Store(skewed)
     a = rwd.fixed_eval_windows(s, "train", "cs.AI", 16)
-    b = rwd.fixed_eval_windows(s, "train", "cs.AI", 16)
-    assert torch.equal(a, b) and a.shape == (16, 101)
+    b = rwd.fixed_eval_windows(s, "train", "cs.AI", 40)
+    assert a.shape == (16, 101) and torch.equal(a, b[:16])
+    papers = [np.asarray(s.paper_tokens(int(p)), dtype=np.int64) for p in s.papers("train", ["cs.AI"])]
+    for w in b.numpy():
+        assert any(any(np.array_equal(p[i:i + 101], w) for i in range(len(p) - 100)) for p in papers)
+    other = rwd.fixed_eval_windows(s, "train", "cs.CV", 16)
+    assert not torch.equal(a, other)
 
 
 def test_main_block_decodes_sample_store(sample_store, capsys):
