@@ -415,26 +415,39 @@ def _boot_fits(job):
     return out
 
 
-def run_bootstrap(law, d, th, weights, jobs):
-    """The refits of all resamples, in order; the same for any number of processes."""
-    if jobs > 1 and len(weights) >= 4 * jobs:
+_POOLS = {}
+
+
+def _pool(jobs):
+    """One pool of spawned workers per process, reused by every fit (spawning costs ~1 s per worker).
+    Workers get single-threaded BLAS: the fits are tiny, and OpenBLAS threads of several processes spinning
+    on the same cores made 2 processes slower than 1 (measured, notes.md)."""
+    if jobs not in _POOLS:
+        import atexit
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
-        chunks = [weights[i::jobs] for i in range(jobs)]
-        # spawned workers with single-threaded BLAS: the fits are tiny, and OpenBLAS threads of several
-        # processes spinning on the same cores made 2 processes slower than 1 (measured, notes.md)
         limits = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
         saved = {k: os.environ.get(k) for k in limits}
         os.environ.update({k: "1" for k in limits})
         try:
-            with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as ex:
-                parts = list(ex.map(_boot_fits, [(law, d, th, c) for c in chunks]))
+            ex = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"))
+            list(ex.map(abs, range(jobs)))  # start the workers while the limits are set
         finally:
             for k, v in saved.items():
                 if v is None:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+        atexit.register(ex.shutdown)
+        _POOLS[jobs] = ex
+    return _POOLS[jobs]
+
+
+def run_bootstrap(law, d, th, weights, jobs):
+    """The refits of all resamples, in order; the same for any number of processes."""
+    if jobs > 1 and len(weights) >= 4 * jobs:
+        chunks = [weights[i::jobs] for i in range(jobs)]
+        parts = list(_pool(jobs).map(_boot_fits, [(law, d, th, c) for c in chunks]))
         ordered = [None] * len(weights)
         for i, part in enumerate(parts):
             ordered[i::jobs] = part

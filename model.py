@@ -304,8 +304,25 @@ def evaluate_model(model, store, split="test", categories=None, batch_size=64, d
             pos_sum += np.bincount(key, weights=nll, minlength=C * STRIDE)
             pos_cnt += np.bincount(key, minlength=C * STRIDE)
     wall = time.time() - t0
-    loss_sum = pos_sum.reshape(C, STRIDE).sum(axis=1)  # per category: the sum over its window positions
+    per_category, overall = summarise(store, cats, per_cat_papers, pos_sum, pos_cnt, training_categories)
+    result = {"model": {"path": str(Path(model_path).resolve()) if model_path else None,
+                        "weights_sha256": weights_sha256(model_path) if model_path else None},
+              "store_id": store.store_id, "data_dir": str(store.dir.resolve()), "split": split,
+              "dtype": str(dtype).replace("torch.", ""), "window": WINDOW,
+              "tag_categories": tag_base is not None, "tag_token_base": tag_base,
+              "excluded_papers": excluded.tolist(),
+              "training_categories": training_categories, "arguments": arguments,
+              "per_category": per_category, "overall": overall,
+              "eval_time_s": wall, "tokens_per_s": overall["n_tokens"] / max(wall, 1e-9)}
+    if output is not None:
+        st.write_json_atomic(output, result, indent=1)
+    return result
 
+
+def summarise(store, cats, per_cat_papers, pos_sum, pos_cnt, training_categories):
+    """Per-category and overall results from the float64 sums and counts per (category, window position)."""
+    C = len(cats)
+    loss_sum = pos_sum.reshape(C, STRIDE).sum(axis=1)  # per category: the sum over its window positions
     train_set = set(training_categories) if training_categories is not None else None
     per_category = {}
     for ci, c in enumerate(cats):
@@ -333,15 +350,4 @@ def evaluate_model(model, store, split="test", categories=None, batch_size=64, d
                "in_training_macro_loss": macro([c for c in scored if per_category[c]["in_training"] is True]),
                "held_out_macro_loss": macro([c for c in scored if per_category[c]["in_training"] is False]),
                "n_tokens": n_all}
-    result = {"model": {"path": str(Path(model_path).resolve()) if model_path else None,
-                        "weights_sha256": weights_sha256(model_path) if model_path else None},
-              "store_id": store.store_id, "data_dir": str(store.dir.resolve()), "split": split,
-              "dtype": str(dtype).replace("torch.", ""), "window": WINDOW,
-              "tag_categories": tag_base is not None, "tag_token_base": tag_base,
-              "excluded_papers": excluded.tolist(),
-              "training_categories": training_categories, "arguments": arguments,
-              "per_category": per_category, "overall": overall,
-              "eval_time_s": wall, "tokens_per_s": n_all / max(wall, 1e-9)}
-    if output is not None:
-        st.write_json_atomic(output, result, indent=1)
-    return result
+    return per_category, overall

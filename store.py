@@ -338,6 +338,15 @@ class Store:
         return self.tokens[o:o + n]
 
 
+def fmt_count(v):
+    """2000 -> 2k, 90000000 -> 90M, 1.5e6 -> 1.5M: readable, stable name fragments (run ids and names)."""
+    v = float(v)
+    for div, suf in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:g}{suf}"
+    return f"{v:g}"
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Every script's --help: each flag's default shown, the docstring's layout kept."""
 

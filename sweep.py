@@ -108,15 +108,6 @@ def project_path(p):
     return p if p.is_absolute() else PROJECT / p
 
 
-def _fmt_num(v):
-    """2000 -> 2k, 90000000 -> 90M, 1.5e6 -> 1.5M: readable, stable id fragments."""
-    v = float(v)
-    for div, suf in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(v) >= div:
-            return f"{v / div:g}{suf}"
-    return f"{v:g}"
-
-
 def _slug(v):
     if isinstance(v, bool):
         return "on" if v else "off"
@@ -139,7 +130,7 @@ def run_id(params):
     if "seed" in params:
         parts.append(f"s{int(params['seed']):02d}")
     if "token_budget" in params:
-        parts.append(f"d{_fmt_num(params['token_budget'])}")
+        parts.append(f"d{st.fmt_count(params['token_budget'])}")
     if "sampling" in params:
         parts.append(str(params["sampling"]))
     if params.get("tag_categories"):

@@ -202,15 +202,6 @@ def load_data(args):
     return store, categories, train_ds, val_sets
 
 
-def fmt_count(v):
-    """2000 -> 2k, 90000000 -> 90M, 1.5e6 -> 1.5M: readable, stable name fragments."""
-    v = float(v)
-    for div, suf in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(v) >= div:
-            return f"{v / div:.4g}{suf}"
-    return f"{v:.4g}"
-
-
 def run_identity(args, dist, store_id, categories, cfg, model_name, lr, tokens_per_step, total_steps, warmup):
     """The values that make two runs the same run (see IDENTITY_FLAGS). JSON-plain, comparable exactly."""
     fields = {k: v for k, v in cfg.to_dict().items() if k not in ("transformers_version", "_name_or_path")}
@@ -229,7 +220,7 @@ def default_run_name(identity, seed, budget):
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
     tag = "_tag" if identity["tag_categories"] else ""
     return (f"{identity['model']}_K{len(identity['categories'])}_s{seed}_{identity['sampling']}"
-            f"_d{fmt_count(budget)}{tag}_{digest}")
+            f"_d{st.fmt_count(budget)}{tag}_{digest}")
 
 
 def identity_differences(saved, current):

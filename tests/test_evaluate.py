@@ -182,6 +182,15 @@ def test_no_run_config_gives_null_tags(eval_store, tiny_model, tmp_path):
     assert res["overall"]["in_training_macro_loss"] is None and res["overall"]["held_out_macro_loss"] is None
 
 
+def test_corrupt_run_config_is_an_error_not_an_absence(eval_store, tiny_model, tmp_path, capsys):
+    """A run_config.json that cannot be read must not turn a tagged model into an untagged evaluation."""
+    model_dir = _save(tiny_model, tmp_path / "run" / "final")
+    (tmp_path / "run" / "run_config.json").write_text('{"tag_categories": tr')
+    msg = _fails(["--model_dir", str(model_dir), "--data_dir", str(eval_store)], capsys)
+    assert "run_config.json" in msg and "unreadable" in msg
+    assert not (model_dir / "eval_test.json").exists()
+
+
 def _fails(argv, capsys):
     return one_line_error(evaluate.main, argv, capsys)
 

@@ -72,7 +72,7 @@ def test_analysis_outputs(smoke):
         b = f["bootstrap"]
         assert b["used"] + b["dropped_missing_category"] + b["dropped_not_converged"] == b["requested"] == 30
         assert f["params"]["beta"]["n_boot"] == b["used"]
-        assert len([k for k in f["params"] if k.startswith("E[")]) == (11 if "K == 1" not in f["subset"] else 2)
+        assert len([k for k in f["params"] if k.startswith("E[")]) == (2 if f["subset"].endswith("K == 1") else 11)
     assert result["runs"] == {"total": 19, "used": 19, "excluded": []}
     assert set(result["verdicts"]) >= {"H1 floors", "H3 dilution law", "H4 mixing gain", "H6 identification cost"}
     assert all(v["verdict"] in ("supported", "not supported", "undecided") for v in result["verdicts"].values())

@@ -11,6 +11,7 @@ import time
 import pytest
 import yaml
 
+import store as st
 import sweep
 from conftest import ROOT, TINY_CONFIG
 
@@ -27,7 +28,7 @@ def test_expansion_is_deterministic_and_ids_are_stable():
     assert "tiny-50k_K11_s01_d27k" in ids
     params = dict(a)["tiny-50k_K3_s00_d9k_tag"]
     assert params["tag_categories"] is True and params["sampling"] == "balanced" and params["batch_size"] == 10
-    assert sweep._fmt_num(90e6) == "90M" and sweep._fmt_num(1.5e6) == "1.5M" and sweep._fmt_num(810e6) == "810M"
+    assert st.fmt_count(90e6) == "90M" and st.fmt_count(1.5e6) == "1.5M" and st.fmt_count(810e6) == "810M"
 
 
 def test_all_shipped_plans_expand():

@@ -77,6 +77,14 @@ def _run_cli(args, env_extra=None, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
+def _wait_until(condition, proc, timeout=120):
+    """Poll until condition() holds while proc still runs (a run that ends first fails the test)."""
+    deadline = time.time() + timeout
+    while not condition():
+        assert proc.poll() is None and time.time() < deadline, "the run ended (or stalled) before the condition held"
+        time.sleep(0.01)
+
+
 def test_kill9_and_resume_equals_uninterrupted(synthetic_store, tmp_path):
     common = ["--batch_size", "8", "--token_budget", "320000", "--checkpoint_interval_steps", "100",
               "--eval_interval_steps", "1000", "--skip_test_eval", "--learning_rate", "3e-3"]
@@ -86,10 +94,7 @@ def test_kill9_and_resume_equals_uninterrupted(synthetic_store, tmp_path):
     ref = tmp_path / "ref"
     p = _run_cli(_args(synthetic_store, tmp_path, "killed", *common))
     run = tmp_path / "killed"
-    deadline = time.time() + 120
-    while not (run / "step_00000100").exists():
-        assert p.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
-        time.sleep(0.01)
+    _wait_until(lambda: (run / "step_00000100").exists(), p)
     time.sleep(0.1)  # let it log past the checkpoint: those rows must not appear twice after the resume
     p.send_signal(signal.SIGKILL)
     p.wait()
@@ -276,10 +281,7 @@ def test_ctrl_c_checkpoints_and_resume_matches_uninterrupted(synthetic_store, tm
     assert ref.wait(timeout=300) == 0
     p = _run_cli(_args(synthetic_store, tmp_path, "int", *common))
     run = tmp_path / "int"
-    deadline = time.time() + 120
-    while not (run / "metrics.jsonl").exists() or '"train"' not in (run / "metrics.jsonl").read_text():
-        assert p.poll() is None and time.time() < deadline, "run ended before its first log line"
-        time.sleep(0.01)
+    _wait_until(lambda: (run / "metrics.jsonl").exists() and '"train"' in (run / "metrics.jsonl").read_text(), p)
     p.send_signal(signal.SIGINT)
     out = p.communicate(timeout=120)[0]
     assert p.returncode == train.EXIT_INTERRUPTED, out[-2000:]
@@ -332,10 +334,7 @@ def test_ddp_kill_and_resume_equals_uninterrupted_ddp(synthetic_store, tmp_path)
     torchrun("ddp_ref")
     p = torchrun("ddp_k", wait=False)
     run = tmp_path / "ddp_k"
-    deadline = time.time() + 120
-    while not (run / "step_00000040").exists():
-        assert p.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
-        time.sleep(0.01)
+    _wait_until(lambda: (run / "step_00000040").exists(), p)
     for pid in [p.pid] + _descendants(p.pid):  # the launcher and both ranks, as a node failure would
         try:
             os.kill(pid, signal.SIGKILL)
