@@ -73,3 +73,25 @@ def test_bits_per_byte_against_an_independent_byte_count(sample_store):
         assert r["n_bytes"] == n_bytes
         assert r["bits_per_byte"] == pytest.approx(r["loss"] * r["n_tokens"] / math.log(2) / n_bytes, rel=1e-12)
         assert 0.5 < r["bits_per_byte"] * math.log(2) * n_bytes / r["n_tokens"] / math.log(50304) < 1.5
+
+
+def test_no_head_gradients_are_computed_in_evaluation(monkeypatch):
+    """Under no_grad / inference_mode the fused head computes the loss only (the weight still has
+    requires_grad: the Function must not see it)."""
+    cfg, *_ = mdl.model_config(str(ROOT / "tests" / "configs" / "tiny.json"), 64)
+    m = mdl.build_model(cfg, 0)
+    seen = []
+    real = mdl.FusedLinearCrossEntropy.forward
+
+    def spy(ctx, *args):
+        seen.append(tuple(ctx.needs_input_grad[:2]))
+        return real(ctx, *args)
+
+    monkeypatch.setattr(mdl.FusedLinearCrossEntropy, "forward", staticmethod(spy))
+    x = torch.randint(1, 64, (2, 101))
+    with torch.inference_mode():
+        mdl.window_nll(m, x, torch.ones(2, 100, dtype=torch.bool))
+    with torch.no_grad():
+        mdl.lm_loss(m, x)
+    mdl.lm_loss(m, x).backward()
+    assert seen == [(False, False), (False, False), (True, True)]
