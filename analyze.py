@@ -1299,8 +1299,10 @@ def analyse(runs, out, args):
         "H2 loss vs K at fixed D": h2[1:], "H3 dilution law": v3, "H4 mixing gain": h4_verdict(gain),
         "H5 held-out categories": h5[1:],
         "H6 identification cost": ((h6[0]["verdict"] if len({t["verdict"] for t in h6}) == 1 else "undecided"),
-                                   "; ".join(f"{t['model']} K={t['K']}: gap {t['gap']:+.4f} {_ci(t['ci95'])} vs bound "
-                                             f"{t['bound']:.4f}" for t in h6)) if h6 else
+                                   "; ".join(f"{t['model']} K={t['K']}: gap {t['gap']:+.4f} "
+                                             + (_ci(t["ci95"]) if t["ci95"][0] is not None else
+                                                f"(no interval from {t['pairs']} twin pair)")
+                                             + f" vs bound {t['bound']:.4f}" for t in h6)) if h6 else
         ("undecided", "no tagged / untagged twin pairs"),
         "H7 Hilberg (exploratory)": ("undecided", "not analysed: needs compression curves per category"),
     }
@@ -1400,4 +1402,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    st.cli(main)

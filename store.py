@@ -351,6 +351,20 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     """Every script's --help: each flag's default shown, the docstring's layout kept."""
 
 
+def cli(main):
+    """Run a script's main() from the shell: output piped into a reader that leaves early (`| head`) ends
+    quietly, and Ctrl-C ends in one line (exit 130) instead of a traceback. Scripts with work to save on
+    Ctrl-C (train.py, sweep.py) handle it themselves first."""
+    try:
+        main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C); nothing half-written is left behind", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
 def die(msg, code=2):
     """One line on stderr and a non-zero exit: the way every script reports a user's mistake."""
     print(f"error: {msg}", file=sys.stderr)

@@ -586,16 +586,11 @@ def main(argv=None):
             st.die(f"--{flag} must be >= 1 (got {getattr(args, flag)})")
     plan = load_plan(args.plan)
     fn = {"run": cmd_run, "status": cmd_status, "emit": cmd_emit, "list": cmd_list, "run-store": cmd_store}[args.command]
-    try:
-        rc = fn(plan, args)
-        sys.stdout.flush()
-    except BrokenPipeError:  # `sweep.py list ... | head`: the reader left; not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    rc = fn(plan, args)
     if args.command == "run" and rc:
         raise SystemExit(rc)
     return rc
 
 
 if __name__ == "__main__":
-    main()
+    st.cli(main)

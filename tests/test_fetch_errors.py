@@ -54,3 +54,23 @@ def test_cli_subprocess_no_traceback(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and "no such directory" in r.stderr
+
+
+def test_ctrl_c_during_a_build_leaves_nothing_and_one_line(tmp_path):
+    import signal
+    import time
+    rows = [(" ".join(f"token{(i * 7 + j) % 5000}" for j in range(4000)), i % 11) for i in range(600)]
+    hub = write_hub_copy(tmp_path / "big", {"train": rows, "validation": rows[:50], "test": rows[:50]},
+                         label_feature="int")
+    out = tmp_path / "store"
+    p = subprocess.Popen([sys.executable, str(ROOT / "fetch_arxiv.py"), "--dataset_path", str(hub), "--full_dataset",
+                          "--output_dir", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob(".store.tmp-*")):  # the build has started writing
+        assert p.poll() is None and time.time() < deadline, p.communicate()
+        time.sleep(0.02)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted")
+    assert not out.exists() and not list(tmp_path.glob(".store.*"))  # no half-written store anywhere

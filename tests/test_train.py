@@ -27,6 +27,12 @@ def _args(store, out, name, *extra):
             "--output_dir", str(out), "--run_name", name, "--eval_windows", "32", *extra]
 
 
+def _summary_and_evals(run):
+    """summary.json and the validation rows of metrics.jsonl of a run directory."""
+    evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
+    return json.loads((run / "summary.json").read_text()), evals
+
+
 def _weights(run_dir, sub="final"):
     return load_file(str(Path(run_dir) / sub / "model.safetensors"))
 
@@ -220,8 +226,7 @@ def test_compile_runs_and_learns(synthetic_store, tmp_path):
     """--compile (inductor on CPU here) through the whole step, the custom fused head included."""
     run = train.main(_args(synthetic_store, tmp_path, "compiled", "--batch_size", "8", "--token_budget", "16000",
                            "--learning_rate", "1e-2", "--compile", "--skip_test_eval"))
-    s = json.loads((run / "summary.json").read_text())
-    evals = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in l]
+    s, evals = _summary_and_evals(run)
     assert s["status"] == "complete" and s["final_val_loss"] < evals[0]["val_loss"] - 0.5
     assert not [k for k in _weights(run) if "_orig_mod" in k]  # saved from the uncompiled module
     from transformers import AutoModelForCausalLM
@@ -265,8 +270,7 @@ def test_grad_accumulation_equals_the_larger_batch(synthetic_store, tmp_path):
 def test_bf16_autocast_trains_and_evaluates_on_cpu(synthetic_store, tmp_path):
     run = train.main(_args(synthetic_store, tmp_path, "bf16", "--batch_size", "8", "--token_budget", "24000",
                            "--learning_rate", "1e-2", "--dtype", "bfloat16"))
-    s = json.loads((run / "summary.json").read_text())
-    evals = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in l]
+    s, evals = _summary_and_evals(run)
     assert s["status"] == "complete" and s["final_val_loss"] < evals[0]["val_loss"] - 1.0
     cfg = json.loads((run / "run_config.json").read_text())
     assert cfg["dtype_resolved"] == "bfloat16" and cfg["identity"]["dtype"] == "bfloat16"
