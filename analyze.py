@@ -898,11 +898,15 @@ def plot_loss_vs_tokens(rows, best_fit, fit_d, path):
                 law = Law(best_fit["form"], len(fit_d["categories"]), best_fit["_with_n"])
                 grid = np.geomspace(min(Ds), max(Ds), 50)
                 N = np.median(fit_d["N"])
-                preds = []
-                for c in range(len(fit_d["categories"])):  # balanced sampling: D_c = D/K
-                    dd = {"D": grid, "Dc": grid / K, "N": np.full_like(grid, N), "cat": np.full(len(grid), c)}
-                    preds.append(law.predict(np.array(best_fit["_theta"]), dd))
-                ax.plot(grid, np.mean(preds, axis=0), "-", color=col, lw=1.2, label=f"K={K} fit ({best_fit['form']})")
+                # the categories weighted as the runs at this K hold them (the points average the same way);
+                # balanced sampling: D_c = D/K
+                weight = np.bincount(fit_d["cat"][fit_d["K"] == K], minlength=len(fit_d["categories"]))
+                preds = [law.predict(np.array(best_fit["_theta"]), {"D": grid, "Dc": grid / K, "N": np.full_like(grid, N),
+                                                                    "cat": np.full(len(grid), c)})
+                         for c in range(len(fit_d["categories"]))]
+                if weight.sum():
+                    ax.plot(grid, np.average(preds, axis=0, weights=weight), "-", color=col, lw=1.2,
+                            label=f"K={K} fit ({best_fit['form']})")
         ax.set_xscale("log")
         _style(ax, "predicted tokens seen D", "in-training test loss (macro, nats/token)",
                f"{m}: loss vs tokens per K", log_grid=True)
@@ -1163,10 +1167,15 @@ def _hypothesis_sections(h1, h2, h5, gain, h6):
             L.append(f"| {t['model']} | {t['K']} | {t['d']:,.0f} | {t['G']:+.4f} | {_ci(t['ci95'])} | "
                      f"{_fmt(t['predicted'])} | {t['steps_specialist']} / {t['steps_mixed']} | {t['n_pairs']} | "
                      f"{'too few steps' if t['too_few_steps'] else ''} |")
-        if gain["missing"]:
-            shown = gain["missing"][:20]
-            L += ["", "Missing specialists: " + "; ".join(f"{m['run_id']} ({m['category']}): {m['needs']}" for m in shown)
-                  + (f"; … {len(gain['missing']) - 20} more" if len(gain["missing"]) > 20 else "") + "."]
+        if gain["missing"]:  # grouped by what is missing; fits.json lists every (run, category)
+            groups = {}
+            for m in gain["missing"]:
+                g = groups.setdefault(m["needs"], {"runs": set(), "categories": set()})
+                g["runs"].add(m["run_id"])
+                g["categories"].add(m["category"])
+            L += ["", "Mixed runs without a specialist at D/K (no pair made): " + "; ".join(
+                f"{len(g['runs'])} run(s), {len(g['categories'])} categories need {need}"
+                for need, g in sorted(groups.items())) + "."]
     if h6:
         L += ["", "## H6: identification cost (untagged − tagged twins: same sampling arm, seeds and budget)", "",
               "| model | K | twin pairs | mean gap (nats/token) | 95% CI | bound ln(K)/100 | verdict |",

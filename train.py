@@ -154,7 +154,7 @@ class Dist:
     def barrier(self):
         if self.ddp:
             import torch.distributed as dist
-            dist.barrier(device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            dist.barrier(device_ids=[torch.cuda.current_device()] if self.device.type == "cuda" else None)
 
     def close(self):
         if self.ddp:
