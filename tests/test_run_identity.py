@@ -5,10 +5,12 @@ import json
 import types
 
 import pytest
+import torch
 
 import store as st
 import sweep
 import train
+from random_window_dataset import select_categories
 from conftest import ROOT, TINY_CONFIG, make_synthetic_store, one_line_error
 
 CATS = ["math.AC", "cs.CV"]
@@ -51,9 +53,7 @@ CHANGES = [  # (flag(s) changed, text the refusal must name)
 def test_resume_with_a_changed_flag_is_refused_naming_it(finished, synthetic_store, capsys, change, flag):
     out, run = finished
     before = (run / "run_config.json").read_text()
-    argv = _args(synthetic_store, out, "--resume")
-    for i in range(0, len(change)):  # the later value of a repeated flag wins in argparse
-        argv.append(change[i])
+    argv = _args(synthetic_store, out, "--resume") + change  # the later value of a repeated flag wins
     msg = one_line_error(train.main, argv, capsys)
     assert "--resume" in msg and "is another run" in msg and flag in msg, msg
     assert (run / "run_config.json").read_text() == before
@@ -100,10 +100,8 @@ def _plan_for(argv, world=1):
     args = train.parse_args(argv)
     store = types.SimpleNamespace(vocab_size=50277, tag_token_base=50277, categories=st.CATEGORIES,
                                   store_id="f" * 64)
-    from random_window_dataset import select_categories
     cats = args.categories or select_categories(args.K, args.seed)
-    dist = types.SimpleNamespace(world=world, device=__import__("torch").device("cpu"),
-                                 dtype=__import__("torch").float32)
+    dist = types.SimpleNamespace(world=world, device=torch.device("cpu"), dtype=torch.float32)
     return train.plan_run(args, dist, store, cats, [0] * 10 ** 6)
 
 
