@@ -418,6 +418,12 @@ def print_summary(meta, wall=None):
         print(f"\n{n_tok:,} tokens in {wall:.1f} s = {n_tok / max(wall, 1e-9):,.0f} tokens/s")
 
 
+def refuse_foreign_dir(out, existing, args):
+    """A non-empty --output_dir that holds no store is never overwritten without --force."""
+    if existing is None and out.exists() and any(out.iterdir()) and not args.force:
+        st.die(f"--output_dir {out} exists and is not a token store; use another --output_dir or --force")
+
+
 def reuse_or_build(args, tok, tok_info, variant, out, prefix, client):
     """A complete local store of this variant, else the remote one (--download_from_s3), else a build.
     The source is read only in the last case, so a compute node needs no copy of it."""
@@ -430,8 +436,7 @@ def reuse_or_build(args, tok, tok_info, variant, out, prefix, client):
         print(f"reusing the complete store in {out} (--force rebuilds it)")
         print_summary(existing)
         return existing
-    if existing is None and out.exists() and any(out.iterdir()) and not args.force:
-        st.die(f"--output_dir {out} exists and is not a token store; use another --output_dir or --force")
+    refuse_foreign_dir(out, existing, args)
     if args.download_from_s3:
         print(f"looking for a remote store at s3://{args.s3_bucket}/{prefix}", flush=True)
         if s3sync.download_store(args.s3_bucket, prefix, out, variant, client):
@@ -460,8 +465,7 @@ def fetch_published(args, out, prefix, expected, client):
         if existing is not None and not args.force:
             st.die(f"--output_dir {out} holds another store ({existing.get('variant_id')}); use another "
                    "--output_dir or --force to replace it")
-        if existing is None and out.exists() and any(out.iterdir()) and not args.force:
-            st.die(f"--output_dir {out} exists and is not a token store; use another --output_dir or --force")
+        refuse_foreign_dir(out, existing, args)
         s3sync.download_store(args.s3_bucket, prefix, out, expected, client)
     meta = st.read_meta(out)
     print_summary(meta)

@@ -3,6 +3,7 @@ S3 sync of a token store (see store.py for the format). meta.json is the commit 
 downloaded first; a prefix without it holds no complete store. Every data object carries its sha256 as
 user metadata so that an identical re-upload can be skipped without reading the remote bytes.
 """
+import contextlib
 import hashlib
 import json
 import os
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from store import (DATA_FILES, StoreError, publish_dir, read_meta, sha256_file, temp_dir_beside,
                    write_json_atomic)
+
 
 def _s3_fail(e, what):
     """Translate a boto3/botocore exception into a one-line StoreError (never echoing credentials)."""
@@ -47,6 +49,25 @@ def s3_client(endpoint_url=None):
                         config=cfg)
 
 
+@contextlib.contextmanager
+def _s3_errors(what):
+    """botocore errors inside become one-line StoreErrors; anything else is a bug and propagates."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except Exception as e:
+        err = _s3_fail(e, what)
+        if err is None:
+            raise
+        raise err from None
+
+
+def _absent(e):
+    """Whether a ClientError says the object does not exist."""
+    return str(e.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound")
+
+
 def _key(prefix, name):
     return f"{prefix.rstrip('/')}/{name}" if prefix else name
 
@@ -56,20 +77,15 @@ def _head(client, bucket, key):
     try:
         return client.head_object(Bucket=bucket, Key=key)
     except bx.ClientError as e:
-        if str(e.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+        if _absent(e):
             return None
         raise
 
 
 def remote_meta(bucket, prefix, client):
     """The remote store's meta.json, or None when the prefix holds no complete store (S3 errors: one line)."""
-    try:
+    with _s3_errors(f"read s3://{bucket}/{prefix}/meta.json"):
         return _remote_meta(bucket, prefix, client)
-    except Exception as e:
-        err = _s3_fail(e, f"read s3://{bucket}/{prefix}/meta.json")
-        if err is None:
-            raise
-        raise err from None
 
 
 def _remote_meta(bucket, prefix, client):
@@ -77,7 +93,7 @@ def _remote_meta(bucket, prefix, client):
     try:
         body = client.get_object(Bucket=bucket, Key=_key(prefix, "meta.json"))["Body"].read()
     except bx.ClientError as e:
-        if str(e.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+        if _absent(e):
             return None
         raise
     return json.loads(body)
@@ -97,7 +113,7 @@ def upload_store(data_dir, bucket, prefix, client, log=print):
     if meta is None:
         raise StoreError(f"{data_dir}: no complete store to upload")
     where = f"s3://{bucket}/{prefix}"
-    try:
+    with _s3_errors(f"upload to {where}"):
         remote = _remote_meta(bucket, prefix, client)
         if remote is not None and remote.get("variant") != meta.get("variant"):
             raise StoreError(f"{where} holds a store of another variant ({remote.get('variant_id')}), "
@@ -127,13 +143,6 @@ def upload_store(data_dir, bucket, prefix, client, log=print):
         client.put_object(Bucket=bucket, Key=_key(prefix, "meta.json"), Body=meta_bytes,
                           Metadata={"sha256": hashlib.sha256(meta_bytes).hexdigest()})
         sent += len(meta_bytes)
-    except StoreError:
-        raise
-    except Exception as e:  # botocore errors become one line; anything else is a bug and propagates
-        err = _s3_fail(e, f"upload to {where}")
-        if err is None:
-            raise
-        raise err from None
     log(f"{where}: uploaded {len(todo)} data file(s) + meta.json, {sent:,} bytes")
     return sent
 
@@ -148,33 +157,27 @@ def download_store(bucket, prefix, data_dir, expected_variant, client, log=print
     where = f"s3://{bucket}/{prefix}"
     tmp = None
     try:
-        meta = _remote_meta(bucket, prefix, client)
-        if meta is None:
-            log(f"{where}: no complete store there (no meta.json)")
-            return False
-        if expected_variant is not None and meta.get("variant") != expected_variant:
-            raise StoreError(f"{where} holds a store of another variant ({meta.get('variant_id')}); "
-                             "refusing to use it (fix --s3_prefix or the build flags)")
-        tmp = temp_dir_beside(data_dir, tag="download")
-        for name in DATA_FILES:
-            spec = meta["files"][name]
-            with tqdm(total=spec["bytes"], unit="B", unit_scale=True, desc=f"download {name}") as bar:
-                client.download_file(bucket, _key(prefix, name), str(tmp / name),
-                                     Config=_transfer_config(), Callback=bar.update)
-            digest = sha256_file(tmp / name)
-            if digest != spec["sha256"]:
-                raise StoreError(f"{where}/{name}: sha256 {digest[:16]}... does not match the remote manifest "
-                                 f"({spec['sha256'][:16]}...); the remote file is corrupt")
-        write_json_atomic(tmp / "meta.json", meta, indent=1)
-        publish_dir(tmp, data_dir)
-        tmp = None
-    except StoreError:
-        raise
-    except Exception as e:
-        err = _s3_fail(e, f"download from {where}")
-        if err is None:
-            raise
-        raise err from None
+        with _s3_errors(f"download from {where}"):
+            meta = _remote_meta(bucket, prefix, client)
+            if meta is None:
+                log(f"{where}: no complete store there (no meta.json)")
+                return False
+            if expected_variant is not None and meta.get("variant") != expected_variant:
+                raise StoreError(f"{where} holds a store of another variant ({meta.get('variant_id')}); "
+                                 "refusing to use it (fix --s3_prefix or the build flags)")
+            tmp = temp_dir_beside(data_dir, tag="download")
+            for name in DATA_FILES:
+                spec = meta["files"][name]
+                with tqdm(total=spec["bytes"], unit="B", unit_scale=True, desc=f"download {name}") as bar:
+                    client.download_file(bucket, _key(prefix, name), str(tmp / name),
+                                         Config=_transfer_config(), Callback=bar.update)
+                digest = sha256_file(tmp / name)
+                if digest != spec["sha256"]:
+                    raise StoreError(f"{where}/{name}: sha256 {digest[:16]}... does not match the remote manifest "
+                                     f"({spec['sha256'][:16]}...); the remote file is corrupt")
+            write_json_atomic(tmp / "meta.json", meta, indent=1)
+            publish_dir(tmp, data_dir)
+            tmp = None
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
