@@ -1239,11 +1239,12 @@ def write_report(path, a):
 
 def is_sample_corpus(runs):
     """Whether the runs' store was built from the shipped sample corpus (template text)."""
-    for r in runs:
-        meta = st.read_meta(r["config"].get("data_dir") or "/nonexistent") if r["config"].get("data_dir") else None
-        ds = (meta or {}).get("dataset") or {}
-        if (ds.get("path") or "").rstrip("/").endswith("sample_corpus") or \
-                str(r["config"].get("store_dataset", "")).endswith("sample_corpus"):
+    for data_dir in {r["config"].get("data_dir") for r in runs if r["config"].get("data_dir")}:
+        try:
+            ds = (st.read_meta(data_dir) or {}).get("dataset") or {}
+        except st.StoreError:  # an unreadable store says nothing either way
+            continue
+        if (ds.get("path") or "").rstrip("/").endswith("sample_corpus"):
             return True
     return False
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 import store as st
-from model import evaluate_model, load_model, tile  # noqa: F401  (tile: the tiling, for callers and tests)
+from model import evaluate_model, load_model
 
 
 def run_config_of(model_dir):

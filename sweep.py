@@ -180,7 +180,7 @@ def train_flags(params, gpus=1, relative=False):
     return flags
 
 
-def train_command(plan, out, rid, params, python=sys.executable, gpus=1, project=None, relative=False):
+def train_command(plan, out, rid, params, python=sys.executable, gpus=1, relative=False):
     """The train.py command of one run. relative (emit): the project's paths as the plan gives them, for a
     script that cds into the project directory (on the cluster, --project_dir) first."""
     data_dir = str(plan["store"]["data_dir"]) if relative else str(project_path(plan["store"]["data_dir"]))

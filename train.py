@@ -239,7 +239,6 @@ class Plan:
     model_name: str
     expected_params: int
     lr: float
-    budget: float
     tokens_per_step: int
     total_steps: int
     warmup: int
@@ -272,7 +271,7 @@ def plan_run(args, dist, store, categories, train_ds):
     identity = run_identity(args, dist, store.store_id, categories, cfg, model_name, lr, tokens_per_step,
                             total_steps, warmup)
     run_name = args.run_name or default_run_name(identity, args.seed, budget)
-    return Plan(cfg, model_name, expected, lr, budget, tokens_per_step, total_steps, warmup, tag_base,
+    return Plan(cfg, model_name, expected, lr, tokens_per_step, total_steps, warmup, tag_base,
                 head_chunk_rows(dist.device, cfg.vocab_size), identity, run_name, Path(args.output_dir) / run_name)
 
 
@@ -570,7 +569,7 @@ def build_model_and_optimizer(args, plan, dist):
     return model, optimizer, step_fn, n_params
 
 
-def run_config(args, run, train_ds):
+def run_config(args, run):
     """run_config.json: the flags, the identity and the derived numbers. Written once, when the run starts."""
     plan, dist = run.plan, run.dist
     n_total, n_nonemb, n_matmul = run.n_params
@@ -583,8 +582,8 @@ def run_config(args, run, train_ds):
             "total_steps": plan.total_steps, "warmup_steps": plan.warmup,
             "flops_6ND": fpt * plan.total_steps * plan.tokens_per_step,
             "store_id": run.store.store_id, "store_variant": run.store.meta.get("variant_id"),
-            "pool_papers": len(train_ds.paper_ids), "pool_tokens": int(train_ds.lengths.sum()),
-            "pool_windows": len(train_ds), "pool_short_papers_excluded": train_ds.n_short,
+            "pool_papers": len(run.train_ds.paper_ids), "pool_tokens": int(run.train_ds.lengths.sum()),
+            "pool_windows": len(run.train_ds), "pool_short_papers_excluded": run.train_ds.n_short,
             "git_commit": git_commit(), "torch_version": torch.__version__, "window": WINDOW,
             "eval_seed": EVAL_SEED, "tag_token_base": plan.tag_base,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
@@ -827,7 +826,7 @@ def main(argv=None):
                  if dist.device.type == "cuda" and k in torch.cuda.get_device_name(dist.device)), None)
     val_sets = {c: v.to(dist.device) for c, v in val_sets.items()}
     run = Run(args, dist, plan, store, categories, train_ds, val_sets, model, optimizer, step_fn, None, n_params, peak)
-    config = run_config(args, run, train_ds)
+    config = run_config(args, run)
     state = restore(resume_from, run, len(store.categories))
     state.segment_start = t_start
     if dist.rank0:
