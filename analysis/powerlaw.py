@@ -1,0 +1,85 @@
+"""The saturating power law y = E + B * x^(-a) (E >= 0, B >= 0, a > 0), shared by the specialist fits of
+the transfer matrix, the per-size loss curves of the IsoFLOP slices and the Hilberg fit of compression
+rates; and the small statistics helpers the three share (percentile intervals that tolerate infinities,
+Spearman's rank correlation).
+
+For a fixed exponent a the law is linear in (E, B), so the fit is one-dimensional: non-negative least
+squares for (E, B) inside a bounded search over a (variable projection). This is deterministic, needs
+no starting point and cannot wander off to a local minimum in (E, B).
+"""
+import numpy as np
+from scipy.optimize import minimize_scalar, nnls
+from scipy.stats import rankdata
+
+A_RANGE = (1e-3, 3.0)   # exponents searched; a fit pinned at an end is flagged by the caller (at_bound)
+GRID = 60               # coarse log-spaced grid over A_RANGE before the bounded refinement
+
+
+def _linear_part(x, y, a, w):
+    """(E, B, weighted RSS) of the best non-negative E, B for exponent a."""
+    sw = np.sqrt(w)
+    M = np.column_stack([np.ones_like(x), x ** (-a)]) * sw[:, None]
+    coef, _ = nnls(M, y * sw)
+    rss = float(np.sum(w * (y - coef[0] - coef[1] * x ** (-a)) ** 2))
+    return coef[0], coef[1], rss
+
+
+def fit_power_law(x, y, w=None, a_range=A_RANGE):
+    """Least-squares fit of y = E + B x^-a. Returns {"E", "B", "a", "rss", "at_bound"}; at_bound is True when
+    the exponent sits at an end of a_range (the data do not pin it down). x > 0; w: optional weights
+    (bootstrap multiplicities)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    w = np.ones_like(x) if w is None else np.asarray(w, dtype=float)
+    lo, hi = np.log(a_range[0]), np.log(a_range[1])
+    grid = np.linspace(lo, hi, GRID)
+    rss = [_linear_part(x, y, np.exp(g), w)[2] for g in grid]
+    k = int(np.argmin(rss))
+    bracket = (grid[max(k - 1, 0)], grid[min(k + 1, GRID - 1)])
+    res = minimize_scalar(lambda g: _linear_part(x, y, np.exp(g), w)[2], bounds=bracket, method="bounded",
+                          options={"xatol": 1e-7})
+    g = res.x if res.fun <= rss[k] else grid[k]
+    E, B, r = _linear_part(x, y, np.exp(g), w)
+    step = grid[1] - grid[0]
+    return {"E": float(E), "B": float(B), "a": float(np.exp(g)), "rss": r,
+            "at_bound": bool(g - lo < step / 2 or hi - g < step / 2)}
+
+
+def predict(fit, x):
+    return fit["E"] + fit["B"] * np.asarray(x, dtype=float) ** (-fit["a"])
+
+
+def interval(values, level=0.95):
+    """Percentile interval [lo, hi] of bootstrap replicates; order statistics, so +-inf replicates are
+    kept as such (a replicate whose loss fell below the fitted floor has infinite effective data)."""
+    v = np.sort(np.asarray([x for x in values if not np.isnan(x)], dtype=float))
+    if len(v) == 0:
+        return [None, None]
+    q = (1 - level) / 2
+    lo = v[int(np.floor(q * (len(v) - 1)))]
+    hi = v[int(np.ceil((1 - q) * (len(v) - 1)))]
+    return [float(lo), float(hi)]
+
+
+def spearman(a, b):
+    """Spearman's rank correlation (average ranks for ties; infinities rank at the ends); nan when either
+    side is constant or fewer than 3 points."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    keep = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[keep], b[keep]
+    if len(a) < 3:
+        return float("nan")
+    ra, rb = rankdata(a), rankdata(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def decided(ci, null=0.0):
+    """'> null', '< null' or 'undecided' for an interval."""
+    if ci[0] is None:
+        return "undecided"
+    if ci[0] > null:
+        return f"> {null:g}"
+    if ci[1] < null:
+        return f"< {null:g}"
+    return "undecided"
