@@ -8,7 +8,7 @@ squares for (E, B) inside a bounded search over a (variable projection). This is
 no starting point and cannot wander off to a local minimum in (E, B).
 """
 import numpy as np
-from scipy.optimize import minimize_scalar, nnls
+from scipy.optimize import minimize_scalar
 from scipy.stats import rankdata
 
 A_RANGE = (1e-3, 3.0)   # exponents searched; a fit pinned at an end is flagged by the caller (at_bound)
@@ -16,12 +16,30 @@ GRID = 60               # coarse log-spaced grid over A_RANGE before the bounded
 
 
 def _linear_part(x, y, a, w):
-    """(E, B, weighted RSS) of the best non-negative E, B for exponent a."""
-    sw = np.sqrt(w)
-    M = np.column_stack([np.ones_like(x), x ** (-a)]) * sw[:, None]
-    coef, _ = nnls(M, y * sw)
-    rss = float(np.sum(w * (y - coef[0] - coef[1] * x ** (-a)) ** 2))
-    return coef[0], coef[1], rss
+    """(E, B, weighted RSS) of the best non-negative E, B for exponent a (closed-form non-negative least
+    squares with two columns: the unconstrained solution, else the better of the two one-column ones)."""
+    X = x ** (-a)
+    sw = w.sum()
+    mx, my = (w * X).sum() / sw, (w * y).sum() / sw
+    var = (w * (X - mx) ** 2).sum()
+    B = (w * (X - mx) * (y - my)).sum() / var if var > 0 else 0.0
+    E = my - B * mx
+    if B < 0 or E < 0:
+        cands = [(max(my, 0.0), 0.0), (0.0, max((w * X * y).sum() / (w * X * X).sum(), 0.0))]
+        E, B = min(cands, key=lambda c: (w * (y - c[0] - c[1] * X) ** 2).sum())
+    return E, B, float((w * (y - E - B * X) ** 2).sum())
+
+
+def _grid_rss(x, y, a, w):
+    """Weighted RSS of the unconstrained (E, B) fit at each exponent of a (vectorised; a coarse search only,
+    the refinement applies the non-negativity)."""
+    X = x[None, :] ** (-a[:, None])
+    sw = w.sum()
+    mx, my = (w * X).sum(1) / sw, (w * y).sum() / sw
+    Xc, yc = X - mx[:, None], y - my
+    var = (w * Xc ** 2).sum(1)
+    B = np.where(var > 0, (w * Xc * yc).sum(1) / np.where(var > 0, var, 1), 0.0)
+    return ((w * (yc - B[:, None] * Xc) ** 2).sum(1))
 
 
 def fit_power_law(x, y, w=None, a_range=A_RANGE):
@@ -32,16 +50,36 @@ def fit_power_law(x, y, w=None, a_range=A_RANGE):
     w = np.ones_like(x) if w is None else np.asarray(w, dtype=float)
     lo, hi = np.log(a_range[0]), np.log(a_range[1])
     grid = np.linspace(lo, hi, GRID)
-    rss = [_linear_part(x, y, np.exp(g), w)[2] for g in grid]
+    rss = _grid_rss(x, y, np.exp(grid), w)
     k = int(np.argmin(rss))
     bracket = (grid[max(k - 1, 0)], grid[min(k + 1, GRID - 1)])
     res = minimize_scalar(lambda g: _linear_part(x, y, np.exp(g), w)[2], bounds=bracket, method="bounded",
                           options={"xatol": 1e-7})
-    g = res.x if res.fun <= rss[k] else grid[k]
+    g = res.x if res.fun <= _linear_part(x, y, np.exp(grid[k]), w)[2] else grid[k]
     E, B, r = _linear_part(x, y, np.exp(g), w)
     step = grid[1] - grid[0]
     return {"E": float(E), "B": float(B), "a": float(np.exp(g)), "rss": r,
             "at_bound": bool(g - lo < step / 2 or hi - g < step / 2)}
+
+
+def profile_interval(x, y, w=None, a_range=A_RANGE, level=0.95):
+    """Profile-likelihood interval of the exponent a: the a whose best (E, B) give
+    RSS(a) <= RSS_min * (1 + F(level; 1, n - 3) / (n - 3)) (the F-test inversion for one parameter of a
+    least-squares fit with Gaussian errors). An end at a bound of a_range means "open on that side"."""
+    from scipy.optimize import brentq
+    from scipy.stats import f as f_dist
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    w = np.ones_like(x) if w is None else np.asarray(w, dtype=float)
+    dof = len(x) - 3
+    if dof < 1:
+        return [None, None]
+    best = fit_power_law(x, y, w, a_range)
+    thr = best["rss"] * (1 + f_dist.ppf(level, 1, dof) / dof)
+    excess = lambda g: _linear_part(x, y, np.exp(g), w)[2] - thr
+    g0, ends = np.log(best["a"]), []
+    for edge in (np.log(a_range[0]), np.log(a_range[1])):
+        ends.append(edge if excess(edge) <= 0 else brentq(excess, min(g0, edge), max(g0, edge), xtol=1e-9))
+    return [float(np.exp(ends[0])), float(np.exp(ends[1]))]
 
 
 def predict(fit, x):
