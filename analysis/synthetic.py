@@ -61,3 +61,24 @@ def isoflop_sweep(rng, sizes, budgets, Ks=(1, 3), noise=0.005, seeds=1, **law):
         L = chinchilla_loss(N, D, **law) + 0.05 * math.log(K) + rng.normal(0, noise)
         pts.append({"K": K, "N": float(N), "D": float(D), "L": float(L), "seed": s})
     return pts
+
+
+def write_run_dirs(root, runs, store_id="a" * 64, n_nonemb=19_000_000):
+    """Write run records as train.py's run directories (ROOT/runs/<id>/run_config.json, summary.json,
+    test_results.json), complete, so analyze.py's collector and transfer.runs_from_sweep read them."""
+    import json
+    from pathlib import Path
+    for r in runs:
+        rd = Path(root) / "runs" / r["run_id"]
+        rd.mkdir(parents=True, exist_ok=True)
+        cfg = {"categories": r["categories"], "model_name": r["model"], "seed": r["seed"], "init_seed": r["seed"],
+               "data_seed": r["seed"], "token_budget": r["budget"], "token_budget_effective": r["budget"],
+               "tag_categories": r["tagged"], "sampling": "balanced", "store_id": store_id,
+               "n_params_nonembedding": n_nonemb, "n_params_total": 2 * n_nonemb,
+               "identity": {"run": r["run_id"]}}
+        seen = sum(r["tokens"].values())
+        summary = {"status": "complete", "schedule_complete": True, "tokens_seen": seen, "steps": 10,
+                   "total_steps": 10, "tokens_per_category": r["tokens"]}
+        test = {"dtype": "bfloat16", "per_category": {c: {"loss": v} for c, v in r["loss"].items()}}
+        for name, obj in (("run_config.json", cfg), ("summary.json", summary), ("test_results.json", test)):
+            (rd / name).write_text(json.dumps(obj))
