@@ -147,6 +147,7 @@ def main(argv=None):
     p.add_argument("--hilberg", action="store_true", help="add compression curves and Hilberg fits (H7)")
     p.add_argument("--hilberg_max_bytes", type=int, default=16_000_000,
                    help="training text per category for the compression curves")
+    p.add_argument("--hilberg_boot", type=int, default=200, help="bootstrap replicates of each Hilberg fit")
     p.add_argument("--cache_dir", default="~/.cache/arxiv-ergodic-scaling",
                    help="where the compression curves are cached, keyed by store id")
     args = p.parse_args(argv)
@@ -157,7 +158,7 @@ def main(argv=None):
     b = store_baselines(s, args.max_compress_bytes)
     print_table(b)
     if args.hilberg:
-        b["hilberg"] = hilberg_baselines(s, args.cache_dir, args.hilberg_max_bytes)
+        b["hilberg"] = hilberg_baselines(s, args.cache_dir, args.hilberg_max_bytes, args.hilberg_boot)
         print("\n".join(hilberg.markdown_section(b["hilberg"])))
     if args.output:
         st.write_json_atomic(args.output, b, indent=1)
