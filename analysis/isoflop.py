@@ -148,8 +148,12 @@ def markdown_section(res):
                 L.append(f"| {K} | {s['C']:.3g} | {len(s['N'])} | n/a | {s['reason']} | |")
                 continue
             flag = "" if s["inside"] else " (at the edge of the sizes)"
-            L.append(f"| {K} | {s['C']:.3g} | {len(s['N'])} | {s['N_opt']:.3g}{flag} | "
-                     f"[{s['N_opt_ci'][0]:.3g}, {s['N_opt_ci'][1]:.3g}] | {100 * s['edge']:.0f}% |")
+            ci = f"[{s['N_opt_ci'][0]:.3g}, {s['N_opt_ci'][1]:.3g}]"
+            if not s["inside"]:
+                ci = "open: the optimum lies beyond the sizes"
+            elif s["edge"] > 0.025:
+                ci += " (open: some replicates beyond the sizes)"
+            L.append(f"| {K} | {s['C']:.3g} | {len(s['N'])} | {s['N_opt']:.3g}{flag} | {ci} | {100 * s['edge']:.0f}% |")
     return L
 
 
