@@ -4,25 +4,26 @@ of each size at a fixed compute C = 6*N*D, and the compute-optimal N at that C w
 Each size's loss-vs-tokens curve L_N(D) = E_N + B_N * D^(-b_N) is fitted on its runs (>= 3 budgets), so a
 slice can be read at any C between the budgets: the size's tokens there are D = C / (6N). A size enters
 the slice at C only when that D lies within its budgets (COVER_TOL beyond each end); a slice needs
-MIN_SIZES sizes. The optimum is the vertex of a parabola in log N through the (up to) PARABOLA sizes
-nearest the slice's lowest loss; a vertex outside those sizes (the minimum is at an edge of the ladder)
-is reported as such, not extrapolated.
+MIN_SIZES sizes. The optimum is the minimum of a cubic spline in log N through the slice (Hoffmann et al.
+fit a parabola; vertex() says why not here); a slice whose lowest loss is at the smallest or largest size
+has its optimum at an edge of the ladder, reported as such, not extrapolated.
 
 Interval: residual bootstrap (each size's curve refitted on fitted + resampled residuals, pooled within
-K), the slice and its vertex recomputed; percentile interval of log N_opt. "edge" gives the share of
-replicates whose vertex fell outside the sizes (then the interval is open on that side).
+K), the slice and its optimum recomputed; percentile interval of log N_opt. "edge" gives the share of
+replicates whose optimum fell at an edge of the sizes (then the interval is open on that side).
 
 N is what the points carry: analyze.py's rows give the non-embedding parameters (the fits' N).
 """
 import math
 
 import numpy as np
+from scipy.interpolate import CubicSpline
+from scipy.optimize import minimize_scalar
 
 from analysis import powerlaw as pl
 
 MIN_BUDGETS = 3
 MIN_SIZES = 3
-PARABOLA = 5
 COVER_TOL = 1.25
 
 
@@ -75,20 +76,19 @@ def slice_at(curves, C):
 
 
 def vertex(x, y):
-    """(log N_opt, inside): vertex of a parabola through the PARABOLA points nearest the lowest loss;
-    inside = False when it opens downward or lies outside those points (then the lowest point's x)."""
+    """(log N_opt, inside): the minimum of a cubic spline through the slice, searched between the
+    neighbours of the lowest point; inside = False when the lowest point is the smallest or largest size
+    (the optimum may lie beyond the ladder: the edge is returned, not an extrapolation). A spline, not
+    a parabola: L(log N) at fixed C is skewed (N^-alpha against N^beta), and a parabola's vertex sits ~1%
+    off the optimum, a bias as large as the interval."""
     if len(x) < MIN_SIZES:
         return None, False
     k = int(np.argmin(y))
-    lo = max(0, min(k - PARABOLA // 2, len(x) - PARABOLA))
-    xs, ys = x[lo:lo + PARABOLA], y[lo:lo + PARABOLA]
-    a, b, _ = np.polyfit(xs, ys, 2)
-    if a <= 0:
+    if k in (0, len(x) - 1):
         return float(x[k]), False
-    v = -b / (2 * a)
-    if v < xs.min() or v > xs.max():
-        return float(np.clip(v, xs.min(), xs.max())), False
-    return float(v), True
+    r = minimize_scalar(CubicSpline(x, y), bounds=(x[k - 1], x[k + 1]), method="bounded",
+                        options={"xatol": 1e-7})
+    return float(r.x), True
 
 
 def _boot_vertices(curves, Cs, n_boot, rng):
@@ -137,7 +137,7 @@ def isoflop(points, compute=None, n_boot=500, seed=0, level=0.95):
 def markdown_section(res):
     L = ["## IsoFLOP slices", "",
          "Loss against N at fixed compute C = 6·N·D (each size's loss-vs-tokens curve read at D = C/(6N)); "
-         "N_opt: vertex of a parabola in log N, 95% residual-bootstrap interval; edge: share of replicates "
+         "N_opt: minimum of a cubic spline in log N, 95% residual-bootstrap interval; edge: share of replicates "
          "whose optimum lay outside the sizes (the interval is then open on that side).", "",
          "| K | C (FLOPs) | sizes | N_opt | interval | edge |", "|---|---|---|---|---|---|"]
     for K, r in res.items():

@@ -215,10 +215,11 @@ def asymmetry(res):
     if not both:
         return {"pairs": [], "index": None, "index_ci": [None, None], "decided": 0}
 
-    def index(get):
-        num = sum(abs(get(i, j) - get(j, i)) for i, j in both)
-        den = sum(abs(get(i, j) + get(j, i)) for i, j in both)
-        return num / den if den > 0 else float("nan")
+    def index(get):  # nan when a replicate has t = inf (a loss below the floor): dropped from the interval
+        with np.errstate(invalid="ignore"):
+            num = sum(abs(get(i, j) - get(j, i)) for i, j in both)
+            den = sum(abs(get(i, j) + get(j, i)) for i, j in both)
+            return float(num / den) if den > 0 and np.isfinite(den) else float("nan")
     idx = index(lambda i, j: res["t"][(i, j)])
     reps = [index(lambda i, j: res["boot"][(i, j)][b]) for b in range(res["n_boot"])]
     return {"pairs": per, "index": idx, "index_ci": pl.interval(reps),
