@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+import store as st
 from analysis import powerlaw as pl
 
 MIN_BUDGETS = 3     # a specialist curve has 3 parameters
@@ -79,6 +80,11 @@ def runs_from_sweep(sweep_dir):
                     "tokens": {c: float((s.get("tokens_per_category") or {}).get(c, 0)) for c in cats},
                     "loss": {c: float(v) for c, v in loss.items()}})
     return out
+
+
+def _order(c):
+    """The project's category order (store.CATEGORIES), unknown names after it alphabetically."""
+    return (st.CATEGORIES.index(c), "") if c in st.CATEGORIES else (len(st.CATEGORIES), c)
 
 
 def _design(runs):
@@ -191,7 +197,7 @@ def transfer_matrix(runs, n_boot=1000, seed=0, level=0.95):
     fits, why = fit_specialists(spec)
     t, missing = point_estimates(fits, why, pairs)
     boot = bootstrap(fits, pairs, sorted(t), n_boot, seed)
-    cats = sorted(set(spec) | {c for p in pairs for c in p})
+    cats = sorted(set(spec) | {c for p in pairs for c in p}, key=_order)
     res = {"categories": cats, "t": t, "ci": {k: pl.interval(v, level) for k, v in boot.items()},
            "boot": boot, "missing": missing, "n_boot": n_boot, "level": level,
            "specialists": {c: {"E": f["E"], "B": f["B"], "beta": f["a"], "at_bound": f["at_bound"],

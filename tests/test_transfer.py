@@ -20,7 +20,7 @@ def sweeps():
     out = []
     for seed in range(3):
         runs, truth = sy.transfer_sweep(np.random.default_rng(seed), cats=CATS4)
-        out.append((runs, truth, tr.transfer_matrix(runs, n_boot=150, seed=seed)))
+        out.append((runs, truth, tr.transfer_matrix(runs, n_boot=100, seed=seed)))
     return out
 
 
