@@ -158,7 +158,11 @@ def main(argv=None):
     b = store_baselines(s, args.max_compress_bytes)
     print_table(b)
     if args.hilberg:
-        b["hilberg"] = hilberg_baselines(s, args.cache_dir, args.hilberg_max_bytes, args.hilberg_boot)
+        try:
+            b["hilberg"] = hilberg_baselines(s, args.cache_dir, args.hilberg_max_bytes, args.hilberg_boot)
+        except OSError as e:
+            st.die(f"--cache_dir {args.cache_dir}: cannot write the compression-curve cache ({e.strerror}); "
+                   "pass a writable directory")
         print("\n".join(hilberg.markdown_section(b["hilberg"])))
     if args.output:
         st.write_json_atomic(args.output, b, indent=1)

@@ -68,6 +68,16 @@ def test_sample_corpus_curves_cached_by_store_id(sample_store, tmp_path, monkeyp
         baselines.hilberg_baselines(s, tmp_path, 50000, 20, progress=False)
 
 
+def test_unwritable_cache_is_one_line(sample_store, tmp_path, capsys):
+    from conftest import one_line_error
+    blocker = tmp_path / "file"
+    blocker.write_text("x")                      # a file where the cache directory should be
+    line = one_line_error(baselines.main, ["--data_dir", str(sample_store), "--hilberg", "--cache_dir",
+                                           str(blocker / "sub"), "--hilberg_max_bytes", "5000",
+                                           "--hilberg_boot", "2"], capsys)
+    assert "--cache_dir" in line and "writable" in line
+
+
 def test_exploratory_correlation():
     rng = np.random.default_rng(0)
     cats = st.CATEGORIES
