@@ -121,10 +121,10 @@ def store_baselines(store, max_compress_bytes=20_000_000, progress=True):
             "per_category": per, "overall": overall}
 
 
-def hilberg_baselines(store, cache_dir, max_bytes=16_000_000, n_boot=200, progress=True):
+def hilberg_baselines(store, cache_dir, max_bytes=16_000_000, progress=True):
     """H7's compression curves and Hilberg fits per category (bits per byte of the decoded text with the
     bundled tokenizer, else bits per token), computed once per store id and parameters, then cached."""
-    return hilberg.analyse(store, cache_dir, max_bytes, n_boot, decode=bundled_decoder(store), progress=progress)
+    return hilberg.analyse(store, cache_dir, max_bytes, decode=bundled_decoder(store), progress=progress)
 
 
 def print_table(b):
@@ -147,7 +147,6 @@ def main(argv=None):
     p.add_argument("--hilberg", action="store_true", help="add compression curves and Hilberg fits (H7)")
     p.add_argument("--hilberg_max_bytes", type=int, default=16_000_000,
                    help="training text per category for the compression curves")
-    p.add_argument("--hilberg_boot", type=int, default=200, help="bootstrap replicates of each Hilberg fit")
     p.add_argument("--cache_dir", default="~/.cache/arxiv-ergodic-scaling",
                    help="where the compression curves are cached, keyed by store id")
     args = p.parse_args(argv)
@@ -159,7 +158,7 @@ def main(argv=None):
     print_table(b)
     if args.hilberg:
         try:
-            b["hilberg"] = hilberg_baselines(s, args.cache_dir, args.hilberg_max_bytes, args.hilberg_boot)
+            b["hilberg"] = hilberg_baselines(s, args.cache_dir, args.hilberg_max_bytes)
         except OSError as e:
             st.die(f"--cache_dir {args.cache_dir}: cannot write the compression-curve cache ({e.strerror}); "
                    "pass a writable directory")

@@ -11,7 +11,7 @@ prefixes of geometrically spaced lengths n with PPMd (pyppmd) and xz (lzma) and 
 curve. Units: bits per byte of UTF-8 text when the store was tokenized with the bundled tokenizer (the text
 can be decoded); otherwise bits per token of the token-id stream (uint16) -- every result names its unit.
 
-Intervals: the profile likelihood of beta_H (F-test inversion) and a residual bootstrap of h. Nested
+Intervals: the profile likelihood of beta_H (F-test inversion) and h along that profile. Nested
 prefixes make the residuals of one curve correlated, so these intervals describe the fit's sensitivity to
 curve-level noise, not the sampling variability of the text itself; they are labelled so.
 
@@ -83,46 +83,42 @@ def compression_curve(data, symbol_bytes, grid, compressor):
 # ----------------------------------------------------------------------------------------------------
 # the fit
 
-def fit_hilberg(n, r, n_boot=200, seed=0, level=0.95):
-    """r(n) = h + A n^(beta_H - 1): point estimates; intervals: profile likelihood for beta_H, residual
-    bootstrap for h; at_bound: 1 - beta_H sits at a bound of the search (beta_H is not pinned down). Least squares on relative errors
-    (weights 1/r^2): a rate's noise scales with the rate, and the short prefixes have the larger rates."""
+def fit_hilberg(n, r, level=0.95):
+    """r(n) = h + A n^(beta_H - 1): point estimates; the profile-likelihood interval of beta_H and h's
+    interval along the same profile (powerlaw.floor_interval); at_bound: 1 - beta_H sits at a bound of
+    the search (beta_H is not pinned down). Least squares on relative errors (weights 1/r^2): a rate's
+    noise scales with the rate, and the short prefixes have the larger rates."""
     n, r = np.asarray(n, dtype=float), np.asarray(r, dtype=float)
     w = 1 / r ** 2
     f = pl.fit_power_law(n, r, w, a_range=A_RANGE)
+    a_ci = pl.profile_interval(n, r, w, A_RANGE, level)
     fitted = pl.predict(f, n)
-    rel = (r / fitted - 1) * math.sqrt(len(n) / max(len(n) - 3, 1))
-    rng = np.random.default_rng(seed)
-    reps = [pl.fit_power_law(n, fitted * (1 + rng.choice(rel, len(n))), w, a_range=A_RANGE)
-            for _ in range(n_boot)]
     return {"h": f["E"], "A": f["B"], "beta_H": 1 - f["a"], "at_bound": f["at_bound"],
-            "h_ci": pl.interval([q["E"] for q in reps], level),
-            "beta_H_ci": sorted(1 - v for v in pl.profile_interval(n, r, w, A_RANGE, level)),
-            "rmse_relative": float(np.sqrt(np.mean((r / fitted - 1) ** 2))), "n_boot": n_boot, "level": level}
+            "h_ci": pl.floor_interval(n, r, w, a_ci), "beta_H_ci": sorted(1 - v for v in a_ci),
+            "rmse_relative": float(np.sqrt(np.mean((r / fitted - 1) ** 2))), "level": level}
 
 
-def category_result(store, category, max_bytes, decode, n_boot, seed):
+def category_result(store, category, max_bytes, decode):
     data, unit, sb = category_stream(store, category, max_bytes, decode)
     grid = prefix_grid(len(data) // sb)
     out = {"unit": unit, "symbols": len(data) // sb, "n": grid}
     for name in COMPRESSORS:
         out[name] = compression_curve(data, sb, grid, name) if grid else []
-        out[f"fit_{name}"] = fit_hilberg(grid, out[name], n_boot, seed) if len(grid) >= 6 else None
+        out[f"fit_{name}"] = fit_hilberg(grid, out[name]) if len(grid) >= 6 else None
     return out
 
 
-def cache_key(store, max_bytes, n_boot, seed, decoded):
-    return {"store_id": store.store_id, "max_bytes": int(max_bytes), "n_boot": int(n_boot), "seed": int(seed),
-            "decoded": bool(decoded), "n_min": N_MIN, "points": POINTS, "ppmd": [PPMD_ORDER, PPMD_MEM],
+def cache_key(store, max_bytes, decoded):
+    return {"store_id": store.store_id, "max_bytes": int(max_bytes), "decoded": bool(decoded), "fit": "profile-v1", "n_min": N_MIN, "points": POINTS, "ppmd": [PPMD_ORDER, PPMD_MEM],
             "xz": XZ_PRESET}
 
 
-def analyse(store, cache_dir, max_bytes=16_000_000, n_boot=200, seed=0, decode=None, progress=True):
+def analyse(store, cache_dir, max_bytes=16_000_000, decode=None, progress=True):
     """{"key", "per_category": {c: curves and fits}}, read from CACHE_DIR/hilberg_<store id>.json when its
     key matches, computed and written there (atomically) otherwise."""
     import store as st
     from tqdm import tqdm
-    key = cache_key(store, max_bytes, n_boot, seed, decode is not None)
+    key = cache_key(store, max_bytes, decode is not None)
     path = Path(cache_dir).expanduser() / f"hilberg_{store.store_id[:16]}.json"
     if path.is_file():
         try:
@@ -132,7 +128,7 @@ def analyse(store, cache_dir, max_bytes=16_000_000, n_boot=200, seed=0, decode=N
                 return cached
         except (OSError, ValueError):
             pass  # unreadable cache: recompute and overwrite
-    per = {c: category_result(store, c, max_bytes, decode, n_boot, seed)
+    per = {c: category_result(store, c, max_bytes, decode)
            for c in tqdm(store.categories, desc="hilberg", disable=not progress, leave=False)}
     out = {"key": key, "per_category": per}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -166,7 +162,7 @@ def markdown_section(hil, corr=None):
     unit = next((r["unit"] for r in per.values()), "bits per byte")
     L = ["## H7 (exploratory): compression curves and Hilberg exponents", "",
          f"r(n) = h + A·n^(β_H − 1) fitted to the compression rate ({unit}) of each category's concatenated "
-         "training text; intervals: profile likelihood (β_H) and residual bootstrap (h) of the fit (curve-level noise only). * : β_H at a "
+         "training text; intervals: profile likelihood of the fit (curve-level noise only). * : β_H at a "
          "bound of the search.", "",
          "| category | symbols | PPMd r(max n) | PPMd h | PPMd β_H | xz r(max n) | xz h | xz β_H |", "|---|---|---|---|---|---|---|---|"]
     for c, r in per.items():

@@ -82,6 +82,18 @@ def profile_interval(x, y, w=None, a_range=A_RANGE, level=0.95):
     return [float(np.exp(ends[0])), float(np.exp(ends[1]))]
 
 
+def floor_interval(x, y, w, a_ci, points=60):
+    """Interval of the floor E along the ridge of best fits over the exponent's interval a_ci: the E of
+    the best (E, B) for each a inside it. E and a are strongly correlated in this law, so this is close to
+    E's own profile interval (it cannot be wider; slightly narrower where the ridge is not E's profile)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    w = np.ones_like(x) if w is None else np.asarray(w, dtype=float)
+    if a_ci[0] is None:
+        return [None, None]
+    E = [_linear_part(x, y, a, w)[0] for a in np.geomspace(a_ci[0], a_ci[1], points)]
+    return [float(min(E)), float(max(E))]
+
+
 def predict(fit, x):
     return fit["E"] + fit["B"] * np.asarray(x, dtype=float) ** (-fit["a"])
 

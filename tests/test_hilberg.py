@@ -20,7 +20,7 @@ def test_fit_recovers_known_exponent_across_truths():
     for k in range(12):
         h, A, beta = rng.uniform(1.0, 3.0), rng.uniform(3, 20), rng.uniform(0.3, 0.8)
         n, r = sy.hilberg_curve(rng, h=h, A=A, beta_H=beta)
-        f = hb.fit_hilberg(n, r, n_boot=60, seed=k)
+        f = hb.fit_hilberg(n, r)
         lo, hi = f["beta_H_ci"]
         assert lo <= f["beta_H"] <= hi and not f["at_bound"]
         assert abs(f["h"] - h) < 0.05 * h
@@ -36,7 +36,7 @@ def test_markov_store_rates_approach_its_entropy_from_above(tmp_path):
     path, _ = make_synthetic_store(tmp_path / "mk", lengths=[40000] * 3)
     s = st.Store(path)
     true_h = markov_entropy() / math.log(2)                  # bits per token
-    r = hb.category_result(s, s.categories[0], 10 ** 9, None, 50, 0)
+    r = hb.category_result(s, s.categories[0], 10 ** 9, None)
     assert r["unit"] == "bits per token" and r["symbols"] == 40000 and r["n"][-1] == 40000
     for name in ("ppmd", "xz"):
         assert all(v > true_h for v in r[name])
@@ -47,7 +47,7 @@ def test_markov_store_rates_approach_its_entropy_from_above(tmp_path):
 
 def test_sample_corpus_curves_cached_by_store_id(sample_store, tmp_path, monkeypatch, capsys, outputs):
     b = baselines.main(["--data_dir", str(sample_store), "--hilberg", "--cache_dir", str(tmp_path),
-                        "--hilberg_max_bytes", "60000", "--hilberg_boot", "20"])
+                        "--hilberg_max_bytes", "60000"])
     hil = b["hilberg"]
     s = st.Store(sample_store)
     assert (tmp_path / f"hilberg_{s.store_id[:16]}.json").is_file()
@@ -62,10 +62,10 @@ def test_sample_corpus_curves_cached_by_store_id(sample_store, tmp_path, monkeyp
     (outputs / "hilberg_sample_corpus.md").write_text(out)
     # a second call reads the cache: no compressor runs
     monkeypatch.setattr(hb, "COMPRESSORS", {"ppmd": None, "xz": None})
-    again = baselines.hilberg_baselines(s, tmp_path, 60000, 20, progress=False)
+    again = baselines.hilberg_baselines(s, tmp_path, 60000, progress=False)
     assert again == hil
     with pytest.raises(TypeError):                           # other parameters: recomputed, not reused
-        baselines.hilberg_baselines(s, tmp_path, 50000, 20, progress=False)
+        baselines.hilberg_baselines(s, tmp_path, 50000, progress=False)
 
 
 def test_unwritable_cache_is_one_line(sample_store, tmp_path, capsys):
@@ -74,7 +74,7 @@ def test_unwritable_cache_is_one_line(sample_store, tmp_path, capsys):
     blocker.write_text("x")                      # a file where the cache directory should be
     line = one_line_error(baselines.main, ["--data_dir", str(sample_store), "--hilberg", "--cache_dir",
                                            str(blocker / "sub"), "--hilberg_max_bytes", "5000",
-                                           "--hilberg_boot", "2"], capsys)
+                                           ], capsys)
     assert "--cache_dir" in line and "writable" in line
 
 
