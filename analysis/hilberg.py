@@ -93,7 +93,7 @@ def fit_hilberg(n, r, level=0.95):
     f = pl.fit_power_law(n, r, w, a_range=A_RANGE)
     a_ci = pl.profile_interval(n, r, w, A_RANGE, level)
     fitted = pl.predict(f, n)
-    return {"h": f["E"], "A": f["B"], "beta_H": 1 - f["a"], "at_bound": f["at_bound"],
+    return {"h": f["E"], "A": f["B"], "beta_H": 1 - f["a"], "at_bound": f["at_bound"], "h_at_bound": f["E"] <= 0,
             "h_ci": pl.floor_interval(n, r, w, a_ci), "beta_H_ci": sorted(1 - v for v in a_ci),
             "rmse_relative": float(np.sqrt(np.mean((r / fitted - 1) ** 2))), "level": level}
 
@@ -109,7 +109,7 @@ def category_result(store, category, max_bytes, decode):
 
 
 def cache_key(store, max_bytes, decoded):
-    return {"store_id": store.store_id, "max_bytes": int(max_bytes), "decoded": bool(decoded), "fit": "profile-v1", "n_min": N_MIN, "points": POINTS, "ppmd": [PPMD_ORDER, PPMD_MEM],
+    return {"store_id": store.store_id, "max_bytes": int(max_bytes), "decoded": bool(decoded), "fit": "profile-v2", "n_min": N_MIN, "points": POINTS, "ppmd": [PPMD_ORDER, PPMD_MEM],
             "xz": XZ_PRESET}
 
 
@@ -163,7 +163,7 @@ def markdown_section(hil, corr=None):
     L = ["## H7 (exploratory): compression curves and Hilberg exponents", "",
          f"r(n) = h + A·n^(β_H − 1) fitted to the compression rate ({unit}) of each category's concatenated "
          "training text; intervals: profile likelihood of the fit (curve-level noise only). * : β_H at a "
-         "bound of the search.", "",
+         "bound of the search, or h at its bound 0 (the curve has not flattened: the text is too short).", "",
          "| category | symbols | PPMd r(max n) | PPMd h | PPMd β_H | xz r(max n) | xz h | xz β_H |", "|---|---|---|---|---|---|---|---|"]
     for c, r in per.items():
         cells = []
@@ -173,8 +173,8 @@ def markdown_section(hil, corr=None):
             if f is None:
                 cells += [last, "n/a", "n/a"]
                 continue
-            star = "*" if f["at_bound"] else ""
-            cells += [last, f"{f['h']:.3f} [{f['h_ci'][0]:.3f}, {f['h_ci'][1]:.3f}]",
+            star, hstar = ("*" if f["at_bound"] else ""), ("*" if f.get("h_at_bound") else "")
+            cells += [last, f"{f['h']:.3f}{hstar} [{f['h_ci'][0]:.3f}, {f['h_ci'][1]:.3f}]",
                       f"{f['beta_H']:.3f}{star} [{f['beta_H_ci'][0]:.3f}, {f['beta_H_ci'][1]:.3f}]"]
         L.append(f"| {c} | {r['symbols']:,} | " + " | ".join(cells) + " |")
     if corr is not None:
