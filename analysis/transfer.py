@@ -7,8 +7,9 @@ run's loss on i defines the effective data D_i + t_ij * D_j:
 
     L_i(pair) = E_i + B_i * (D_i + t_ij * D_j)^(-beta_i)    =>    t_ij = (D_eff,i - D_i) / D_j
 
-t_ij = 1: j's tokens are as good as i's own; 0: useless; < 0: interference. t_ij = +inf when the pair's
-loss lies below i's fitted floor E_i. Only pairs whose effective data lie inside the range of i's
+t_ij = 1: j's tokens are as good as i's own; 0: useless; < 0: interference. A pair whose loss lies
+below i's fitted floor E_i has no finite t_ij and is listed (a bootstrap replicate may still reach +inf;
+intervals keep it). Only pairs whose effective data lie inside the range of i's
 specialist budgets (COVER_TOL beyond each end) get a value; the others are listed with the reason.
 
 Intervals: a residual bootstrap. The plan runs one specialist per (category, budget) and one run per pair,
@@ -158,7 +159,9 @@ def point_estimates(fits, why, pairs):
                 continue
             L, Di, Dj = _pair_means(pr, i, j)
             v = t_value(fits[i], L, Di, Dj)
-            gap = coverage_gap(fits[i], Di, Dj, v)
+            gap = coverage_gap(fits[i], Di, Dj, v) if math.isfinite(v) else (
+                f"the pair's loss on {i} ({L:.4f}) lies below {i}'s fitted floor E = {fits[i]['E']:.4f}: "
+                "no amount of its own data explains it")
             if gap:
                 missing.append({"i": i, "j": j, "reason": gap})
             else:
@@ -299,8 +302,8 @@ def markdown_section(res, sim=None):
     pct = int(round(100 * res["level"]))
     L = ["## Transfer matrix t_ij", "",
          f"Effective-data form L_i = E_i + B_i·(D_i + t_ij·D_j)^(−β_i), (E_i, B_i, β_i) from i's specialists; "
-         f"{pct}% residual-bootstrap intervals ({res['n_boot']} replicates). t_ij < 0: interference; "
-         "inf: the pair's loss lies below i's fitted floor.", ""] + markdown_table(res)
+         f"{pct}% residual-bootstrap intervals ({res['n_boot']} replicates; an end at inf: some replicates put "
+         "the pair's loss below i's fitted floor). t_ij < 0: interference.", ""] + markdown_table(res)
     a = res["asymmetry"]
     if a["index"] is not None:
         L += ["", f"Asymmetry A = Σ|t_ij − t_ji| / Σ|t_ij + t_ji| = {a['index']:.3f} "

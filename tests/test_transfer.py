@@ -75,6 +75,18 @@ def test_pairs_without_needed_specialists_listed_not_guessed():
     assert f"t({c}, {a}): no specialist of {c}" in text and "n/a" in text
 
 
+def test_pair_loss_below_the_floor_listed():
+    runs, truth = sy.transfer_sweep(np.random.default_rng(6), cats=CATS4[:2])
+    i, j = CATS4[:2]
+    for r in runs:
+        if len(r["categories"]) == 2:
+            r["loss"][i] = truth["curves"][i][0] - 0.2      # below i's floor: no effective data explains it
+    res = tr.transfer_matrix(runs, n_boot=20)
+    why = {(m["i"], m["j"]): m["reason"] for m in res["missing"]}
+    assert "below" in why[(i, j)] and "fitted floor" in why[(i, j)] and (i, j) not in res["t"]
+    assert (j, i) in res["t"]
+
+
 def test_adapters_from_run_dirs_and_analyze_rows_agree(tmp_path):
     runs, _ = sy.transfer_sweep(np.random.default_rng(2), cats=CATS4[:3])
     sy.write_run_dirs(tmp_path, runs)
