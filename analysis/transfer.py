@@ -338,7 +338,7 @@ def plot_heatmap(res, path):
     ax.set_yticks(range(len(cats)), cats)
     ax.set_xlabel("partner j")
     ax.set_ylabel("evaluated category i")
-    ax.set_title("transfer t_ij (< 0: interference; blank: not estimated or inf)")
+    ax.set_title("transfer t_ij (< 0: interference; n/a: not estimated)")
     fig.colorbar(im, ax=ax, shrink=0.8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
