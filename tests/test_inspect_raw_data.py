@@ -2,8 +2,6 @@
 the Hub, emulated on 127.0.0.1): splits, features, label names, counts; the summaries are written to
 tests/outputs/ for a human to read."""
 import argparse
-import collections
-import inspect
 import json
 import os
 import subprocess
@@ -12,30 +10,12 @@ import sys
 import fetch_arxiv
 import store as st
 from conftest import ROOT, write_hub_copy
+from source_summary import HUB_PROBE, summary, write_summary
 
 
 def _args(path, n=None):
     return argparse.Namespace(dataset_path=str(path), dataset_name=fetch_arxiv.DEFAULT_DATASET,
                               dataset_config="no_ref", dataset_revision=None, max_examples_per_split=n)
-
-
-def summary(ds, names):
-    """{split: {"rows", "features", "label_counts": {name: n}, "first_text"}} of a loaded source."""
-    out = {}
-    for s in st.SPLITS:
-        rows = list(ds[s])
-        counts = collections.Counter(names[r["label"]] for r in rows)
-        out[s] = {"rows": len(rows), "features": {k: str(v) for k, v in ds[s].features.items()},
-                  "label_counts": {n: counts.get(n, 0) for n in names}, "first_text": rows[0]["text"][:200]}
-    return out
-
-
-def write_summary(path, where, names, summ):
-    L = [f"source: {where}", f"label names: {' '.join(names)}"]
-    for s, v in summ.items():
-        L += ["", f"{s}: {v['rows']} rows; features {v['features']}",
-              "  " + " ".join(f"{n}={c}" for n, c in v["label_counts"].items()), f"  first text: {v['first_text']!r}"]
-    path.write_text("\n".join(L) + "\n")
 
 
 def test_sample_corpus_layout_splits_features_labels(outputs):
@@ -80,20 +60,6 @@ def test_dev_subset_fills_from_passed_over_rows_when_a_category_is_rare(tmp_path
     got = list(fetch_arxiv.split_rows(ds["train"], 4, 11, "train", "x"))
     # quota gives label 0 one place and label 1 one place; rows 1 and 2 fill the rest, in source order
     assert [r for r, _, _ in got] == [0, 1, 2, 6]
-
-
-# run in a fresh interpreter: importing this module would import conftest, which switches the hub off
-HUB_PROBE = """
-import argparse, collections, json, sys
-sys.path.insert(0, sys.argv[1])
-import fetch_arxiv
-import store as st
-""" + inspect.getsource(summary) + """
-a = argparse.Namespace(dataset_path=None, dataset_name="ccdv/arxiv-classification", dataset_config="no_ref",
-                       dataset_revision=None, max_examples_per_split=None)
-ds, names, rev = fetch_arxiv.load_source(a)
-print(json.dumps({"names": names, "revision": rev, "splits": summary(ds, names)}))
-"""
 
 
 def test_emulated_hub_source_through_the_real_loader(tmp_path, outputs):
