@@ -3,7 +3,10 @@ Model-free reference points per category of a token store: papers, tokens, bytes
 entropy, compression rates (bits per byte of gzip / bz2 / lzma on the category's test text) and the
 near-duplicate rate between train and test papers (bottom-k MinHash over token 5-grams).
 
-    python baselines.py --data_dir preprocessed_arxiv [--output baselines.json]
+    python baselines.py --data_dir preprocessed_arxiv [--output baselines.json] [--hilberg]
+
+--hilberg adds H7's compression curves r(n) and Hilberg fits per category (analysis/hilberg.py), cached
+by store id under --cache_dir.
 
 analyze.py runs this on the store its runs used and adds the figures to its tables and plots.
 """
@@ -15,6 +18,7 @@ import lzma
 import numpy as np
 
 import store as st
+from analysis import hilberg
 from random_window_dataset import bundled_decoder, splitmix64
 
 SHINGLE = 5          # token 5-grams
@@ -117,6 +121,12 @@ def store_baselines(store, max_compress_bytes=20_000_000, progress=True):
             "per_category": per, "overall": overall}
 
 
+def hilberg_baselines(store, cache_dir, max_bytes=16_000_000, progress=True):
+    """H7's compression curves and Hilberg fits per category (bits per byte of the decoded text with the
+    bundled tokenizer, else bits per token), computed once per store id and parameters, then cached."""
+    return hilberg.analyse(store, cache_dir, max_bytes, decode=bundled_decoder(store), progress=progress)
+
+
 def print_table(b):
     print(f"{'category':10s} {'train pap':>9s} {'train tok':>12s} {'B/tok':>6s} {'H1 nats':>8s} "
           f"{'gzip':>6s} {'bz2':>6s} {'lzma':>6s} {'dup%':>6s}")
@@ -134,6 +144,11 @@ def main(argv=None):
     p.add_argument("--data_dir", default="preprocessed_arxiv", help="token store written by fetch_arxiv.py")
     p.add_argument("--output", default=None, help="write the JSON here")
     p.add_argument("--max_compress_bytes", type=int, default=20_000_000, help="test text compressed per category")
+    p.add_argument("--hilberg", action="store_true", help="add compression curves and Hilberg fits (H7)")
+    p.add_argument("--hilberg_max_bytes", type=int, default=16_000_000,
+                   help="training text per category for the compression curves")
+    p.add_argument("--cache_dir", default="~/.cache/arxiv-ergodic-scaling",
+                   help="where the compression curves are cached, keyed by store id")
     args = p.parse_args(argv)
     try:
         s = st.Store(args.data_dir)
@@ -141,6 +156,13 @@ def main(argv=None):
         st.die(str(e))
     b = store_baselines(s, args.max_compress_bytes)
     print_table(b)
+    if args.hilberg:
+        try:
+            b["hilberg"] = hilberg_baselines(s, args.cache_dir, args.hilberg_max_bytes)
+        except OSError as e:
+            st.die(f"--cache_dir {args.cache_dir}: cannot write the compression-curve cache ({e.strerror}); "
+                   "pass a writable directory")
+        print("\n".join(hilberg.markdown_section(b["hilberg"])))
     if args.output:
         st.write_json_atomic(args.output, b, indent=1)
         print(f"wrote {args.output}")

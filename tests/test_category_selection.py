@@ -35,10 +35,18 @@ def test_nested_in_K():
             prev = cur
 
 
-def test_balanced_over_seeds():
+def test_balanced_over_seeds(outputs):
     for K in range(1, 12):
         counts = collections.Counter(c for seed in range(11) for c in select_categories(K, seed))
         assert set(counts) == set(st.CATEGORIES) and set(counts.values()) == {K}
+    # the whole design for a human to read: the subset of every (K, seed), and how often each category is in
+    lines = [f"K={K:2d} seed={seed:2d}: {' '.join(select_categories(K, seed))}" for K in range(1, 12)
+             for seed in range(11)]
+    lines += ["", "appearances over seeds 0..10 (every category K times for each K):"]
+    lines += [f"K={K:2d}: " + " ".join(f"{c}={n}" for c, n in sorted(collections.Counter(
+        c for seed in range(11) for c in select_categories(K, seed)).items())) for K in range(1, 12)]
+    (outputs / "category_selection.txt").write_text("\n".join(lines) + "\n")
+    assert len((outputs / "category_selection.txt").read_text().splitlines()) == 121 + 2 + 11
 
 
 @pytest.mark.parametrize("K", [0, 12, -1, 2.5, True])

@@ -112,9 +112,10 @@ def test_fixed_eval_windows_are_a_category_s_own_and_prefix_stable(skewed):
     assert not torch.equal(a, other)
 
 
-def test_main_block_decodes_sample_store(sample_store, capsys):
+def test_main_block_decodes_sample_store(sample_store, capsys, outputs):
     rwd.main(["--data_dir", str(sample_store), "--categories", "cs.IT", "math.ST", "--num_samples", "2"])
     out = capsys.readouterr().out
+    (outputs / "random_window_dataset_sampling.txt").write_text(out)  # for a human to read
     assert "pool: split=train sampling=paper" in out and "cs.IT" in out and "math.ST" in out
     assert "decoded:" in out and "token ids" not in out
     assert any(w in out for w in ("channel", "estimator", "Shannon", "minimax", "Fisher"))

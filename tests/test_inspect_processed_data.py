@@ -148,8 +148,9 @@ def test_load_checks_manifest(tmp_path):
         st.Store(tmp_path / "nope")
 
 
-def test_sample_store_summary(sample_store):
+def test_sample_store_summary(sample_store, outputs):
     s = st.Store(sample_store, verify=True)
+    write_inspection(s, outputs / "inspect_processed_data.txt")
     assert s.categories == st.CATEGORIES
     for sp in st.SPLITS:
         assert set(s.label[s.papers(sp)].tolist()) == set(range(11))
@@ -157,3 +158,23 @@ def test_sample_store_summary(sample_store):
     assert s.papers("test", ["cs.IT"]).size == 2
     with pytest.raises(st.StoreError, match="valid names: math.AC cs.CV"):
         s.papers("test", ["cs.XX"])
+
+
+def write_inspection(s, path):
+    """The store for a human to read: manifest, per-split papers and tokens per category, the first index
+    rows (offsets, lengths) and the start of one decoded paper per split."""
+    from random_window_dataset import bundled_decoder
+    decode = bundled_decoder(s)
+    L = [f"store {s.dir}", f"store_id {s.store_id}", f"papers {s.n_papers}, tokens {len(s.tokens):,}",
+         f"tokenizer {json.dumps(s.meta.get('tokenizer'))}", f"variant {s.meta.get('variant_id')}", ""]
+    for sp in st.SPLITS:
+        per = [(c, s.papers(sp, [c])) for c in s.categories]
+        L.append(f"{sp}: " + ", ".join(f"{c} {len(ids)} papers / {int(s.length[ids].sum()):,} tokens" for c, ids in per))
+    L += ["", "paper_id offset length label split n_bytes"]
+    L += [f"{i} {s.offset[i]} {s.length[i]} {s.categories[s.label[i]]} {st.SPLITS[s.split_code[i]]} {s.n_bytes[i]}"
+          for i in range(min(5, s.n_papers))]
+    for sp in st.SPLITS:
+        pid = int(s.papers(sp)[0])
+        text = decode(s.paper_tokens(pid)) if decode else str(s.paper_tokens(pid)[:40].tolist())
+        L += ["", f"{sp} paper {pid} ({s.categories[s.label[pid]]}): {text[:300]!r}"]
+    path.write_text("\n".join(L) + "\n")

@@ -1,0 +1,181 @@
+"""IsoFLOP slices (Hoffmann et al.'s approach 2) when the sweep has several model sizes: per K, the loss
+of each size at a fixed compute C = 6*N*D, and the compute-optimal N at that C with an interval.
+
+Each size's loss-vs-tokens curve L_N(D) = E_N + B_N * D^(-b_N) is fitted on its runs (>= 3 budgets), so a
+slice can be read at any C between the budgets: the size's tokens there are D = C / (6N). A size enters
+the slice at C only when that D lies within its budgets (COVER_TOL beyond each end); a slice needs
+MIN_SIZES sizes. The optimum is the minimum of a cubic spline in log N through the slice (Hoffmann et al.
+fit a parabola; vertex() says why not here); a slice whose lowest loss is at the smallest or largest size
+has its optimum at an edge of the ladder, reported as such, not extrapolated.
+
+Interval: residual bootstrap (each size's curve refitted on fitted + resampled residuals, pooled within
+K), the slice and its optimum recomputed; percentile interval of log N_opt. "edge" gives the share of
+replicates whose optimum fell at an edge of the sizes (then the interval is open on that side).
+
+N is what the points carry: analyze.py's rows give the non-embedding parameters (the fits' N).
+"""
+import math
+
+import numpy as np
+from scipy.interpolate import CubicSpline
+from scipy.optimize import minimize_scalar
+
+from analysis import powerlaw as pl
+
+MIN_BUDGETS = 3
+MIN_SIZES = 3
+COVER_TOL = 1.25
+
+
+def points_from_rows(rows):
+    """{"K", "N", "D", "L", "seed"} per included untagged run: D = tokens seen, L = the macro test loss over
+    its training categories (analyze.py's rows, one per run and category)."""
+    runs = {}
+    for r in rows:
+        if r.get("excluded") or r.get("tagged") or not r.get("in_training") or r.get("test_loss") is None:
+            continue
+        p = runs.setdefault(r["run_id"], {"K": r["K"], "N": float(r["n_params_nonembedding"] or 0),
+                                          "D": float(r["tokens_seen"] or 0), "losses": [], "seed": r.get("seed")})
+        p["losses"].append(float(r["test_loss"]))
+    return [{"K": p["K"], "N": p["N"], "D": p["D"], "L": float(np.mean(p["losses"])), "seed": p["seed"]}
+            for p in runs.values() if p["N"] > 0 and p["D"] > 0]
+
+
+def size_curves(points):
+    """{N: fit with its points} for the sizes with >= MIN_BUDGETS distinct token counts."""
+    by = {}
+    for p in points:
+        by.setdefault(p["N"], []).append((p["D"], p["L"]))
+    out = {}
+    for N, pts in sorted(by.items()):
+        if len({round(math.log(d), 2) for d, _ in pts}) >= MIN_BUDGETS:
+            D, L = np.array([d for d, _ in pts]), np.array([l for _, l in pts])
+            f = pl.fit_power_law(D, L)
+            f.update(D=D, L=L, resid=(L - pl.predict(f, D)) * math.sqrt(len(D) / max(len(D) - 3, 1)))
+            out[N] = f
+    return out
+
+
+def compute_grid(curves, n=5):
+    """n compute values, log-spaced over the range where at least MIN_SIZES sizes are covered."""
+    ends = sorted((6 * N * f["D"].min(), 6 * N * f["D"].max()) for N, f in curves.items())
+    Cs = np.geomspace(min(e[0] for e in ends), max(e[1] for e in ends), 200)
+    ok = [C for C in Cs if sum(lo / COVER_TOL <= C <= hi * COVER_TOL for lo, hi in ends) >= MIN_SIZES]
+    return list(np.geomspace(ok[0], ok[-1], n)) if ok else []
+
+
+def slice_at(curves, C):
+    """(log N, L) of the sizes covering compute C."""
+    xs, ys = [], []
+    for N, f in sorted(curves.items()):
+        D = C / (6 * N)
+        if f["D"].min() / COVER_TOL <= D <= f["D"].max() * COVER_TOL:
+            xs.append(math.log(N))
+            ys.append(float(pl.predict(f, D)))
+    return np.array(xs), np.array(ys)
+
+
+def vertex(x, y):
+    """(log N_opt, inside): the minimum of a cubic spline through the slice, searched between the
+    neighbours of the lowest point; inside = False when the lowest point is the smallest or largest size
+    (the optimum may lie beyond the ladder: the edge is returned, not an extrapolation). A spline, not
+    a parabola: L(log N) at fixed C is skewed (N^-alpha against N^beta), and a parabola's vertex sits ~1%
+    off the optimum, a bias as large as the interval."""
+    if len(x) < MIN_SIZES:
+        return None, False
+    k = int(np.argmin(y))
+    if k in (0, len(x) - 1):
+        return float(x[k]), False
+    r = minimize_scalar(CubicSpline(x, y), bounds=(x[k - 1], x[k + 1]), method="bounded",
+                        options={"xatol": 1e-7})
+    return float(r.x), True
+
+
+def _boot_vertices(curves, Cs, n_boot, rng):
+    """Replicates of (log N_opt, inside) at every C (residual bootstrap of the size curves)."""
+    pool = np.concatenate([f["resid"] for f in curves.values()])
+    reps = []
+    for _ in range(n_boot):
+        refit = {}
+        for N, f in curves.items():
+            refit[N] = {**pl.fit_power_law(f["D"], pl.predict(f, f["D"]) + rng.choice(pool, len(f["D"]))),
+                        "D": f["D"]}
+        reps.append([vertex(*slice_at(refit, C)) for C in Cs])
+    return reps
+
+
+def isoflop_K(points, compute=None, n_boot=500, seed=0, level=0.95):
+    """The slices of one K: {"sizes", "slices": [{"C", "N", "L", "N_opt", "N_opt_ci", "inside", "edge"}]} or
+    {"reason"} when the sweep cannot support them."""
+    curves = size_curves(points)
+    if len(curves) < MIN_SIZES:
+        return {"sizes": sorted(curves), "slices": [],
+                "reason": f"{len(curves)} model size(s) with >= {MIN_BUDGETS} budgets; slices need {MIN_SIZES}"}
+    Cs = list(compute) if compute is not None else compute_grid(curves)
+    reps = _boot_vertices(curves, Cs, n_boot, np.random.default_rng(seed))
+    slices = []
+    for c, C in enumerate(Cs):
+        x, y = slice_at(curves, C)
+        v, inside = vertex(x, y)
+        if v is None:
+            slices.append({"C": C, "N": [], "L": [], "reason": f"fewer than {MIN_SIZES} sizes cover this compute"})
+            continue
+        rv = [r[c][0] for r in reps if r[c][0] is not None]
+        lo, hi = pl.interval(rv, level)
+        slices.append({"C": float(C), "N": np.exp(x).tolist(), "L": y.tolist(), "N_opt": math.exp(v),
+                       "inside": inside, "N_opt_ci": [math.exp(lo), math.exp(hi)],
+                       "edge": float(np.mean([not r[c][1] for r in reps]))})
+    return {"sizes": sorted(curves), "slices": slices}
+
+
+def isoflop(points, compute=None, n_boot=500, seed=0, level=0.95):
+    """{K: isoflop_K(...)} over the Ks present in the points."""
+    Ks = sorted({p["K"] for p in points})
+    return {K: isoflop_K([p for p in points if p["K"] == K], compute, n_boot, seed, level) for K in Ks}
+
+
+def markdown_section(res):
+    L = ["## IsoFLOP slices", "",
+         "Loss against N at fixed compute C = 6·N·D (each size's loss-vs-tokens curve read at D = C/(6N)); "
+         "N_opt: minimum of a cubic spline in log N, 95% residual-bootstrap interval; edge: share of replicates "
+         "whose optimum lay outside the sizes (the interval is then open on that side).", "",
+         "| K | C (FLOPs) | sizes | N_opt | interval | edge |", "|---|---|---|---|---|---|"]
+    for K, r in res.items():
+        if r.get("reason"):
+            L.append(f"| {K} | — | {len(r['sizes'])} | n/a | {r['reason']} | |")
+        for s in r["slices"]:
+            if s.get("reason"):
+                L.append(f"| {K} | {s['C']:.3g} | {len(s['N'])} | n/a | {s['reason']} | |")
+                continue
+            flag = "" if s["inside"] else " (at the edge of the sizes)"
+            ci = f"[{s['N_opt_ci'][0]:.3g}, {s['N_opt_ci'][1]:.3g}]"
+            if not s["inside"]:
+                ci = "open: the optimum lies beyond the sizes"
+            elif s["edge"] > 0.025:
+                ci += " (open: some replicates beyond the sizes)"
+            L.append(f"| {K} | {s['C']:.3g} | {len(s['N'])} | {s['N_opt']:.3g}{flag} | {ci} | {100 * s['edge']:.0f}% |")
+    return L
+
+
+def plot(res, path):
+    """Loss against N, one line per compute C, one panel per K."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    Ks = [K for K, r in res.items() if r["slices"]]
+    fig, axes = plt.subplots(1, max(len(Ks), 1), figsize=(4.5 * max(len(Ks), 1), 3.8), squeeze=False)
+    for ax, K in zip(axes[0], Ks):
+        for s in res[K]["slices"]:
+            if s.get("N"):
+                line, = ax.plot(s["N"], s["L"], "o-", ms=3, label=f"C = {s['C']:.2g}")
+                if "N_opt" in s:
+                    ax.axvline(s["N_opt"], color=line.get_color(), lw=0.7, ls="--")
+        ax.set_xscale("log")
+        ax.set_xlabel("N (parameters)")
+        ax.set_ylabel("test loss (nats/token)")
+        ax.set_title(f"IsoFLOP slices, K = {K}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,67 @@
+"""analysis/isoflop.py: IsoFLOP slices on fabricated multi-size sweeps whose compute-optimal N is known in
+closed form (Hoffmann et al.'s L = E + A N^-alpha + B D^-beta)."""
+import numpy as np
+
+from analysis import isoflop as iso
+from analysis import synthetic as sy
+
+SIZES = np.geomspace(3e6, 3e8, 9)
+BUDGETS = np.geomspace(1e8, 1e11, 7)
+
+
+def test_known_optimum_recovered_per_K():
+    hits, total = 0, 0
+    for seed in range(2):
+        pts = sy.isoflop_sweep(np.random.default_rng(seed), SIZES, BUDGETS, Ks=(1, 3))
+        res = iso.isoflop(pts, compute=[3e17, 1e18, 3e18], n_boot=50, seed=seed)
+        assert set(res) == {1, 3}
+        for K, r in res.items():
+            assert len(r["sizes"]) == 9 and len(r["slices"]) == 3
+            for s in r["slices"]:
+                truth = sy.chinchilla_optimum(s["C"])
+                lo, hi = s["N_opt_ci"]
+                assert s["inside"] and lo <= s["N_opt"] <= hi
+                assert abs(np.log(s["N_opt"] / truth)) < 0.1, (s["C"], s["N_opt"], truth)
+                hits += lo <= truth <= hi
+                total += 1
+    assert hits >= 0.8 * total, (hits, total)
+
+
+def test_optimum_grows_with_compute():
+    pts = sy.isoflop_sweep(np.random.default_rng(5), SIZES, BUDGETS, Ks=(1,), noise=0.002)
+    r = iso.isoflop(pts, n_boot=20)[1]
+    opts = [s["N_opt"] for s in r["slices"] if s.get("inside")]
+    assert len(opts) >= 2 and opts == sorted(opts)
+    assert all(len(s["N"]) >= iso.MIN_SIZES for s in r["slices"])   # the default grid: covered slices only
+
+
+def test_edge_and_too_few_sizes_reported_not_extrapolated(outputs):
+    small = sy.isoflop_sweep(np.random.default_rng(1), SIZES[:4], BUDGETS, Ks=(1,))  # all below the optimum
+    r = iso.isoflop(small, compute=[1e18], n_boot=30)[1]   # optimum ~7.9e7 > 3e7
+    s = r["slices"][0]
+    assert not s["inside"] and s["N_opt"] == max(s["N"]) and s["edge"] > 0.5
+    two = sy.isoflop_sweep(np.random.default_rng(1), SIZES[:2], BUDGETS, Ks=(2,))
+    r2 = iso.isoflop(two, n_boot=5)[2]
+    assert r2["slices"] == [] and "slices need 3" in r2["reason"]
+    text = "\n".join(iso.markdown_section({1: r, 2: r2}))
+    assert "at the edge of the sizes" in text and "open: the optimum lies beyond" in text and "slices need 3" in text
+    pts = sy.isoflop_sweep(np.random.default_rng(2), SIZES, BUDGETS, Ks=(1, 3))
+    res = iso.isoflop(pts, n_boot=10)
+    iso.plot(res, outputs / "isoflop.png")
+    (outputs / "isoflop_section.md").write_text("\n".join(iso.markdown_section(res)) + "\n")
+    assert (outputs / "isoflop.png").stat().st_size > 1000
+
+
+def test_points_from_rows_macro_loss_of_included_untagged_runs():
+    rows = [
+        {"run_id": "a", "K": 2, "n_params_nonembedding": 1e6, "tokens_seen": 1e8, "test_loss": 3.0,
+         "in_training": True, "excluded": None, "tagged": False, "seed": 0},
+        {"run_id": "a", "K": 2, "n_params_nonembedding": 1e6, "tokens_seen": 1e8, "test_loss": 4.0,
+         "in_training": True, "excluded": None, "tagged": False, "seed": 0},
+        {"run_id": "a", "K": 2, "n_params_nonembedding": 1e6, "tokens_seen": 1e8, "test_loss": 9.0,
+         "in_training": False, "excluded": None, "tagged": False, "seed": 0},     # not a training category
+        {"run_id": "b", "K": 1, "n_params_nonembedding": 1e6, "tokens_seen": 1e8, "test_loss": 3.0,
+         "in_training": True, "excluded": "duplicate", "tagged": False, "seed": 0},
+        {"run_id": "c", "K": 1, "n_params_nonembedding": 1e6, "tokens_seen": 1e8, "test_loss": 3.0,
+         "in_training": True, "excluded": None, "tagged": True, "seed": 0}]
+    assert iso.points_from_rows(rows) == [{"K": 2, "N": 1e6, "D": 1e8, "L": 3.5, "seed": 0}]

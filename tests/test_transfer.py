@@ -1,0 +1,169 @@
+"""analysis/transfer.py: the transfer matrix t_ij from fabricated sweeps with known t_ij (some negative),
+the listing of pairs that cannot be estimated, the adapters from run directories and analyze.py's rows,
+the similarity correlation on a real store and the report pieces."""
+import math
+
+import numpy as np
+import pytest
+
+import analyze
+import store as st
+from analysis import synthetic as sy
+from analysis import transfer as tr
+
+CATS4 = sy.CATS[:4]
+
+
+@pytest.fixture(scope="module")
+def sweeps():
+    """Three fabricated sweeps (4 categories: 12 ordered pairs each) and their transfer matrices."""
+    out = []
+    for seed in range(3):
+        runs, truth = sy.transfer_sweep(np.random.default_rng(seed), cats=CATS4)
+        out.append((runs, truth, tr.transfer_matrix(runs, n_boot=100, seed=seed)))
+    return out
+
+
+def test_known_t_recovered_within_intervals_and_signs_never_wrong(sweeps):
+    covered, total, negatives = 0, 0, 0
+    for _, truth, res in sweeps:
+        assert not res["missing"] and len(res["t"]) == 12
+        for k, v in res["t"].items():
+            lo, hi = res["ci"][k]
+            assert lo <= v <= hi
+            covered += lo <= truth["t"][k] <= hi
+            total += 1
+            negatives += truth["t"][k] < 0
+            # a decided sign is the true sign
+            assert not (lo > 0 and truth["t"][k] < 0) and not (hi < 0 and truth["t"][k] > 0), (k, truth["t"][k], lo, hi)
+    assert negatives >= 5                    # interference is part of the truth
+    assert covered / total >= 0.8, (covered, total)
+    # the specialist curves themselves are recovered (noise 0.01 nats over 5 budgets)
+    for _, truth, res in sweeps:
+        for c, (E, B, beta) in truth["curves"].items():
+            assert abs(res["specialists"][c]["E"] - E) < 0.25
+
+
+def test_interference_decided_when_strong():
+    runs, truth = sy.transfer_sweep(np.random.default_rng(7), cats=CATS4[:2], t_range=(-0.45, -0.35), noise=0.003)
+    res = tr.transfer_matrix(runs, n_boot=150)
+    for k in res["t"]:
+        assert res["ci"][k][1] < 0, (k, truth["t"][k], res["ci"][k])
+
+
+def test_pairs_without_needed_specialists_listed_not_guessed():
+    runs, _ = sy.transfer_sweep(np.random.default_rng(1), cats=CATS4)
+    a, b, c, d = CATS4
+    keep = []
+    for r in runs:
+        if r["categories"] == [a] and r["budget"] > 3e7:
+            continue                      # a: specialists only at 1e7 and 3e7 -> two budgets
+        if r["categories"] == [b] and r["budget"] < 9e7:
+            continue                      # b: 3 budgets, none near 4.5e7 (a pair's D_b)
+        if r["categories"] == [c]:
+            continue                      # c: no specialist at all
+        keep.append(r)
+    res = tr.transfer_matrix(keep, n_boot=20)
+    why = {(m["i"], m["j"]): m["reason"] for m in res["missing"]}
+    others = lambda i: [j for j in CATS4 if j != i]
+    assert all("2 budget(s)" in why[(a, j)] for j in others(a))
+    assert all("no specialist of" in why[(c, j)] for j in others(c))
+    assert all("no specialist near" in why[(b, j)] for j in others(b))
+    assert set(res["t"]) == {(d, j) for j in (a, b, c)}           # only d's specialists cover its pairs
+    assert len(why) == 9
+    text = "\n".join(tr.markdown_section(res))
+    assert f"t({c}, {a}): no specialist of {c}" in text and "n/a" in text
+
+
+def test_pair_loss_below_the_floor_listed():
+    runs, truth = sy.transfer_sweep(np.random.default_rng(6), cats=CATS4[:2])
+    i, j = CATS4[:2]
+    for r in runs:
+        if len(r["categories"]) == 2:
+            r["loss"][i] = truth["curves"][i][0] - 0.2      # below i's floor: no effective data explains it
+    res = tr.transfer_matrix(runs, n_boot=20)
+    why = {(m["i"], m["j"]): m["reason"] for m in res["missing"]}
+    assert "below" in why[(i, j)] and "fitted floor" in why[(i, j)] and (i, j) not in res["t"]
+    assert (j, i) in res["t"]
+
+
+def test_adapters_from_run_dirs_and_analyze_rows_agree(tmp_path):
+    runs, _ = sy.transfer_sweep(np.random.default_rng(2), cats=CATS4[:3])
+    sy.write_run_dirs(tmp_path, runs)
+    (tmp_path / "runs" / "broken").mkdir()            # a run that never started: skipped by both
+    (tmp_path / "runs" / "broken" / "run_config.json").write_text("{}")
+    from_dirs = tr.runs_from_sweep(tmp_path)
+    from_rows = tr.runs_from_rows(analyze.run_rows(analyze.collect_runs(tmp_path)))
+    key = lambda rs: sorted((r["run_id"], tuple(r["categories"]), r["budget"], tuple(sorted(r["loss"].items())),
+                             tuple(sorted(r["tokens"].items()))) for r in rs)
+    assert key(from_dirs) == key(from_rows) == key(runs)
+    a, b = tr.transfer_matrix(from_dirs, n_boot=30), tr.transfer_matrix(runs, n_boot=30)
+    assert a["t"].keys() == b["t"].keys()   # same numbers up to the order of summation (runs come sorted by name)
+    assert all(a["t"][k] == pytest.approx(b["t"][k], abs=1e-8) for k in a["t"])
+
+
+def test_mixed_models_refused():
+    runs, _ = sy.transfer_sweep(np.random.default_rng(3), cats=CATS4[:2])
+    runs[0] = {**runs[0], "model": "pythia-70m"}
+    with pytest.raises(ValueError, match="mix models"):
+        tr.transfer_matrix(runs, n_boot=5)
+
+
+def test_jsd_properties():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        p, q = rng.integers(0, 50, 30), rng.integers(0, 50, 30)
+        p[0] += 1
+        q[0] += 1
+        d = tr.jsd(p, q)
+        assert 0 <= d <= 1 and d == pytest.approx(tr.jsd(q, p)) and tr.jsd(p, 3 * p) == pytest.approx(0, abs=1e-12)
+    assert tr.jsd([1, 0], [0, 1]) == pytest.approx(1.0)
+
+
+def test_similarity_from_a_real_store_and_its_correlation(tmp_path, outputs):
+    """Unigram JSD from a store written through store.py: categories drawn from nearby distributions are
+    closer; a fabricated t that falls with JSD gives a negative rho, decided."""
+    rng = np.random.default_rng(0)
+    base = rng.dirichlet(np.ones(200))
+    mix = [0.0, 0.2, 0.5, 0.9]            # category k: (1 - m) * base + m * its own distribution
+    dists = [(1 - m) * base + m * rng.dirichlet(np.ones(200)) for m in mix]
+    with st.StoreWriter(tmp_path / "s", st.CATEGORIES[:4]) as w:
+        for split in st.SPLITS:
+            for k, p in enumerate(dists):
+                w.add(split, k, rng.choice(200, 3000, p=p), n_bytes=3000)
+        w.finish({"tokenizer": {"vocab_size": 200, "sha256": None}, "variant": {}})
+    s = st.Store(tmp_path / "s")
+    J = tr.jsd_matrix(tr.unigram_counts(s))
+    c = s.categories
+    assert J[(c[0], c[1])] < J[(c[0], c[2])] < J[(c[0], c[3])]
+    runs, _ = sy.transfer_sweep(np.random.default_rng(4), cats=c, noise=0.002)
+    # rebuild the pair losses from t_ij = 0.9 - 3 * JSD(i, j): transfer falls with dissimilarity
+    truth = {k: 0.9 - 3 * v for k, v in J.items()}
+    runs = _with_t(runs, truth, np.random.default_rng(5))
+    res = tr.transfer_matrix(runs, n_boot=100)
+    sim = tr.transfer_vs_similarity(res, J)
+    assert sim["n_pairs"] == 12 and sim["rho"] < -0.8 and sim["verdict"] == "< 0", sim
+    tr.plot_heatmap(res, outputs / "transfer_heatmap.png")
+    (outputs / "transfer_section.md").write_text("\n".join(tr.markdown_section(res, sim)) + "\n")
+    assert (outputs / "transfer_heatmap.png").stat().st_size > 1000
+
+
+def _with_t(runs, t, rng, noise=0.002):
+    """The same sweep with pair losses recomputed for transfer t (specialist curves refitted from the
+    noiseless truth are unknown here, so use each category's specialists' exact law: refit on them)."""
+    fits, _ = tr.fit_specialists(tr._design(runs)[0])
+    out = []
+    for r in runs:
+        if len(r["categories"]) == 2:
+            i, j = r["categories"]
+            f = lambda a, b: fits[a]["E"] + fits[a]["B"] * (r["tokens"][a] + t[(a, b)] * r["tokens"][b]) ** -fits[a]["a"]
+            r = {**r, "loss": {i: f(i, j) + rng.normal(0, noise), j: f(j, i) + rng.normal(0, noise)}}
+        out.append(r)
+    return out
+
+
+def test_markdown_table_shape(sweeps):
+    _, _, res = sweeps[0]
+    lines = tr.markdown_table(res)
+    assert len(lines) == 2 + 4 and all(l.count("|") == 6 for l in lines)
+    assert lines[2].count("—") == 1 and all(math.isfinite(v) for v in res["t"].values())
