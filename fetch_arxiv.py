@@ -484,6 +484,9 @@ def main(argv=None):
               f"{'full' if args.max_examples_per_split is None else f'max {args.max_examples_per_split} papers/split'}"
               f", tokenizer {tok_info['name']} ({tok_info['vocab_size']} ids) -> {out}")
 
+    # what a killed or crashed earlier run left beside the store (half-written, never valid)
+    for d in st.clean_stale_temps(out):
+        print(f"removed {d}, left by an earlier run that did not finish")
     try:
         client = s3sync.s3_client(args.s3_endpoint_url) if (args.upload_to_s3 or args.download_from_s3) else None
         if args.download_only:
@@ -494,6 +497,10 @@ def main(argv=None):
             s3sync.upload_store(out, args.s3_bucket, prefix, client)
     except st.StoreError as e:
         st.die(str(e))
+    except OSError as e:
+        if not st.is_no_space(e):
+            raise
+        st.die(str(st.no_space_error(e.filename or out)))  # elsewhere than the store (e.g. a cache)
     print(f"done in {time.time() - t_start:.1f} s: {out} (store_id {meta['store_id']})")
     return meta
 

@@ -10,8 +10,8 @@ import os
 import shutil
 from pathlib import Path
 
-from store import (DATA_FILES, StoreError, publish_dir, read_meta, sha256_file, temp_dir_beside,
-                   write_json_atomic)
+from store import (DATA_FILES, StoreError, host_tag, is_no_space, no_space_error, publish_dir, read_meta,
+                   sha256_file, temp_dir_beside, write_json_atomic)
 
 
 def _s3_fail(e, what):
@@ -165,7 +165,7 @@ def download_store(bucket, prefix, data_dir, expected_variant, client, log=print
             if expected_variant is not None and meta.get("variant") != expected_variant:
                 raise StoreError(f"{where} holds a store of another variant ({meta.get('variant_id')}); "
                                  "refusing to use it (fix --s3_prefix or the build flags)")
-            tmp = temp_dir_beside(data_dir, tag="download")
+            tmp = temp_dir_beside(data_dir, tag=host_tag("download"))
             for name in DATA_FILES:
                 spec = meta["files"][name]
                 with tqdm(total=spec["bytes"], unit="B", unit_scale=True, desc=f"download {name}") as bar:
@@ -178,6 +178,13 @@ def download_store(bucket, prefix, data_dir, expected_variant, client, log=print
             write_json_atomic(tmp / "meta.json", meta, indent=1)
             publish_dir(tmp, data_dir)
             tmp = None
+    except OSError as e:
+        if is_no_space(e):  # boto3 raises the local write's error as it is
+            if tmp is not None:  # first make room: the message then says what is really free
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp = None
+            raise no_space_error(data_dir) from None
+        raise
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
