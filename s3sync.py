@@ -105,8 +105,12 @@ def _transfer_config():
     return TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20, max_concurrency=8)
 
 
-def upload_store(data_dir, bucket, prefix, client, log=print):
-    """Upload a complete local store. Returns the number of bytes sent (0 for an identical store)."""
+def upload_store(data_dir, bucket, prefix, client, log=print, force=False):
+    """Upload a complete local store. Returns the number of bytes sent (0 for an identical store).
+
+    A published store of the same variant but another store_id (rebuilt after the source or the hub's
+    conversion changed, or built from another corpus in a directory of the same name: the variant keeps
+    only the basename) is replaced only with force: runs already trained on it name its store_id."""
     from tqdm import tqdm
     data_dir = Path(data_dir)
     meta = read_meta(data_dir)
@@ -118,6 +122,10 @@ def upload_store(data_dir, bucket, prefix, client, log=print):
         if remote is not None and remote.get("variant") != meta.get("variant"):
             raise StoreError(f"{where} holds a store of another variant ({remote.get('variant_id')}), "
                              f"not {meta.get('variant_id')}; refusing to overwrite it (choose another --s3_prefix)")
+        if remote is not None and remote.get("store_id") != meta["store_id"] and not force:
+            raise StoreError(f"{where} holds store {remote.get('store_id')}, this one is {meta['store_id']} (same "
+                             f"variant {meta.get('variant_id')}, other content: another source or build); refusing "
+                             "to replace it: --force replaces it, or choose another --s3_prefix")
         sent = 0
         todo = []
         for name in DATA_FILES:
