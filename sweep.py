@@ -26,6 +26,8 @@ A plan file:
     gpus_per_run: 1               # emit: torchrun with this many processes, per-device batch = batch_size / gpus
     slurm: {time: "02:00:00", partition: gpu, cpus_per_task: 8}
 
+Every key of a plan is checked (a misspelt one is refused with the nearest valid name): the keys above,
+store.build against fetch_arxiv.py's flags, fixed and the grid axes against train.py's.
 Relative paths in a plan (data_dir, model_config files, build paths) are relative to the project root.
 Runs live in OUT/runs/<run_id>/ (train.py's run directory); sweep events in OUT/sweep_events.jsonl and each
 run's console output in OUT/logs/<run_id>.log. A run is complete exactly when its summary.json says so;
@@ -36,7 +38,8 @@ a checkpoint; they are "interrupted", and the next `run` resumes them.
 
 Each run directory records the plan's parameters of the run (sweep_params.json). A plan whose values
 for an existing run differ (a `fixed:` value edited, say) is refused for that run ("conflict"): its
-results would otherwise pass as the new configuration's.
+results would otherwise pass as the new configuration's. A failed run of a corrected plan is run again
+with --retry_failed (its failed attempt moved to OUT/failed/).
 
 GPUs: `run` places runs on --gpus (default: every visible GPU), --runs_per_gpu at a time on each (small
 models leave most of a GPU idle), through CUDA_VISIBLE_DEVICES, one per worker. On SLURM each array
