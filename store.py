@@ -97,13 +97,20 @@ def is_no_space(e):
     return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
+def _human_bytes(n):
+    for div, unit in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if n >= div:
+            return f"{n / div:,.1f} {unit}"
+    return f"{n} B"
+
+
 def no_space_error(path):
     """A one-line StoreError for a full disk: the path being written and the space left where it lives."""
     p = Path(path)
     probe = next((q for q in (p, *p.parents) if q.exists()), Path("."))
     try:
         du = shutil.disk_usage(probe)
-        free = f"{du.free / 1e6:,.1f} MB free of {du.total / 1e6:,.1f} MB"
+        free = f"{_human_bytes(du.free)} free of {_human_bytes(du.total)}"
     except OSError:
         free = "free space unknown"
     return StoreError(f"{path}: no space left on the device ({free} on the filesystem of {probe}); free some "
