@@ -146,6 +146,11 @@ def group_of(r):
     return (r["config"].get("store_id"), r["config"].get("sampling"), (r["test"] or {}).get("dtype"))
 
 
+def group_label(g):
+    """The directory name of a (store_id, sampling, eval dtype) group's analysis."""
+    return f"{str(g[0])[:12]}_{g[1]}_{g[2]}"
+
+
 def select_runs(runs, args, check_mix=True):
     """Apply --store_id / --sampling / --eval_dtype; refuse (one line) a selection that matches no usable
     run, or (check_mix) still mixes groups. Runs outside the selection are excluded with the reason."""
@@ -1420,14 +1425,15 @@ def main(argv=None):
         st.die(f"{args.sweep_dir}: no run directories")
     out = Path(args.sweep_dir) / "analysis"
     chosen = [f"{k}-{getattr(args, k)}" for k in GROUP_FIELDS if getattr(args, k) is not None]
-    if chosen:  # a subset is another computation: its files never replace the whole sweep's
-        out = out / ("selected_" + "_".join(chosen).replace("/", "-"))
     runs = select_runs(runs, args, check_mix=not args.per_group)
+    if chosen:  # a subset is another computation: its files go where --per_group puts that group's
+        groups = {group_of(r) for r in runs if not r["excluded"]}
+        out = out / (group_label(*groups) if len(groups) == 1 else "selected_" + "_".join(chosen).replace("/", "-"))
     if not args.per_group:
         return analyse(runs, out, args)
     groups = sorted({group_of(r) for r in runs if not r["excluded"]}, key=str)
     for g in groups:
-        label = f"{str(g[0])[:12]}_{g[1]}_{g[2]}"
+        label = group_label(g)
         part = [dict(r, excluded=r["excluded"] or (None if group_of(r) == g else f"another group ({group_of(r)[1]})"))
                 for r in runs]
         print(f"--- group {label}")

@@ -127,12 +127,14 @@ def test_model_configs_keyed_by_content_not_file_stem(tmp_path):
 
 def test_a_selected_analysis_has_a_directory_of_its_own(tmp_path, monkeypatch):
     """The whole sweep's analysis lives in analysis/; a subset (--sampling, --store_id, --eval_dtype) is
-    another computation and goes to analysis/selected_<choice>/ (analyse itself is stubbed: fits take minutes)."""
+    another computation and goes to analysis/<group>/, where --per_group puts that group's (analyse itself
+    is stubbed: fits take minutes)."""
     root = _sweep(tmp_path / "sw")
     seen = []
     monkeypatch.setattr(analyze, "analyse", lambda runs, out, args: seen.append(out) or out)
     analyze.main([str(root), "--n_boot", "0", "--no_baselines"])
     analyze.main([str(root), "--n_boot", "0", "--no_baselines", "--sampling", "balanced"])
     analyze.main([str(root), "--n_boot", "0", "--no_baselines", "--store_id", "aaaa", "--eval_dtype", "bfloat16"])
-    assert seen == [root / "analysis", root / "analysis" / "selected_sampling-balanced",
-                    root / "analysis" / "selected_store_id-aaaa_eval_dtype-bfloat16"]
+    group = root / "analysis" / f"{'a' * 12}_balanced_bfloat16"
+    analyze.main([str(root), "--n_boot", "0", "--no_baselines", "--per_group"])
+    assert seen == [root / "analysis", group, group, group]
