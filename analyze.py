@@ -125,7 +125,20 @@ def collect_runs(sweep_dir):
                 r["excluded"] = f"duplicate of {seen[k]} (the same configuration under another name)"
             else:
                 seen[k] = r["run_id"]
+    label_models(runs)
     return runs
+
+
+def label_models(runs):
+    """r["model"]: the run's model_name (a config file's stem), plus 8 hex digits of its config's content
+    where configs of one name differ (cfgA/tiny.json, cfgB/tiny.json): models are told apart by content."""
+    shas = {}
+    for r in runs:
+        shas.setdefault(r["config"].get("model_name"), set()).add((r["config"].get("identity") or {}).get("model_config_sha256"))
+    for r in runs:
+        name = r["config"].get("model_name")
+        sha = (r["config"].get("identity") or {}).get("model_config_sha256")
+        r["model"] = f"{name}-{sha[:8]}" if sha and len(shas[name]) > 1 else name
 
 
 def group_of(r):
@@ -133,18 +146,29 @@ def group_of(r):
     return (r["config"].get("store_id"), r["config"].get("sampling"), (r["test"] or {}).get("dtype"))
 
 
-def select_runs(runs, args):
-    """Apply --store_id / --sampling / --eval_dtype; refuse (one line) a selection that still mixes groups.
-    Runs outside the selection are excluded with the reason."""
+def group_label(g):
+    """The directory name of a (store_id, sampling, eval dtype) group's analysis."""
+    return f"{str(g[0])[:12]}_{g[1]}_{g[2]}"
+
+
+def select_runs(runs, args, check_mix=True):
+    """Apply --store_id / --sampling / --eval_dtype; refuse (one line) a selection that matches no usable
+    run, or (check_mix) still mixes groups. Runs outside the selection are excluded with the reason."""
     want = {"store_id": args.store_id, "sampling": args.sampling, "eval_dtype": args.eval_dtype}
-    for r in runs:
-        if r["excluded"]:
-            continue
+    usable = [r for r in runs if not r["excluded"]]
+    for r in usable:
         g = dict(zip(GROUP_FIELDS, group_of(r)))
         off = [f"{k}={g[k]}" for k, v in want.items() if v is not None and not str(g[k]).startswith(v)]
         if off:
             r["excluded"] = f"not in the selected subset ({', '.join(off)})"
     used = [r for r in runs if not r["excluded"]]
+    if usable and not used:  # nothing is written: an empty report would replace a real one
+        chosen = " ".join(f"--{k} {v}" for k, v in want.items() if v is not None)
+        present = "; ".join(f"{f}: {', '.join(sorted({str(group_of(r)[i]) for r in usable}))}"
+                            for i, f in enumerate(GROUP_FIELDS) if want[f] is not None)
+        st.die(f"{chosen}: no run matches (the usable runs have {present}); nothing written")
+    if not check_mix:
+        return runs
     for i, field in enumerate(GROUP_FIELDS):
         values = {}
         for r in used:
@@ -176,7 +200,8 @@ def run_rows(runs):
             pc = (test or {}).get("per_category", {}).get(c, {})
             lbp = [v for v in (pc.get("loss_by_position") or [])[63:] if _finite(v)]
             rows.append({
-                "run_id": r["run_id"], "status": r["status"], "excluded": r["excluded"], "model": cfg.get("model_name"),
+                "run_id": r["run_id"], "status": r["status"], "excluded": r["excluded"],
+                "model": r.get("model", cfg.get("model_name")),
                 "n_params_total": cfg.get("n_params_total"), "n_params_nonembedding": cfg.get("n_params_nonembedding"),
                 "K": len(cfg.get("categories") or []), "seed": cfg.get("seed"), "init_seed": cfg.get("init_seed"),
                 "data_seed": cfg.get("data_seed"), "sampling": cfg.get("sampling"),
@@ -836,7 +861,7 @@ def identification_cost(runs, n_boot, seed):
                                  for c in cats]))
             pos = np.nanmean([np.array(u["test"]["per_category"][c]["loss_by_position"], dtype=float)
                               - np.array(t["test"]["per_category"][c]["loss_by_position"], dtype=float) for c in cats], 0)
-            pairs.append({"tagged": t["run_id"], "untagged": u["run_id"], "model": t["config"].get("model_name"),
+            pairs.append({"tagged": t["run_id"], "untagged": u["run_id"], "model": t.get("model", t["config"].get("model_name")),
                           "K": len(cats), "sampling": t["config"].get("sampling"), "gap": gap,
                           "gap_by_position": pos.tolist()})
     groups = {}
@@ -1399,11 +1424,16 @@ def main(argv=None):
     if not runs:
         st.die(f"{args.sweep_dir}: no run directories")
     out = Path(args.sweep_dir) / "analysis"
+    chosen = [f"{k}-{getattr(args, k)}" for k in GROUP_FIELDS if getattr(args, k) is not None]
+    runs = select_runs(runs, args, check_mix=not args.per_group)
+    if chosen:  # a subset is another computation: its files go where --per_group puts that group's
+        groups = {group_of(r) for r in runs if not r["excluded"]}
+        out = out / (group_label(*groups) if len(groups) == 1 else "selected_" + "_".join(chosen).replace("/", "-"))
     if not args.per_group:
-        return analyse(select_runs(runs, args), out, args)
+        return analyse(runs, out, args)
     groups = sorted({group_of(r) for r in runs if not r["excluded"]}, key=str)
     for g in groups:
-        label = f"{str(g[0])[:12]}_{g[1]}_{g[2]}"
+        label = group_label(g)
         part = [dict(r, excluded=r["excluded"] or (None if group_of(r) == g else f"another group ({group_of(r)[1]})"))
                 for r in runs]
         print(f"--- group {label}")

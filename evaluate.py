@@ -11,6 +11,7 @@ fixed-shape batches (a short last window is padded at the end, which causal atte
 all sums are float64, so the result does not depend on the batch size beyond float rounding.
 """
 import argparse
+import hashlib
 import json
 from pathlib import Path
 
@@ -45,6 +46,21 @@ def tag_base_of(run_config, store):
     return int(run_config.get("tag_token_base", store.tag_token_base))
 
 
+def default_output(model_dir, args, exclude):
+    """eval_<split>.json for the plain evaluation; any other computation gets a name of its own, so that it
+    never overwrites another's file: _bfloat16, _sub-<hash of the categories / paper cap>, _excl-<hash of the
+    excluded paper ids>."""
+    short = lambda obj: hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:8]
+    name = f"eval_{args.split}"
+    if args.dtype != "float32":
+        name += f"_{args.dtype}"
+    if args.categories != ["all"] or args.max_papers_per_category is not None:
+        name += f"_sub-{short([sorted(args.categories), args.max_papers_per_category])}"
+    if exclude is not None:
+        name += f"_excl-{short(sorted(set(exclude)))}"
+    return Path(model_dir) / f"{name}.json"
+
+
 def print_table(res):
     print(f"\n{'category':10s} {'in_train':>8s} {'papers':>7s} {'tokens':>12s} {'loss':>8s} {'ppl':>10s} {'bpb':>7s}")
     for c, r in res["per_category"].items():
@@ -70,13 +86,17 @@ def main(argv=None):
     p.add_argument("--categories", nargs="+", default=["all"], help="names, or all (default)")
     p.add_argument("--batch_size", type=int, default=64, help="windows per forward pass")
     p.add_argument("--max_papers_per_category", type=int, default=None, help="first M papers per category")
-    p.add_argument("--output", default=None, help="default: eval_<split>.json in --model_dir")
+    p.add_argument("--output", default=None,
+                   help="default: eval_<split>.json in --model_dir; with --dtype bfloat16, --categories, "
+                        "--max_papers_per_category or --exclude_papers a name that says so (and hashes the lists)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                    help="fp32 and bf16 results are never mixed in one comparison")
     p.add_argument("--exclude_papers", default=None,
                    help="JSON file: a list of paper ids to leave out, or baselines.py's output (its near-duplicate "
                         "test papers are left out)")
+    p.add_argument("--allow_other_store", action="store_true",
+                   help="evaluate a model whose run_config.json names another store_id than --data_dir's")
     args = p.parse_args(argv)
     if args.batch_size < 1:
         st.die(f"--batch_size must be >= 1 (got {args.batch_size})")
@@ -88,8 +108,14 @@ def main(argv=None):
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     try:
         store = st.Store(args.data_dir)
+        run_cfg = run_config_of(model_dir)  # training categories and tagging follow the run
     except st.StoreError as e:
         st.die(str(e))
+    trained_on = run_cfg.get("store_id")
+    if trained_on and trained_on != store.store_id and not args.allow_other_store:
+        st.die(f"--model_dir {model_dir} was trained on store {trained_on}, --data_dir {args.data_dir} is store "
+               f"{store.store_id}; the results would not be comparable with its run's (--allow_other_store to "
+               "evaluate it anyway)")
     try:
         model = load_model(model_dir)
     except Exception as e:
@@ -105,9 +131,8 @@ def main(argv=None):
             st.die(f"--exclude_papers {args.exclude_papers}: expected a list of integer paper ids")
     cats = None if args.categories == ["all"] else args.categories
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
-    output = Path(args.output) if args.output else model_dir / f"eval_{args.split}.json"
+    output = Path(args.output) if args.output else default_output(model_dir, args, exclude)
     try:
-        run_cfg = run_config_of(model_dir)  # training categories and tagging follow the run
         res = evaluate_model(model, store, args.split, cats, args.batch_size, device, dtype,
                              run_cfg.get("categories"), args.max_papers_per_category, output,
                              model_dir, vars(args), tag_base=tag_base_of(run_cfg, store), exclude_papers=exclude)

@@ -57,7 +57,10 @@ def parse_args(argv=None):
     out.add_argument("--output_dir", default="preprocessed_arxiv", help="the store directory to write")
     out.add_argument("--num_proc", type=int, default=1,
                      help="tokenizer processes; 1 = one process using the tokenizer's own threads")
-    out.add_argument("--force", action="store_true", help="rebuild even if a complete store of this variant exists")
+    out.add_argument("--force", action="store_true",
+                     help="rebuild even if a complete store of this variant exists; with --upload_to_s3, also "
+                          "replace a published store of another store_id; with --download_from_s3, replace a "
+                          "local store that differs from the published one")
     s3 = p.add_argument_group("S3")
     s3.add_argument("--upload_to_s3", action="store_true", help="upload the store after a successful build")
     s3.add_argument("--download_from_s3", action="store_true",
@@ -433,6 +436,13 @@ def reuse_or_build(args, tok, tok_info, variant, out, prefix, client):
             st.die(f"--output_dir {out} holds a store of another variant ({existing.get('variant_id')}); "
                    "use another --output_dir or --force to replace it")
         st.check_files(out, existing)
+        if args.download_from_s3:  # a node must not train on a store other than the published one
+            remote = s3sync.remote_meta(args.s3_bucket, prefix, client)
+            if (remote is not None and remote.get("variant") == existing.get("variant")
+                    and remote.get("store_id") != existing.get("store_id")):
+                st.die(f"--output_dir {out} holds store {existing.get('store_id')}, but s3://{args.s3_bucket}/{prefix} "
+                       f"publishes store {remote.get('store_id')} of the same variant; --force replaces the local "
+                       "one with the published one, or use another --output_dir")
         print(f"reusing the complete store in {out} (--force rebuilds it)")
         print_summary(existing)
         return existing
@@ -463,8 +473,8 @@ def fetch_published(args, out, prefix, expected, client):
         print(f"{out} already holds the published store {remote['store_id'][:12]}")
     else:
         if existing is not None and not args.force:
-            st.die(f"--output_dir {out} holds another store ({existing.get('variant_id')}); use another "
-                   "--output_dir or --force to replace it")
+            st.die(f"--output_dir {out} holds store {existing.get('store_id')} ({existing.get('variant_id')}), not the "
+                   f"published {remote.get('store_id')}; --force replaces it, or use another --output_dir")
         refuse_foreign_dir(out, existing, args)
         s3sync.download_store(args.s3_bucket, prefix, out, expected, client)
     meta = st.read_meta(out)
@@ -484,6 +494,9 @@ def main(argv=None):
               f"{'full' if args.max_examples_per_split is None else f'max {args.max_examples_per_split} papers/split'}"
               f", tokenizer {tok_info['name']} ({tok_info['vocab_size']} ids) -> {out}")
 
+    # what a killed or crashed earlier run left beside the store (half-written, never valid)
+    for d in st.clean_stale_temps(out):
+        print(f"removed {d}, left by an earlier run that did not finish")
     try:
         client = s3sync.s3_client(args.s3_endpoint_url) if (args.upload_to_s3 or args.download_from_s3) else None
         if args.download_only:
@@ -491,9 +504,13 @@ def main(argv=None):
         else:
             meta = reuse_or_build(args, tok, tok_info, variant, out, prefix, client)
         if args.upload_to_s3:
-            s3sync.upload_store(out, args.s3_bucket, prefix, client)
+            s3sync.upload_store(out, args.s3_bucket, prefix, client, force=args.force)
     except st.StoreError as e:
         st.die(str(e))
+    except OSError as e:
+        if not st.is_no_space(e):
+            raise
+        st.die(str(st.no_space_error(e.filename or out)))  # elsewhere than the store (e.g. a cache)
     print(f"done in {time.time() - t_start:.1f} s: {out} (store_id {meta['store_id']})")
     return meta
 

@@ -10,8 +10,8 @@ import os
 import shutil
 from pathlib import Path
 
-from store import (DATA_FILES, StoreError, publish_dir, read_meta, sha256_file, temp_dir_beside,
-                   write_json_atomic)
+from store import (DATA_FILES, StoreError, host_tag, is_no_space, no_space_error, publish_dir, read_meta,
+                   sha256_file, temp_dir_beside, write_json_atomic)
 
 
 def _s3_fail(e, what):
@@ -105,8 +105,12 @@ def _transfer_config():
     return TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20, max_concurrency=8)
 
 
-def upload_store(data_dir, bucket, prefix, client, log=print):
-    """Upload a complete local store. Returns the number of bytes sent (0 for an identical store)."""
+def upload_store(data_dir, bucket, prefix, client, log=print, force=False):
+    """Upload a complete local store. Returns the number of bytes sent (0 for an identical store).
+
+    A published store of the same variant but another store_id (rebuilt after the source or the hub's
+    conversion changed, or built from another corpus in a directory of the same name: the variant keeps
+    only the basename) is replaced only with force: runs already trained on it name its store_id."""
     from tqdm import tqdm
     data_dir = Path(data_dir)
     meta = read_meta(data_dir)
@@ -118,6 +122,10 @@ def upload_store(data_dir, bucket, prefix, client, log=print):
         if remote is not None and remote.get("variant") != meta.get("variant"):
             raise StoreError(f"{where} holds a store of another variant ({remote.get('variant_id')}), "
                              f"not {meta.get('variant_id')}; refusing to overwrite it (choose another --s3_prefix)")
+        if remote is not None and remote.get("store_id") != meta["store_id"] and not force:
+            raise StoreError(f"{where} holds store {remote.get('store_id')}, this one is {meta['store_id']} (same "
+                             f"variant {meta.get('variant_id')}, other content: another source or build); refusing "
+                             "to replace it: --force replaces it, or choose another --s3_prefix")
         sent = 0
         todo = []
         for name in DATA_FILES:
@@ -165,7 +173,7 @@ def download_store(bucket, prefix, data_dir, expected_variant, client, log=print
             if expected_variant is not None and meta.get("variant") != expected_variant:
                 raise StoreError(f"{where} holds a store of another variant ({meta.get('variant_id')}); "
                                  "refusing to use it (fix --s3_prefix or the build flags)")
-            tmp = temp_dir_beside(data_dir, tag="download")
+            tmp = temp_dir_beside(data_dir, tag=host_tag("download"))
             for name in DATA_FILES:
                 spec = meta["files"][name]
                 with tqdm(total=spec["bytes"], unit="B", unit_scale=True, desc=f"download {name}") as bar:
@@ -178,6 +186,13 @@ def download_store(bucket, prefix, data_dir, expected_variant, client, log=print
             write_json_atomic(tmp / "meta.json", meta, indent=1)
             publish_dir(tmp, data_dir)
             tmp = None
+    except OSError as e:
+        if is_no_space(e):  # boto3 raises the local write's error as it is
+            if tmp is not None:  # first make room: the message then says what is really free
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp = None
+            raise no_space_error(data_dir) from None
+        raise
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -15,10 +15,13 @@ Also here: the project's constants (the 11 category names, the window, the valid
 S3 sync of a store lives in s3sync.py; select_categories() in random_window_dataset.py.
 """
 import argparse
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
@@ -89,6 +92,71 @@ def publish_dir(tmp_dir, final_dir):
         shutil.rmtree(old, ignore_errors=True)
 
 
+def is_no_space(e):
+    """Whether an OSError says the disk (or the user's quota) is full."""
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _human_bytes(n):
+    for div, unit in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if n >= div:
+            return f"{n / div:,.1f} {unit}"
+    return f"{n} B"
+
+
+def no_space_error(path):
+    """A one-line StoreError for a full disk: the path being written and the space left where it lives."""
+    p = Path(path)
+    probe = next((q for q in (p, *p.parents) if q.exists()), Path("."))
+    try:
+        du = shutil.disk_usage(probe)
+        free = f"{_human_bytes(du.free)} free of {_human_bytes(du.total)}"
+    except OSError:
+        free = "free space unknown"
+    return StoreError(f"{path}: no space left on the device ({free} on the filesystem of {probe}); free some "
+                      "space or write elsewhere")
+
+
+def host_tag(tag):
+    """A temp_dir_beside tag that names this host: clean_stale_temps then knows which leftovers are this
+    host's (their pid can be checked) on a file system that several nodes share."""
+    return f"{tag}-{re.sub(r'[^A-Za-z0-9]+', '', socket.gethostname()) or 'host'}"
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # exists under another user, or not a pid at all: leave the directory alone
+    return True
+
+
+def clean_stale_temps(final_dir, tags=("tmp", "download", "old")):
+    """Remove what a killed writer left beside final_dir (.NAME.TAG-[HOST-]PID-NS directories): a temp dir
+    whose process is gone can never become valid. Another host's leftovers are kept (its pids mean nothing
+    here), as is every directory whose process still runs. Returns the paths removed."""
+    final_dir = Path(final_dir)
+    if not final_dir.parent.is_dir():
+        return []
+    here = host_tag("x")[2:]
+    removed = []
+    for tag in tags:
+        for d in final_dir.parent.glob(f".{final_dir.name}.{tag}-*"):
+            head, _, rest = d.name[len(f".{final_dir.name}."):].partition("-")
+            parts = rest.split("-")
+            if len(parts) < 2 or not parts[-2].isdigit():
+                continue  # not a name temp_dir_beside / publish_dir made
+            host = "-".join(parts[:-2])
+            if (host and host != here) or _pid_alive(int(parts[-2])):
+                continue
+            shutil.rmtree(d, ignore_errors=True)
+            if not d.exists():
+                removed.append(d)
+    return removed
+
+
 def write_json_atomic(path, obj, indent=None):
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -114,7 +182,7 @@ class StoreWriter:
         self.final_dir = Path(final_dir)
         self.categories = list(categories)
         self.separator = bool(separator)
-        self.tmp = temp_dir_beside(self.final_dir)
+        self.tmp = temp_dir_beside(self.final_dir, tag=host_tag("tmp"))
         self._tok_f = open(self.tmp / "tokens.bin", "wb")
         self._idx_f = open(self.tmp / "index.jsonl", "wb")
         self._tok_h, self._idx_h = hashlib.sha256(), hashlib.sha256()
@@ -128,6 +196,15 @@ class StoreWriter:
         self._closed = False
 
     def add(self, split, label, ids, n_bytes, **extra):
+        try:
+            return self._add(split, label, ids, n_bytes, **extra)
+        except OSError as e:
+            if is_no_space(e):
+                self.abort()  # first make room: the message then says what is really free
+                raise no_space_error(self.final_dir) from None
+            raise
+
+    def _add(self, split, label, ids, n_bytes, **extra):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}")
         pos = SPLITS.index(split)
@@ -163,6 +240,15 @@ class StoreWriter:
 
     def finish(self, meta_extra):
         """Write splits.json and meta.json (last), fsync, and publish. Returns the final meta dict."""
+        try:
+            return self._finish(meta_extra)
+        except OSError as e:
+            if is_no_space(e):
+                self.abort()  # first make room: the message then says what is really free
+                raise no_space_error(self.final_dir) from None
+            raise
+
+    def _finish(self, meta_extra):
         for f in (self._tok_f, self._idx_f):
             f.flush()
             os.fsync(f.fileno())
@@ -185,9 +271,12 @@ class StoreWriter:
 
     def abort(self):
         if not self._closed:
-            for f in (self._tok_f, self._idx_f):
-                f.close()
             self._closed = True
+            for f in (self._tok_f, self._idx_f):
+                try:
+                    f.close()
+                except OSError:
+                    pass  # the buffered tail cannot be written (a full disk): the directory goes anyway
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def __enter__(self):

@@ -26,6 +26,8 @@ A plan file:
     gpus_per_run: 1               # emit: torchrun with this many processes, per-device batch = batch_size / gpus
     slurm: {time: "02:00:00", partition: gpu, cpus_per_task: 8}
 
+Every key of a plan is checked (a misspelt one is refused with the nearest valid name): the keys above,
+store.build against fetch_arxiv.py's flags, fixed and the grid axes against train.py's.
 Relative paths in a plan (data_dir, model_config files, build paths) are relative to the project root.
 Runs live in OUT/runs/<run_id>/ (train.py's run directory); sweep events in OUT/sweep_events.jsonl and each
 run's console output in OUT/logs/<run_id>.log. A run is complete exactly when its summary.json says so;
@@ -36,13 +38,16 @@ a checkpoint; they are "interrupted", and the next `run` resumes them.
 
 Each run directory records the plan's parameters of the run (sweep_params.json). A plan whose values
 for an existing run differ (a `fixed:` value edited, say) is refused for that run ("conflict"): its
-results would otherwise pass as the new configuration's.
+results would otherwise pass as the new configuration's. A failed run of a corrected plan is run again
+with --retry_failed (its failed attempt moved to OUT/failed/).
 
 GPUs: `run` places runs on --gpus (default: every visible GPU), --runs_per_gpu at a time on each (small
 models leave most of a GPU idle), through CUDA_VISIBLE_DEVICES, one per worker. On SLURM each array
 task gets its GPU(s) from SLURM; `emit --runs_per_gpu R` packs R runs into each task, side by side.
 """
 import argparse
+import difflib
+import hashlib
 import itertools
 import json
 import math
@@ -70,6 +75,56 @@ SHORT_NAMES = {"init_seed": "i", "data_seed": "ds", "learning_rate": "lr"}
 # train.py's exit code for a run stopped by a signal (it checkpointed); -2 / -15: killed by SIGINT / SIGTERM
 INTERRUPTED_CODES = (130, -2, -15, 143)
 STATUSES = ("complete", "running", "interrupted", "failed", "conflict", "pending")
+# a plan's schema: every key is checked, so a typo (fixd:, K_: ...) is refused instead of silently ignored
+PLAN_KEYS = ("name", "store", "grid", "fixed", "gpus_per_run", "slurm")
+STORE_KEYS = ("data_dir", "build")
+SLURM_KEYS = ("time", "partition", "cpus_per_task", "max_concurrent", "extra")
+# train.py flags that sweep.py sets itself for every run
+SWEEP_OWNED = {"data_dir": "store.data_dir", "output_dir": "--out", "run_name": "the run id",
+               "resume": "sweep.py (every run is started with --resume)"}
+
+
+def script_flags(script):
+    """The long flags a project script declares ("--name" string literals in its source): read, not
+    imported, so that checking a plan needs no torch."""
+    return sorted(set(re.findall(r"""["']--([A-Za-z][A-Za-z0-9_]*)["']""", (PROJECT / script).read_text())))
+
+
+def _check_keys(path, where, keys, valid, owned=None):
+    """Refuse (one line) a key that is not in `valid`, naming the nearest valid one."""
+    for k in keys:
+        if owned and k in owned:
+            st.die(f"plan {path}: {where}{k} is set by sweep.py ({owned[k]}); remove it from the plan")
+        if k not in valid:
+            near = difflib.get_close_matches(str(k), valid, n=1, cutoff=0.6)
+            hint = f"did you mean {near[0]}?" if near else f"valid: {', '.join(valid)}"
+            st.die(f"plan {path}: unknown key {where}{k}; {hint}")
+
+
+def check_schema(path, plan):
+    """Every key of a plan against what reads it: the plan's own keys, fetch_arxiv.py's flags under
+    store.build, train.py's flags in fixed and the grid axes."""
+    _check_keys(path, "", plan, list(PLAN_KEYS))
+    for key, kind, what in (("store", dict, "mapping"), ("fixed", dict, "mapping of train.py flags to values"),
+                            ("slurm", dict, "mapping"), ("name", str, "string")):
+        if plan.get(key) is not None and not isinstance(plan[key], kind):
+            st.die(f"plan {path}: {key} must be a {what} (got {type(plan[key]).__name__})")
+    _check_keys(path, "store.", plan.get("store") or {}, list(STORE_KEYS))
+    build = (plan.get("store") or {}).get("build") or {}
+    if not isinstance(build, dict):
+        st.die(f"plan {path}: store.build must be a mapping of fetch_arxiv.py flags")
+    fetch = [f for f in script_flags("fetch_arxiv.py") if f != "output_dir"]
+    _check_keys(path, "store.build.", build, fetch, {"output_dir": "store.data_dir"})
+    _check_keys(path, "slurm.", plan.get("slurm") or {}, list(SLURM_KEYS))
+    train = [f for f in script_flags(TRAIN) if f not in SWEEP_OWNED]
+    _check_keys(path, "fixed.", plan.get("fixed") or {}, train, SWEEP_OWNED)
+    grids = plan["grid"] if isinstance(plan["grid"], list) else [plan["grid"]]
+    for i, g in enumerate(grids):
+        if isinstance(g, dict):
+            _check_keys(path, f"grid[{i}]." if len(grids) > 1 else "grid.", g, train, SWEEP_OWNED)
+    gpr = plan.get("gpus_per_run")
+    if gpr is not None and (isinstance(gpr, bool) or not isinstance(gpr, int) or gpr < 1):
+        st.die(f"plan {path}: gpus_per_run must be a positive integer (got {plan['gpus_per_run']!r})")
 
 
 def load_plan(path):
@@ -85,8 +140,11 @@ def load_plan(path):
             plan = json.loads(text)
     except Exception as e:
         st.die(f"plan {path}: cannot parse ({type(e).__name__}: {str(e).splitlines()[0]})")
+    if isinstance(plan, dict):
+        _check_keys(path, "", plan, list(PLAN_KEYS))  # first: a misspelt grid: is named as such
     if not isinstance(plan, dict) or not isinstance(plan.get("grid"), (dict, list)):
         st.die(f"plan {path}: needs a 'grid': a mapping of train.py flags to lists of values (or a list of them)")
+    check_schema(path, plan)
     if not (plan.get("store") or {}).get("data_dir"):
         st.die(f"plan {path}: needs store.data_dir")
     grids = plan["grid"] if isinstance(plan["grid"], list) else [plan["grid"]]
@@ -97,9 +155,9 @@ def load_plan(path):
             if not isinstance(v, list) or not v:
                 st.die(f"plan {path}: grid.{k} must be a non-empty list")
     plan["grid"] = grids
-    plan.setdefault("name", path.stem)
-    plan.setdefault("fixed", {})
-    plan.setdefault("gpus_per_run", 1)
+    plan["name"] = plan.get("name") or path.stem
+    plan["fixed"] = plan.get("fixed") or {}
+    plan["gpus_per_run"] = plan.get("gpus_per_run") or 1
     return plan
 
 
@@ -108,21 +166,51 @@ def project_path(p):
     return p if p.is_absolute() else PROJECT / p
 
 
+def _exact(short, v):
+    """`short` when it reads back as exactly v, else v written in full: two values never share a name."""
+    try:
+        num, mult = (short[:-1], dict(k=1e3, M=1e6, G=1e9, T=1e12)[short[-1]]) if short[-1] in "kMGT" else (short, 1)
+        if float(num) * mult == float(v):
+            return short
+    except (ValueError, KeyError):
+        pass
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
 def _slug(v):
     if isinstance(v, bool):
         return "on" if v else "off"
     if isinstance(v, (int, float)):
-        return f"{v:g}" if isinstance(v, float) else str(v)
+        return _exact(f"{v:g}", v) if isinstance(v, float) else str(v)
     if isinstance(v, list):
         return "+".join(_slug(x) for x in v)
     return re.sub(r"[^A-Za-z0-9.+-]+", "-", Path(str(v)).stem if str(v).endswith(".json") else str(v))
 
 
-def run_id(params):
-    """A stable, readable id: model_K3_s04_d90M_balanced[_tag][_name-value...]."""
+def model_names(plan):
+    """{model_config value: its name in run ids}: a JSON file's stem, plus 8 hex digits of the file's
+    content where two different files share a stem (cfgA/tiny.json, cfgB/tiny.json)."""
+    values = {json.dumps(v) for g in plan["grid"] for v in g.get("model_config", [])}
+    by_slug = {}
+    for v in map(json.loads, values):
+        by_slug.setdefault(_slug(v), []).append(v)
+    names = {}
+    for slug, vs in by_slug.items():
+        for v in vs:
+            if len(vs) > 1 and str(v).endswith(".json"):
+                f = project_path(v)
+                content = f.read_bytes() if f.is_file() else str(v).encode()
+                names[json.dumps(v)] = f"{slug}-{hashlib.sha256(content).hexdigest()[:8]}"
+            else:
+                names[json.dumps(v)] = slug
+    return names
+
+
+def run_id(params, names=None):
+    """A stable, readable id: model_K3_s04_d90M_balanced[_tag][_name-value...]. names: model_names(plan)."""
     parts = []
     if "model_config" in params:
-        parts.append(_slug(params["model_config"]))
+        parts.append((names or {}).get(json.dumps(params["model_config"])) or _slug(params["model_config"]))
     if "K" in params and "categories" not in params:
         parts.append(f"K{params['K']}")
     if "categories" in params:
@@ -130,7 +218,7 @@ def run_id(params):
     if "seed" in params:
         parts.append(f"s{int(params['seed']):02d}")
     if "token_budget" in params:
-        parts.append(f"d{st.fmt_count(params['token_budget'])}")
+        parts.append(f"d{_exact(st.fmt_count(params['token_budget']), params['token_budget'])}")
     if "sampling" in params:
         parts.append(str(params["sampling"]))
     if params.get("tag_categories"):
@@ -143,19 +231,24 @@ def run_id(params):
 def expand(plan):
     """[(run_id, params)] in a deterministic order: grid by grid, each grid's axes as written, the last
     varying fastest. Only grid axes enter the id; fixed values are the same for every run. A run that two
-    grids both produce appears once."""
-    runs, seen = [], set()
+    grids both produce appears once; two different runs that would share an id refuse the plan."""
+    runs, seen = [], {}
+    names = model_names(plan)
     for grid in plan["grid"]:
         axes = list(grid)
         for combo in itertools.product(*(grid[a] for a in axes)):
             grid_params = dict(zip(axes, combo))
             if grid_params.get("tag_categories") is False:
                 del grid_params["tag_categories"]  # the untagged default: same run, same id
-            rid = run_id(grid_params)
+            rid = run_id(grid_params, names)
+            params = {**plan["fixed"], **grid_params}
             if rid in seen:
+                if seen[rid] != params:
+                    st.die(f"plan: two different runs would share the id {rid}: {json.dumps(seen[rid], sort_keys=True)} "
+                           f"and {json.dumps(params, sort_keys=True)}; make the values differ in their names")
                 continue
-            seen.add(rid)
-            runs.append((rid, {**plan["fixed"], **grid_params}))
+            seen[rid] = params
+            runs.append((rid, params))
     return runs
 
 
@@ -287,6 +380,18 @@ def run_status(out, rid, events=None, conflict=None):
     if rd.exists() and any(rd.iterdir()):
         return "interrupted", summary
     return "pending", summary
+
+
+def set_aside(out, rid):
+    """Move a failed run's directory to OUT/failed/<run_id>.<time> (kept for reading, out of the sweep)."""
+    stamp, n = time.strftime('%Y%m%d-%H%M%S'), 0
+    dest = Path(out) / "failed" / f"{rid}.{stamp}"
+    while dest.exists():
+        n += 1
+        dest = dest.with_name(f"{rid}.{stamp}-{n}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(Path(out) / "runs" / rid, dest)
+    return dest
 
 
 def _event(out, **e):
@@ -425,6 +530,12 @@ def cmd_run(plan, args):
     for rid, params in runs:
         conflict = param_conflict(out, rid, plan, params)
         status, _ = run_status(out, rid, events, conflict)
+        if status == "conflict" and args.retry_failed and run_status(out, rid, events)[0] == "failed":
+            # a failed run whose plan was corrected since: the failed attempt is set aside, not reused
+            kept = set_aside(out, rid)
+            print(f"{rid}: failed earlier with other parameters ({conflict}); that attempt is kept in {kept}, "
+                  "running it with the plan's")
+            status = "pending"
         if status == "conflict":
             conflicts.append(rid)
             print(f"{rid}: refused, the run directory holds another configuration ({conflict}); use another "
@@ -486,6 +597,18 @@ def cmd_status(plan, args):
     return counts
 
 
+def shell_path(p):
+    """p quoted for bash, but a leading ~, ~user or $HOME left for the cluster's shell to expand (quoted,
+    '~/x' would be a directory named ~)."""
+    p = str(p)
+    m = re.match(r"(~[A-Za-z0-9._-]*|\$HOME|\$\{HOME\})(/.*)?$", p)
+    if not m:
+        return shlex.quote(p)
+    head = '"$HOME"' if m.group(1) in ("~", "$HOME", "${HOME}") else m.group(1)
+    rest = (m.group(2) or "").lstrip("/")
+    return head + ("/" + shlex.quote(rest) if rest else "")
+
+
 def slurm_script(plan, args, cmds, gpus, note):
     """A SLURM array script: task i runs commands i*R .. i*R+R-1 side by side on its GPU(s) (R = --runs_per_gpu)."""
     sl = plan.get("slurm") or {}
@@ -505,7 +628,7 @@ def slurm_script(plan, args, cmds, gpus, note):
               f"GPU); {note}", "set -euo pipefail"]
     if args.setup:
         lines.append(args.setup)
-    lines += [f"cd {shlex.quote(str(args.project_dir or PROJECT))}", "CMDS=("]
+    lines += [f"cd {shell_path(args.project_dir or PROJECT)}", "CMDS=("]
     lines += [f"  {shlex.quote(c)}" for c in cmds]
     lines += [")", f"R={R}", "first=$((SLURM_ARRAY_TASK_ID * R))", "pids=()",
               'for ((i = first; i < first + R && i < ${#CMDS[@]}; i++)); do',
