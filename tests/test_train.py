@@ -199,7 +199,7 @@ def _fails(argv, capsys):
 def test_bad_input(synthetic_store, sample_store, tmp_path, capsys):
     base = ["--output_dir", str(tmp_path), "--batch_size", "4", "--token_budget", "2000"]
     assert "no such store directory" in _fails(["--data_dir", str(tmp_path / "none"), *base], capsys)
-    assert "--K must be an integer in 1..11" in _fails(["--data_dir", str(sample_store), "--K", "12", *base], capsys)
+    assert "--K: must be an integer in [1, 11]" in _fails(["--data_dir", str(sample_store), "--K", "12", *base], capsys)
     assert "unknown category 'cs.XX'" in _fails(["--data_dir", str(sample_store), "--categories", "cs.XX", *base], capsys)
     assert "neither a named config" in _fails(["--data_dir", str(sample_store), "--model_config",
                                               str(tmp_path / "nope.json"), *base], capsys)
