@@ -7,7 +7,6 @@ near-duplicate rate between train and test papers (bottom-k MinHash over token 5
 
 analyze.py runs this on the store its runs used and adds the figures to its tables and plots.
 """
-import argparse
 import bz2
 import gzip
 import lzma
@@ -129,11 +128,11 @@ def print_table(b):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=st.HelpFormatter,
-                                allow_abbrev=False)
+    p = st.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=st.HelpFormatter,
+                          allow_abbrev=False)
     p.add_argument("--data_dir", default="preprocessed_arxiv", help="token store written by fetch_arxiv.py")
     p.add_argument("--output", default=None, help="write the JSON here")
-    p.add_argument("--max_compress_bytes", type=int, default=20_000_000, help="test text compressed per category")
+    p.add_argument("--max_compress_bytes", type=st.number(int, 1), default=20_000_000, help="test text compressed per category")
     args = p.parse_args(argv)
     try:
         s = st.Store(args.data_dir)

@@ -380,7 +380,7 @@ def checkpoint_state(state, plan, dist):
 
 
 # Fault injection for the tests (None in every real run): SAVE_HOOK(path, phase) inside each checkpoint
-# write (phases "weights", "state", "published"), STEP_HOOK(step) after each optimizer step.
+# write (phases "weights", "state", "published"), STEP_HOOK(run, state) after each optimizer step.
 SAVE_HOOK = None
 STEP_HOOK = None
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -856,7 +856,7 @@ def train_loop(run, state):
                 return verdict
             tok_log += plan.tokens_per_step
             if STEP_HOOK:
-                STEP_HOOK(state.step)
+                STEP_HOOK(run, state)
             if verdict is None and stop.signal and not dist.ddp:  # arrived during this step: stop after it
                 verdict = "interrupted", f"interrupted ({stop.signal}) at step {state.step}"
             if state.step % args.log_interval_steps == 0 or state.step == plan.total_steps:
