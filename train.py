@@ -386,6 +386,13 @@ STEP_HOOK = None
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
+def no_space(e):
+    """A full disk or quota, as an OSError or as safetensors' own error (which carries the OS error's text)."""
+    if isinstance(e, OSError):
+        return e.errno in NO_SPACE
+    return any(f"os error {n})" in str(e) for n in NO_SPACE)
+
+
 class StopRun(Exception):
     """A checkpoint that must not or could not be written: the run stops with this one-line message."""
 
@@ -423,8 +430,8 @@ def checkpoint(path, run, state, with_optimizer=True):
     if run.dist.rank0:
         try:
             save_checkpoint(path, run.model, run.optimizer if with_optimizer else None, payload)
-        except OSError as e:
-            if e.errno not in NO_SPACE:
+        except Exception as e:
+            if not no_space(e):
                 raise
             free = shutil.disk_usage(Path(path).parent).free
             newest = [p.name for p in step_checkpoints(Path(path).parent)]

@@ -37,10 +37,10 @@ def _args(store, out, name, *extra):
             "--output_dir", str(out), "--run_name", name, *SHORT, *extra]
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_thread():
     """Bit-equal weights across processes need the same reduction order: one thread here and in the
-    subprocesses (OMP_NUM_THREADS=1)."""
+    subprocesses (OMP_NUM_THREADS=1); a tiny model is faster on one thread anyway."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -249,7 +249,7 @@ def test_disk_full_during_checkpoint_is_one_line_and_keeps_the_previous(syntheti
         assert _summary(run)["status"] == "complete"
     finally:
         if mounted:
-            subprocess.run(["umount", str(disk)])
+            subprocess.run(["umount", "-l", str(disk)])
 
 
 def test_unreadable_newest_checkpoints_are_skipped(synthetic_store, tmp_path, hooks, one_thread, ref, capsys):
