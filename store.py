@@ -123,23 +123,28 @@ def _exchange(a, b):
     return False  # EINVAL / ENOSYS / EOPNOTSUPP: a filesystem or kernel without RENAME_EXCHANGE
 
 
-def publish_dir(tmp_dir, final_dir, fsync=True):
+def publish_dir(tmp_dir, final_dir, fsync=True, after_swap=None):
     """Move a finished tmp_dir to final_dir, durably: its files and directories are fsync'd first, the
     parent after. Replacing an existing final_dir swaps the two atomically (renameat2 RENAME_EXCHANGE),
     so a kill at any moment leaves one complete final_dir (plus, at worst, a hidden temp dir that
     remove_stale() deletes). Where the swap is unsupported: two renames, and a kill between them leaves
-    the old dir as .NAME.old-*, which restore_old_dirs() puts back at the next start."""
+    the old dir as .NAME.old-*, which restore_old_dirs() puts back at the next start. after_swap: called
+    between the swap (or the first rename) and the removal of the old dir (fault-injection tests)."""
     tmp_dir, final_dir = Path(tmp_dir), Path(final_dir)
     if fsync:
         fsync_tree(tmp_dir)
     if final_dir.exists() and _exchange(tmp_dir, final_dir):
         fsync_dir(final_dir.parent)
+        if after_swap:
+            after_swap()
         shutil.rmtree(tmp_dir, ignore_errors=True)  # now the old contents
         return
     old = None
     if final_dir.exists():
         old = final_dir.parent / f".{final_dir.name}.old-{os.getpid()}-{time.time_ns()}"
         os.rename(final_dir, old)
+        if after_swap:
+            after_swap()
     os.rename(tmp_dir, final_dir)
     if fsync:
         fsync_dir(final_dir.parent)

@@ -380,7 +380,8 @@ def checkpoint_state(state, plan, dist):
 
 
 # Fault injection for the tests (None in every real run): SAVE_HOOK(path, phase) inside each checkpoint
-# write (phases "weights", "state", "published"), STEP_HOOK(run, state) after each optimizer step.
+# write (phases "weights", "state", "swapped": the new dir in place, the old one not yet removed,
+# "published"), STEP_HOOK(run, state) after each optimizer step.
 SAVE_HOOK = None
 STEP_HOOK = None
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -410,7 +411,7 @@ def save_checkpoint(path, model, optimizer, payload):
                    tmp / "training_state.pt")
         if SAVE_HOOK:
             SAVE_HOOK(path, "state")
-        st.publish_dir(tmp, path)
+        st.publish_dir(tmp, path, after_swap=(lambda: SAVE_HOOK(path, "swapped")) if SAVE_HOOK else None)
         if SAVE_HOOK:
             SAVE_HOOK(path, "published")
     except BaseException:

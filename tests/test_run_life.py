@@ -106,7 +106,7 @@ def _interrupt_at(k):
     return hook
 
 
-def test_stop_at_every_step_then_resume_completes(synthetic_store, tmp_path, hooks, one_thread, ref):
+def test_stop_at_every_step_then_resume_completes(synthetic_store, tmp_path, hooks, ref):
     """A stop at each step 1..6 (eval steps 2, 4, 6; checkpoint steps 3; the last step 6) keeps that step's
     validation, best/ and (at the last step) final/; --resume finishes exactly as an uninterrupted run."""
     for k in range(1, TOTAL + 1):
@@ -125,9 +125,10 @@ def test_stop_at_every_step_then_resume_completes(synthetic_store, tmp_path, hoo
         _assert_complete_like(run, ref)
 
 
-def _kill_self_at(name, phase, nth):
-    return (f"import os, signal, sys, train\n"
-            f"seen = []\n"
+def _kill_self_at(name, phase, nth, exchange=True):
+    return (f"import os, signal, sys, store, train\n"
+            + ("" if exchange else "store._exchange = lambda a, b: False\n")  # a filesystem without it
+            + f"seen = []\n"
             f"def hook(path, phase):\n"
             f"    if path.name == {name!r} and phase == {phase!r}:\n"
             f"        seen.append(1)\n"
@@ -143,24 +144,31 @@ def _py(code, argv, **kw):
                             stderr=subprocess.STDOUT, text=True, **kw)
 
 
-@pytest.mark.parametrize("point", [("step_00000003", "weights", 1), ("best", "published", 2), ("final", "state", 1)])
-def test_kill9_inside_checkpoint_writes_then_resume(synthetic_store, tmp_path, one_thread, ref, point):
-    """kill -9 inside a step checkpoint's write, between the swap of best/ (its second write, step 4) and
-    the removal of the old one, and inside final/'s write: nothing half-written is taken, best/ stays
-    complete, the resume finishes as an uninterrupted run."""
+@pytest.mark.parametrize("point", [("step_00000003", "weights", 1, True), ("best", "swapped", 2, True),
+                                   ("best", "swapped", 2, False)])
+def test_kill9_inside_checkpoint_writes_then_resume(synthetic_store, tmp_path, ref, point):
+    """kill -9 inside a step checkpoint's write; between the atomic swap of best/ (its second write, step 4)
+    and the removal of the old one; and, on a filesystem without the atomic swap, between best/'s two
+    renames. Nothing half-written is taken, best/ is complete (at once, or put back at the start of the
+    resume), and the resume finishes exactly as an uninterrupted run."""
+    name, phase, nth, exchange = point
     p = _py(_kill_self_at(*point), _args(synthetic_store, tmp_path, "k"))
     out = p.communicate(timeout=300)[0]
     assert p.returncode == -signal.SIGKILL, out[-2000:]
     run = tmp_path / "k"
-    assert not (run / "summary.json").exists() and list(run.glob(".*.tmp-*")), "killed inside a write"
-    if (run / "best").exists():
-        assert (run / "best" / "model.safetensors").is_file() and (run / "best" / "training_state.pt").is_file()
+    assert not (run / "summary.json").exists()
+    if exchange:
+        assert list(run.glob(".*.tmp-*")), "killed inside a write"
+        if name == "best":
+            assert (run / "best" / "model.safetensors").is_file() and (run / "best" / "training_state.pt").is_file()
+    else:
+        assert not (run / "best").exists() and list(run.glob(".best.old-*")), "killed between the two renames"
     train.main(_args(synthetic_store, tmp_path, "k", "--resume"))
     assert not list(run.glob(".*.tmp-*")) and not list(run.glob(".*.old-*"))
     _assert_complete_like(run, ref)
 
 
-def test_two_writers_refused_then_kill9_in_a_slow_checkpoint(synthetic_store, tmp_path, one_thread, ref, capsys):
+def test_two_writers_refused_then_kill9_in_a_slow_checkpoint(synthetic_store, tmp_path, ref, capsys):
     """A run in progress (on a slow filesystem: each checkpoint phase takes 0.3 s): the same command again
     is refused in one line naming the holder; sweep.py reports it running; kill -9 inside a step checkpoint's
     write releases the lock (the kernel), and --resume finishes it as an uninterrupted run."""
@@ -252,7 +260,7 @@ def test_disk_full_during_checkpoint_is_one_line_and_keeps_the_previous(syntheti
             subprocess.run(["umount", "-l", str(disk)])
 
 
-def test_unreadable_newest_checkpoints_are_skipped(synthetic_store, tmp_path, hooks, one_thread, ref, capsys):
+def test_unreadable_newest_checkpoints_are_skipped(synthetic_store, tmp_path, hooks, ref, capsys):
     """Interrupted at step 5 (step_00000003 and step_00000005 kept): whatever damages the newest (a truncated
     model.safetensors, a truncated or missing training_state.pt), the resume says so in one line, takes
     step_00000003 and finishes as an uninterrupted run; all checkpoints unreadable: one line, exit 2."""
