@@ -423,7 +423,7 @@ def test_torchrun_ctrl_c_under_sweep_is_interrupted_and_resumes(synthetic_store,
     sweep's Ctrl-C: the ranks agree on the stop at the next step (not at a log step: logging is off), write
     one checkpoint, and the run is 'interrupted' (torchrun exits 1), then the next `run` completes it."""
     plan = _plan(tmp_path, synthetic_store, gpus_per_run=2,
-                 fixed={"token_budget": 120000, "log_interval_steps": 100000, "eval_interval_steps": 100000,
+                 fixed={"token_budget": 4000, "log_interval_steps": 100000, "eval_interval_steps": 100000,
                         "checkpoint_interval_steps": 100000})
     out = tmp_path / "sw"
     (rid, _), = sweep.expand(sweep.load_plan(plan))
@@ -435,7 +435,6 @@ def test_torchrun_ctrl_c_under_sweep_is_interrupted_and_resumes(synthetic_store,
     while not ((run / "metrics.jsonl").exists() and '"eval"' in (run / "metrics.jsonl").read_text()):
         assert p.poll() is None and time.time() < deadline, p.stdout.read()[-3000:]
         time.sleep(0.05)
-    time.sleep(0.5)  # a few steps in
     t0 = time.time()
     p.send_signal(signal.SIGINT)
     text = p.communicate(timeout=120)[0]
@@ -444,10 +443,10 @@ def test_torchrun_ctrl_c_under_sweep_is_interrupted_and_resumes(synthetic_store,
     ckpts = train.step_checkpoints(run)
     assert len(ckpts) == 1 and not (run / "summary.json").exists(), text[-3000:]
     step = int(ckpts[0].name.split("_")[1])
-    assert 0 < step < 300 and stop_s < 25, (step, stop_s)  # 300 steps in all: stopped long before the end
+    assert 0 < step < 10 and stop_s < 25, (step, stop_s)  # not at the last step (10), the next log step
     assert sweep.run_status(out, rid, sweep.last_events(out))[0] == "interrupted"
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert f"resumed from step {step}" in (run / "train.log").read_text()
     s = _summary(run)
-    assert s["status"] == "complete" and s["steps"] == 300 and s["final_val_loss"] is not None
+    assert s["status"] == "complete" and s["steps"] == 10 and s["final_val_loss"] is not None
