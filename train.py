@@ -18,8 +18,9 @@ Run identity: every value that changes what a run computes (store, categories, s
 schedule, optimiser, batch, dtype, tagging) is its identity, kept in run_config.json and in every
 checkpoint. --resume refuses a run directory or checkpoint whose identity differs, naming each flag; the
 default run name is readable parts plus a hash of the identity, so two different runs never share one.
-Ctrl-C (SIGINT) or SIGTERM: the run stops at the next step boundary, writes a checkpoint and exits 130;
---resume continues it.
+Ctrl-C (SIGINT) or SIGTERM: the run stops at the end of the current step (after that step's validation,
+best/ and, at the last step, final/), writes a checkpoint and exits 130; --resume continues it from the
+newest checkpoint that loads completely. One process per run directory: RUN/.lock (runlock.py).
 """
 import argparse
 import dataclasses
