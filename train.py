@@ -101,7 +101,7 @@ def parse_args(argv=None):
     a("--eval_windows", type=pos_int, default=256, help="validation windows per training category")
     a("--eval_batch_size", type=pos_int, default=None, help="default: --batch_size")
     a("--skip_test_eval", action="store_true", help="skip the final exact test-split evaluation")
-    a("--log_interval_steps", type=pos_int, default=10, help="steps between log lines (and NaN / interrupt checks)")
+    a("--log_interval_steps", type=pos_int, default=10, help="steps between log lines")
     a("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     a("--dtype", default="auto", choices=["auto", "float32", "bfloat16"], help="auto: bf16 on CUDA, fp32 on CPU")
     a("--compile", action="store_true", help="torch.compile the model and loss")
