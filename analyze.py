@@ -33,7 +33,6 @@ What makes the numbers trustworthy (and what the report states):
 - Verdicts: each hypothesis is supported / not supported / undecided by its falsifier in
   EXPERIMENT_PLAN.md, with the interval that decided it.
 """
-import argparse
 import csv
 import json
 import math
@@ -225,17 +224,21 @@ def run_rows(runs):
 
 
 def _attach_val(runs, rows):
-    """val_loss/<category> of each run's last evaluation, from metrics.jsonl."""
+    """val_loss/<category> of each run's validation at its final step (summary's steps), from
+    metrics.jsonl; none when that step has no validation row (never another step's value)."""
     last = {}
     for r in runs:
         p = r["dir"] / "metrics.jsonl"
-        if p.is_file():
+        final_step = (r["summary"] or {}).get("steps")
+        if p.is_file() and final_step is not None:
             for line in p.read_text().splitlines():
                 if '"eval"' in line:
                     try:
-                        last[r["run_id"]] = json.loads(line)
+                        row = json.loads(line)
                     except json.JSONDecodeError:
-                        pass
+                        continue
+                    if row.get("step") == final_step:
+                        last[r["run_id"]] = row
     for row in rows:
         row["val_loss_category"] = last.get(row["run_id"], {}).get(f"val_loss/{row['category']}")
 
@@ -1401,19 +1404,19 @@ def make_plots(a, d, main, pairs, out):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=st.HelpFormatter,
+    p = st.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=st.HelpFormatter,
                                 allow_abbrev=False)
     p.add_argument("sweep_dir", help="a sweep.py --out directory (or a train.py --output_dir)")
-    p.add_argument("--n_boot", type=int, default=1000, help="bootstrap resamples for the intervals (0: none)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes for the bootstrap refits")
+    p.add_argument("--n_boot", type=st.number(int, 0), default=1000, help="bootstrap resamples for the intervals (0: none)")
+    p.add_argument("--seed", type=st.number(int, 0), default=0, help="bootstrap seed")
+    p.add_argument("--jobs", type=st.number(int, 1), default=os.cpu_count() or 1, help="processes for the bootstrap refits")
     p.add_argument("--no_baselines", action="store_true", help="skip the store baselines")
     p.add_argument("--store_id", default=None, help="analyse only runs of this store (a prefix of its store_id)")
     p.add_argument("--sampling", default=None, help="analyse only runs of this sampling arm")
     p.add_argument("--eval_dtype", default=None, help="analyse only runs evaluated in this dtype")
     p.add_argument("--per_group", action="store_true",
                    help="analyse each (store, sampling, dtype) group on its own, into analysis/<group>/")
-    p.add_argument("--margin", type=float, default=0.02,
+    p.add_argument("--margin", type=st.number(float, 0), default=0.02,
                    help="equivalence margin (nats): differences whose 95%% interval lies within it count as none")
     args = p.parse_args(argv)
     if args.n_boot < 0 or args.jobs < 1:

@@ -10,7 +10,6 @@ by store id under --cache_dir.
 
 analyze.py runs this on the store its runs used and adds the figures to its tables and plots.
 """
-import argparse
 import bz2
 import gzip
 import lzma
@@ -139,13 +138,13 @@ def print_table(b):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=st.HelpFormatter,
-                                allow_abbrev=False)
+    p = st.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=st.HelpFormatter,
+                          allow_abbrev=False)
     p.add_argument("--data_dir", default="preprocessed_arxiv", help="token store written by fetch_arxiv.py")
     p.add_argument("--output", default=None, help="write the JSON here")
-    p.add_argument("--max_compress_bytes", type=int, default=20_000_000, help="test text compressed per category")
+    p.add_argument("--max_compress_bytes", type=st.number(int, 1), default=20_000_000, help="test text compressed per category")
     p.add_argument("--hilberg", action="store_true", help="add compression curves and Hilberg fits (H7)")
-    p.add_argument("--hilberg_max_bytes", type=int, default=16_000_000,
+    p.add_argument("--hilberg_max_bytes", type=st.number(int, 1), default=16_000_000,
                    help="training text per category for the compression curves")
     p.add_argument("--cache_dir", default="~/.cache/arxiv-ergodic-scaling",
                    help="where the compression curves are cached, keyed by store id")

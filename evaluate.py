@@ -10,7 +10,6 @@ context; papers with n < 2 predict nothing and are not counted. Windows are pack
 fixed-shape batches (a short last window is padded at the end, which causal attention never sees), and
 all sums are float64, so the result does not depend on the batch size beyond float rounding.
 """
-import argparse
 import hashlib
 import json
 from pathlib import Path
@@ -78,14 +77,14 @@ def print_table(res):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=st.HelpFormatter,
-                                allow_abbrev=False)
+    p = st.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=st.HelpFormatter,
+                          allow_abbrev=False)
     p.add_argument("--model_dir", required=True, help="a save_pretrained causal LM directory")
     p.add_argument("--data_dir", default="preprocessed_arxiv", help="token store written by fetch_arxiv.py")
     p.add_argument("--split", default="test", choices=st.SPLITS, help="split to evaluate")
     p.add_argument("--categories", nargs="+", default=["all"], help="names, or all (default)")
-    p.add_argument("--batch_size", type=int, default=64, help="windows per forward pass")
-    p.add_argument("--max_papers_per_category", type=int, default=None, help="first M papers per category")
+    p.add_argument("--batch_size", type=st.number(int, 1), default=64, help="windows per forward pass")
+    p.add_argument("--max_papers_per_category", type=st.number(int, 1), default=None, help="first M papers per category")
     p.add_argument("--output", default=None,
                    help="default: eval_<split>.json in --model_dir; with --dtype bfloat16, --categories, "
                         "--max_papers_per_category or --exclude_papers a name that says so (and hashes the lists)")
@@ -97,11 +96,7 @@ def main(argv=None):
                         "test papers are left out)")
     p.add_argument("--allow_other_store", action="store_true",
                    help="evaluate a model whose run_config.json names another store_id than --data_dir's")
-    args = p.parse_args(argv)
-    if args.batch_size < 1:
-        st.die(f"--batch_size must be >= 1 (got {args.batch_size})")
-    if args.max_papers_per_category is not None and args.max_papers_per_category < 1:
-        st.die(f"--max_papers_per_category must be >= 1 (got {args.max_papers_per_category})")
+    args = p.parse_args(argv)  # numeric flags are range-checked here (st.number)
     model_dir = Path(args.model_dir)
     if not (model_dir / "config.json").is_file():
         st.die(f"--model_dir {model_dir}: no config.json, not a save_pretrained model directory")

@@ -17,7 +17,6 @@ remaining places. So the subset is deterministic, and with N >= C it holds every
 the split. The chosen rows keep their source order in the store. Dev runs stream the source, so only the
 rows read are downloaded.
 """
-import argparse
 import collections
 import hashlib
 import os
@@ -36,8 +35,8 @@ TEXT_BATCH_BYTES = 2 << 20  # tokenizer work unit: ~2 MB of text (a few dozen pa
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=st.HelpFormatter,
-                                allow_abbrev=False)
+    p = st.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=st.HelpFormatter,
+                          allow_abbrev=False)
     src = p.add_argument_group("source")
     src.add_argument("--dataset_name", default=DEFAULT_DATASET, help="hub dataset id")
     src.add_argument("--dataset_config", default=DEFAULT_CONFIG, help="hub config (no_ref drops the class strings)")
@@ -50,12 +49,12 @@ def parse_args(argv=None):
     src.add_argument("--tokenizer", default=None,
                      help="tokenizer.json file or hub id (default: the bundled Pythia tokenizer)")
     size = p.add_argument_group("size")
-    size.add_argument("--max_examples_per_split", type=int, default=50,
+    size.add_argument("--max_examples_per_split", type=st.number(int, 1), default=50,
                       help="dev runs: a deterministic, category-covering subset of N papers per split")
     size.add_argument("--full_dataset", action="store_true", help="every paper (ignores --max_examples_per_split)")
     out = p.add_argument_group("output")
     out.add_argument("--output_dir", default="preprocessed_arxiv", help="the store directory to write")
-    out.add_argument("--num_proc", type=int, default=1,
+    out.add_argument("--num_proc", type=st.number(int, 1), default=1,
                      help="tokenizer processes; 1 = one process using the tokenizer's own threads")
     out.add_argument("--force", action="store_true",
                      help="rebuild even if a complete store of this variant exists; with --upload_to_s3, also "
@@ -74,11 +73,6 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.full_dataset:
         args.max_examples_per_split = None
-    elif args.max_examples_per_split is None or args.max_examples_per_split < 1:
-        st.die(f"--max_examples_per_split must be >= 1 (got {args.max_examples_per_split}); "
-               "use --full_dataset for every paper")
-    if args.num_proc < 1:
-        st.die(f"--num_proc must be >= 1 (got {args.num_proc})")
     if args.download_only:
         args.download_from_s3 = True
     if (args.upload_to_s3 or args.download_from_s3) and not args.s3_bucket:

@@ -10,7 +10,6 @@ as __getitem__ on those indices, without the per-item Python overhead.
 
     python random_window_dataset.py --data_dir preprocessed_arxiv --categories cs.IT math.ST
 """
-import argparse
 
 import numpy as np
 import torch
@@ -179,16 +178,16 @@ def bundled_decoder(store):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Print a window pool's summary and a few sample windows.",
-                                formatter_class=st.HelpFormatter, allow_abbrev=False)
+    p = st.ArgumentParser(description="Print a window pool's summary and a few sample windows.",
+                          formatter_class=st.HelpFormatter, allow_abbrev=False)
     p.add_argument("--data_dir", default="preprocessed_arxiv", help="token store written by fetch_arxiv.py")
     p.add_argument("--split", default="train", choices=st.SPLITS, help="split to sample from")
     p.add_argument("--categories", nargs="+", default=None, help="category names (default: all)")
     p.add_argument("--sampling", default="paper", choices=SAMPLING_MODES,
                    help="paper: uniform over papers; token: over window starts; balanced: over categories")
-    p.add_argument("--window", type=int, default=st.WINDOW, help="tokens per window")
-    p.add_argument("--seed", type=int, default=0, help="sampler seed")
-    p.add_argument("--num_samples", type=int, default=3, help="windows to print")
+    p.add_argument("--window", type=st.number(int, 2), default=st.WINDOW, help="tokens per window")
+    p.add_argument("--seed", type=st.number(int, 0), default=0, help="sampler seed")
+    p.add_argument("--num_samples", type=st.number(int, 1), default=3, help="windows to print")
     args = p.parse_args(argv)
     try:
         ds = RandomWindowDataset(args.data_dir, args.split, args.categories, window=args.window,

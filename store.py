@@ -80,14 +80,77 @@ def temp_dir_beside(final_dir, tag="tmp"):
     return tmp
 
 
-def publish_dir(tmp_dir, final_dir):
-    """Move a finished tmp_dir to final_dir. A kill at any moment leaves the old complete dir or none."""
-    final_dir = Path(final_dir)
+def fsync_dir(path):
+    """fsync a directory: makes the names created, renamed or removed in it durable (a rename is only
+    durable once its directory is). Filesystems that cannot fsync a directory are skipped."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(path):
+    """fsync every file below path, then every directory (deepest first): before the rename that publishes it."""
+    path = Path(path)
+    dirs = [path]
+    for p in path.rglob("*"):
+        if p.is_dir():
+            dirs.append(p)
+        elif p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+    for d in sorted(dirs, key=lambda d: -len(d.parts)):
+        fsync_dir(d)
+
+
+_RENAME_EXCHANGE = 2  # renameat2(2) flag (Linux >= 3.15): swap two paths atomically
+
+
+def _exchange(a, b):
+    """Atomically swap directories a and b; False where the system cannot (then two renames are used)."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    if fn(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), _RENAME_EXCHANGE) == 0:
+        return True
+    return False  # EINVAL / ENOSYS / EOPNOTSUPP: a filesystem or kernel without RENAME_EXCHANGE
+
+
+def publish_dir(tmp_dir, final_dir, fsync=True, after_swap=None):
+    """Move a finished tmp_dir to final_dir, durably: its files and directories are fsync'd first, the
+    parent after. Replacing an existing final_dir swaps the two atomically (renameat2 RENAME_EXCHANGE),
+    so a kill at any moment leaves one complete final_dir (plus, at worst, a hidden temp dir that
+    remove_stale() deletes). Where the swap is unsupported: two renames, and a kill between them leaves
+    the old dir as .NAME.old-*, which restore_old_dirs() puts back at the next start. after_swap: called
+    between the swap (or the first rename) and the removal of the old dir (fault-injection tests)."""
+    tmp_dir, final_dir = Path(tmp_dir), Path(final_dir)
+    if fsync:
+        fsync_tree(tmp_dir)
+    if final_dir.exists() and _exchange(tmp_dir, final_dir):
+        fsync_dir(final_dir.parent)
+        if after_swap:
+            after_swap()
+        shutil.rmtree(tmp_dir, ignore_errors=True)  # now the old contents
+        return
     old = None
     if final_dir.exists():
         old = final_dir.parent / f".{final_dir.name}.old-{os.getpid()}-{time.time_ns()}"
         os.rename(final_dir, old)
+        if after_swap:
+            after_swap()
     os.rename(tmp_dir, final_dir)
+    if fsync:
+        fsync_dir(final_dir.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -151,10 +214,29 @@ def clean_stale_temps(final_dir, tags=("tmp", "download", "old")):
             host = "-".join(parts[:-2])
             if (host and host != here) or _pid_alive(int(parts[-2])):
                 continue
+            if tag == "old" and not final_dir.exists():
+                # a kill between publish_dir's two renames: this is the last complete final_dir, put it back
+                os.rename(d, final_dir)
+                continue
             shutil.rmtree(d, ignore_errors=True)
             if not d.exists():
                 removed.append(d)
     return removed
+
+
+def restore_old_dirs(parent):
+    """Undo a replacement that a kill cut between its two renames: .NAME.old-* becomes NAME again where
+    NAME is missing (the newest such), every other .*.old-* is removed. Returns the restored names."""
+    restored = []
+    olds = sorted(Path(parent).glob(".*.old-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]), reverse=True)
+    for old in olds:
+        name = old.name[1:].split(".old-")[0]
+        if not (Path(parent) / name).exists():
+            os.rename(old, Path(parent) / name)
+            restored.append(name)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    return restored
 
 
 def write_json_atomic(path, obj, indent=None):
@@ -166,6 +248,7 @@ def write_json_atomic(path, obj, indent=None):
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -438,6 +521,47 @@ def fmt_count(v):
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Every script's --help: each flag's default shown, the docstring's layout kept."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Every script's parser: a usage mistake is one line on stderr (`error: argument --flag: ...`) and
+    exit 2, as every other user error, not the usage block followed by the message."""
+
+    def error(self, message):
+        die(f"{message} (see {self.prog} --help)")
+
+
+def number(kind=float, lo=None, hi=None, lo_open=False, hi_open=False, off=None):
+    """An argparse type: a finite int or float in [lo, hi] (an open end with lo_open / hi_open; None: no
+    bound). off: a word (e.g. "off") that gives None. A value outside is refused at parse time, in one
+    line naming the flag and the range (see ArgumentParser)."""
+    what = "an integer" if kind is int else "a number"
+    if lo is not None and hi is not None:
+        rng = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    elif lo is not None:
+        rng = f"{'>' if lo_open else '>='} {lo:g}"
+    elif hi is not None:
+        rng = f"{'<' if hi_open else '<='} {hi:g}"
+    else:
+        rng = ""
+    desc = " ".join(x for x in (what, rng) if x) + (f" (or {off})" if off else "")
+
+    def parse(text):
+        if off is not None and str(text).strip().lower() == off:
+            return None
+        try:
+            v = kind(text) if kind is not int else int(str(text), 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {desc}, got {text!r}") from None
+        ok = (v == v and abs(v) != float("inf")
+              and (lo is None or (v > lo if lo_open else v >= lo))
+              and (hi is None or (v < hi if hi_open else v <= hi)))
+        if not ok:
+            raise argparse.ArgumentTypeError(f"must be {desc}, got {text}")
+        return v
+
+    parse.__name__ = desc
+    return parse
 
 
 def cli(main):

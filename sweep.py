@@ -64,6 +64,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import runlock
 import store as st
 
 PROJECT = st.PROJECT_DIR
@@ -72,8 +73,11 @@ TRAIN = "train.py"
 # axis appears as name-value
 HEAD_AXES = ("model_config", "K", "categories", "seed", "token_budget", "sampling", "tag_categories")
 SHORT_NAMES = {"init_seed": "i", "data_seed": "ds", "learning_rate": "lr"}
-# train.py's exit code for a run stopped by a signal (it checkpointed); -2 / -15: killed by SIGINT / SIGTERM
-INTERRUPTED_CODES = (130, -2, -15, 143)
+# train.py's exit code for a run stopped by a signal (it checkpointed); -2 / -15: killed by SIGINT / SIGTERM;
+# 75: train.py found the run held by another process (it is running, not failed)
+INTERRUPTED_CODES = (130, -2, -15, 143, 75)
+RUN_LOCK = ".lock"  # train.py's one-writer lock in each run directory (runlock.py)
+SWEEP_LOCK = ".sweep.lock"  # `run`'s lock on its --out
 STATUSES = ("complete", "running", "interrupted", "failed", "conflict", "pending")
 # a plan's schema: every key is checked, so a typo (fixd:, K_: ...) is refused instead of silently ignored
 PLAN_KEYS = ("name", "store", "grid", "fixed", "gpus_per_run", "slurm")
@@ -365,6 +369,8 @@ def run_status(out, rid, events=None, conflict=None):
             summary = None
     if summary and summary.get("status") == "complete":
         return "complete", summary
+    if runlock.holder(rd / RUN_LOCK):  # a train.py holds the run: this sweep's, another's, a SLURM task's
+        return "running", summary
     lock = rd / ".sweep.pid"
     if lock.is_file():
         try:
@@ -375,7 +381,10 @@ def run_status(out, rid, events=None, conflict=None):
     if summary and summary.get("status") == "failed":
         return "failed", summary
     e = (events or {}).get(rid)
-    if e and e.get("event") == "end" and e.get("returncode") not in (0, *INTERRUPTED_CODES):
+    # a run this sweep stopped (Ctrl-C, SIGTERM) is interrupted whatever its exit code: torchrun exits 1
+    # when its workers were signalled, although they checkpointed cleanly
+    if (e and e.get("event") == "end" and e.get("returncode") not in (0, *INTERRUPTED_CODES)
+            and not e.get("stopped_by_sweep")):
         return "failed", summary
     if rd.exists() and any(rd.iterdir()):
         return "interrupted", summary
@@ -489,12 +498,14 @@ class Launcher:
             with self.lock:
                 self.procs.pop(rid, None)
         (rd / ".sweep.pid").unlink(missing_ok=True)
-        _event(out, run_id=rid, event="end", returncode=rc, wall_s=time.time() - t0)
+        _event(out, run_id=rid, event="end", returncode=rc, wall_s=time.time() - t0,
+               stopped_by_sweep=self.stopping.is_set())
         state, summary = run_status(out, rid, last_events(out))
         msg = f"{rid}: {state} in {time.time() - t0:.0f} s" + (f" on GPU {slot}" if slot else "")
         if state == "complete" and summary:
-            tm = summary.get("test_macro_loss")
-            msg += f" (final val_loss {summary.get('final_val_loss'):.4f}" + (f", test macro {tm:.4f})" if tm is not None else ")")
+            fmt = lambda v: "-" if not isinstance(v, (int, float)) else f"{v:.4f}"  # a value may be missing
+            msg += (f" (final val_loss {fmt(summary.get('final_val_loss'))}, test macro "
+                    f"{fmt(summary.get('test_macro_loss'))})")
             if not self.keep:
                 prune(rd)
         elif state != "complete":
@@ -523,6 +534,17 @@ def cmd_run(plan, args):
     out = Path(args.out)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     (out / "runs").mkdir(parents=True, exist_ok=True)
+    try:  # one `run` per --out (each run directory is locked by its train.py as well)
+        sweep_lock = runlock.acquire(out / SWEEP_LOCK, warn=lambda m: print(m, flush=True))
+    except runlock.Held as e:
+        st.die(f"--out {out} is in use by another `sweep.py run`: {e}; wait for it, or stop it (Ctrl-C) first")
+    try:
+        return _run_locked(plan, args, out)
+    finally:
+        sweep_lock.release()
+
+
+def _run_locked(plan, args, out):
     ensure_store(plan)
     runs = expand(plan)
     events = last_events(out)
@@ -587,7 +609,7 @@ def cmd_status(plan, args):
     rows = [(rid, *run_status(out, rid, events, param_conflict(out, rid, plan, params))) for rid, params in expand(plan)]
     counts = {s: sum(1 for r in rows if r[1] == s) for s in STATUSES}
     width = max(len(r[0]) for r in rows)
-    fmt = lambda v: "-" if v is None else f"{v:.4f}"
+    fmt = lambda v: "-" if not isinstance(v, (int, float)) else f"{v:.4f}"
     print(f"{'run':{width}s}  {'status':11s} {'tokens':>12s} {'val_loss':>9s} {'test_macro':>10s}")
     for rid, status, s in rows:
         s = s or {}
@@ -673,7 +695,7 @@ def cmd_store(plan, args):
 
 def main(argv=None):
     fmt = dict(formatter_class=st.HelpFormatter, allow_abbrev=False)
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1], **fmt)
+    p = st.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1], **fmt)
     sub = p.add_subparsers(dest="command", required=True)
 
     def command(name, help):
@@ -683,9 +705,9 @@ def main(argv=None):
 
     r = command("run", "run the plan's runs on this machine (skip complete, resume interrupted)")
     r.add_argument("--out", required=True, help="sweep directory: runs/, logs/, sweep_events.jsonl")
-    r.add_argument("--parallel", type=int, default=1, help="runs at a time on a machine without GPUs")
+    r.add_argument("--parallel", type=st.number(int, 1), default=1, help="runs at a time on a machine without GPUs")
     r.add_argument("--gpus", default=None, help="comma-separated GPU ids to use (default: every visible GPU)")
-    r.add_argument("--runs_per_gpu", type=int, default=1, help="runs sharing one GPU at a time")
+    r.add_argument("--runs_per_gpu", type=st.number(int, 1), default=1, help="runs sharing one GPU at a time")
     r.add_argument("--keep_checkpoints", action="store_true",
                    help="keep the step checkpoints of complete runs (default: deleted; final/ and best/ stay)")
     r.add_argument("--prune", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
@@ -700,13 +722,10 @@ def main(argv=None):
     e.add_argument("--setup", default=None,
                    help='shell line run before the runs, e.g. "module load cuda; source venv/bin/activate"')
     e.add_argument("--project_dir", default=None, help="where this project lives on the cluster (default: here)")
-    e.add_argument("--runs_per_gpu", type=int, default=1, help="slurm: runs packed side by side in one array task")
+    e.add_argument("--runs_per_gpu", type=st.number(int, 1), default=1, help="slurm: runs packed side by side in one array task")
     command("list", "the expanded runs and their parameters")
     command("run-store", "build the plan's store if it is missing")
-    args = p.parse_args(argv)
-    for flag in ("parallel", "runs_per_gpu"):
-        if getattr(args, flag, 1) < 1:
-            st.die(f"--{flag} must be >= 1 (got {getattr(args, flag)})")
+    args = p.parse_args(argv)  # numeric flags are range-checked here (st.number)
     plan = load_plan(args.plan)
     fn = {"run": cmd_run, "status": cmd_status, "emit": cmd_emit, "list": cmd_list, "run-store": cmd_store}[args.command]
     rc = fn(plan, args)

@@ -18,12 +18,14 @@ Run identity: every value that changes what a run computes (store, categories, s
 schedule, optimiser, batch, dtype, tagging) is its identity, kept in run_config.json and in every
 checkpoint. --resume refuses a run directory or checkpoint whose identity differs, naming each flag; the
 default run name is readable parts plus a hash of the identity, so two different runs never share one.
-Ctrl-C (SIGINT) or SIGTERM: the run stops at the next step boundary, writes a checkpoint and exits 130;
---resume continues it.
+Ctrl-C (SIGINT) or SIGTERM: the run stops at the end of the current step (after that step's validation,
+best/ and, at the last step, final/), writes a checkpoint and exits 130; --resume continues it from the
+newest checkpoint that loads completely. One process per run directory: RUN/.lock (runlock.py).
 """
 import argparse
 import dataclasses
 import datetime
+import errno
 import hashlib
 import json
 import math
@@ -46,6 +48,7 @@ WINDOW, PRED_PER_WINDOW, EVAL_SEED = st.WINDOW, st.PRED_PER_WINDOW, st.EVAL_SEED
 # bf16 dense peak FLOP/s per GPU, for MFU (nanochat-style table; unknown GPUs report no MFU)
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12}
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C: sweep.py reads it as "interrupted, resume me"
+EXIT_LOCKED = 75       # EX_TEMPFAIL: another process holds the run directory (sweep.py: not a failure)
 
 # The run-defining values and the flags that set them (for resume's refusal message).
 IDENTITY_FLAGS = {
@@ -60,42 +63,45 @@ IDENTITY_FLAGS = {
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=st.HelpFormatter,
-                                allow_abbrev=False)
+    p = st.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=st.HelpFormatter,
+                          allow_abbrev=False)
     a = p.add_argument
+    pos_int, nonneg_int, pos = st.number(int, 1), st.number(int, 0), st.number(float, 0, lo_open=True)
+    ratio = st.number(float, 0, 1)
     a("--data_dir", default="preprocessed_arxiv", help="token store written by fetch_arxiv.py")
-    a("--K", type=int, default=1, help="number of categories (select_categories(K, seed))")
-    a("--seed", type=int, default=0, help="subset seed; also the default --init_seed and --data_seed")
+    a("--K", type=st.number(int, 1, len(st.CATEGORIES)), default=1, help="number of categories (select_categories(K, seed))")
+    a("--seed", type=nonneg_int, default=0, help="subset seed; also the default --init_seed and --data_seed")
     a("--categories", nargs="+", default=None, help="explicit category names (overrides --K/--seed)")
-    a("--init_seed", type=int, default=None, help="model initialisation seed (default: --seed)")
-    a("--data_seed", type=int, default=None, help="window sampler seed (default: --seed)")
+    a("--init_seed", type=nonneg_int, default=None, help="model initialisation seed (default: --seed)")
+    a("--data_seed", type=nonneg_int, default=None, help="window sampler seed (default: --seed)")
     a("--sampling", default="paper", choices=SAMPLING_MODES,
       help="paper: uniform over papers; token: over window starts; balanced: over categories, then tokens")
     a("--model_config", default="pythia-14m", help=f"{', '.join(PYTHIA)} or a JSON file of GPTNeoXConfig fields")
-    a("--token_budget", type=float, default=None, help="predicted tokens to train on (takes precedence over --epochs)")
-    a("--epochs", type=float, default=1.0, help="passes over the pool's non-overlapping windows")
-    a("--batch_size", type=int, default=32, help="windows per device per micro-step")
-    a("--grad_accum_steps", type=int, default=1, help="micro-steps per optimizer step")
-    a("--learning_rate", type=float, default=None, help="default: Pythia's for the size (1e-3 / 6e-4 / 3e-4)")
-    a("--adam_beta1", type=float, default=0.9, help="AdamW beta1")
-    a("--adam_beta2", type=float, default=0.95, help="AdamW beta2")
-    a("--adam_epsilon", type=float, default=1e-8, help="AdamW epsilon")
-    a("--weight_decay", type=float, default=0.1, help="on >= 2-D weights only")
-    a("--max_grad_norm", type=float, default=1.0, help="gradient clipping norm")
-    a("--warmup_ratio", type=float, default=0.01, help="linear warmup over this fraction of the steps (>= 1 step)")
-    a("--min_lr_ratio", type=float, default=0.1, help="cosine ends at this fraction of the lr, at the last step")
+    a("--token_budget", type=pos, default=None, help="predicted tokens to train on (takes precedence over --epochs)")
+    a("--epochs", type=pos, default=1.0, help="passes over the pool's non-overlapping windows")
+    a("--batch_size", type=pos_int, default=32, help="windows per device per micro-step")
+    a("--grad_accum_steps", type=pos_int, default=1, help="micro-steps per optimizer step")
+    a("--learning_rate", type=pos, default=None, help="default: Pythia's for the size (1e-3 / 6e-4 / 3e-4)")
+    a("--adam_beta1", type=st.number(float, 0, 1, hi_open=True), default=0.9, help="AdamW beta1")
+    a("--adam_beta2", type=st.number(float, 0, 1, hi_open=True), default=0.95, help="AdamW beta2")
+    a("--adam_epsilon", type=pos, default=1e-8, help="AdamW epsilon")
+    a("--weight_decay", type=st.number(float, 0), default=0.1, help="on >= 2-D weights only")
+    a("--max_grad_norm", type=st.number(float, 0, lo_open=True, off="off"), default=1.0,
+      help="gradient clipping norm; off: no clipping (the norm is still checked for NaN/inf)")
+    a("--warmup_ratio", type=ratio, default=0.01, help="linear warmup over this fraction of the steps (>= 1 step)")
+    a("--min_lr_ratio", type=ratio, default=0.1, help="cosine ends at this fraction of the lr, at the last step")
     a("--output_dir", default="runs", help="run directories are created below it")
     a("--run_name", default=None,
       help="default: <model>_K<K>_s<seed>_<sampling>_d<budget>[_tag]_<hash of the run identity>")
     a("--resume", nargs="?", const="auto", default=None,
       help="bare: the newest complete checkpoint of this run (or a fresh start if none); or a checkpoint directory")
-    a("--checkpoint_interval_steps", type=int, default=1000, help="steps between step checkpoints")
-    a("--max_step_checkpoints", type=int, default=2, help="step checkpoints kept (newest)")
-    a("--eval_interval_steps", type=int, default=500, help="steps between validations")
-    a("--eval_windows", type=int, default=256, help="validation windows per training category")
-    a("--eval_batch_size", type=int, default=None, help="default: --batch_size")
+    a("--checkpoint_interval_steps", type=pos_int, default=1000, help="steps between step checkpoints")
+    a("--max_step_checkpoints", type=pos_int, default=2, help="step checkpoints kept (newest)")
+    a("--eval_interval_steps", type=pos_int, default=500, help="steps between validations")
+    a("--eval_windows", type=pos_int, default=256, help="validation windows per training category")
+    a("--eval_batch_size", type=pos_int, default=None, help="default: --batch_size")
     a("--skip_test_eval", action="store_true", help="skip the final exact test-split evaluation")
-    a("--log_interval_steps", type=int, default=10, help="steps between log lines (and NaN / interrupt checks)")
+    a("--log_interval_steps", type=pos_int, default=10, help="steps between log lines")
     a("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     a("--dtype", default="auto", choices=["auto", "float32", "bfloat16"], help="auto: bf16 on CUDA, fp32 on CPU")
     a("--compile", action="store_true", help="torch.compile the model and loss")
@@ -103,15 +109,7 @@ def parse_args(argv=None):
     a("--wandb_mode", default="online", choices=["online", "offline", "disabled"], help="wandb mode")
     a("--tag_categories", action="store_true",
       help="precede each window with a token naming its category (id = store vocab + label; never a target)")
-    args = p.parse_args(argv)
-    for name in ("batch_size", "grad_accum_steps", "checkpoint_interval_steps", "eval_interval_steps",
-                 "eval_windows", "log_interval_steps", "max_step_checkpoints"):
-        if getattr(args, name) < 1:
-            st.die(f"--{name} must be >= 1 (got {getattr(args, name)})")
-    if args.token_budget is not None and args.token_budget <= 0:
-        st.die(f"--token_budget must be positive (got {args.token_budget})")
-    if args.epochs <= 0:
-        st.die(f"--epochs must be positive (got {args.epochs})")
+    args = p.parse_args(argv)  # every numeric flag's range is checked here (st.number): one line, exit 2
     args.init_seed = args.seed if args.init_seed is None else args.init_seed
     args.data_seed = args.seed if args.data_seed is None else args.data_seed
     args.eval_batch_size = args.eval_batch_size or args.batch_size
@@ -287,19 +285,43 @@ def read_json(path, what):
 
 
 def step_checkpoints(run_dir):
-    """Complete step checkpoints, oldest first (a temp dir never has the step_ name)."""
-    return sorted(p for p in Path(run_dir).glob("step_*") if (p / "training_state.pt").is_file())
+    """Step checkpoint directories, oldest first (a temp dir never has the step_ name; whether one loads
+    completely is for restore() to find out)."""
+    return sorted(p for p in Path(run_dir).glob("step_*") if p.is_dir())
+
+
+LOCK_NAME = ".lock"  # RUN/.lock: held by the one process writing the run (runlock.py)
+
+
+def lock_run_dir(run_dir, dist):
+    """Rank 0 locks the run directory for the process's life (one writer per run; see runlock.py), then
+    clears what a killed run left: temp dirs of unfinished checkpoints, and a best/ or final/ that a kill
+    cut between the two renames of its replacement is put back."""
+    if not dist.rank0:
+        return None
+    import runlock
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = runlock.acquire(run_dir / LOCK_NAME, warn=lambda m: print(m, flush=True))
+    except runlock.Held as e:
+        st.die(f"run directory {run_dir} is in use by {e} (its {LOCK_NAME}); wait for that process to end or stop "
+               "it, then --resume", code=EXIT_LOCKED)
+    for stale in run_dir.glob(".*.tmp-*"):  # half-written checkpoints of a killed run: never valid
+        shutil.rmtree(stale, ignore_errors=True)
+    st.restore_old_dirs(run_dir)
+    return lock
 
 
 def prepare_run_dir(args, plan, dist):
-    """'complete' for a finished run of this identity (nothing to do), else the checkpoint to resume from
-    (or None). Refuses, in one line, a run directory or checkpoint of another identity."""
+    """'complete' for a finished run of this identity (nothing to do), else the checkpoints to resume from,
+    newest first ([] for a fresh start). Refuses, in one line, a run directory or checkpoint of another
+    identity, and a weights-only directory given to --resume."""
     run_dir = plan.run_dir
     cfg_path = run_dir / "run_config.json"
     if not args.resume:
-        if run_dir.exists() and any(run_dir.iterdir()):
+        if run_dir.exists() and any(p.name != LOCK_NAME for p in run_dir.iterdir()):
             st.die(f"run directory {run_dir} exists; use --resume to continue it or another --run_name")
-        return None
+        return []
     if cfg_path.is_file():
         diff = identity_differences(read_json(cfg_path, "run_config.json").get("identity", {}), plan.identity)
         if diff:
@@ -309,12 +331,22 @@ def prepare_run_dir(args, plan, dist):
     if summary.is_file() and read_json(summary, "summary.json").get("status") == "complete":
         return "complete"  # idempotent: a scheduler may launch a finished run again
     if args.resume == "auto":
-        ckpts = step_checkpoints(run_dir)
-        return ckpts[-1] if ckpts else None
+        return step_checkpoints(run_dir)[::-1]
     path = Path(args.resume)
+    weights_only = f"--resume {args.resume}: a weights-only directory (best/ or final/); resuming needs a step " \
+                   "checkpoint: --resume alone takes the run's newest, or --resume RUN/step_XXXXXXXX"
     if not (path / "training_state.pt").is_file():
-        st.die(f"--resume {args.resume}: not a complete checkpoint (no training_state.pt)")
-    return path
+        if (path / "config.json").is_file():
+            st.die(weights_only)
+        st.die(f"--resume {args.resume}: not a checkpoint (no training_state.pt)")
+    try:
+        if torch.load(path / "training_state.pt", map_location="cpu", weights_only=True).get("optimizer") is None:
+            st.die(weights_only)
+    except SystemExit:
+        raise
+    except Exception as e:
+        st.die(f"--resume {args.resume}: unreadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+    return [path]
 
 
 @dataclasses.dataclass
@@ -326,6 +358,7 @@ class TrainState:
     best_val: float = float("inf")
     best_step: int = None
     last_val: float = None
+    last_val_step: int = None             # the step of last_val (final_val_loss is only the last step's)
     prior_wall_s: float = 0.0             # wall and training-loop time of earlier segments of this run
     prior_train_s: float = 0.0
     segment_start: float = dataclasses.field(default_factory=time.time)
@@ -343,51 +376,119 @@ def checkpoint_state(state, plan, dist):
     counts = dist.all_reduce(torch.from_numpy(state.windows_by_label.copy()))
     return {"step": state.step, "tokens_seen": state.tokens_seen, "total_steps": plan.total_steps,
             "windows_by_label": counts.tolist(), "best_val_loss": state.best_val, "best_step": state.best_step,
-            "torch_rng": torch.get_rng_state(), "identity": plan.identity,
+            "last_val_loss": state.last_val, "last_val_step": state.last_val_step, "torch_rng": torch.get_rng_state(), "identity": plan.identity,
             "wall_s": state.wall_s(), "train_s": state.train_s()}
 
 
+# Fault injection for the tests (None in every real run): SAVE_HOOK(path, phase) inside each checkpoint
+# write (phases "weights", "state", "swapped": the new dir in place, the old one not yet removed,
+# "published"), STEP_HOOK(run, state) after each optimizer step.
+SAVE_HOOK = None
+STEP_HOOK = None
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def no_space(e):
+    """A full disk or quota, as an OSError or as safetensors' own error (which carries the OS error's text)."""
+    if isinstance(e, OSError):
+        return e.errno in NO_SPACE
+    return any(f"os error {n})" in str(e) for n in NO_SPACE)
+
+
+class StopRun(Exception):
+    """A checkpoint that must not or could not be written: the run stops with this one-line message."""
+
+
 def save_checkpoint(path, model, optimizer, payload):
-    """save_pretrained weights + training_state.pt, written to a temp dir and renamed: all or nothing."""
+    """save_pretrained weights + training_state.pt, written to a temp dir, fsync'd and renamed: all or
+    nothing, durable once this returns."""
     path = Path(path)
     tmp = st.temp_dir_beside(path)
     try:
         model.save_pretrained(tmp, safe_serialization=True)
+        if SAVE_HOOK:
+            SAVE_HOOK(path, "weights")
         torch.save({"optimizer": optimizer.state_dict() if optimizer is not None else None, **payload},
                    tmp / "training_state.pt")
-        st.publish_dir(tmp, path)
+        if SAVE_HOOK:
+            SAVE_HOOK(path, "state")
+        st.publish_dir(tmp, path, after_swap=(lambda: SAVE_HOOK(path, "swapped")) if SAVE_HOOK else None)
+        if SAVE_HOOK:
+            SAVE_HOOK(path, "published")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
 def checkpoint(path, run, state, with_optimizer=True):
+    """Write a checkpoint (collective: every rank calls it, rank 0 writes). Raises StopRun, on every rank,
+    for non-finite weights (never saved) or a full disk (the previous checkpoints stay as they were)."""
     payload = checkpoint_state(state, run.plan, run.dist)
+    finite = all(bool(torch.isfinite(p).all()) for p in run.model.parameters())  # the same on every rank
+    if not finite:
+        raise StopRun(f"non-finite weights at step {state.step}; not saved to {Path(path).name}, the last good "
+                      "checkpoint is kept")
+    error = None
     if run.dist.rank0:
-        save_checkpoint(path, run.model, run.optimizer if with_optimizer else None, payload)
+        try:
+            save_checkpoint(path, run.model, run.optimizer if with_optimizer else None, payload)
+        except Exception as e:
+            if not no_space(e):
+                raise
+            free = shutil.disk_usage(Path(path).parent).free
+            newest = [p.name for p in step_checkpoints(Path(path).parent)]
+            error = (f"no space left writing {path} ({free / 1e6:,.1f} MB free there); the earlier checkpoints "
+                     f"({', '.join(newest) or 'none'}) are intact; free space, then rerun with --resume")
+    failed = run.dist.all_reduce(torch.tensor(float(error is not None)), op="max")  # rank 0 tells the others
+    if float(failed):
+        raise StopRun(error or "rank 0 could not write a checkpoint (see its log)")
 
 
-def restore(resume_from, run, n_labels):
-    """TrainState from a checkpoint (weights and optimizer loaded into run), or a fresh one."""
-    state = TrainState(windows_by_label=np.zeros(n_labels, dtype=np.int64))
-    if resume_from is None:
-        return state
-    # from_pretrained, not load_state_dict on the file: transformers 5 names the GPT-NeoX head differently
-    # in memory and on disk, and a non-strict state-dict load silently leaves it untrained
-    run.model.load_state_dict(load_model(resume_from).state_dict(), strict=True)
-    saved = torch.load(resume_from / "training_state.pt", map_location=run.dist.device, weights_only=True)
+def load_checkpoint(path, run):
+    """Load a step checkpoint completely into run (weights, optimizer) and return its training state;
+    raises (any exception) when any part is unreadable. Another run's checkpoint is a one-line error."""
+    saved = torch.load(Path(path) / "training_state.pt", map_location=run.dist.device, weights_only=True)
     diff = identity_differences(saved.get("identity", {"total_steps": saved["total_steps"]}), run.plan.identity)
     if diff:
-        st.die(f"--resume {resume_from}: the checkpoint is of another run ({'; '.join(diff)})")
+        st.die(f"--resume {path}: the checkpoint is of another run ({'; '.join(diff)})")
+    for key in ("optimizer", "step", "tokens_seen", "windows_by_label", "torch_rng"):
+        if saved.get(key) is None:
+            raise KeyError(f"training_state.pt has no {key}")
+    # from_pretrained, not load_state_dict on the file: transformers 5 names the GPT-NeoX head differently
+    # in memory and on disk, and a non-strict state-dict load silently leaves it untrained
+    run.model.load_state_dict(load_model(path).state_dict(), strict=True)
     run.optimizer.load_state_dict(saved["optimizer"])
+    return saved
+
+
+def restore(candidates, run, n_labels):
+    """(TrainState, the checkpoint it came from): the newest of candidates that loads completely (weights,
+    optimizer, RNG, counters; an unreadable one is skipped with one line), or a fresh state for no
+    candidates. Candidates that all fail are a one-line error (exit 2), never a silent fresh start."""
+    state = TrainState(windows_by_label=np.zeros(n_labels, dtype=np.int64))
+    if not candidates:
+        return state, None
+    for path in candidates:
+        try:
+            saved = load_checkpoint(path, run)
+            break
+        except Exception as e:
+            if run.dist.rank0:
+                first = str(e).splitlines()[0][:200] if str(e) else ""
+                print(f"resume: skipping {path} (unreadable: {type(e).__name__}: {first})", flush=True)
+    else:
+        st.die(f"--resume: none of the checkpoints of {run.plan.run_dir} loads completely "
+               f"({', '.join(p.name for p in candidates)}); restore one or start the run anew in another directory")
+    resume_from = path
     state.step, state.tokens_seen = int(saved["step"]), int(saved["tokens_seen"])
     if run.dist.rank0:  # the saved counts are the all-reduced ones: rank 0 carries them, the others restart at 0
         state.windows_by_label = np.asarray(saved["windows_by_label"], dtype=np.int64)
     state.best_val = float(saved.get("best_val_loss", float("inf")))
     state.best_step = saved.get("best_step")
+    state.last_val, state.last_val_step = saved.get("last_val_loss"), saved.get("last_val_step")
     state.prior_wall_s, state.prior_train_s = float(saved.get("wall_s", 0.0)), float(saved.get("train_s", 0.0))
     torch.set_rng_state(saved["torch_rng"].cpu())  # loaded onto the device; the CPU generator needs a CPU tensor
-    return state
+    return state, resume_from
 
 
 def rewind_metrics(run_dir, step, state):
@@ -405,9 +506,14 @@ def rewind_metrics(run_dir, step, state):
             continue  # the line a kill cut short
     state.prior_wall_s = max([state.prior_wall_s] + [r.get("wall_s", 0.0) for r in rows])
     state.prior_train_s = max([state.prior_train_s] + [r.get("train_s", 0.0) for r in rows])
-    keep = "".join(json.dumps(r) + "\n" for r in rows if step is not None and r["step"] <= step)
+    # rows up to the checkpoint; an eval row at its step only if the checkpoint holds that validation
+    keep = "".join(json.dumps(r) + "\n" for r in rows if step is not None and r["step"] <= step
+                   and not (r["step"] == step and r.get("kind") == "eval" and state.last_val_step != step))
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(keep)
+    with open(tmp, "w") as f:
+        f.write(keep)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -628,23 +734,15 @@ class StopRequest:
         self._old = {}
 
 
-def sync_check(run, state, nonfinite, stop, last_check):
-    """At a synchronisation point: (status, message) if the run must stop (a non-finite loss on any rank,
-    or a stop signal on any rank), else None. One small all-reduce; NaN wins over a stop."""
-    flags = run.dist.all_reduce(torch.stack([nonfinite.float(), torch.tensor(float(stop.signal is not None),
-                                                                              device=nonfinite.device)]), op="max")
-    bad, stopped = flags.tolist()
-    if bad:
-        span = (f"at step {state.step}" if state.step == last_check + 1 else
-                f"between steps {last_check + 1} and {state.step}")
-        return "failed", f"non-finite loss {span}; the last good checkpoint is kept"
-    if stopped:
-        return "interrupted", f"interrupted ({stop.signal or 'signal on another rank'}) at step {state.step}"
-    return None
+def train_step(run, state, stop):
+    """One optimizer step over grad_accum micro-batches. Returns (verdict, device mean loss, lr): verdict
+    None, ("failed", msg) for a non-finite loss or gradient norm on any rank (the update is not applied),
+    or ("interrupted", msg) for a stop signal on any rank (after this step's update).
 
-
-def train_step(run, state):
-    """One optimizer step over grad_accum micro-batches; returns the (device) mean loss and the lr used."""
+    One check per step, before optimizer.step: a 3-value all-reduce (non-finite loss, non-finite grad
+    norm, stop signal; a no-op in one process) read on the host. It costs one host-device round trip per
+    step, and buys two things: NaN never reaches the weights, and under torchrun every rank agrees on a
+    stop at the very next step (torchrun SIGKILLs its workers 30 s after its SIGTERM)."""
     args, dist, plan = run.args, run.dist, run.plan
     lr = run.lr_at(state.step + 1)
     for g in run.optimizer.param_groups:
@@ -662,18 +760,33 @@ def train_step(run, state):
             loss = run.step_fn(x, tags)
         (loss / args.grad_accum_steps).backward()
         loss_acc += loss.detach().float() / args.grad_accum_steps
-    torch.nn.utils.clip_grad_norm_(run.model.parameters(), args.max_grad_norm)
+    params = [p for p in run.model.parameters() if p.grad is not None]
+    if args.max_grad_norm is not None:
+        norm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+    else:  # --max_grad_norm off: no clipping, but the norm is still checked
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    flags = torch.stack([~torch.isfinite(loss_acc), ~torch.isfinite(norm.to(loss_acc.device)),
+                         torch.tensor(stop.signal is not None, device=loss_acc.device)]).float()
+    bad_loss, bad_grad, stopped = dist.all_reduce(flags, op="max").tolist()
+    if bad_loss or bad_grad:
+        run.optimizer.zero_grad(set_to_none=True)
+        what = "loss" if bad_loss else f"gradient norm ({float(norm)}) with a finite loss"
+        return ("failed", f"non-finite {what} at step {state.step + 1}; not applied, the last good checkpoint "
+                          "is kept"), loss_acc, lr
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     state.step += 1
     state.tokens_seen += plan.tokens_per_step
-    return loss_acc, lr
+    verdict = None
+    if stopped:
+        verdict = "interrupted", f"interrupted ({stop.signal or 'signal on another rank'}) at step {state.step}"
+    return verdict, loss_acc, lr
 
 
 def run_validation(run, state):
     ev = validate(run.model, run.val_sets, run.args.eval_batch_size, run.plan.chunk_rows, run.dist.dtype,
                   run.dist.autocast(), run.val_tags())
-    state.last_val = ev["val_loss"]
+    state.last_val, state.last_val_step = ev["val_loss"], state.step
     run.log.metrics({"kind": "eval", "step": state.step, "tokens": state.tokens_seen, **ev,
                      "wall_s": state.wall_s(), "train_s": state.train_s()})
     run.log.print(f"step {state.step:6d} | val_loss {ev['val_loss']:.4f} | "
@@ -694,21 +807,33 @@ def log_train(run, state, loss_acc, lr, t_log, tok_log):
                   f"{tps:,.0f} tok/s" + (f" | mfu {row['mfu']:.1%}" if "mfu" in row else ""))
 
 
-def after_step_eval_and_checkpoint(run, state):
-    """Validation (and best/) on eval steps, a step checkpoint (and rotation) on checkpoint steps."""
-    args, plan, dist = run.args, run.plan, run.dist
-    if state.step % args.eval_interval_steps == 0 or state.step == plan.total_steps:
-        improved = run_validation(run, state) < state.best_val if dist.rank0 else False
-        flag = torch.tensor(float(improved), device=dist.device)
-        if dist.ddp:  # rank 0 decides, every rank follows (the checkpoint below is collective)
-            import torch.distributed as tdist
-            tdist.broadcast(flag, 0)
-        if flag.item():
-            state.best_val = state.last_val if dist.rank0 else state.best_val
-            state.best_step = state.step
-            checkpoint(plan.run_dir / "best", run, state, with_optimizer=False)
-    if state.step % args.checkpoint_interval_steps == 0 and state.step < plan.total_steps:
+def validate_and_keep_best(run, state):
+    """Validation (rank 0) and best/ when it improved (collective: every rank calls it)."""
+    dist = run.dist
+    improved = run_validation(run, state) < state.best_val if dist.rank0 else False
+    state.last_val_step = state.step  # on every rank: all decide alike whether the step's validation exists
+    flag = torch.tensor(float(improved), device=dist.device)
+    if dist.ddp:  # rank 0 decides, every rank follows (the checkpoint below is collective)
+        import torch.distributed as tdist
+        tdist.broadcast(flag, 0)
+    if flag.item():
+        state.best_val = state.last_val if dist.rank0 else state.best_val
+        state.best_step = state.step
+        checkpoint(run.plan.run_dir / "best", run, state, with_optimizer=False)
+
+
+def after_step_eval_and_checkpoint(run, state, stopping=False):
+    """What a step owes: validation (and best/) on eval steps and the last step, a step checkpoint (and
+    rotation) on checkpoint steps. stopping (a stop signal at this step): all of that, then a step
+    checkpoint in any case (and final/ at the last step), so a resume loses nothing of this step."""
+    args, plan = run.args, run.plan
+    last = state.step == plan.total_steps
+    if state.step % args.eval_interval_steps == 0 or last:
+        validate_and_keep_best(run, state)
+    if (state.step % args.checkpoint_interval_steps == 0 and not last) or stopping:
         save_step_checkpoint(run, state)
+    if stopping and last:
+        checkpoint(plan.run_dir / "final", run, state, with_optimizer=False)
 
 
 def save_step_checkpoint(run, state):
@@ -719,43 +844,39 @@ def save_step_checkpoint(run, state):
 
 
 def train_loop(run, state):
-    """Steps until the schedule ends, a non-finite loss or a stop signal. Returns (status, message).
+    """Steps until the schedule ends, a non-finite loss / gradient, or a stop signal. Returns (status,
+    message).
 
-    A NaN/inf loss is tracked on the device and checked only where the loop synchronises anyway (log,
-    validation, checkpoint, last step; every step once a stop signal arrived, single process): a per-step
-    .item() would stall the GPU. Checkpoints are written only after a passing check, so the last checkpoint
-    is always a good one. Under DDP a stop is honoured at the next log/eval/checkpoint step, where every
-    rank checks together."""
+    Every step is checked before its update (train_step), so no NaN reaches the weights and no checkpoint
+    holds one (checkpoint() checks the weights too). A stop signal ends the run at the end of the step it
+    arrived in (under DDP: the step at which any rank saw it, the same step on every rank), after what that
+    step owes: validation, best/, a step checkpoint (final/ too at the last step)."""
     args, plan, dist = run.args, run.plan, run.dist
     stop = StopRequest()
     run.model.train()
     if state.step == 0 and dist.rank0:
         run_validation(run, state)  # the untrained model: ~ln(vocab)
-    nonfinite = torch.zeros((), dtype=torch.bool, device=dist.device)
-    last_check, t_log, tok_log = state.step, time.time(), 0
+    t_log, tok_log = time.time(), 0
     state.train_start = time.time()
     try:
         while state.step < plan.total_steps:
-            loss_acc, lr = train_step(run, state)
+            verdict, loss_acc, lr = train_step(run, state, stop)
+            if verdict and verdict[0] == "failed":
+                return verdict
             tok_log += plan.tokens_per_step
-            nonfinite |= ~torch.isfinite(loss_acc)
-            logging = state.step % args.log_interval_steps == 0 or state.step == plan.total_steps
-            scheduled = (logging or state.step % args.eval_interval_steps == 0
-                         or state.step % args.checkpoint_interval_steps == 0)
-            verdict = None
-            if scheduled or (stop.signal and not dist.ddp):
-                verdict = sync_check(run, state, nonfinite, stop, last_check)
-                if verdict and verdict[0] == "failed":
-                    return verdict
-                last_check = state.step
-            if logging:
+            if STEP_HOOK:
+                STEP_HOOK(run, state)
+            if verdict is None and stop.signal and not dist.ddp:  # arrived during this step: stop after it
+                verdict = "interrupted", f"interrupted ({stop.signal}) at step {state.step}"
+            if state.step % args.log_interval_steps == 0 or state.step == plan.total_steps:
                 log_train(run, state, loss_acc, lr, t_log, tok_log)
                 t_log, tok_log = time.time(), 0
-            if verdict:  # interrupted: keep what was trained
-                save_step_checkpoint(run, state)
+            after_step_eval_and_checkpoint(run, state, stopping=verdict is not None)
+            if verdict:  # interrupted: what was trained is kept
                 return verdict
-            after_step_eval_and_checkpoint(run, state)
         return "complete", None
+    except StopRun as e:
+        return "failed", str(e)
     finally:
         stop.restore()
         state.prior_train_s, state.train_start = state.train_s(), None
@@ -765,11 +886,20 @@ def finish(run, state, status, message):
     """End of the run: final/, loss curve, the exact test evaluation, summary.json (last)."""
     plan, dist = run.plan, run.dist
     if status == "complete":
-        checkpoint(plan.run_dir / "final", run, state, with_optimizer=False)
+        try:
+            if state.last_val_step != state.step:  # resumed from a checkpoint without this step's validation
+                validate_and_keep_best(run, state)
+            checkpoint(plan.run_dir / "final", run, state, with_optimizer=False)
+        except StopRun as e:
+            status, message = "failed", str(e)
+            run.log.print(f"error: {message}")
     counts = checkpoint_state(state, plan, dist)["windows_by_label"]  # all-reduced: every rank takes part
     if not dist.rank0 or status == "interrupted":
         return
-    plot_loss_curve(plan.run_dir)
+    try:
+        plot_loss_curve(plan.run_dir)
+    except OSError as e:  # a full disk must not hide the run's own error
+        run.log.print(f"warning: loss_curve.png not written ({e})")
     test = None
     if status == "complete" and not run.args.skip_test_eval:
         test = evaluate_model(run.model, run.store, split="test", categories=None, batch_size=run.args.eval_batch_size,
@@ -788,13 +918,20 @@ def finish(run, state, status, message):
                "total_steps": plan.total_steps, "schedule_complete": status == "complete" and state.step == plan.total_steps,
                "tokens_seen": state.tokens_seen, "tokens_per_category": per_cat,
                "epochs_per_category": {c: per_cat[c] / max(pool.get(names.index(c), 0), 1) for c in run.categories},
-               "final_val_loss": state.last_val, "best_val_loss": state.best_val if math.isfinite(state.best_val) else None,
+               "final_val_loss": state.last_val if state.last_val_step == state.step else None,
+               "final_val_step": state.last_val_step, "best_val_loss": state.best_val if math.isfinite(state.best_val) else None,
                "best_step": state.best_step, "wall_time_s": state.wall_s(), "train_time_s": train_s,
                "tokens_per_s": state.tokens_seen / max(train_s, 1e-9),
                "test_macro_loss": test["overall"]["macro_loss"] if test else None}
-    st.write_json_atomic(plan.run_dir / "summary.json", summary, indent=1)
+    try:
+        st.write_json_atomic(plan.run_dir / "summary.json", summary, indent=1)
+    except OSError as e:
+        if status == "complete":
+            raise
+        run.log.print(f"warning: summary.json not written ({e})")
+    final_val = summary["final_val_loss"]
     run.log.print(f"{status}: {state.step}/{plan.total_steps} steps, {state.tokens_seen:,} tokens, final val_loss "
-                  f"{state.last_val if state.last_val is None else round(state.last_val, 4)}, "
+                  f"{final_val if final_val is None else round(final_val, 4)}, "
                   f"{summary['tokens_per_s']:,.0f} tok/s, wall {summary['wall_time_s']:.1f} s (all segments) -> {plan.run_dir}")
 
 
@@ -808,17 +945,25 @@ def main(argv=None):
     args.K = len(categories)
     plan = plan_run(args, dist, store, categories, train_ds)
 
-    resume_from = prepare_run_dir(args, plan, dist)
-    if resume_from == "complete":
+    lock = lock_run_dir(plan.run_dir, dist)  # one writer: held until this process ends
+    try:
+        return run_locked(args, dist, store, categories, train_ds, val_sets, plan, t_start)
+    finally:
+        if lock:  # the kernel would release it at exit; a caller in the same process (tests) needs it now
+            lock.release()
+
+
+def run_locked(args, dist, store, categories, train_ds, val_sets, plan, t_start):
+    """The run, once this process holds its directory: resume or start, train, finish."""
+    dist.barrier()
+    candidates = prepare_run_dir(args, plan, dist)
+    if candidates == "complete":
         if dist.rank0:
             print(f"run {plan.run_name} is already complete ({plan.run_dir / 'summary.json'}); nothing to do")
         dist.close()
         return plan.run_dir
     if dist.rank0:
-        plan.run_dir.mkdir(parents=True, exist_ok=True)
         (plan.run_dir / "summary.json").unlink(missing_ok=True)  # the run is not complete until we say so
-        for stale in plan.run_dir.glob(".*.tmp-*"):  # half-written checkpoints of a killed run: never valid
-            shutil.rmtree(stale, ignore_errors=True)
     dist.barrier()
 
     model, optimizer, step_fn, n_params = build_model_and_optimizer(args, plan, dist)
@@ -827,7 +972,7 @@ def main(argv=None):
     val_sets = {c: v.to(dist.device) for c, v in val_sets.items()}
     run = Run(args, dist, plan, store, categories, train_ds, val_sets, model, optimizer, step_fn, None, n_params, peak)
     config = run_config(args, run)
-    state = restore(resume_from, run, len(store.categories))
+    state, resume_from = restore(candidates, run, len(store.categories))
     state.segment_start = t_start
     if dist.rank0:
         if not (plan.run_dir / "run_config.json").is_file():  # written once, when the run starts

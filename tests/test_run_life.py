@@ -1,0 +1,452 @@
+"""Every edge of a run's life, as loops over points (issue 14): a stop signal at every step, kill -9 inside
+checkpoint writes, two writers, a full disk during a checkpoint, unreadable newest checkpoints, non-finite
+gradients and weights, flag domains of every script, sweep.py on held runs and on summaries with missing
+values, and Ctrl-C on a torchrun run under sweep.py (issue 13 item 6).
+
+Real training on the synthetic 3-category store with the tiny config; in-process where a step hook can
+stand for the event (train.STEP_HOOK / train.SAVE_HOOK), subprocesses only where the process must die."""
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import runlock
+import store as st
+import sweep
+import train
+from conftest import ROOT, TINY_CONFIG, one_line_error
+
+CATS = ["math.AC", "cs.CV", "cs.AI"]
+# 6 steps of 4 windows: validation every 2 steps, a step checkpoint every 3, the last step is 6
+SHORT = ["--batch_size", "4", "--token_budget", "2400", "--eval_interval_steps", "2", "--checkpoint_interval_steps", "3",
+         "--log_interval_steps", "1000", "--learning_rate", "1e-2", "--eval_windows", "8", "--warmup_ratio", "0"]
+TOTAL = 6
+
+
+def _args(store, out, name, *extra):
+    return ["--data_dir", str(store), "--categories", *CATS, "--model_config", str(TINY_CONFIG),
+            "--output_dir", str(out), "--run_name", name, *SHORT, *extra]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Bit-equal weights across processes need the same reduction order: one thread here and in the
+    subprocesses (OMP_NUM_THREADS=1); a tiny model is faster on one thread anyway."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def ref(synthetic_store, tmp_path_factory):
+    """The uninterrupted run every interrupted one must end up equal to (one thread, as the others)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run = train.main(_args(synthetic_store, tmp_path_factory.mktemp("ref"), "ref"))
+    finally:
+        torch.set_num_threads(n)
+    assert _summary(run)["best_step"] == TOTAL  # the loss falls at every validation: best/ is replaced each time
+    return run
+
+
+@pytest.fixture
+def hooks():
+    yield train
+    train.STEP_HOOK = train.SAVE_HOOK = None
+
+
+def _weights(run_dir, sub="final"):
+    return load_file(str(Path(run_dir) / sub / "model.safetensors"))
+
+
+def _same_weights(a_dir, b_dir, sub="final"):
+    a, b = _weights(a_dir, sub), _weights(b_dir, sub)
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _rows(run_dir):
+    return [json.loads(l) for l in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if l.strip()]
+
+
+def _keys(run_dir):
+    return [(r["kind"], r["step"]) for r in _rows(run_dir)]
+
+
+def _summary(run_dir):
+    return json.loads((Path(run_dir) / "summary.json").read_text())
+
+
+def _assert_complete_like(run, ref):
+    """run finished exactly as the uninterrupted ref: weights, summary values, metrics rows once each."""
+    s, r = _summary(run), _summary(ref)
+    assert s["status"] == "complete" and s["steps"] == TOTAL and s["schedule_complete"]
+    for k in ("final_val_loss", "best_val_loss", "best_step", "final_val_step", "test_macro_loss", "tokens_per_category"):
+        assert s[k] == r[k] and s[k] is not None, (k, s[k], r[k])
+    assert _same_weights(run, ref, "final") and _same_weights(run, ref, "best")
+    keys = _keys(run)
+    assert len(keys) == len(set(keys)) and sorted(keys) == sorted(_keys(ref))
+    assert (run / "test_results.json").is_file()
+
+
+def _interrupt_at(k):
+    def hook(run, state):
+        if state.step == k:
+            signal.raise_signal(signal.SIGINT)  # a real Ctrl-C, delivered inside the step
+    return hook
+
+
+def test_stop_at_every_step_then_resume_completes(synthetic_store, tmp_path, hooks, ref):
+    """A stop at each step 1..6 (eval steps 2, 4, 6; checkpoint steps 3; the last step 6) keeps that step's
+    validation, best/ and (at the last step) final/; --resume finishes exactly as an uninterrupted run."""
+    for k in range(1, TOTAL + 1):
+        name = f"stop{k}"
+        run = tmp_path / name
+        hooks.STEP_HOOK = _interrupt_at(k)
+        with pytest.raises(SystemExit) as e:
+            train.main(_args(synthetic_store, tmp_path, name))
+        hooks.STEP_HOOK = None
+        assert e.value.code == train.EXIT_INTERRUPTED
+        assert (run / f"step_{k:08d}" / "training_state.pt").is_file() and not (run / "summary.json").exists()
+        if k % 2 == 0 or k == TOTAL:  # an eval step: its validation and best/ are there already
+            assert ("eval", k) in _keys(run) and (run / "best" / "model.safetensors").is_file()
+        assert (run / "final").is_dir() == (k == TOTAL)
+        train.main(_args(synthetic_store, tmp_path, name, "--resume"))
+        _assert_complete_like(run, ref)
+
+
+def _kill_self_at(name, phase, nth, exchange=True):
+    return (f"import os, signal, sys, store, train\n"
+            + ("" if exchange else "store._exchange = lambda a, b: False\n")  # a filesystem without it
+            + f"seen = []\n"
+            f"def hook(path, phase):\n"
+            f"    if path.name == {name!r} and phase == {phase!r}:\n"
+            f"        seen.append(1)\n"
+            f"        if len(seen) == {nth}:\n"
+            f"            os.kill(os.getpid(), signal.SIGKILL)\n"
+            f"train.SAVE_HOOK = hook\n"
+            f"train.main(sys.argv[1:])\n")
+
+
+def _py(code, argv, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", code, *argv], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kw)
+
+
+@pytest.mark.parametrize("point", [("step_00000003", "weights", 1, True), ("best", "swapped", 2, True),
+                                   ("best", "swapped", 2, False)])
+def test_kill9_inside_checkpoint_writes_then_resume(synthetic_store, tmp_path, ref, point):
+    """kill -9 inside a step checkpoint's write; between the atomic swap of best/ (its second write, step 4)
+    and the removal of the old one; and, on a filesystem without the atomic swap, between best/'s two
+    renames. Nothing half-written is taken, best/ is complete (at once, or put back at the start of the
+    resume), and the resume finishes exactly as an uninterrupted run."""
+    name, phase, nth, exchange = point
+    p = _py(_kill_self_at(*point), _args(synthetic_store, tmp_path, "k"))
+    out = p.communicate(timeout=300)[0]
+    assert p.returncode == -signal.SIGKILL, out[-2000:]
+    run = tmp_path / "k"
+    assert not (run / "summary.json").exists()
+    if exchange:
+        assert list(run.glob(".*.tmp-*")), "killed inside a write"
+        if name == "best":
+            assert (run / "best" / "model.safetensors").is_file() and (run / "best" / "training_state.pt").is_file()
+    else:
+        assert not (run / "best").exists() and list(run.glob(".best.old-*")), "killed between the two renames"
+    train.main(_args(synthetic_store, tmp_path, "k", "--resume"))
+    assert not list(run.glob(".*.tmp-*")) and not list(run.glob(".*.old-*"))
+    _assert_complete_like(run, ref)
+
+
+def test_two_writers_refused_then_kill9_in_a_slow_checkpoint(synthetic_store, tmp_path, ref, capsys):
+    """A run in progress (on a slow filesystem: each checkpoint phase takes 0.3 s): the same command again
+    is refused in one line naming the holder; sweep.py reports it running; kill -9 inside a step checkpoint's
+    write releases the lock (the kernel), and --resume finishes it as an uninterrupted run."""
+    slow = ("import sys, time, train\n"
+            "train.SAVE_HOOK = lambda path, phase: time.sleep(0.3)\n"
+            "train.main(sys.argv[1:])\n")
+    rid = "busy"
+    argv = _args(synthetic_store, tmp_path / "runs", rid, "--resume", "--checkpoint_interval_steps", "1")
+    p = _py(slow, argv)
+    run = tmp_path / "runs" / rid
+    deadline = time.time() + 120
+    while not runlock.holder(run / train.LOCK_NAME):
+        assert p.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    msg = one_line_error(train.main, argv, capsys, code=train.EXIT_LOCKED)
+    assert f"pid {p.pid}" in msg and "in use" in msg
+    assert sweep.run_status(tmp_path, rid)[0] == "running"
+    while not list(run.glob(".step_*.tmp-*")):  # inside a step checkpoint's write
+        assert p.poll() is None and time.time() < deadline
+        time.sleep(0.02)
+    p.kill()
+    p.communicate()
+    assert runlock.holder(run / train.LOCK_NAME) is None
+    assert sweep.run_status(tmp_path, rid)[0] == "interrupted"
+    train.main(argv)
+    keys = _keys(run)
+    assert len(keys) == len(set(keys))
+    assert _same_weights(run, ref)
+
+
+def test_lock_unsupported_says_so_and_continues(synthetic_store, tmp_path, monkeypatch, capsys):
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(runlock.fcntl, "flock", no_locks)
+    run = train.main(_args(synthetic_store, tmp_path, "nolock", "--token_budget", "800", "--skip_test_eval"))
+    assert _summary(run)["status"] == "complete"
+    assert "refuses file locks (ENOLCK)" in capsys.readouterr().out
+
+
+def _mount_tmpfs(path, size):
+    path.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    return r.returncode == 0
+
+
+def test_disk_full_during_checkpoint_is_one_line_and_keeps_the_previous(synthetic_store, tmp_path, hooks, capsys):
+    """ENOSPC in the next checkpoint write after step 4 (best/ at the last step; the disk: a 2 MB tmpfs filled
+    at step 4, or, where mounting is not allowed, the write path raising ENOSPC itself): one error line,
+    step_00000003 intact, no temp dir left; after space is freed, --resume finishes the run."""
+    disk = tmp_path / "disk"
+    mounted = _mount_tmpfs(disk, "2m")
+    try:
+        filler = disk / "filler"
+
+        def fill(run, state):
+            if state.step == 4:
+                if mounted:
+                    free = shutil.disk_usage(disk).free
+                    with open(filler, "wb") as f:
+                        f.write(b"\0" * max(free - 16384, 0))
+                else:
+                    filler.write_bytes(b"")
+
+        def enospc(path, phase):
+            if not mounted and filler.exists() and phase == "weights":
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        hooks.STEP_HOOK, hooks.SAVE_HOOK = fill, enospc
+        argv = _args(synthetic_store, disk, "full", "--checkpoint_interval_steps", "3", "--eval_interval_steps", "1000",
+                     "--skip_test_eval")
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            train.main(argv)
+        assert e.value.code == 1
+        out = capsys.readouterr()
+        errors = [l for l in (out.out + out.err).splitlines() if l.startswith("error:")]
+        assert len(errors) == 1 and "no space left writing" in errors[0] and "step_00000003" in errors[0], errors
+        assert "Traceback" not in out.err
+        run = disk / "full"
+        assert [p.name for p in train.step_checkpoints(run)] == ["step_00000003"] and not list(run.glob(".*.tmp-*"))
+        load_file(str(run / "step_00000003" / "model.safetensors"))
+        assert torch.load(run / "step_00000003" / "training_state.pt", weights_only=True)["step"] == 3
+        filler.unlink()
+        hooks.STEP_HOOK = hooks.SAVE_HOOK = None
+        train.main(argv[:-1] + ["--skip_test_eval", "--resume"])
+        assert _summary(run)["status"] == "complete"
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(disk)])
+
+
+def test_unreadable_newest_checkpoints_are_skipped(synthetic_store, tmp_path, hooks, ref, capsys):
+    """Interrupted at step 5 (step_00000003 and step_00000005 kept): whatever damages the newest (a truncated
+    model.safetensors, a truncated or missing training_state.pt), the resume says so in one line, takes
+    step_00000003 and finishes as an uninterrupted run; all checkpoints unreadable: one line, exit 2."""
+    hooks.STEP_HOOK = _interrupt_at(5)
+    with pytest.raises(SystemExit):
+        train.main(_args(synthetic_store, tmp_path, "base", "--skip_test_eval"))
+    hooks.STEP_HOOK = None
+    base = tmp_path / "base"
+    assert [p.name for p in train.step_checkpoints(base)] == ["step_00000003", "step_00000005"]
+
+    def truncate(f):
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+    damages = {"weights": lambda d: truncate(d / "model.safetensors"),
+               "state": lambda d: truncate(d / "training_state.pt"),
+               "no_state": lambda d: (d / "training_state.pt").unlink()}
+    for kind, damage in damages.items():
+        run = tmp_path / kind
+        shutil.copytree(base, run)
+        damage(run / "step_00000005")
+        capsys.readouterr()
+        train.main(_args(synthetic_store, tmp_path, kind, "--skip_test_eval", "--resume"))
+        out = capsys.readouterr().out
+        skips = [l for l in out.splitlines() if l.startswith("resume: skipping")]
+        assert len(skips) == 1 and "step_00000005" in skips[0], out[-2000:]
+        assert "resumed from step 3" in out
+        assert _same_weights(run, ref) and _summary(run)["final_val_loss"] == _summary(ref)["final_val_loss"]
+    run = tmp_path / "all_bad"
+    shutil.copytree(base, run)
+    for d in train.step_checkpoints(run):
+        truncate(d / "model.safetensors")
+    msg = one_line_error(train.main, _args(synthetic_store, tmp_path, "all_bad", "--resume"), capsys)
+    assert "none of the checkpoints" in msg and "step_00000003" in msg
+    assert not (run / "summary.json").exists()
+
+
+def test_nonfinite_gradient_or_weights_stop_before_anything_is_saved(synthetic_store, tmp_path, hooks, capsys):
+    """A NaN gradient with a finite loss (a gradient hook on one weight from step 3 on) stops the run before
+    the update; weights made inf stop it before any checkpoint holds them. Checkpoints every step: every
+    one that exists is finite."""
+    def nan_grad(run, state):
+        if state.step == 3:
+            p = next(run.model.parameters())
+            p.register_hook(lambda g: torch.full_like(g, float("nan")))
+
+    def inf_weight(run, state):
+        if state.step == 3:
+            with torch.no_grad():
+                next(run.model.parameters()).view(-1)[0] = float("inf")
+
+    for name, hook, words in (("nangrad", nan_grad, "non-finite gradient norm"), ("infw", inf_weight, "non-finite weights")):
+        hooks.STEP_HOOK = hook
+        with pytest.raises(SystemExit) as e:
+            train.main(_args(synthetic_store, tmp_path, name, "--checkpoint_interval_steps", "1", "--skip_test_eval"))
+        assert e.value.code == 1
+        run = tmp_path / name
+        s = _summary(run)
+        assert s["status"] == "failed" and words in s["error"], s["error"]
+        ckpts = train.step_checkpoints(run)
+        assert ckpts[-1].name == ("step_00000003" if name == "nangrad" else "step_00000002")
+        for d in ckpts + [run / "best"]:
+            if d.exists():
+                assert all(torch.isfinite(t).all() for t in _weights(d, ".").values()), d
+        assert not (run / "final").exists()
+
+
+def test_every_numeric_flag_out_of_range_is_one_line(synthetic_store, tmp_path, capsys):
+    import analyze, baselines, evaluate, fetch_arxiv, random_window_dataset
+    base = _args(synthetic_store, tmp_path, "flags")
+    cases = [(train.main, base + ["--eval_batch_size", "-1"], "--eval_batch_size", ">= 1"),
+             (train.main, base + ["--warmup_ratio", "2"], "--warmup_ratio", "[0, 1]"),
+             (train.main, base + ["--min_lr_ratio", "5"], "--min_lr_ratio", "[0, 1]"),
+             (train.main, base + ["--max_grad_norm", "-1"], "--max_grad_norm", "> 0 (or off)"),
+             (train.main, base + ["--token_budget", "0"], "--token_budget", "> 0"),
+             (train.main, base + ["--learning_rate", "nan"], "--learning_rate", "> 0"),
+             (train.main, base + ["--adam_beta2", "1"], "--adam_beta2", "[0, 1)"),
+             (train.main, base + ["--batch_size", "0"], "--batch_size", ">= 1"),
+             (train.main, base + ["--K", "0"], "--K", "[1, 11]"),
+             (evaluate.main, ["--model_dir", "x", "--batch_size", "0"], "--batch_size", ">= 1"),
+             (evaluate.main, ["--model_dir", "x", "--max_papers_per_category", "0"], "--max_papers_per_category", ">= 1"),
+             (fetch_arxiv.main, ["--num_proc", "0"], "--num_proc", ">= 1"),
+             (fetch_arxiv.main, ["--max_examples_per_split", "-3"], "--max_examples_per_split", ">= 1"),
+             (analyze.main, [str(tmp_path), "--n_boot", "-1"], "--n_boot", ">= 0"),
+             (analyze.main, [str(tmp_path), "--margin", "-0.1"], "--margin", ">= 0"),
+             (baselines.main, ["--max_compress_bytes", "0"], "--max_compress_bytes", ">= 1"),
+             (random_window_dataset.main, ["--num_samples", "0"], "--num_samples", ">= 1"),
+             (random_window_dataset.main, ["--window", "1"], "--window", ">= 2"),
+             (sweep.main, ["run", "plan.yaml", "--out", str(tmp_path), "--parallel", "0"], "--parallel", ">= 1"),
+             (sweep.main, ["emit", "plan.yaml", "--out", str(tmp_path), "--runs_per_gpu", "0"], "--runs_per_gpu", ">= 1")]
+    for main, argv, flag, rng in cases:
+        msg = one_line_error(main, argv, capsys)
+        assert f"argument {flag}:" in msg and rng in msg, (flag, msg)
+    # --max_grad_norm off is an explicit off, accepted
+    assert train.parse_args(base + ["--max_grad_norm", "off"]).max_grad_norm is None
+    # --resume of a weights-only directory: resuming needs a step checkpoint
+    run = train.main(_args(synthetic_store, tmp_path, "w", "--token_budget", "800", "--skip_test_eval"))
+    for sub in ("final", "best"):
+        msg = one_line_error(train.main, _args(synthetic_store, tmp_path, "w2", "--token_budget", "800",
+                                               "--resume", str(run / sub)), capsys)
+        assert "weights-only" in msg and "step checkpoint" in msg
+
+
+def _plan(tmp_path, store, **extra):
+    plan = {"name": "life", "store": {"data_dir": str(store)},
+            "grid": {"model_config": [str(TINY_CONFIG)], "seed": [0]},
+            "fixed": {"categories": CATS, "batch_size": 4, "token_budget": 2400, "eval_windows": 8,
+                      "skip_test_eval": True, **extra.pop("fixed", {})}, **extra}
+    p = tmp_path / "plan.json"
+    p.write_text(json.dumps(plan))
+    return p
+
+
+def test_sweep_run_never_starts_a_held_run_and_locks_its_out(synthetic_store, tmp_path, capsys):
+    plan = _plan(tmp_path, synthetic_store)
+    out = tmp_path / "sw"
+    (rid, _), = sweep.expand(sweep.load_plan(plan))
+    (out / "runs" / rid).mkdir(parents=True)
+    held = runlock.acquire(out / "runs" / rid / train.LOCK_NAME)  # a train.py elsewhere (a SLURM task)
+    try:
+        sweep.main(["run", str(plan), "--out", str(out)])
+        assert "running in another process, skipped" in capsys.readouterr().out
+        assert not (out / "logs" / f"{rid}.log").exists()  # nothing was launched
+        assert sweep.main(["status", str(plan), "--out", str(out)])["running"] == 1
+    finally:
+        held.release()
+    other = runlock.acquire(out / sweep.SWEEP_LOCK)  # another `sweep.py run` on this --out
+    try:
+        msg = one_line_error(sweep.main, ["run", str(plan), "--out", str(out)], capsys)
+        assert "in use by another `sweep.py run`" in msg and f"pid {os.getpid()}" in msg
+    finally:
+        other.release()
+
+
+def test_summaries_with_missing_values_never_crash_sweep_or_analyze(tmp_path, monkeypatch, capsys):
+    """A complete run whose summary lacks its validation values (written by an older train.py): sweep.py's
+    report and status print '-', analyze.py's rows carry None (never the step-0 validation)."""
+    import analyze
+    (tmp_path / "p.json").write_text(json.dumps({"name": "m", "store": {"data_dir": "x"}, "grid": {"seed": [0]}}))
+    plan = sweep.load_plan(tmp_path / "p.json")
+    out = tmp_path / "sw"
+    rid = sweep.expand(plan)[0][0]
+    rd = out / "runs" / rid
+    (out / "logs").mkdir(parents=True)
+    rd.mkdir(parents=True)
+    summary = {"status": "complete", "steps": 6, "total_steps": 6, "schedule_complete": True, "tokens_seen": 2400,
+               "final_val_loss": None, "best_val_loss": None, "test_macro_loss": None}
+    write = f"import json; json.dump({summary!r}, open({str(rd / 'summary.json')!r}, 'w'))"
+    monkeypatch.setattr(sweep, "train_command", lambda *a, **k: [sys.executable, "-c", write])
+    assert sweep.Launcher(plan, out, [None], keep_checkpoints=True).launch((rid, {"seed": 0}, "pending")) == "complete"
+    assert f"{rid}: complete" in capsys.readouterr().out
+    sweep.main(["status", str(tmp_path / "p.json"), "--out", str(out)])
+    (rd / "run_config.json").write_text(json.dumps({"categories": ["math.AC"]}))
+    (rd / "metrics.jsonl").write_text(json.dumps({"kind": "eval", "step": 0, "val_loss": 4.2, "val_loss/math.AC": 4.2}) + "\n")
+    rows = analyze.run_rows(analyze.collect_runs(out))
+    assert rows and all(r["val_loss_category"] is None and r["final_val_loss"] is None for r in rows)
+
+
+def test_torchrun_ctrl_c_under_sweep_is_interrupted_and_resumes(synthetic_store, tmp_path):
+    """A gpus_per_run 2 run (torchrun, gloo on the CPU: --gpus 0,1 only names two slots) stopped by the
+    sweep's Ctrl-C: the ranks agree on the stop at the next step (not at a log step: logging is off), write
+    one checkpoint, and the run is 'interrupted' (torchrun exits 1), then the next `run` completes it."""
+    plan = _plan(tmp_path, synthetic_store, gpus_per_run=2,
+                 fixed={"token_budget": 4000, "log_interval_steps": 100000, "eval_interval_steps": 100000,
+                        "checkpoint_interval_steps": 100000})
+    out = tmp_path / "sw"
+    (rid, _), = sweep.expand(sweep.load_plan(plan))
+    run = out / "runs" / rid
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(ROOT / "sweep.py"), "run", str(plan), "--out", str(out), "--gpus", "0,1"]
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 180
+    while not ((run / "metrics.jsonl").exists() and '"eval"' in (run / "metrics.jsonl").read_text()):
+        assert p.poll() is None and time.time() < deadline, p.stdout.read()[-3000:]
+        time.sleep(0.05)
+    t0 = time.time()
+    p.send_signal(signal.SIGINT)
+    text = p.communicate(timeout=120)[0]
+    stop_s = time.time() - t0
+    assert p.returncode == 130, text[-3000:]
+    ckpts = train.step_checkpoints(run)
+    assert len(ckpts) == 1 and not (run / "summary.json").exists(), text[-3000:]
+    step = int(ckpts[0].name.split("_")[1])
+    assert 0 < step < 10 and stop_s < 25, (step, stop_s)  # not at the last step (10), the next log step
+    assert sweep.run_status(out, rid, sweep.last_events(out))[0] == "interrupted"
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"resumed from step {step}" in (run / "train.log").read_text()
+    s = _summary(run)
+    assert s["status"] == "complete" and s["steps"] == 10 and s["final_val_loss"] is not None
