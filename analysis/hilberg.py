@@ -22,7 +22,6 @@ The curves are costly (a few seconds per MB), so analyse() caches them as JSON k
 every parameter that changes them.
 """
 import lzma
-import math
 from pathlib import Path
 
 import numpy as np

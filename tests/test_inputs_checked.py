@@ -2,7 +2,6 @@
 --allow_other_store) and names each different computation's output file differently; analyze.py refuses a
 selector that matches no run without writing anything, and keys model configs by content."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

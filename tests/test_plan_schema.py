@@ -9,9 +9,8 @@ import subprocess
 import pytest
 import yaml
 
-import store as st
 import sweep
-from conftest import ROOT, TINY_CONFIG, one_line_error
+from conftest import TINY_CONFIG, one_line_error
 
 GOOD = {"name": "t", "store": {"data_dir": "x", "build": {"full_dataset": True}},
         "grid": {"model_config": [str(TINY_CONFIG)], "K": [1], "seed": [0], "token_budget": [4000]},

@@ -20,7 +20,6 @@ import torch
 from safetensors.torch import load_file
 
 import runlock
-import store as st
 import sweep
 import train
 from conftest import ROOT, TINY_CONFIG, one_line_error
@@ -126,7 +125,7 @@ def test_stop_at_every_step_then_resume_completes(synthetic_store, tmp_path, hoo
 
 
 def _kill_self_at(name, phase, nth, exchange=True):
-    return (f"import os, signal, sys, store, train\n"
+    return ("import os, signal, sys, store, train\n"
             + ("" if exchange else "store._exchange = lambda a, b: False\n")  # a filesystem without it
             + f"seen = []\n"
             f"def hook(path, phase):\n"
