@@ -8,6 +8,7 @@ import hashlib
 import inspect
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -102,6 +103,54 @@ def flops_per_token(n_matmul, cfg, context=st.PRED_PER_WINDOW):
 
 
 # ----------------------------------------------------------------------------------------------------
+# devices: one rule for train.py, evaluate.py, sweep.py and the benchmarks
+
+class DeviceError(Exception):
+    """A --device that cannot be used: one actionable line."""
+
+
+def resolve_device(spec="auto"):
+    """torch.device for a --device value. auto: cuda:<LOCAL_RANK> when CUDA is available, else cpu;
+    cuda: cuda:<LOCAL_RANK> (torch.cuda.set_device refuses a device without an index); cuda:N as given,
+    except under torchrun (WORLD_SIZE > 1), where each rank must use the GPU of its LOCAL_RANK (DDP is
+    told device_ids=[LOCAL_RANK]; an explicit index would put every rank on one GPU)."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if spec == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise DeviceError(f"--device {spec}: not a device (auto, cpu, cuda, cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise DeviceError(f"--device {spec}: only auto, cpu, cuda and cuda:N are supported")
+    if device.type == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise DeviceError(f"--device {spec}: no CUDA device is available (use --device cpu)")
+    if device.index is None:
+        device = torch.device(f"cuda:{local_rank}")
+    elif torchrun and device.index != local_rank:
+        raise DeviceError(f"--device {spec}: under torchrun each rank uses the GPU of its LOCAL_RANK "
+                          f"({local_rank} here); pass --device cuda (or auto)")
+    if device.index >= torch.cuda.device_count():
+        raise DeviceError(f"--device {spec}: resolves to {device}, but only {torch.cuda.device_count()} CUDA "
+                          "device(s) are visible (CUDA_VISIBLE_DEVICES)")
+    return device
+
+
+def setup_device(device):
+    """Make `device` current and allow TF32 for fp32 matmuls on CUDA (bf16 runs are unaffected; fp32 runs
+    and evaluations get tensor cores at ~1e-3 relative precision of the inputs, as PyTorch's
+    "high" float32 matmul precision). Nothing to do on a CPU."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+# ----------------------------------------------------------------------------------------------------
 # hidden states and the head
 
 def head_chunk_rows(device, vocab):
@@ -189,11 +238,24 @@ def lm_loss(model, x, chunk_rows=None, compute_dtype=torch.float32, tags=None):
     return total / targets.numel()
 
 
-def window_nll(model, x, valid, chunk_rows=None, tags=None, compute_dtype=torch.float32):
+def window_nll(model, x, valid=None, chunk_rows=None, tags=None, compute_dtype=torch.float32):
     """Per-target NLL (fp32) of the valid targets of windows x (B, W), in row-major order.
-    valid (B, W-1) bool marks real targets; only those reach the head."""
-    h = window_hidden(model, x, tags)[valid]
-    return head_nll(model, h, x[:, 1:][valid], chunk_rows, compute_dtype)[1]
+    valid (B, W-1) bool marks real targets; only those reach the head. None: every target."""
+    h = window_hidden(model, x, tags)
+    if valid is None:
+        return head_nll(model, h.reshape(-1, h.shape[-1]), x[:, 1:].reshape(-1), chunk_rows, compute_dtype)[1]
+    return head_nll(model, h[valid], x[:, 1:][valid], chunk_rows, compute_dtype)[1]
+
+
+def eval_nll(model, x, valid=None, dtype=torch.float32, chunk_rows=None, tags=None):
+    """The one evaluation path (train.py's validation and final test evaluation, evaluate.py): per-target
+    NLL (fp32, no gradient) of windows x. dtype bfloat16: the body under bf16 autocast and the output head's
+    matmuls in bf16 too (the head is most of a small model's FLOPs: 84% / 73% / 58% of 14m / 31m / 70m),
+    fp32 accumulation inside the matmuls, logits upcast to fp32 for the logsumexp and the NLL; callers sum
+    the NLL in float64 (evaluate_model) or fp64 Python floats (validate). dtype float32: fp32 throughout
+    (TF32 tensor cores on CUDA, see setup_device, as in training)."""
+    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        return window_nll(model, x, valid, chunk_rows, tags, compute_dtype=dtype)
 
 
 class WindowLoss(torch.nn.Module):
@@ -284,7 +346,6 @@ def evaluate_model(model, store, split="test", categories=None, batch_size=64, d
 
     model.eval()
     model.to(device)
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
     C = len(cats)
     pos_sum = np.zeros(C * STRIDE, dtype=np.float64)
     pos_cnt = np.zeros(C * STRIDE, dtype=np.int64)
@@ -302,8 +363,7 @@ def evaluate_model(model, store, split="test", categories=None, batch_size=64, d
             tags = None
             if tag_base is not None:
                 tags = torch.tensor([tag_base + label_of[int(k)] for k in c], device=device)
-            with autocast:
-                nll = window_nll(model, x, valid, tags=tags).double().cpu().numpy()
+            nll = eval_nll(model, x, valid, dtype, tags=tags).double().cpu().numpy()
             key = (c[:, None] * STRIDE + pos[None, :])[valid_np]  # row-major, matching h[valid]
             pos_sum += np.bincount(key, weights=nll, minlength=C * STRIDE)
             pos_cnt += np.bincount(key, minlength=C * STRIDE)

@@ -38,8 +38,9 @@ import numpy as np
 import torch
 
 import store as st
-from model import (PYTHIA, ConfigError, WindowLoss, build_model, count_params, evaluate_model,
-                   flops_per_token, head_chunk_rows, lm_loss, load_model, model_config)
+from model import (PYTHIA, ConfigError, DeviceError, WindowLoss, build_model, count_params, eval_nll,
+                   evaluate_model, flops_per_token, head_chunk_rows, load_model, model_config,
+                   resolve_device, setup_device)
 from random_window_dataset import SAMPLING_MODES, RandomWindowDataset, fixed_eval_windows, select_categories
 
 WINDOW, PRED_PER_WINDOW, EVAL_SEED = st.WINDOW, st.PRED_PER_WINDOW, st.EVAL_SEED
@@ -167,14 +168,10 @@ def setup_dist(args):
     ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank, world, local_rank = ((int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
                                if ddp else (0, 1, 0))
-    name = args.device if args.device != "auto" else (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            st.die("--device cuda: no CUDA device is available")
-        torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    try:
+        device = setup_device(resolve_device(args.device))  # cuda -> cuda:<LOCAL_RANK>; TF32 on CUDA
+    except DeviceError as e:
+        st.die(str(e))
     if ddp:
         import torch.distributed as dist
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
@@ -493,19 +490,21 @@ def plot_loss_curve(run_dir):
 
 
 @torch.no_grad()
-def validate(model, val_sets, batch_size, chunk_rows, compute_dtype, autocast, val_tags=None):
-    """Mean loss of each category's fixed validation windows; val_loss = mean over categories.
+def validate(model, val_sets, batch_size, chunk_rows, dtype, val_tags=None):
+    """Mean loss of each category's fixed validation windows; val_loss = mean over categories. The same
+    evaluation path as the final test evaluation and evaluate.py (model.eval_nll: bf16 head under bf16).
     val_tags: {category: tag token id} for tagged runs."""
     model.eval()
     out = {}
     for cat, x in val_sets.items():
-        total = 0.0
+        total, n = 0.0, 0
         for s in range(0, len(x), batch_size):
             xb = x[s:s + batch_size]
             tags = None if val_tags is None else torch.full((len(xb),), val_tags[cat], device=xb.device)
-            with autocast:
-                total += lm_loss(model, xb, chunk_rows, compute_dtype, tags).item() * len(xb)
-        out[f"val_loss/{cat}"] = total / len(x)
+            nll = eval_nll(model, xb, None, dtype, chunk_rows, tags)
+            total += float(nll.double().sum())
+            n += nll.numel()
+        out[f"val_loss/{cat}"] = total / n
     model.train()
     out["val_loss"] = float(np.mean([out[f"val_loss/{c}"] for c in val_sets]))
     return out
@@ -672,7 +671,7 @@ def train_step(run, state):
 
 def run_validation(run, state):
     ev = validate(run.model, run.val_sets, run.args.eval_batch_size, run.plan.chunk_rows, run.dist.dtype,
-                  run.dist.autocast(), run.val_tags())
+                  run.val_tags())
     state.last_val = ev["val_loss"]
     run.log.metrics({"kind": "eval", "step": state.step, "tokens": state.tokens_seen, **ev,
                      "wall_s": state.wall_s(), "train_s": state.train_s()})

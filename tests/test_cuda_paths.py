@@ -1,0 +1,187 @@
+"""The paths a GPU takes, run on a CPU with torch.cuda.* faked where they must be: device resolution
+(--device cuda = cuda:<LOCAL_RANK>, torchrun's rule), evaluation honouring its dtype (a dispatch-mode spy
+on every matmul), the MFU peak table, sweep's GPU placement / threads / memory check, and the input
+pipeline's prefetch."""
+import json
+import os
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import evaluate
+import model as mdl
+import store as st
+import train
+from conftest import one_line_error, TINY_CONFIG
+
+CATS = ["math.AC", "cs.CV", "cs.AI"]
+
+
+class Stop(Exception):
+    """Raised by a faked CUDA call once the path under test has reached it."""
+
+
+def fake_cuda(monkeypatch, n=1, name="NVIDIA H100 80GB HBM3", free=80e9, total=80e9, set_device=None):
+    """torch.cuda as a node with n GPUs would show it (nothing runs on them)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: name)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d=None: (int(free), int(total)))
+    if set_device is not None:
+        monkeypatch.setattr(torch.cuda, "set_device", set_device)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 1. devices
+
+def test_resolve_device_rule(monkeypatch):
+    fake_cuda(monkeypatch, n=4)
+    for world, local in ((None, None), ("4", "2"), ("4", "0"), ("4", "3")):
+        for k, v in (("WORLD_SIZE", world), ("LOCAL_RANK", local)):
+            if v is None:
+                monkeypatch.delenv(k, raising=False)
+            else:
+                monkeypatch.setenv(k, v)
+        lr = int(local or 0)
+        assert mdl.resolve_device("cuda") == torch.device(f"cuda:{lr}")
+        assert mdl.resolve_device("auto") == torch.device(f"cuda:{lr}")
+        assert mdl.resolve_device("cpu") == torch.device("cpu")
+        for n in range(4):
+            if world is None or n == lr:  # single process: any index; torchrun: only the local rank's
+                assert mdl.resolve_device(f"cuda:{n}") == torch.device(f"cuda:{n}")
+            else:
+                with pytest.raises(mdl.DeviceError, match="LOCAL_RANK"):
+                    mdl.resolve_device(f"cuda:{n}")
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.delenv("LOCAL_RANK")
+    for bad in ("gpu", "cuda:9", "mps"):
+        with pytest.raises(mdl.DeviceError, match=f"--device {bad}"):
+            mdl.resolve_device(bad)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert mdl.resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(mdl.DeviceError, match="no CUDA device"):
+        mdl.resolve_device("cuda")
+
+
+def test_train_and_evaluate_reach_set_device_with_an_index(monkeypatch, synthetic_store, tmp_path, capsys):
+    """train.py --device cuda (and evaluate.py) with CUDA faked: torch.cuda.set_device gets cuda:0 (the
+    real one refuses a device without an index); under torchrun rank 1 gets cuda:1 and an explicit other
+    index is refused in one line; TF32 is allowed for fp32 matmuls."""
+    seen = []
+
+    def set_device(d):
+        seen.append(torch.device(d))
+        raise Stop
+
+    fake_cuda(monkeypatch, n=2, set_device=set_device)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    args = ["--data_dir", str(synthetic_store), "--categories", *CATS, "--model_config", str(TINY_CONFIG),
+            "--output_dir", str(tmp_path), "--device", "cuda"]
+    with pytest.raises(Stop):
+        train.main(args)
+    assert seen == [torch.device("cuda:0")]
+    model_dir = tmp_path / "m"
+    mdl.build_model(mdl.model_config(str(TINY_CONFIG), 64)[0], 0).save_pretrained(model_dir)
+    with pytest.raises(Stop):
+        evaluate.main(["--model_dir", str(model_dir), "--data_dir", str(synthetic_store), "--device", "cuda"])
+    assert seen[-1] == torch.device("cuda:0")
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: seen.append(torch.device(d)))
+    mdl.setup_device(torch.device("cuda:1"))
+    assert torch.backends.cuda.matmul.allow_tf32 and seen[-1] == torch.device("cuda:1")
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    line = one_line_error(train.main, args[:-1] + ["cuda:0"], capsys)
+    assert "--device cuda:0" in line and "LOCAL_RANK" in line
+    monkeypatch.setattr(torch.cuda, "set_device", set_device)
+    with pytest.raises(Stop):
+        train.main(args)
+    assert seen[-1] == torch.device("cuda:1")
+
+
+# ----------------------------------------------------------------------------------------------------
+# 2. evaluation honours its dtype
+
+MATMULS = {"mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "_scaled_dot_product_flash_attention_for_cpu",
+           "_scaled_dot_product_attention_math", "scaled_dot_product_attention"}
+
+
+class MatmulSpy(TorchDispatchMode):
+    """Records (op, input dtypes, output shape) of every matrix multiplication that reaches the kernels,
+    from outside the code under test. Active only while `on` (set by the wrapped phase)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls, self.phase = [], None
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        if self.phase is not None and name in MATMULS:
+            dts = tuple(a.dtype for a in args if isinstance(a, torch.Tensor) and a.is_floating_point())
+            shape = tuple((out[0] if isinstance(out, tuple) else out).shape)
+            self.calls.append((self.phase, name, dts, shape))
+        return out
+
+
+def spy_phase(spy, phase, fn):
+    def wrapped(*a, **k):
+        spy.phase = phase
+        try:
+            return fn(*a, **k)
+        finally:
+            spy.phase = None
+    return wrapped
+
+
+@pytest.fixture(scope="module")
+def vocab_config(tmp_path_factory):
+    """A tiny model whose vocabulary (72) differs from every other width, so the head's matmuls are the
+    ones with 72 outputs."""
+    p = tmp_path_factory.mktemp("cfg") / "v72.json"
+    p.write_text(json.dumps({"vocab_size": 72, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                             "intermediate_size": 48, "max_position_embeddings": 128, "rotary_pct": 0.25}))
+    return p
+
+
+def _check_bf16(calls, phase, vocab=72):
+    got = [c for c in calls if c[0] == phase]
+    head = [c for c in got if c[3][-1] == vocab]
+    assert head, f"{phase}: no vocabulary-wide matmul seen"
+    assert {c[1] for c in got} & {"linear", "mm", "addmm", "matmul"}, got
+    not_bf16 = [c for c in got if any(d != torch.bfloat16 for d in c[2])]
+    assert not not_bf16, f"{phase}: matmuls not in bf16: {not_bf16[:5]}"
+
+
+def test_evaluate_py_bf16_runs_every_matmul_in_bf16(synthetic_store, vocab_config, tmp_path, monkeypatch):
+    model_dir = tmp_path / "m"
+    mdl.build_model(mdl.model_config(str(vocab_config), 64)[0], 0).save_pretrained(model_dir)
+    spy = MatmulSpy()
+    monkeypatch.setattr(evaluate, "evaluate_model", spy_phase(spy, "evaluate.py", evaluate.evaluate_model))
+    with spy:
+        evaluate.main(["--model_dir", str(model_dir), "--data_dir", str(synthetic_store), "--device", "cpu",
+                       "--dtype", "bfloat16", "--max_papers_per_category", "1", "--output", str(tmp_path / "e.json")])
+    _check_bf16(spy.calls, "evaluate.py")
+    # fp32 stays fp32 (the same path, the other dtype)
+    spy = MatmulSpy()
+    monkeypatch.setattr(evaluate, "evaluate_model", spy_phase(spy, "fp32", mdl.evaluate_model))
+    with spy:
+        evaluate.main(["--model_dir", str(model_dir), "--data_dir", str(synthetic_store), "--device", "cpu",
+                       "--max_papers_per_category", "1", "--output", str(tmp_path / "f.json")])
+    assert spy.calls and all(d == torch.float32 for c in spy.calls for d in c[2])
+
+
+def test_train_py_validation_and_test_evaluation_are_bf16(synthetic_store, vocab_config, tmp_path, monkeypatch):
+    spy = MatmulSpy()
+    monkeypatch.setattr(train, "validate", spy_phase(spy, "validation", train.validate))
+    monkeypatch.setattr(train, "evaluate_model", spy_phase(spy, "test", train.evaluate_model))
+    with spy:
+        run = train.main(["--data_dir", str(synthetic_store), "--categories", *CATS, "--model_config",
+                          str(vocab_config), "--output_dir", str(tmp_path), "--run_name", "bf16", "--eval_windows", "4",
+                          "--batch_size", "4", "--token_budget", "800", "--dtype", "bfloat16"])
+    _check_bf16(spy.calls, "validation")
+    _check_bf16(spy.calls, "test")
+    assert json.loads((run / "test_results.json").read_text())["dtype"] == "bfloat16"
