@@ -102,6 +102,39 @@ def flops_per_token(n_matmul, cfg, context=st.PRED_PER_WINDOW):
     return 6 * n_matmul + 12 * cfg.num_hidden_layers * cfg.hidden_size * context
 
 
+# Dense (no 2:4 sparsity) bf16 tensor-core peak FLOP/s per GPU, for MFU, keyed by the exact name
+# torch.cuda.get_device_name reports. Matching is exact: a substring rule gave "H100 PCIe" / "H100 NVL" /
+# "H200 NVL" the SXM peak (MFU 16-24% low) and let "L40" match "L4". Datasheets print the sparse figure
+# first; the dense one is half of it. Sources (NVIDIA datasheets / whitepapers):
+PEAK_BF16_FLOPS = {
+    # H100 datasheet (nvidia.com/en-us/data-center/h100): SXM 1,979 / PCIe 1,513 / NVL 1,671 TFLOPS sparse
+    "NVIDIA H100 80GB HBM3": 989.4e12, "NVIDIA H100 SXM5 80GB": 989.4e12, "NVIDIA H100 SXM5 94GB": 989.4e12,
+    "NVIDIA H100 PCIe": 756.5e12, "NVIDIA H100 NVL": 835.5e12,
+    # H200 datasheet (nvidia.com/en-us/data-center/h200): SXM 1,979 / NVL 1,671 TFLOPS sparse
+    "NVIDIA H200": 989.4e12, "NVIDIA H200 NVL": 835.5e12,
+    # GH200 datasheet: the Hopper GPU of the superchip, 1,979 TFLOPS sparse (every memory variant)
+    "NVIDIA GH200 480GB": 989.4e12, "NVIDIA GH200 144G HBM3e": 989.4e12, "NVIDIA GH200 96GB HBM3": 989.4e12,
+    # A100 datasheet: 312 TFLOPS dense bf16 for the 40 / 80 GB, SXM4 and PCIe alike
+    "NVIDIA A100-SXM4-40GB": 312e12, "NVIDIA A100-SXM4-80GB": 312e12, "NVIDIA A100-PCIE-40GB": 312e12,
+    "NVIDIA A100 80GB PCIe": 312e12,
+    # Ada Lovelace whitepaper (v2.1) / L40S, L40, L4 datasheets: 733 / 362.1 / 242 TFLOPS sparse
+    "NVIDIA L40S": 362.05e12, "NVIDIA L40": 181.05e12, "NVIDIA L4": 121e12,
+    # RTX 6000 Ada datasheet: 364.2 (728.4 sparse) bf16 with fp32 accumulate; Ada whitepaper, RTX 4090: bf16
+    # with fp32 accumulate is 165.2 (330.3 sparse): GeForce runs fp32 accumulation at half rate
+    "NVIDIA RTX 6000 Ada Generation": 364.2e12, "NVIDIA GeForce RTX 4090": 165.2e12,
+    # A10 datasheet: 125 (250 sparse). The A10G is AWS's A10 variant without a public datasheet: the A10's
+    # figure is used (unverified; MFU on an A10G may read low)
+    "NVIDIA A10G": 125e12, "NVIDIA A10": 125e12,
+    # HGX B200 datasheet: 4.5 PFLOPS sparse fp16/bf16 per GPU
+    "NVIDIA B200": 2250e12,
+}
+
+
+def peak_bf16_flops(device_name):
+    """Dense bf16 peak of a GPU by its exact product name, or None (MFU is then n/a)."""
+    return PEAK_BF16_FLOPS.get(str(device_name).strip())
+
+
 # ----------------------------------------------------------------------------------------------------
 # devices: one rule for train.py, evaluate.py, sweep.py and the benchmarks
 

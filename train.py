@@ -40,12 +40,10 @@ import torch
 import store as st
 from model import (PYTHIA, ConfigError, DeviceError, WindowLoss, build_model, count_params, eval_nll,
                    evaluate_model, flops_per_token, head_chunk_rows, load_model, model_config,
-                   resolve_device, setup_device)
+                   peak_bf16_flops, resolve_device, setup_device)
 from random_window_dataset import SAMPLING_MODES, RandomWindowDataset, fixed_eval_windows, select_categories
 
 WINDOW, PRED_PER_WINDOW, EVAL_SEED = st.WINDOW, st.PRED_PER_WINDOW, st.EVAL_SEED
-# bf16 dense peak FLOP/s per GPU, for MFU (nanochat-style table; unknown GPUs report no MFU)
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12}
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C: sweep.py reads it as "interrupted, resume me"
 
 # The run-defining values and the flags that set them (for resume's refusal message).
@@ -568,6 +566,15 @@ def build_model_and_optimizer(args, plan, dist):
     return model, optimizer, step_fn, n_params
 
 
+def gpu_peak(device):
+    """(GPU name, dense bf16 peak FLOP/s or None) of a CUDA device, by exact product name; (None, None) on
+    a CPU. An unknown GPU gets no MFU (a wrong peak would be worse than none)."""
+    if device.type != "cuda":
+        return None, None
+    name = torch.cuda.get_device_name(device)
+    return name, peak_bf16_flops(name)
+
+
 def run_config(args, run):
     """run_config.json: the flags, the identity and the derived numbers. Written once, when the run starts."""
     plan, dist = run.plan, run.dist
@@ -821,8 +828,7 @@ def main(argv=None):
     dist.barrier()
 
     model, optimizer, step_fn, n_params = build_model_and_optimizer(args, plan, dist)
-    peak = next((v for k, v in PEAK_FLOPS.items()
-                 if dist.device.type == "cuda" and k in torch.cuda.get_device_name(dist.device)), None)
+    gpu_name, peak = gpu_peak(dist.device)
     val_sets = {c: v.to(dist.device) for c, v in val_sets.items()}
     run = Run(args, dist, plan, store, categories, train_ds, val_sets, model, optimizer, step_fn, None, n_params, peak)
     config = run_config(args, run)
@@ -835,6 +841,8 @@ def main(argv=None):
             rewind_metrics(plan.run_dir, state.step if resume_from is not None else None, state)
     run.log = Logger(plan.run_dir, dist.rank0, args, config)
     print_header(run, config)
+    if gpu_name and peak is None:
+        run.log.print(f"MFU n/a: no bf16 peak known for GPU {gpu_name!r} (add it to model.PEAK_BF16_FLOPS)")
     if resume_from is not None:
         run.log.print(f"resumed from step {state.step} ({resume_from})")
     elif args.resume:

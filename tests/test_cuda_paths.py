@@ -185,3 +185,24 @@ def test_train_py_validation_and_test_evaluation_are_bf16(synthetic_store, vocab
     _check_bf16(spy.calls, "validation")
     _check_bf16(spy.calls, "test")
     assert json.loads((run / "test_results.json").read_text())["dtype"] == "bfloat16"
+
+
+# ----------------------------------------------------------------------------------------------------
+# 4. MFU peaks by exact product name
+
+def test_mfu_peaks_by_exact_product_name(monkeypatch):
+    expected = {  # name as torch.cuda.get_device_name reports it: dense bf16 TFLOP/s
+        "NVIDIA H100 80GB HBM3": 989.4, "NVIDIA H100 PCIe": 756.5, "NVIDIA H100 NVL": 835.5,
+        "NVIDIA H200": 989.4, "NVIDIA H200 NVL": 835.5, "NVIDIA GH200 480GB": 989.4,
+        "NVIDIA A100-SXM4-40GB": 312, "NVIDIA A100-SXM4-80GB": 312, "NVIDIA A100-PCIE-40GB": 312,
+        "NVIDIA A100 80GB PCIe": 312, "NVIDIA L40S": 362.05, "NVIDIA L40": 181.05, "NVIDIA L4": 121,
+        "NVIDIA A10G": 125, "NVIDIA B200": 2250, "NVIDIA RTX 6000 Ada Generation": 364.2,
+        "NVIDIA GeForce RTX 4090": 165.2}
+    for name, tflops in expected.items():
+        fake_cuda(monkeypatch, name=name)
+        got_name, peak = train.gpu_peak(torch.device("cuda:0"))
+        assert got_name == name and peak == pytest.approx(tflops * 1e12), name
+    # the substring traps of the old table, and unknown products: no peak, so no MFU
+    for name in ("NVIDIA H100", "NVIDIA L40 ", "NVIDIA GeForce RTX 3090", "NVIDIA H800", "Tesla V100-SXM2-16GB", ""):
+        assert mdl.peak_bf16_flops(name) is None or name.strip() in expected, name
+    assert train.gpu_peak(torch.device("cpu")) == (None, None)
