@@ -31,6 +31,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -527,6 +528,7 @@ class Run:
     log: Logger
     n_params: tuple
     peak_flops: float
+    batches: "BatchPrefetcher" = None  # created at the first step
 
     def lr_at(self, update):
         return self.plan.lr * lr_at(update, self.plan.total_steps, self.plan.warmup, self.args.min_lr_ratio)
@@ -649,6 +651,53 @@ def sync_check(run, state, nonfinite, stop, last_check):
     return None
 
 
+class BatchPrefetcher:
+    """Training batches, one ahead: while the device works on batch i, a worker thread samples batch i+1
+    (numpy) and, on CUDA, copies it into pinned (page-locked) host memory, so the step's
+    .to(device, non_blocking=True) is a real asynchronous copy (from pageable memory it is synchronous).
+    Batch i is ds.sample_batch(i, ...) exactly: the same tensors, in the same order, as sampling in the
+    loop. Without pinning (CPU) the batch is sampled in the loop: a thread would only compete for the cores.
+    A thread per batch (daemon): nothing to shut down when the run stops."""
+
+    def __init__(self, ds, batch_size, rank, world, pin_memory, tag_base=None):
+        self.ds, self.batch_size, self.rank, self.world, self.pin = ds, batch_size, rank, world, pin_memory
+        self.tag_base = tag_base
+        self.pending = None  # (index, thread, result box)
+
+    def _sample(self, i):
+        """(windows, labels, category tags or None) of batch i, pinned when asked."""
+        x, labels = self.ds.sample_batch(i, self.batch_size, self.rank, self.world, return_labels=True)
+        tags = torch.from_numpy(labels + self.tag_base) if self.tag_base is not None else None
+        if self.pin:
+            x, tags = x.pin_memory(), (tags.pin_memory() if tags is not None else None)
+        return x, labels, tags
+
+    def _load(self, i, box):
+        try:
+            box["batch"] = self._sample(i)
+        except BaseException as e:  # re-raised in the loop's thread
+            box["error"] = e
+
+    def _start(self, i):
+        box = {}
+        t = threading.Thread(target=self._load, args=(i, box), daemon=True)
+        t.start()
+        self.pending = (i, t, box)
+
+    def get(self, i):
+        """(x, labels, tags) of batch i; starts batch i+1."""
+        if not self.pin:
+            return self._sample(i)
+        if self.pending is None or self.pending[0] != i:  # first call, or a jump (never in a run)
+            self._start(i)
+        _, t, box = self.pending
+        t.join()
+        self._start(i + 1)
+        if "error" in box:
+            raise box["error"]
+        return box["batch"]
+
+
 def train_step(run, state):
     """One optimizer step over grad_accum micro-batches; returns the (device) mean loss and the lr used."""
     args, dist, plan = run.args, run.dist, run.plan
@@ -657,11 +706,13 @@ def train_step(run, state):
         g["lr"] = lr
     loss_acc = torch.zeros((), device=dist.device)
     for micro in range(args.grad_accum_steps):
-        x, labels = run.train_ds.sample_batch(state.step * args.grad_accum_steps + micro, args.batch_size,
-                                              dist.rank, dist.world, return_labels=True)
+        if run.batches is None:
+            run.batches = BatchPrefetcher(run.train_ds, args.batch_size, dist.rank, dist.world,
+                                          pin_memory=dist.device.type == "cuda", tag_base=plan.tag_base)
+        x, labels, tags = run.batches.get(state.step * args.grad_accum_steps + micro)
         state.windows_by_label += np.bincount(labels, minlength=len(run.store.categories))
-        x = x.to(dist.device, non_blocking=True)
-        tags = torch.from_numpy(labels + plan.tag_base).to(dist.device) if plan.tag_base is not None else None
+        x = x.to(dist.device, non_blocking=True)  # asynchronous on CUDA: x is pinned
+        tags = tags.to(dist.device, non_blocking=True) if tags is not None else None
         if dist.ddp:  # all-reduce gradients only on the last micro-step
             run.step_fn.require_backward_grad_sync = micro == args.grad_accum_steps - 1
         with dist.autocast():

@@ -4,6 +4,7 @@ on every matmul), the MFU peak table, sweep's GPU placement / threads / memory c
 pipeline's prefetch."""
 import json
 import os
+import threading
 
 import pytest
 import torch
@@ -206,3 +207,57 @@ def test_mfu_peaks_by_exact_product_name(monkeypatch):
     for name in ("NVIDIA H100", "NVIDIA L40 ", "NVIDIA GeForce RTX 3090", "NVIDIA H800", "Tesla V100-SXM2-16GB", ""):
         assert mdl.peak_bf16_flops(name) is None or name.strip() in expected, name
     assert train.gpu_peak(torch.device("cpu")) == (None, None)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 7. input pipeline: the next batch sampled and pinned while the device works
+
+def _fake_pinning(monkeypatch):
+    """Tensor.pin_memory (which needs CUDA) as a copy that records the thread it ran in."""
+    threads = []
+
+    def pin(self):
+        threads.append(threading.current_thread().name)
+        return self.clone()
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", pin)
+    return threads
+
+
+def test_prefetcher_gives_todays_batches_pinned_one_ahead(synthetic_store, monkeypatch):
+    from random_window_dataset import RandomWindowDataset
+    threads = _fake_pinning(monkeypatch)
+    s = st.Store(synthetic_store, in_memory=True)
+    for sampling, (rank, world), batch in (("paper", (0, 1), 8), ("balanced", (1, 3), 5), ("token", (2, 4), 3)):
+        ds = RandomWindowDataset(None, "train", CATS, seed=7, sampling=sampling, store=s)
+        pre = train.BatchPrefetcher(ds, batch, rank, world, pin_memory=True, tag_base=100)
+        plain = train.BatchPrefetcher(ds, batch, rank, world, pin_memory=False, tag_base=100)
+        for i in [3, 4, 5, 6, 7, 40, 41, 0, 1, 2]:  # in order, and jumps (a resume)
+            x, labels, tags = pre.get(i)
+            assert pre.pending[0] == i + 1  # the next batch is already on its way
+            ref_x, ref_labels = ds.sample_batch(i, batch, rank, world, return_labels=True)
+            assert torch.equal(x, ref_x) and (labels == ref_labels).all()
+            assert torch.equal(tags, torch.from_numpy(ref_labels + 100))
+            px, pl, pt = plain.get(i)
+            assert torch.equal(px, x) and (pl == labels).all() and torch.equal(pt, tags)
+    main = threading.main_thread().name
+    assert threads and all(t != main for t in threads)  # pinned in the worker, never in the loop
+
+
+def test_training_with_the_pinned_prefetch_path_is_bit_identical(synthetic_store, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+    args = ["--data_dir", str(synthetic_store), "--categories", *CATS, "--model_config", str(TINY_CONFIG),
+            "--output_dir", str(tmp_path), "--eval_windows", "4", "--batch_size", "4", "--grad_accum_steps", "2",
+            "--token_budget", "4000", "--skip_test_eval", "--tag_categories"]
+    ref = train.main(args + ["--run_name", "plain"])
+    threads = _fake_pinning(monkeypatch)
+
+    class Pinned(train.BatchPrefetcher):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **{**k, "pin_memory": True})
+
+    monkeypatch.setattr(train, "BatchPrefetcher", Pinned)
+    got = train.main(args + ["--run_name", "pinned"])
+    assert len(threads) >= 2 * 5 * 2  # x and tags of every micro-batch (5 steps x 2) went through pinning
+    a, b = (load_file(str(r / "final" / "model.safetensors")) for r in (ref, got))
+    assert all(torch.equal(a[k], b[k]) for k in a)
