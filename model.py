@@ -183,6 +183,24 @@ def setup_device(device):
     return device
 
 
+def gpu_memory_estimate(cfg, batch, dtype=torch.bfloat16, context=st.WINDOW, chunk_rows=8192):
+    """{component: bytes} of one training process on a GPU, at `batch` windows per micro-step: an estimate
+    to decide how many runs share a GPU, not a measurement (gpu_check.py measures). Weights, gradients and
+    AdamW's two moments are fp32 (16 bytes per parameter); activations per layer s*b*h*34 bytes in bf16
+    (Korthikanti et al. 2022, "Reducing activation recomputation", without the attention-score term:
+    SDPA keeps no s x s scores), twice that in fp32; the fused head holds one chunk of logits (compute
+    dtype + an fp32 copy + the softmax in compute dtype), its fp32 weight gradient and the hidden states'
+    gradient; plus ~1 GB for the CUDA context, cuBLAS workspaces and the allocator's slack."""
+    with torch.device("meta"):
+        n_params = sum(p.numel() for p in build_model(cfg, 0).parameters())
+    elt = 2 if dtype == torch.bfloat16 else 4
+    s, b, h, V, L = context, batch, cfg.hidden_size, cfg.vocab_size, cfg.num_hidden_layers
+    rows = min(chunk_rows, b * s)
+    return {"weights": 4 * n_params, "gradients": 4 * n_params, "adamw_state": 8 * n_params,
+            "activations": L * s * b * h * 34 * elt // 2 + s * b * h * 4,
+            "head": rows * V * (2 * elt + 4) + 4 * V * h, "cuda_context": 1 << 30}
+
+
 # ----------------------------------------------------------------------------------------------------
 # hidden states and the head
 

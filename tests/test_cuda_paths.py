@@ -5,6 +5,7 @@ pipeline's prefetch."""
 import json
 import os
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -261,3 +262,64 @@ def test_training_with_the_pinned_prefetch_path_is_bit_identical(synthetic_store
     assert len(threads) >= 2 * 5 * 2  # x and tags of every micro-batch (5 steps x 2) went through pinning
     a, b = (load_file(str(r / "final" / "model.safetensors")) for r in (ref, got))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 5. many runs per GPU: placement among the visible GPUs, threads per process, the memory check
+
+FAKE_TRAIN = r"""
+import json, os, sys
+from pathlib import Path
+rd = Path(sys.argv[1]); rd.mkdir(parents=True, exist_ok=True)
+keys = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "TORCHINDUCTOR_COMPILE_THREADS")
+(rd / "env.json").write_text(json.dumps({k: os.environ.get(k) for k in keys}))
+(rd / "summary.json").write_text(json.dumps({"status": "complete", "final_val_loss": 1.0}))
+"""
+
+
+def _gpu_plan(tmp_path, synthetic_store, n_runs, batch=320):
+    plan = {"name": "g", "store": {"data_dir": str(synthetic_store)},
+            "grid": {"model_config": ["pythia-14m"], "K": [1], "seed": list(range(n_runs))},
+            "fixed": {"batch_size": batch}}
+    p = tmp_path / "plan.json"
+    p.write_text(json.dumps(plan))
+    return p
+
+
+def test_sweep_places_runs_on_visible_gpus_with_threads_and_a_memory_check(synthetic_store, tmp_path, monkeypatch,
+                                                                           capsys):
+    import sys
+    import sweep
+    # the runs are a stand-in that records its environment: what is tested is the sweep's placement
+    monkeypatch.setattr(sweep, "train_command", lambda plan, out, rid, params, **k:
+                        [sys.executable, "-c", FAKE_TRAIN, str(Path(out) / "runs" / rid)])
+    monkeypatch.setattr(sweep, "node_cores", lambda: 16)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # a node that assigned two of its GPUs to this job
+    gib = 2 ** 30
+    fake_cuda(monkeypatch, n=2, free=20 * gib, total=80 * gib)
+    from model import gpu_memory_estimate, model_config
+    per_run = sum(gpu_memory_estimate(model_config("pythia-14m", 64)[0], 320).values())
+    assert 4 * per_run > 20 * gib > 3 * per_run  # the numbers the refusal below is about
+
+    plan = _gpu_plan(tmp_path, synthetic_store, 3)
+    line = one_line_error(sweep.main, ["run", str(plan), "--out", str(tmp_path / "o"), "--gpus", "1",
+                                       "--runs_per_gpu", "4"], capsys)
+    assert "--runs_per_gpu 4" in line and "free of 80.0 GiB on GPU 5" in line and "at most 3 fit" in line
+    assert f"{per_run / gib:.1f} GiB" in line
+    assert sweep.main(["run", str(plan), "--out", str(tmp_path / "o"), "--gpus", "1", "--runs_per_gpu", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "GPU memory per run, estimated: pythia-14m at batch 320 per GPU" in out and "adamw_state" in out
+    envs = [json.loads(p.read_text()) for p in (tmp_path / "o" / "runs").glob("*/env.json")]
+    assert len(envs) == 3
+    # --gpus 1 is the second *visible* GPU (5); 16 cores / 3 processes
+    assert all(e == {"CUDA_VISIBLE_DEVICES": "5", "OMP_NUM_THREADS": "5", "TORCHINDUCTOR_COMPILE_THREADS": "5"}
+               for e in envs), envs
+    line = one_line_error(sweep.main, ["run", str(plan), "--out", str(tmp_path / "p"), "--gpus", "2"], capsys)
+    assert "index 2, but 2 GPU(s) are visible" in line
+    # every visible GPU by default, a torchrun group of 2 = 2 processes: 16 / (1 slot x 2) threads each
+    plan2 = json.loads(plan.read_text())
+    plan2["gpus_per_run"] = 2
+    plan.write_text(json.dumps(plan2))
+    assert sweep.main(["run", str(plan), "--out", str(tmp_path / "q")]) == 0
+    envs = [json.loads(p.read_text()) for p in (tmp_path / "q" / "runs").glob("*/env.json")]
+    assert envs and all(e["CUDA_VISIBLE_DEVICES"] == "3,5" and e["OMP_NUM_THREADS"] == "8" for e in envs)
