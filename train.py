@@ -743,7 +743,9 @@ def log_train(run, state, loss_acc, lr, t_log, tok_log):
     tps = tok_log / max(time.time() - t_log, 1e-9)
     row = {"kind": "train", "step": state.step, "tokens": state.tokens_seen, "lr": lr, "loss": loss_val,
            "perplexity": math.exp(min(loss_val, 50)), "tokens_per_s": tps,
-           "wall_s": state.wall_s(), "train_s": state.train_s()}
+           "wall_s": state.wall_s(), "train_s": state.train_s(), "time": time.time()}
+    if run.dist.device.type == "cuda":  # what this process holds on its GPU (runs sharing a GPU: gpu_check)
+        row["gpu_mem_gib"] = torch.cuda.max_memory_reserved(run.dist.device) / 2 ** 30
     if run.peak_flops:
         row["mfu"] = flops_per_token(run.n_params[2], run.plan.cfg) * tps / (run.peak_flops * run.dist.world)
     run.log.metrics(row)
