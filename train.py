@@ -577,6 +577,12 @@ def gpu_peak(device):
     return name, peak_bf16_flops(name)
 
 
+def mfu_notes(gpu_name, peak):
+    """The log lines about MFU: none on a CPU or a known GPU; an unknown GPU is named."""
+    return [f"MFU n/a: no bf16 peak known for GPU {gpu_name!r} (add it to model.PEAK_BF16_FLOPS)"] \
+        if gpu_name and peak is None else []
+
+
 def run_config(args, run):
     """run_config.json: the flags, the identity and the derived numbers. Written once, when the run starts."""
     plan, dist = run.plan, run.dist
@@ -894,8 +900,8 @@ def main(argv=None):
             rewind_metrics(plan.run_dir, state.step if resume_from is not None else None, state)
     run.log = Logger(plan.run_dir, dist.rank0, args, config)
     print_header(run, config)
-    if gpu_name and peak is None:
-        run.log.print(f"MFU n/a: no bf16 peak known for GPU {gpu_name!r} (add it to model.PEAK_BF16_FLOPS)")
+    for line in mfu_notes(gpu_name, peak):
+        run.log.print(line)
     if resume_from is not None:
         run.log.print(f"resumed from step {state.step} ({resume_from})")
     elif args.resume:

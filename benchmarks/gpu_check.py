@@ -207,7 +207,8 @@ def eval_throughput(cfg, model_name, train_tps):
     import model as mdl
     import store as st
     from _common import bench_store
-    store = st.Store(bench_store(cfg.work / "eval_store", papers_per_category=cfg.eval_papers), in_memory=True)
+    store = st.Store(bench_store(cfg.work / "eval_store", papers_per_category=cfg.eval_papers,
+                                length=cfg.eval_paper_tokens), in_memory=True)
     mcfg = mdl.model_config(model_name, store.vocab_size)[0]
     model = mdl.build_model(mcfg, 0)
     run = lambda n: mdl.evaluate_model(model, store, "test", batch_size=cfg.batch, device=cfg.device,
@@ -300,8 +301,10 @@ def parse_args(argv=None):
     p.add_argument("--small_model", default="pythia-14m", help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, default=320, help=argparse.SUPPRESS)
     p.add_argument("--eval_papers", type=int, default=200, help=argparse.SUPPRESS)
+    p.add_argument("--eval_paper_tokens", type=int, default=3000, help=argparse.SUPPRESS)
     p.add_argument("--head_size", type=int, nargs=3, default=(16384, 512, 50304), help=argparse.SUPPRESS)
     p.add_argument("--no_compile", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--store", default=None, help=argparse.SUPPRESS)  # an existing sample store
     args = p.parse_args(argv)
     args.models = args.models or ["pythia-70m"] + ([] if args.skip_160m else ["pythia-160m"])
     args.compile = [] if args.no_compile else ["--compile"]
@@ -324,9 +327,10 @@ def run_checks(cfg):
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     cfg.log = work / "gpu_check.log"
-    cfg.store = work / "store"
-    rc, _ = sh([sys.executable, "fetch_arxiv.py", "--dataset_path", "data/sample_corpus", "--full_dataset",
-                "--output_dir", cfg.store], cfg.log)
+    cfg.store = Path(cfg.store) if cfg.store else work / "store"
+    rc = 0 if cfg.store != work / "store" else sh(
+        [sys.executable, "fetch_arxiv.py", "--dataset_path", "data/sample_corpus", "--full_dataset",
+         "--output_dir", cfg.store], cfg.log)[0]
     if rc != 0:
         print(f"building the sample store failed; see {cfg.log}", file=sys.stderr)
         raise SystemExit(1)

@@ -5,6 +5,7 @@ pipeline's prefetch."""
 import json
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -323,3 +324,62 @@ def test_sweep_places_runs_on_visible_gpus_with_threads_and_a_memory_check(synth
     assert sweep.main(["run", str(plan), "--out", str(tmp_path / "q")]) == 0
     envs = [json.loads(p.read_text()) for p in (tmp_path / "q" / "runs").glob("*/env.json")]
     assert envs and all(e["CUDA_VISIBLE_DEVICES"] == "3,5" and e["OMP_NUM_THREADS"] == "8" for e in envs)
+
+
+# ----------------------------------------------------------------------------------------------------
+# train.py's other CUDA-only branches: NCCL init, barrier, fused AdamW, DDP device_ids, GPU memory and MFU
+# in the metrics, the MFU note
+
+def test_train_cuda_only_branches(monkeypatch, synthetic_store, tmp_path):
+    import types
+    import torch.distributed as tdist
+    import torch.nn.parallel
+    fake_cuda(monkeypatch, n=2, name="NVIDIA L40", set_device=lambda d: None)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    seen = {}
+
+    def init_process_group(**k):
+        seen["init"] = k
+    monkeypatch.setattr(tdist, "init_process_group", init_process_group)
+    monkeypatch.setattr(tdist, "barrier", lambda device_ids=None: seen.setdefault("barrier", device_ids))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    args = train.parse_args(["--data_dir", str(synthetic_store), "--categories", *CATS,
+                             "--model_config", str(TINY_CONFIG), "--device", "cuda"])
+    dist = train.setup_dist(args)
+    assert seen["init"]["backend"] == "nccl" and seen["init"]["device_id"] == torch.device("cuda:1")
+    assert dist.device == torch.device("cuda:1") and dist.dtype == torch.bfloat16 and dist.ddp
+    dist.barrier()
+    assert seen["barrier"] == [1]
+
+    class FakeDDP(torch.nn.Module):
+        def __init__(self, module, device_ids=None):
+            super().__init__()
+            seen["ddp_device_ids"] = device_ids
+            self.module = module
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", FakeDDP)
+    real_to = torch.nn.Module.to
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: self if a and str(a[0]).startswith("cuda")
+                        else real_to(self, *a, **k))  # the weights stay on the CPU
+    store, cats, train_ds, _ = train.load_data(args)
+    plan = train.plan_run(args, dist, store, cats, train_ds)
+    assert plan.chunk_rows == 8192  # the CUDA head chunk
+    model, opt, step_fn, n_params = train.build_model_and_optimizer(args, plan, dist)
+    assert opt.defaults["fused"] is True and seen["ddp_device_ids"] == [1]
+
+    name, peak = train.gpu_peak(dist.device)
+    assert (name, peak) == ("NVIDIA L40", 181.05e12) and train.mfu_notes(name, peak) == []
+    assert train.mfu_notes("NVIDIA Foo 9000", None) == [
+        "MFU n/a: no bf16 peak known for GPU 'NVIDIA Foo 9000' (add it to model.PEAK_BF16_FLOPS)"]
+    assert train.mfu_notes(None, None) == []
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda d=None: 3 * 2 ** 30)
+    rows = []
+    log = types.SimpleNamespace(metrics=rows.append, print=lambda m: rows.append(m))
+    dist.ddp = False  # one rank's view of the log row (the loss all-reduce is gloo's / NCCL's business)
+    run = types.SimpleNamespace(dist=dist, plan=plan, log=log, peak_flops=peak, n_params=n_params)
+    state = train.TrainState(step=10, tokens_seen=8000)
+    train.log_train(run, state, torch.tensor(2.0), 1e-3, time.time() - 1.0, 8000)
+    row = rows[0]
+    assert row["gpu_mem_gib"] == 3.0 and 0 < row["mfu"] < 1 and abs(row["time"] - time.time()) < 60
+    assert "mfu" in rows[1]

@@ -43,7 +43,7 @@ def test_steady_figures_leave_out_warmup_and_use_the_overlap():
     assert secs == pytest.approx(3.0) and tps == pytest.approx(1000.0)
 
 
-def test_every_gpu_step_with_cuda_faked(tmp_path, monkeypatch, capsys):
+def test_every_gpu_step_with_cuda_faked(tmp_path, monkeypatch, capsys, sample_store):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "NVIDIA H100 PCIe")
     monkeypatch.setattr(torch.cuda, "synchronize", lambda d=None: None)
@@ -62,7 +62,7 @@ def test_every_gpu_step_with_cuda_faked(tmp_path, monkeypatch, capsys):
     tiny = str(ROOT / "plans" / "configs" / "tiny-50k.json")
     summary = gpu_check.main(["--work", str(work), "--steady_s", "0.5", "--step_limit_s", "60",
                               "--models", tiny, "fail-model", "--small_model", tiny, "--batch", "8",
-                              "--eval_papers", "1", "--head_size", "64", "16", "300", "--no_compile"])
+                              "--eval_papers", "1", "--eval_paper_tokens", "250", "--head_size", "64", "16", "300", "--no_compile", "--store", str(sample_store)])
     out = capsys.readouterr().out
     checks = summary["checks"]
     assert list(checks) == ["1_fused_head_bf16_vs_fp32", "2_train_tiny-50k", "2_train_fail-model", "3_eval_tiny-50k",
