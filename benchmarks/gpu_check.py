@@ -359,12 +359,18 @@ def run_checks(cfg):
                 f.write(traceback.format_exc())
         res["wall_s"] = time.time() - t0
         summary["checks"][name] = res
+        save()
+        try:
+            line = describe(res) if res.get("error") is None else f"FAILED ({res['error']})"
+        except Exception as e:  # a figure missing from a result: say so, never stop the checks
+            line = f"{'ok' if res.get('ok') else 'FAILED'} ({type(e).__name__} describing it: {e}; see summary.json)"
+        print(f"{name}: {line} [{res['wall_s']:.0f} s]", flush=True)
+        return res
+
+    def save():
         tmp = work / "summary.json.tmp"
         tmp.write_text(json.dumps(summary, indent=1))
         os.replace(tmp, work / "summary.json")
-        print(f"{name}: " + (describe(res) if res.get("error") is None else f"FAILED ({res['error']})")
-              + f" [{res['wall_s']:.0f} s]", flush=True)
-        return res
 
     pct = lambda v: "n/a" if v is None else f"{v:.1%}"
     gib = lambda v: "n/a" if v is None else f"{v:.1f} GiB"
@@ -390,7 +396,7 @@ def run_checks(cfg):
     if s1 and s4:
         summary["runs_per_gpu_4_over_1"] = s4 / s1
         print(f"   runs_per_gpu 4 / 1 = {s4 / s1:.2f}", flush=True)
-    (work / "summary.json").write_text(json.dumps(summary, indent=1))
+    save()
     failed = [k for k, v in summary["checks"].items() if not v.get("ok")]
     print(f"summary: {work / 'summary.json'}" + (f"; FAILED: {', '.join(failed)}" if failed else "; all checks ok"))
     return summary
