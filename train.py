@@ -665,9 +665,9 @@ class BatchPrefetcher:
     loop. Without pinning (CPU) the batch is sampled in the loop: a thread would only compete for the cores.
     A thread per batch (daemon): nothing to shut down when the run stops."""
 
-    def __init__(self, ds, batch_size, rank, world, pin_memory, tag_base=None):
+    def __init__(self, ds, batch_size, rank, world, pin_memory, tag_base=None, device=None):
         self.ds, self.batch_size, self.rank, self.world, self.pin = ds, batch_size, rank, world, pin_memory
-        self.tag_base = tag_base
+        self.tag_base, self.device = tag_base, device
         self.pending = None  # (index, thread, result box)
 
     def _sample(self, i):
@@ -680,6 +680,10 @@ class BatchPrefetcher:
 
     def _load(self, i, box):
         try:
+            if self.device is not None and self.device.type == "cuda":
+                # a new thread's current device is cuda:0: pinning from it would open a CUDA context on
+                # GPU 0 in every rank's process (PyTorch's DataLoader pin thread sets the device too)
+                torch.cuda.set_device(self.device)
             box["batch"] = self._sample(i)
         except BaseException as e:  # re-raised in the loop's thread
             box["error"] = e
@@ -714,7 +718,8 @@ def train_step(run, state):
     for micro in range(args.grad_accum_steps):
         if run.batches is None:
             run.batches = BatchPrefetcher(run.train_ds, args.batch_size, dist.rank, dist.world,
-                                          pin_memory=dist.device.type == "cuda", tag_base=plan.tag_base)
+                                          pin_memory=dist.device.type == "cuda", tag_base=plan.tag_base,
+                                          device=dist.device)
         x, labels, tags = run.batches.get(state.step * args.grad_accum_steps + micro)
         state.windows_by_label += np.bincount(labels, minlength=len(run.store.categories))
         x = x.to(dist.device, non_blocking=True)  # asynchronous on CUDA: x is pinned

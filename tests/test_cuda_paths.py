@@ -229,10 +229,13 @@ def _fake_pinning(monkeypatch):
 def test_prefetcher_gives_todays_batches_pinned_one_ahead(synthetic_store, monkeypatch):
     from random_window_dataset import RandomWindowDataset
     threads = _fake_pinning(monkeypatch)
+    set_in = []  # (thread, device) of every torch.cuda.set_device: the worker must be on the rank's GPU
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: set_in.append((threading.current_thread().name, d)))
     s = st.Store(synthetic_store, in_memory=True)
     for sampling, (rank, world), batch in (("paper", (0, 1), 8), ("balanced", (1, 3), 5), ("token", (2, 4), 3)):
         ds = RandomWindowDataset(None, "train", CATS, seed=7, sampling=sampling, store=s)
-        pre = train.BatchPrefetcher(ds, batch, rank, world, pin_memory=True, tag_base=100)
+        pre = train.BatchPrefetcher(ds, batch, rank, world, pin_memory=True, tag_base=100,
+                                    device=torch.device(f"cuda:{rank}"))
         plain = train.BatchPrefetcher(ds, batch, rank, world, pin_memory=False, tag_base=100)
         for i in [3, 4, 5, 6, 7, 40, 41, 0, 1, 2]:  # in order, and jumps (a resume)
             x, labels, tags = pre.get(i)
@@ -244,6 +247,8 @@ def test_prefetcher_gives_todays_batches_pinned_one_ahead(synthetic_store, monke
             assert torch.equal(px, x) and (pl == labels).all() and torch.equal(pt, tags)
     main = threading.main_thread().name
     assert threads and all(t != main for t in threads)  # pinned in the worker, never in the loop
+    assert set(threads) <= {t for t, _ in set_in}  # each pinning thread first set its rank's GPU
+    assert {str(d) for _, d in set_in} == {"cuda:0", "cuda:1", "cuda:2"}
 
 
 def test_training_with_the_pinned_prefetch_path_is_bit_identical(synthetic_store, tmp_path, monkeypatch):

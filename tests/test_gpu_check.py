@@ -93,3 +93,13 @@ def test_every_gpu_step_with_cuda_faked(tmp_path, monkeypatch, capsys, sample_st
     assert sw["cuda_visible_devices"] == "3" and sw["argv"][sw["argv"].index("--gpus") + 1] == "0"
     assert json.loads((work / "summary.json").read_text())["checks"].keys() == checks.keys()
     assert not gpu_check.LIVE  # nothing left running
+
+
+def test_sigterm_stops_the_background_children(tmp_path):
+    """gpu_check.sh's timeout sends SIGTERM: the runs gpu_check started in their own sessions are stopped
+    with it (they would hold the GPU after gpu_check is gone)."""
+    proc = gpu_check.launch([sys.executable, "-c", "import time; time.sleep(300)"], tmp_path / "log")
+    assert proc in gpu_check.LIVE
+    with pytest.raises(SystemExit) as e:
+        gpu_check._on_term(15, None)
+    assert e.value.code == 124 and proc.poll() is not None and not gpu_check.LIVE
