@@ -38,8 +38,10 @@ Each run directory records the plan's parameters of the run (sweep_params.json).
 for an existing run differ (a `fixed:` value edited, say) is refused for that run ("conflict"): its
 results would otherwise pass as the new configuration's.
 
-GPUs: `run` places runs on --gpus (default: every visible GPU), --runs_per_gpu at a time on each (small
-models leave most of a GPU idle), through CUDA_VISIBLE_DEVICES, one per worker. On SLURM each array
+GPUs: `run` places runs on --gpus (indexes of the visible GPUs; default: every visible GPU), --runs_per_gpu
+at a time on each (small models leave most of a GPU idle), through CUDA_VISIBLE_DEVICES, one per worker;
+each process gets cores / processes OpenMP and inductor compile threads, and `run` prints each run's
+estimated GPU memory and refuses a --runs_per_gpu that cannot fit the GPU's free memory. On SLURM each array
 task gets its GPU(s) from SLURM; `emit --runs_per_gpu R` packs R runs into each task, side by side.
 """
 import argparse
@@ -643,7 +645,9 @@ def main(argv=None):
     r = command("run", "run the plan's runs on this machine (skip complete, resume interrupted)")
     r.add_argument("--out", required=True, help="sweep directory: runs/, logs/, sweep_events.jsonl")
     r.add_argument("--parallel", type=int, default=1, help="runs at a time on a machine without GPUs")
-    r.add_argument("--gpus", default=None, help="comma-separated GPU ids to use (default: every visible GPU)")
+    r.add_argument("--gpus", default=None,
+                   help="comma-separated indexes of the visible GPUs to use (CUDA_VISIBLE_DEVICES order; "
+                        "default: every visible GPU)")
     r.add_argument("--runs_per_gpu", type=int, default=1, help="runs sharing one GPU at a time")
     r.add_argument("--keep_checkpoints", action="store_true",
                    help="keep the step checkpoints of complete runs (default: deleted; final/ and best/ stay)")
