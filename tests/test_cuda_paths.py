@@ -3,7 +3,7 @@
 on every matmul), the MFU peak table, sweep's GPU placement / threads / memory check, and the input
 pipeline's prefetch."""
 import json
-import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -294,7 +294,6 @@ def _gpu_plan(tmp_path, synthetic_store, n_runs, batch=320):
 
 def test_sweep_places_runs_on_visible_gpus_with_threads_and_a_memory_check(synthetic_store, tmp_path, monkeypatch,
                                                                            capsys):
-    import sys
     import sweep
     # the runs are a stand-in that records its environment: what is tested is the sweep's placement
     monkeypatch.setattr(sweep, "train_command", lambda plan, out, rid, params, **k:
