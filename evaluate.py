@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 import store as st
-from model import evaluate_model, load_model
+from model import DeviceError, evaluate_model, load_model, resolve_device, setup_device
 
 
 def run_config_of(model_dir):
@@ -100,7 +100,10 @@ def main(argv=None):
     model_dir = Path(args.model_dir)
     if not (model_dir / "config.json").is_file():
         st.die(f"--model_dir {model_dir}: no config.json, not a save_pretrained model directory")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    try:
+        device = setup_device(resolve_device(args.device))  # the rule of train.py; TF32 for fp32 on CUDA
+    except DeviceError as e:
+        st.die(str(e))
     try:
         store = st.Store(args.data_dir)
         run_cfg = run_config_of(model_dir)  # training categories and tagging follow the run

@@ -8,6 +8,7 @@ import hashlib
 import inspect
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -101,6 +102,105 @@ def flops_per_token(n_matmul, cfg, context=st.PRED_PER_WINDOW):
     return 6 * n_matmul + 12 * cfg.num_hidden_layers * cfg.hidden_size * context
 
 
+# Dense (no 2:4 sparsity) bf16 tensor-core peak FLOP/s per GPU, for MFU, keyed by the exact name
+# torch.cuda.get_device_name reports. Matching is exact: a substring rule gave "H100 PCIe" / "H100 NVL" /
+# "H200 NVL" the SXM peak (MFU 16-24% low) and let "L40" match "L4". Datasheets print the sparse figure
+# first; the dense one is half of it. Sources (NVIDIA datasheets / whitepapers):
+PEAK_BF16_FLOPS = {
+    # H100 datasheet (nvidia.com/en-us/data-center/h100): SXM 1,979 / PCIe 1,513 / NVL 1,671 TFLOPS sparse
+    "NVIDIA H100 80GB HBM3": 989.4e12, "NVIDIA H100 SXM5 80GB": 989.4e12, "NVIDIA H100 SXM5 94GB": 989.4e12,
+    "NVIDIA H100 PCIe": 756.5e12, "NVIDIA H100 NVL": 835.5e12,
+    # H200 datasheet (nvidia.com/en-us/data-center/h200): SXM 1,979 / NVL 1,671 TFLOPS sparse
+    "NVIDIA H200": 989.4e12, "NVIDIA H200 NVL": 835.5e12,
+    # GH200 datasheet: the Hopper GPU of the superchip, 1,979 TFLOPS sparse (every memory variant)
+    "NVIDIA GH200 480GB": 989.4e12, "NVIDIA GH200 144G HBM3e": 989.4e12, "NVIDIA GH200 96GB HBM3": 989.4e12,
+    # A100 datasheet: 312 TFLOPS dense bf16 for the 40 / 80 GB, SXM4 and PCIe alike
+    "NVIDIA A100-SXM4-40GB": 312e12, "NVIDIA A100-SXM4-80GB": 312e12, "NVIDIA A100-PCIE-40GB": 312e12,
+    "NVIDIA A100 80GB PCIe": 312e12,
+    # Ada Lovelace whitepaper (v2.1) / L40S, L40, L4 datasheets: 733 / 362.1 / 242 TFLOPS sparse
+    "NVIDIA L40S": 362.05e12, "NVIDIA L40": 181.05e12, "NVIDIA L4": 121e12,
+    # RTX 6000 Ada datasheet: 364.2 (728.4 sparse) bf16 with fp32 accumulate; Ada whitepaper, RTX 4090: bf16
+    # with fp32 accumulate is 165.2 (330.3 sparse): GeForce runs fp32 accumulation at half rate
+    "NVIDIA RTX 6000 Ada Generation": 364.2e12, "NVIDIA GeForce RTX 4090": 165.2e12,
+    # A10 datasheet: 125 (250 sparse). The A10G is AWS's A10 variant without a public datasheet: the A10's
+    # figure is used (unverified; MFU on an A10G may read low)
+    "NVIDIA A10G": 125e12, "NVIDIA A10": 125e12,
+    # HGX B200 datasheet: 4.5 PFLOPS sparse fp16/bf16 per GPU
+    "NVIDIA B200": 2250e12,
+}
+
+
+def peak_bf16_flops(device_name):
+    """Dense bf16 peak of a GPU by its exact product name, or None (MFU is then n/a)."""
+    return PEAK_BF16_FLOPS.get(str(device_name).strip())
+
+
+# ----------------------------------------------------------------------------------------------------
+# devices: one rule for train.py, evaluate.py, sweep.py and the benchmarks
+
+class DeviceError(Exception):
+    """A --device that cannot be used: one actionable line."""
+
+
+def resolve_device(spec="auto"):
+    """torch.device for a --device value. auto: cuda:<LOCAL_RANK> when CUDA is available, else cpu;
+    cuda: cuda:<LOCAL_RANK> (torch.cuda.set_device refuses a device without an index); cuda:N as given,
+    except under torchrun (WORLD_SIZE > 1), where each rank must use the GPU of its LOCAL_RANK (DDP is
+    told device_ids=[LOCAL_RANK]; an explicit index would put every rank on one GPU)."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if spec == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise DeviceError(f"--device {spec}: not a device (auto, cpu, cuda, cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise DeviceError(f"--device {spec}: only auto, cpu, cuda and cuda:N are supported")
+    if device.type == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise DeviceError(f"--device {spec}: no CUDA device is available (use --device cpu)")
+    if device.index is None:
+        device = torch.device(f"cuda:{local_rank}")
+    elif torchrun and device.index != local_rank:
+        raise DeviceError(f"--device {spec}: under torchrun each rank uses the GPU of its LOCAL_RANK "
+                          f"({local_rank} here); pass --device cuda (or auto)")
+    if device.index >= torch.cuda.device_count():
+        raise DeviceError(f"--device {spec}: resolves to {device}, but only {torch.cuda.device_count()} CUDA "
+                          "device(s) are visible (CUDA_VISIBLE_DEVICES)")
+    return device
+
+
+def setup_device(device):
+    """Make `device` current and allow TF32 for fp32 matmuls on CUDA (bf16 runs are unaffected; fp32 runs
+    and evaluations get tensor cores at ~1e-3 relative precision of the inputs, as PyTorch's
+    "high" float32 matmul precision). Nothing to do on a CPU."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+def gpu_memory_estimate(cfg, batch, dtype=torch.bfloat16, context=st.WINDOW, chunk_rows=8192):
+    """{component: bytes} of one training process on a GPU, at `batch` windows per micro-step: an estimate
+    to decide how many runs share a GPU, not a measurement (gpu_check.py measures). Weights, gradients and
+    AdamW's two moments are fp32 (16 bytes per parameter); activations per layer s*b*h*34 bytes in bf16
+    (Korthikanti et al. 2022, "Reducing activation recomputation", without the attention-score term:
+    SDPA keeps no s x s scores), twice that in fp32; the fused head holds one chunk of logits (compute
+    dtype + an fp32 copy + the softmax in compute dtype), its fp32 weight gradient and the hidden states'
+    gradient; plus ~1 GB for the CUDA context, cuBLAS workspaces and the allocator's slack."""
+    with torch.device("meta"):
+        n_params = sum(p.numel() for p in build_model(cfg, 0).parameters())
+    elt = 2 if dtype == torch.bfloat16 else 4
+    s, b, h, V, L = context, batch, cfg.hidden_size, cfg.vocab_size, cfg.num_hidden_layers
+    rows = min(chunk_rows, b * s)
+    return {"weights": 4 * n_params, "gradients": 4 * n_params, "adamw_state": 8 * n_params,
+            "activations": L * s * b * h * 34 * elt // 2 + s * b * h * 4,
+            "head": rows * V * (2 * elt + 4) + 4 * V * h, "cuda_context": 1 << 30}
+
+
 # ----------------------------------------------------------------------------------------------------
 # hidden states and the head
 
@@ -189,11 +289,24 @@ def lm_loss(model, x, chunk_rows=None, compute_dtype=torch.float32, tags=None):
     return total / targets.numel()
 
 
-def window_nll(model, x, valid, chunk_rows=None, tags=None, compute_dtype=torch.float32):
+def window_nll(model, x, valid=None, chunk_rows=None, tags=None, compute_dtype=torch.float32):
     """Per-target NLL (fp32) of the valid targets of windows x (B, W), in row-major order.
-    valid (B, W-1) bool marks real targets; only those reach the head."""
-    h = window_hidden(model, x, tags)[valid]
-    return head_nll(model, h, x[:, 1:][valid], chunk_rows, compute_dtype)[1]
+    valid (B, W-1) bool marks real targets; only those reach the head. None: every target."""
+    h = window_hidden(model, x, tags)
+    if valid is None:
+        return head_nll(model, h.reshape(-1, h.shape[-1]), x[:, 1:].reshape(-1), chunk_rows, compute_dtype)[1]
+    return head_nll(model, h[valid], x[:, 1:][valid], chunk_rows, compute_dtype)[1]
+
+
+def eval_nll(model, x, valid=None, dtype=torch.float32, chunk_rows=None, tags=None):
+    """The one evaluation path (train.py's validation and final test evaluation, evaluate.py): per-target
+    NLL (fp32, no gradient) of windows x. dtype bfloat16: the body under bf16 autocast and the output head's
+    matmuls in bf16 too (the head is most of a small model's FLOPs: 84% / 73% / 58% of 14m / 31m / 70m),
+    fp32 accumulation inside the matmuls, logits upcast to fp32 for the logsumexp and the NLL; callers sum
+    the NLL in float64 (evaluate_model) or fp64 Python floats (validate). dtype float32: fp32 throughout
+    (TF32 tensor cores on CUDA, see setup_device, as in training)."""
+    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        return window_nll(model, x, valid, chunk_rows, tags, compute_dtype=dtype)
 
 
 class WindowLoss(torch.nn.Module):
@@ -284,7 +397,6 @@ def evaluate_model(model, store, split="test", categories=None, batch_size=64, d
 
     model.eval()
     model.to(device)
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
     C = len(cats)
     pos_sum = np.zeros(C * STRIDE, dtype=np.float64)
     pos_cnt = np.zeros(C * STRIDE, dtype=np.int64)
@@ -302,8 +414,7 @@ def evaluate_model(model, store, split="test", categories=None, batch_size=64, d
             tags = None
             if tag_base is not None:
                 tags = torch.tensor([tag_base + label_of[int(k)] for k in c], device=device)
-            with autocast:
-                nll = window_nll(model, x, valid, tags=tags).double().cpu().numpy()
+            nll = eval_nll(model, x, valid, dtype, tags=tags).double().cpu().numpy()
             key = (c[:, None] * STRIDE + pos[None, :])[valid_np]  # row-major, matching h[valid]
             pos_sum += np.bincount(key, weights=nll, minlength=C * STRIDE)
             pos_cnt += np.bincount(key, minlength=C * STRIDE)

@@ -41,8 +41,10 @@ for an existing run differ (a `fixed:` value edited, say) is refused for that ru
 results would otherwise pass as the new configuration's. A failed run of a corrected plan is run again
 with --retry_failed (its failed attempt moved to OUT/failed/).
 
-GPUs: `run` places runs on --gpus (default: every visible GPU), --runs_per_gpu at a time on each (small
-models leave most of a GPU idle), through CUDA_VISIBLE_DEVICES, one per worker. On SLURM each array
+GPUs: `run` places runs on --gpus (indexes of the visible GPUs; default: every visible GPU), --runs_per_gpu
+at a time on each (small models leave most of a GPU idle), through CUDA_VISIBLE_DEVICES, one per worker;
+each process gets cores / processes OpenMP and inductor compile threads, and `run` prints each run's
+estimated GPU memory and refuses a --runs_per_gpu that cannot fit the GPU's free memory. On SLURM each array
 task gets its GPU(s) from SLURM; `emit --runs_per_gpu R` packs R runs into each task, side by side.
 """
 import argparse
@@ -432,10 +434,31 @@ def visible_gpus():
         return []
 
 
-def worker_slots(plan, args):
+def chosen_gpus(args):
+    """[(visible index, CUDA_VISIBLE_DEVICES entry)] of the GPUs the sweep uses. --gpus indexes the devices
+    this process sees: on a node that assigned GPU 3 (CUDA_VISIBLE_DEVICES=3), --gpus 0 is that GPU, not
+    the node's GPU 0."""
+    visible = visible_gpus()
+    if not args.gpus:
+        return list(enumerate(visible))
+    picked = []
+    for g in (g.strip() for g in args.gpus.split(",") if g.strip()):
+        if not g.isdigit():
+            st.die(f"--gpus {args.gpus}: {g!r} is not an index (0, 1, ... of the visible GPUs)")
+        i = int(g)
+        if os.environ.get("CUDA_VISIBLE_DEVICES") is None and not visible:
+            picked.append((i, g))  # no GPU seen here (a CPU machine): the ids are passed on as given
+        elif i >= len(visible):
+            st.die(f"--gpus {args.gpus}: index {i}, but {len(visible)} GPU(s) are visible "
+                   f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
+        else:
+            picked.append((i, visible[i]))
+    return picked
+
+
+def worker_slots(plan, args, gpus=None):
     """One entry per concurrent run: the CUDA_VISIBLE_DEVICES value it runs with (None on CPU)."""
-    gpus = args.gpus.split(",") if args.gpus else visible_gpus()
-    gpus = [g.strip() for g in gpus if g.strip()]
+    gpus = [g for _, g in (chosen_gpus(args) if gpus is None else gpus)]
     if not gpus:
         return [None] * args.parallel
     per_run = int(plan.get("gpus_per_run", 1))
@@ -448,6 +471,60 @@ def worker_slots(plan, args):
     return [g for g in gpus for _ in range(args.runs_per_gpu)]
 
 
+def node_cores():
+    """Cores this process may run on (a SLURM job's allocation, not the whole node)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def thread_env(n_processes):
+    """Per-process thread counts when n_processes training processes share this node's cores: OpenMP and
+    inductor's compile workers (by default up to 32 per process: 8 GPUs x 4 runs would start ~1,000)."""
+    n = str(max(1, node_cores() // max(1, n_processes)))
+    return {"OMP_NUM_THREADS": n, "TORCHINDUCTOR_COMPILE_THREADS": n}
+
+
+def check_gpu_memory(plan, todo, gpus, runs_per_gpu):
+    """Print each distinct run shape's estimated GPU memory (model.gpu_memory_estimate) and refuse, in one
+    line, a --runs_per_gpu whose runs cannot fit the free memory of a chosen GPU (torch.cuda.mem_get_info;
+    this queries each GPU once from the sweep process, whose CUDA context is then part of "used")."""
+    if not todo or not gpus:
+        return
+    import torch
+    import model as mdl
+    if not torch.cuda.is_available():
+        print("no CUDA device in this process: the GPU memory check is skipped", flush=True)
+        return
+    vocab = st.Store(project_path(plan["store"]["data_dir"])).vocab_size
+    per_run = int(plan.get("gpus_per_run", 1))
+    worst, shapes = None, {}
+    for _, params, _ in todo:
+        key = (str(params.get("model_config", "pythia-14m")), int(params.get("batch_size", 32)) // per_run,
+               params.get("dtype", "auto"))
+        if key not in shapes:
+            try:
+                cfg = mdl.model_config(str(project_path(key[0])) if str(key[0]).endswith(".json") else key[0], vocab)[0]
+            except mdl.ConfigError as e:
+                st.die(str(e))
+            est = mdl.gpu_memory_estimate(cfg, key[1], torch.float32 if key[2] == "float32" else torch.bfloat16)
+            shapes[key] = sum(est.values())
+            parts = ", ".join(f"{k} {v / 2**30:.2f}" for k, v in est.items())
+            print(f"GPU memory per run, estimated: {Path(key[0]).stem} at batch {key[1]} per GPU: "
+                  f"{shapes[key] / 2**30:.1f} GiB ({parts})", flush=True)
+            if worst is None or shapes[key] > shapes[worst]:
+                worst = key
+    need = runs_per_gpu * shapes[worst]
+    for index, gid in gpus:
+        free, total = torch.cuda.mem_get_info(index)
+        if need > free:
+            st.die(f"--runs_per_gpu {runs_per_gpu}: {runs_per_gpu} x {shapes[worst] / 2**30:.1f} GiB "
+                   f"({Path(worst[0]).stem}, batch {worst[1]}) = {need / 2**30:.1f} GiB > {free / 2**30:.1f} GiB "
+                   f"free of {total / 2**30:.1f} GiB on GPU {gid}; lower --runs_per_gpu (at most "
+                   f"{max(0, int(free // shapes[worst]))} fit) or the batch")
+
+
 class Launcher:
     """Runs train.py processes for a sweep, one per free slot; on Ctrl-C, stops them all cleanly."""
 
@@ -456,8 +533,8 @@ class Launcher:
         self.slots = queue.Queue()
         for s in slots:
             self.slots.put(s)
-        n_cpu = os.cpu_count() or 1
-        self.threads = max(1, n_cpu // len(slots))
+        # every training process on this node (a torchrun slot has one per GPU) shares the cores
+        self.thread_env = thread_env(sum(len(s.split(",")) if s else 1 for s in slots))
         self.stopping = threading.Event()
         self.procs = {}
         self.lock = threading.Lock()
@@ -480,7 +557,7 @@ class Launcher:
         rd.mkdir(parents=True, exist_ok=True)
         if not (rd / "sweep_params.json").is_file():
             st.write_json_atomic(rd / "sweep_params.json", params_record(plan, params), indent=1)
-        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.thread_env, "PYTHONUNBUFFERED": "1"}
         if slot is not None:
             env["CUDA_VISIBLE_DEVICES"] = slot
         t0 = time.time()
@@ -570,7 +647,10 @@ def _run_locked(plan, args, out):
             print(f"{rid}: failed earlier, skipped (--retry_failed to try again)")
         else:
             todo.append((rid, params, status))
-    slots = worker_slots(plan, args)
+    gpus = chosen_gpus(args)
+    slots = worker_slots(plan, args, gpus)
+    if slots[0] is not None:  # do the runs fit their GPUs?
+        check_gpu_memory(plan, todo, gpus, args.runs_per_gpu)
     where = (f"on GPU(s) {', '.join(sorted(set(slots)))}, {len(slots)} at a time" if slots[0] is not None
              else f"on the CPU, {len(slots)} at a time")
     print(f"plan {plan['name']}: {len(runs)} runs, {n_done} complete, {len(todo)} to run {where}", flush=True)
@@ -650,6 +730,10 @@ def slurm_script(plan, args, cmds, gpus, note):
               f"GPU); {note}", "set -euo pipefail"]
     if args.setup:
         lines.append(args.setup)
+    # the task's cores shared by its R x gpus training processes (inductor's compile pool included)
+    lines += [f"THREADS=$(( ${{SLURM_CPUS_PER_TASK:-{sl.get('cpus_per_task', 8)}}} / {R * gpus} ))",
+              "export OMP_NUM_THREADS=$(( THREADS > 0 ? THREADS : 1 ))",
+              "export TORCHINDUCTOR_COMPILE_THREADS=$OMP_NUM_THREADS"]
     lines += [f"cd {shell_path(args.project_dir or PROJECT)}", "CMDS=("]
     lines += [f"  {shlex.quote(c)}" for c in cmds]
     lines += [")", f"R={R}", "first=$((SLURM_ARRAY_TASK_ID * R))", "pids=()",
@@ -706,7 +790,9 @@ def main(argv=None):
     r = command("run", "run the plan's runs on this machine (skip complete, resume interrupted)")
     r.add_argument("--out", required=True, help="sweep directory: runs/, logs/, sweep_events.jsonl")
     r.add_argument("--parallel", type=st.number(int, 1), default=1, help="runs at a time on a machine without GPUs")
-    r.add_argument("--gpus", default=None, help="comma-separated GPU ids to use (default: every visible GPU)")
+    r.add_argument("--gpus", default=None,
+                   help="comma-separated indexes of the visible GPUs to use (CUDA_VISIBLE_DEVICES order; "
+                        "default: every visible GPU)")
     r.add_argument("--runs_per_gpu", type=st.number(int, 1), default=1, help="runs sharing one GPU at a time")
     r.add_argument("--keep_checkpoints", action="store_true",
                    help="keep the step checkpoints of complete runs (default: deleted; final/ and best/ stay)")

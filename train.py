@@ -33,6 +33,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -40,13 +41,12 @@ import numpy as np
 import torch
 
 import store as st
-from model import (PYTHIA, ConfigError, WindowLoss, build_model, count_params, evaluate_model,
-                   flops_per_token, head_chunk_rows, lm_loss, load_model, model_config)
+from model import (PYTHIA, ConfigError, DeviceError, WindowLoss, build_model, count_params, eval_nll,
+                   evaluate_model, flops_per_token, head_chunk_rows, load_model, model_config,
+                   peak_bf16_flops, resolve_device, setup_device)
 from random_window_dataset import SAMPLING_MODES, RandomWindowDataset, fixed_eval_windows, select_categories
 
 WINDOW, PRED_PER_WINDOW, EVAL_SEED = st.WINDOW, st.PRED_PER_WINDOW, st.EVAL_SEED
-# bf16 dense peak FLOP/s per GPU, for MFU (nanochat-style table; unknown GPUs report no MFU)
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12}
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C: sweep.py reads it as "interrupted, resume me"
 EXIT_LOCKED = 75       # EX_TEMPFAIL: another process holds the run directory (sweep.py: not a failure)
 
@@ -165,14 +165,10 @@ def setup_dist(args):
     ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank, world, local_rank = ((int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
                                if ddp else (0, 1, 0))
-    name = args.device if args.device != "auto" else (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            st.die("--device cuda: no CUDA device is available")
-        torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    try:
+        device = setup_device(resolve_device(args.device))  # cuda -> cuda:<LOCAL_RANK>; TF32 on CUDA
+    except DeviceError as e:
+        st.die(str(e))
     if ddp:
         import torch.distributed as dist
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
@@ -599,19 +595,21 @@ def plot_loss_curve(run_dir):
 
 
 @torch.no_grad()
-def validate(model, val_sets, batch_size, chunk_rows, compute_dtype, autocast, val_tags=None):
-    """Mean loss of each category's fixed validation windows; val_loss = mean over categories.
+def validate(model, val_sets, batch_size, chunk_rows, dtype, val_tags=None):
+    """Mean loss of each category's fixed validation windows; val_loss = mean over categories. The same
+    evaluation path as the final test evaluation and evaluate.py (model.eval_nll: bf16 head under bf16).
     val_tags: {category: tag token id} for tagged runs."""
     model.eval()
     out = {}
     for cat, x in val_sets.items():
-        total = 0.0
+        total, n = 0.0, 0
         for s in range(0, len(x), batch_size):
             xb = x[s:s + batch_size]
             tags = None if val_tags is None else torch.full((len(xb),), val_tags[cat], device=xb.device)
-            with autocast:
-                total += lm_loss(model, xb, chunk_rows, compute_dtype, tags).item() * len(xb)
-        out[f"val_loss/{cat}"] = total / len(x)
+            nll = eval_nll(model, xb, None, dtype, chunk_rows, tags)
+            total += float(nll.double().sum())
+            n += nll.numel()
+        out[f"val_loss/{cat}"] = total / n
     model.train()
     out["val_loss"] = float(np.mean([out[f"val_loss/{c}"] for c in val_sets]))
     return out
@@ -636,6 +634,7 @@ class Run:
     log: Logger
     n_params: tuple
     peak_flops: float
+    batches: "BatchPrefetcher" = None  # created at the first step
 
     def lr_at(self, update):
         return self.plan.lr * lr_at(update, self.plan.total_steps, self.plan.warmup, self.args.min_lr_ratio)
@@ -673,6 +672,21 @@ def build_model_and_optimizer(args, plan, dist):
         from torch.nn.parallel import DistributedDataParallel as DDP
         step_fn = DDP(step_fn, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None)
     return model, optimizer, step_fn, n_params
+
+
+def gpu_peak(device):
+    """(GPU name, dense bf16 peak FLOP/s or None) of a CUDA device, by exact product name; (None, None) on
+    a CPU. An unknown GPU gets no MFU (a wrong peak would be worse than none)."""
+    if device.type != "cuda":
+        return None, None
+    name = torch.cuda.get_device_name(device)
+    return name, peak_bf16_flops(name)
+
+
+def mfu_notes(gpu_name, peak):
+    """The log lines about MFU: none on a CPU or a known GPU; an unknown GPU is named."""
+    return [f"MFU n/a: no bf16 peak known for GPU {gpu_name!r} (add it to model.PEAK_BF16_FLOPS)"] \
+        if gpu_name and peak is None else []
 
 
 def run_config(args, run):
@@ -734,6 +748,57 @@ class StopRequest:
         self._old = {}
 
 
+class BatchPrefetcher:
+    """Training batches, one ahead: while the device works on batch i, a worker thread samples batch i+1
+    (numpy) and, on CUDA, copies it into pinned (page-locked) host memory, so the step's
+    .to(device, non_blocking=True) is a real asynchronous copy (from pageable memory it is synchronous).
+    Batch i is ds.sample_batch(i, ...) exactly: the same tensors, in the same order, as sampling in the
+    loop. Without pinning (CPU) the batch is sampled in the loop: a thread would only compete for the cores.
+    A thread per batch (daemon): nothing to shut down when the run stops."""
+
+    def __init__(self, ds, batch_size, rank, world, pin_memory, tag_base=None, device=None):
+        self.ds, self.batch_size, self.rank, self.world, self.pin = ds, batch_size, rank, world, pin_memory
+        self.tag_base, self.device = tag_base, device
+        self.pending = None  # (index, thread, result box)
+
+    def _sample(self, i):
+        """(windows, labels, category tags or None) of batch i, pinned when asked."""
+        x, labels = self.ds.sample_batch(i, self.batch_size, self.rank, self.world, return_labels=True)
+        tags = torch.from_numpy(labels + self.tag_base) if self.tag_base is not None else None
+        if self.pin:
+            x, tags = x.pin_memory(), (tags.pin_memory() if tags is not None else None)
+        return x, labels, tags
+
+    def _load(self, i, box):
+        try:
+            if self.device is not None and self.device.type == "cuda":
+                # a new thread's current device is cuda:0: pinning from it would open a CUDA context on
+                # GPU 0 in every rank's process (PyTorch's DataLoader pin thread sets the device too)
+                torch.cuda.set_device(self.device)
+            box["batch"] = self._sample(i)
+        except BaseException as e:  # re-raised in the loop's thread
+            box["error"] = e
+
+    def _start(self, i):
+        box = {}
+        t = threading.Thread(target=self._load, args=(i, box), daemon=True)
+        t.start()
+        self.pending = (i, t, box)
+
+    def get(self, i):
+        """(x, labels, tags) of batch i; starts batch i+1."""
+        if not self.pin:
+            return self._sample(i)
+        if self.pending is None or self.pending[0] != i:  # first call, or a jump (never in a run)
+            self._start(i)
+        _, t, box = self.pending
+        t.join()
+        self._start(i + 1)
+        if "error" in box:
+            raise box["error"]
+        return box["batch"]
+
+
 def train_step(run, state, stop):
     """One optimizer step over grad_accum micro-batches. Returns (verdict, device mean loss, lr): verdict
     None, ("failed", msg) for a non-finite loss or gradient norm on any rank (the update is not applied),
@@ -749,11 +814,14 @@ def train_step(run, state, stop):
         g["lr"] = lr
     loss_acc = torch.zeros((), device=dist.device)
     for micro in range(args.grad_accum_steps):
-        x, labels = run.train_ds.sample_batch(state.step * args.grad_accum_steps + micro, args.batch_size,
-                                              dist.rank, dist.world, return_labels=True)
+        if run.batches is None:
+            run.batches = BatchPrefetcher(run.train_ds, args.batch_size, dist.rank, dist.world,
+                                          pin_memory=dist.device.type == "cuda", tag_base=plan.tag_base,
+                                          device=dist.device)
+        x, labels, tags = run.batches.get(state.step * args.grad_accum_steps + micro)
         state.windows_by_label += np.bincount(labels, minlength=len(run.store.categories))
-        x = x.to(dist.device, non_blocking=True)
-        tags = torch.from_numpy(labels + plan.tag_base).to(dist.device) if plan.tag_base is not None else None
+        x = x.to(dist.device, non_blocking=True)  # asynchronous on CUDA: x is pinned
+        tags = tags.to(dist.device, non_blocking=True) if tags is not None else None
         if dist.ddp:  # all-reduce gradients only on the last micro-step
             run.step_fn.require_backward_grad_sync = micro == args.grad_accum_steps - 1
         with dist.autocast():
@@ -785,7 +853,7 @@ def train_step(run, state, stop):
 
 def run_validation(run, state):
     ev = validate(run.model, run.val_sets, run.args.eval_batch_size, run.plan.chunk_rows, run.dist.dtype,
-                  run.dist.autocast(), run.val_tags())
+                  run.val_tags())
     state.last_val, state.last_val_step = ev["val_loss"], state.step
     run.log.metrics({"kind": "eval", "step": state.step, "tokens": state.tokens_seen, **ev,
                      "wall_s": state.wall_s(), "train_s": state.train_s()})
@@ -799,7 +867,9 @@ def log_train(run, state, loss_acc, lr, t_log, tok_log):
     tps = tok_log / max(time.time() - t_log, 1e-9)
     row = {"kind": "train", "step": state.step, "tokens": state.tokens_seen, "lr": lr, "loss": loss_val,
            "perplexity": math.exp(min(loss_val, 50)), "tokens_per_s": tps,
-           "wall_s": state.wall_s(), "train_s": state.train_s()}
+           "wall_s": state.wall_s(), "train_s": state.train_s(), "time": time.time()}
+    if run.dist.device.type == "cuda":  # what this process holds on its GPU (runs sharing a GPU: gpu_check)
+        row["gpu_mem_gib"] = torch.cuda.max_memory_reserved(run.dist.device) / 2 ** 30
     if run.peak_flops:
         row["mfu"] = flops_per_token(run.n_params[2], run.plan.cfg) * tps / (run.peak_flops * run.dist.world)
     run.log.metrics(row)
@@ -967,8 +1037,7 @@ def run_locked(args, dist, store, categories, train_ds, val_sets, plan, t_start)
     dist.barrier()
 
     model, optimizer, step_fn, n_params = build_model_and_optimizer(args, plan, dist)
-    peak = next((v for k, v in PEAK_FLOPS.items()
-                 if dist.device.type == "cuda" and k in torch.cuda.get_device_name(dist.device)), None)
+    gpu_name, peak = gpu_peak(dist.device)
     val_sets = {c: v.to(dist.device) for c, v in val_sets.items()}
     run = Run(args, dist, plan, store, categories, train_ds, val_sets, model, optimizer, step_fn, None, n_params, peak)
     config = run_config(args, run)
@@ -981,6 +1050,8 @@ def run_locked(args, dist, store, categories, train_ds, val_sets, plan, t_start)
             rewind_metrics(plan.run_dir, state.step if resume_from is not None else None, state)
     run.log = Logger(plan.run_dir, dist.rank0, args, config)
     print_header(run, config)
+    for line in mfu_notes(gpu_name, peak):
+        run.log.print(line)
     if resume_from is not None:
         run.log.print(f"resumed from step {state.step} ({resume_from})")
     elif args.resume:

@@ -30,7 +30,7 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = p.parse_args(argv)
-    device = torch.device(args.device)
+    device = mdl.setup_device(mdl.resolve_device(args.device))  # the rule of train.py and evaluate.py
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
     store_path = bench_store(Path(tempfile.gettempdir()) / "bench_store_vocab50k")
     store = st.Store(store_path, in_memory=True)
@@ -38,7 +38,7 @@ def main(argv=None):
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, device {device}; model {name}, "
           f"batch {args.batch_size}, dtype {args.dtype}")
     tr = bench_train.train_py(store_path, args.model_config, args.batch_size, args.steps, 5,
-                              tempfile.mkdtemp(prefix="bench_eval_"), ["--device", args.device, "--dtype", args.dtype])
+                              tempfile.mkdtemp(prefix="bench_eval_"), ["--device", str(device), "--dtype", args.dtype])
     model = mdl.build_model(cfg, 0)
     evaluate.evaluate_model(model, store, "test", batch_size=args.batch_size, device=device, dtype=dtype,
                             max_papers_per_category=1, progress=False)  # warm-up

@@ -75,7 +75,7 @@ def main(argv=None):
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--compile", action="store_true")
     args = p.parse_args(argv)
-    device = torch.device(args.device)
+    device = mdl.setup_device(mdl.resolve_device(args.device))  # cuda = cuda:0, as train.py
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
     work = Path(tempfile.mkdtemp(prefix="bench_train_"))
     store_path = bench_store(Path(tempfile.gettempdir()) / "bench_store_vocab50k")
@@ -85,7 +85,7 @@ def main(argv=None):
           f"device {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     print(f"model {name}, batch {args.batch_size} windows ({args.batch_size * 100} predicted tokens), "
           f"dtype {args.dtype}, {args.steps} steps ({args.warmup} warm-up)")
-    extra = ["--device", args.device, "--dtype", args.dtype] + (["--compile"] if args.compile else [])
+    extra = ["--device", str(device), "--dtype", args.dtype] + (["--compile"] if args.compile else [])
     t = train_py(store_path, args.model_config, args.batch_size, args.steps, args.warmup, work, extra)
     b = bare_loop(cfg, store, args.batch_size, args.steps, args.warmup, device, dtype, lr)
     print(f"bare loop: {b:,.0f} tok/s")
