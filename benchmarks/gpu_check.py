@@ -224,7 +224,6 @@ def eval_throughput(cfg, model_name, train_tps):
         toks += res["overall"]["n_tokens"]
         passes += 1
     batches = -(-res["overall"]["n_tokens"] // (100 * cfg.batch))
-    del run, net  # the lambda holds the model too
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     tps = toks / secs
