@@ -36,6 +36,10 @@ def law_loss(law, c, D, Dc, K, truth=TRUTH):
         return E + B * D ** -beta
     if law == "lnK":  # a K penalty additive in ln K, which no form of analyze.py describes
         return E + B * D ** -beta + truth["gamma"] * math.log(K)
+    if law == "satK":  # a K penalty that saturates: 1 - 1/K, no power of D_c / D
+        return E + B * D ** -beta + 2 * truth["gamma"] * (1 - 1 / K)
+    if law == "floorK":  # the dilution law with floors rising with K (0.2 nats from K = 1 to K = 11)
+        return E + 0.02 * (K - 1) + B * (Dc ** s * D ** (1 - s)) ** -beta
     raise ValueError(law)
 
 
