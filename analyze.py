@@ -3,7 +3,7 @@ Turn a sweep directory into the scaling result: runs.csv, fitted laws with boots
 intervals (fits.json), hypothesis verdicts, diagnostics, plots, store baselines and report.md, all in
 DIR/analysis/.
 
-    python analyze.py sweeps/smoke [--n_boot 1000] [--sampling balanced] [--per_group]
+    python analyze.py sweeps/smoke [--n_boot 1000] [--sampling balanced] [--where learning_rate=6e-4] [--per_group]
 
 The laws (EXPERIMENT_PLAN.md, H3): for category c in a run's training set, with D the run's predicted
 tokens, D_c the tokens it actually saw of c (from summary.json) and N the non-embedding parameters,
@@ -18,18 +18,26 @@ Huber loss (delta 1e-3) on log-loss residuals, L-BFGS-B with analytic gradients 
 What makes the numbers trustworthy (and what the report states):
 - Data: only runs that completed their schedule with finite test results enter; every other run is named
   with the reason (failed, killed, incomplete schedule, no results, corrupt file, NaN, a relaunch of a run
-  already counted). Fits are made within one store, one sampling arm and one evaluation dtype: a sweep that
-  mixes them is refused in one line unless --store_id / --sampling / --eval_dtype pick one, or --per_group
-  analyses each group on its own.
+  already counted). Runs that differ in a run-defining value other than the design axes (K, subset,
+  budget, model size, seeds, tagging) — store, sampling, eval dtype, lr, betas, weight decay, warmup, batch,
+  dtype, model config content — are never pooled: refused in one line naming the value unless --store_id /
+  --sampling / --eval_dtype / --where FIELD=VALUE pick one, or --per_group analyses each group on its own.
+- Equal weight: every K contrast and loss-against-K table or figure averages replicates within (subset,
+  category) first, then categories with equal weight; an interval needs >= 2 independent runs on each
+  side, and none of zero width is printed.
+- Identification: a parameter the design cannot pin (s with one K, beta with one budget, ...) is "not
+  identified", with why, never with an interval; H3 is decided only when s is identified, the fit is known
+  to fit and the form comparison has its intervals.
 - Intervals: 95% percentile intervals from a bootstrap over runs (clusters: a run's categories move
-  together), resampled within each K so the design stays balanced; a resample missing a category, and a
-  refit that did not converge, are dropped and counted. Parameters at a bound of the optimiser are flagged.
+  together), resampled within each K so the design stays balanced; refits at tolerances relative to the
+  objective, from the point estimate and a second start; a resample missing a category, and a refit that
+  did not converge, are dropped and counted. Parameters at a bound of the optimiser are flagged.
 - Model comparison: cross-validation over subset seeds (all runs of a seed are held out together; each
   fold keeps every budget, so the forms stay identified), the held-out error difference between two forms
   with a bootstrap interval over runs; "undecided" when it contains 0.
 - Fit quality: residuals against the seed-to-seed noise floor (from replicate runs that differ only in
-  their seeds), by K, by budget and by K x budget, with a Bonferroni threshold; a misfit is said before
-  any parameter table.
+  their seeds, the category set compared as a set), by K, by budget and by K x budget, with a Bonferroni
+  threshold; a misfit is said before any parameter table; without replicates it is "unknown".
 - Verdicts: each hypothesis is supported / not supported / undecided by its falsifier in
   EXPERIMENT_PLAN.md, with the interval that decided it.
 """
