@@ -205,10 +205,12 @@ def group_label(g, differing=GROUP_FIELDS[3:]):
     return head + ("_" + rest if rest else "")
 
 
-def _matches(value, want):
-    """--store_id is a prefix; other selectors compare numbers as numbers, text exactly."""
+def _matches(value, want, field=None):
+    """--store_id is a prefix; other selectors compare numbers as numbers, text exactly (or as a prefix)."""
     if value is None:
         return False
+    if field == "store_id":
+        return str(value).startswith(want)
     try:
         return math.isclose(float(value), float(want), rel_tol=1e-9)
     except (TypeError, ValueError):
@@ -237,7 +239,7 @@ def select_runs(runs, args):
         if r["excluded"]:
             continue
         g = run_values(r, conflicts)
-        off = [f"{k}={g[k]}" for k, v in want.items() if v is not None and not _matches(g[k], v)]
+        off = [f"{k}={g[k]}" for k, v in want.items() if v is not None and not _matches(g[k], v, k)]
         if off:
             r["excluded"] = f"not in the selected subset ({', '.join(off)})"
     used = [r for r in runs if not r["excluded"]]
