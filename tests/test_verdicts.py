@@ -64,8 +64,8 @@ def test_one_run_per_k_gives_no_interval_and_no_verdict(tmp_path):
 def test_k1_only_sweep_does_not_identify_s_or_claim_a_k_effect(tmp_path):
     """Only K = 1 runs: D_c = D, s has no effect. s is 'not identified' with no interval, H3 undecided with
     that reason first, and nothing in the report claims a K effect."""
-    fabricate.p1_sweep(tmp_path, Ks=(1,), k11_seeds=(), budgets=(10e6, 90e6, 810e6), replicate_Ks=(1,))
-    result, report = analyse(tmp_path)
+    fabricate.p1_sweep(tmp_path, Ks=(1,), k11_seeds=(), budgets=(10e6, 810e6), replicate_Ks=(1,))
+    result, report = analyse(tmp_path, n_boot=16)
     fit = result["fits"][0]
     assert (fit["form"], fit["subset"]) == ("dilution", "all")
     s = fit["params"]["s"]
@@ -152,16 +152,34 @@ def test_h1_can_reject_at_200_resamples_when_floors_rise_with_k(tmp_path):
     assert min(r["p"] for r in h1["table"]) < 0.05 / 11
 
 
-def test_misspecified_law_without_replicates_is_undecided(tmp_path):
-    """A saturating K penalty and no replicate runs: the noise floor is unknown, so the fit quality is
-    unknown and H3 cannot be supported ('unknown' used to count as no objection)."""
-    fabricate.p1_sweep(tmp_path, law="satK", Ks=(1, 3), k11_seeds=(0,), budgets=(10e6, 30e6, 90e6), replicate_Ks=())
-    result, report = analyse(tmp_path)
-    assert result["noise_floor"]["status"] == "unknown" and result["diagnostics"]["dilution"]["verdict"] == "unknown"
-    h3 = result["verdicts"]["H3 dilution law"]
-    assert h3["verdict"] == "undecided" and h3["why"].startswith("the fit quality is unknown")
-    assert "The data show a K effect" not in report and "noise floor is **unknown**" in report
-    assert result["verdicts"]["H5 held-out categories"]["verdict"] == "undecided"  # one K = 11 run per budget
+@pytest.mark.parametrize("law", ["satK", "lnK", "floorK"])
+def test_misspecified_law_without_replicates_is_undecided(tmp_path, law):
+    """Laws no form describes (a saturating K penalty, + gamma ln K, floors rising with K) and no replicate
+    runs: the noise floor is unknown, so the fit quality is unknown and H3 cannot be supported ('unknown'
+    used to count as no objection, and H3 came out 'supported')."""
+    fabricate.p1_sweep(tmp_path, law=law, Ks=(1, 3), k11_seeds=(0,), budgets=(10e6, 90e6, 810e6), replicate_Ks=())
+    runs, rows = rows_of(tmp_path)
+    sigma = analyze.noise_floor(rows)
+    assert sigma[0] is None and sigma[1] == 0
+    d = analyze.fit_data(rows)
+    fit = analyze.fit_law(d, "dilution", n_boot=16, jobs=2)
+    diag = analyze.residual_diagnostics(fit, d, sigma[0])
+    assert diag["verdict"] == "unknown"
+    comparison = {"rmse": {}, "pairs": [{"a": "dilution", "b": o, "mse_difference": -1e-4, "ci95": [-2e-4, -1e-5],
+                                          "better": "dilution"} for o in ("disjoint", "shared")]}
+    verdict, why = analyze.h3_verdict(fit, comparison, diag)
+    assert verdict == "undecided" and why.startswith("the fit quality is unknown"), (verdict, why)
+    head = analyze.k_effect_statement((verdict, why), fit, ("undecided", ""))
+    assert "The data show a K effect" not in head
+
+
+def test_report_says_the_floor_is_unknown(tmp_path):
+    fabricate.p1_sweep(tmp_path, Ks=(1, 3), seeds=range(4), k11_seeds=(0,), budgets=(10e6, 90e6), replicate_Ks=())
+    result, report = analyse(tmp_path, n_boot=0)
+    assert result["noise_floor"]["status"] == "unknown" and result["noise_floor"]["replicate_groups"] == []
+    assert "noise floor is **unknown**" in report
+    assert result["verdicts"]["H3 dilution law"]["verdict"] == "undecided"
+    assert "The data show a K effect" not in report
 
 
 def test_headline_never_contradicts_h2():
