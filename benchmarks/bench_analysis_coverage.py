@@ -72,8 +72,10 @@ def main(argv=None):
                 dd = analyze.fit_data(rows, lambda r, k=K: r["K"] == k)
                 f = analyze.fit_law(dd, "shared", n_boot=args.n_boot, seed=seed, jobs=args.jobs, with_n=False)
                 f["subset"] = f"K == {K}"
-                miss += [f"K={K} {m}" for m in cover(f, {k: v for k, v in base.items() if k != "s"}, tally,
-                                                     f"floors K={K}")]
+                # at fixed K the law is the shared form with B * K^(s*beta) (D_c = D/K)
+                sub = {k: v for k, v in base.items() if k != "s"}
+                sub["B"] = base["B"] * K ** (base["s"] * base["beta"])
+                miss += [f"K={K} {m}" for m in cover(f, sub, tally, f"floors K={K}")]
                 subs.append(f)
             h1 = analyze.h1_floors(subs[0], subs[1], 0.02)
             h1_not_supported += h1["verdict"] == "not supported"
