@@ -17,3 +17,23 @@ def test_auto_and_cuda_refuse_a_local_rank_without_a_visible_gpu(monkeypatch):
             mdl.resolve_device(spec)
     monkeypatch.setenv("LOCAL_RANK", "0")
     assert mdl.resolve_device("auto") == torch.device("cuda:0")
+
+
+def test_sweep_memory_check_holds_no_cuda_context(synthetic_store, monkeypatch, capsys):
+    """The memory check asks a child process: torch.cuda.mem_get_info in the sweep process would create a
+    CUDA context on every chosen GPU, held for the whole sweep (and in EXCLUSIVE_PROCESS mode the runs could
+    not open their GPU). The child's answer is used per GPU; a child that fails is one line."""
+    import sweep
+    from conftest import one_line_error
+    from test_cuda_paths import fake_mem_query
+    gib = 2 ** 30
+    fake_cuda(monkeypatch, n=2)
+    fake_mem_query(monkeypatch, 30 * gib, 80 * gib)
+    plan = {"store": {"data_dir": str(synthetic_store)}, "gpus_per_run": 1}
+    todo = [("r", {"model_config": "pythia-14m", "batch_size": 320}, "pending")]
+    sweep.check_gpu_memory(plan, todo, [(0, "GPU-aaaa"), (1, "GPU-bbbb")], 1)
+    line = one_line_error(lambda a: sweep.check_gpu_memory(*a), [plan, todo, [(0, "GPU-aaaa"), (1, "GPU-bbbb")], 9], capsys)
+    assert "free of 80.0 GiB on GPU GPU-aaaa" in line
+    monkeypatch.setattr(sweep, "MEM_QUERY", "import sys; sys.exit('RuntimeError: CUDA error: busy or unavailable')")
+    line = one_line_error(lambda a: sweep.check_gpu_memory(*a), [plan, todo, [(0, "3")], 1], capsys)
+    assert "cannot read the free memory" in line and "busy or unavailable" in line
