@@ -425,8 +425,13 @@ def prune(run_dir):
 def visible_gpus():
     """GPU ids that CUDA_VISIBLE_DEVICES (or, unset, the driver) shows this process; [] without GPUs."""
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None:
-        return [g for g in env.split(",") if g.strip() and g.strip() != "-1"]
+    if env is not None:  # as CUDA reads it: blanks around ids ignored, the list ends at an invalid entry (-1)
+        ids = []
+        for g in (g.strip() for g in env.split(",")):
+            if not g or g.startswith("-"):
+                break
+            ids.append(g)
+        return ids
     try:
         import torch
         return [str(i) for i in range(torch.cuda.device_count())]

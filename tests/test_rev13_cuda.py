@@ -37,3 +37,18 @@ def test_sweep_memory_check_holds_no_cuda_context(synthetic_store, monkeypatch, 
     monkeypatch.setattr(sweep, "MEM_QUERY", "import sys; sys.exit('RuntimeError: CUDA error: busy or unavailable')")
     line = one_line_error(lambda a: sweep.check_gpu_memory(*a), [plan, todo, [(0, "3")], 1], capsys)
     assert "cannot read the free memory" in line and "busy or unavailable" in line
+
+
+def test_visible_gpus_as_cuda_reads_them(monkeypatch):
+    """CUDA_VISIBLE_DEVICES as CUDA reads it: blanks around entries (a hand-written "2, 5") are not part of
+    the ids passed on to the runs, and an entry -1 ends the list (CUDA stops at an invalid entry)."""
+    import types
+    import sweep
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    for env, want in (("2, 5", ["2", "5"]), (" GPU-aa , GPU-bb ", ["GPU-aa", "GPU-bb"]), ("3", ["3"]),
+                      ("", []), ("-1", []), ("0,-1,1", ["0"])):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", env)
+        assert sweep.visible_gpus() == want, env
+        assert sweep.chosen_gpus(types.SimpleNamespace(gpus=None)) == list(enumerate(want))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 5")
+    assert sweep.chosen_gpus(types.SimpleNamespace(gpus=" 1")) == [(1, "5")]
