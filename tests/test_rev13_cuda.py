@@ -52,3 +52,30 @@ def test_visible_gpus_as_cuda_reads_them(monkeypatch):
         assert sweep.chosen_gpus(types.SimpleNamespace(gpus=None)) == list(enumerate(want))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 5")
     assert sweep.chosen_gpus(types.SimpleNamespace(gpus=" 1")) == [(1, "5")]
+
+
+def test_slurm_script_shares_the_task_cores_among_its_runs(synthetic_store, tmp_path):
+    """emit --format slurm --runs_per_gpu 4: each of the 4 runs of an array task gets the task's cores / 4 as
+    OpenMP and inductor compile threads (SLURM_CPUS_PER_TASK, else the plan's cpus_per_task; at least 1).
+    The emitted script itself runs, with a stand-in interpreter that records its environment."""
+    import json
+    import os
+    import subprocess
+    import sweep
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"name": "s", "store": {"data_dir": str(synthetic_store)},
+                                "grid": {"K": [1], "seed": [0, 1, 2, 3]}, "slurm": {"cpus_per_task": 8}}))
+    fake_python = tmp_path / "py"
+    fake_python.write_text('#!/bin/bash\necho "$OMP_NUM_THREADS $TORCHINDUCTOR_COMPILE_THREADS" >> "$ENV_LOG"\n')
+    fake_python.chmod(0o755)
+    script = tmp_path / "job.sh"
+    sweep.main(["emit", str(plan), "--out", str(tmp_path / "o"), "--format", "slurm", "--runs_per_gpu", "4",
+               "--python", str(fake_python), "--output", str(script)])
+    assert script.is_file()
+    for cpus, want in (("16", "4 4"), (None, "2 2"), ("2", "1 1")):
+        log = tmp_path / f"env_{cpus}.log"
+        env = {k: v for k, v in os.environ.items() if k not in ("SLURM_CPUS_PER_TASK", "OMP_NUM_THREADS")}
+        env.update({"SLURM_ARRAY_TASK_ID": "0", "ENV_LOG": str(log), **({"SLURM_CPUS_PER_TASK": cpus} if cpus else {})})
+        r = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert log.read_text().split("\n")[:-1] == [want] * 4, (cpus, log.read_text())
