@@ -167,8 +167,13 @@ def head_check(device, N=16384, d=512, V=50304):
     total.backward()
     gh, gw = h.grad.clone(), w.grad.clone()
     h.grad = w.grad = None
-    ref = F.cross_entropy(h @ w.t(), t, reduction="sum")
-    ref.backward()
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False  # the reference in true fp32 (setup_device allowed TF32)
+    try:
+        ref = F.cross_entropy(h @ w.t(), t, reduction="sum")
+        ref.backward()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
     rel = lambda a, b: float((a - b).norm() / b.norm())
     total, ref = total.detach(), ref.detach()
     res = {"loss_rel_err": abs(float(total) - float(ref)) / float(ref), "grad_h_rel_err": rel(gh, h.grad),

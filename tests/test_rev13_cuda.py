@@ -79,3 +79,29 @@ def test_slurm_script_shares_the_task_cores_among_its_runs(synthetic_store, tmp_
         r = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         assert log.read_text().split("\n")[:-1] == [want] * 4, (cpus, log.read_text())
+
+
+def test_gpu_check_head_reference_is_true_fp32(monkeypatch):
+    """Check 1 compares the bf16 fused head with an fp32 reference; gpu_check has allowed TF32 (setup_device)
+    by then, so the reference's matmuls must run with TF32 off, or its ~1e-3 error enters the reported figure.
+    A dispatch spy records the TF32 flag at every fp32 vocabulary-wide matmul; the flag is restored after."""
+    import sys
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from conftest import ROOT
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_check
+    seen = []
+
+    class Spy(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func.overloadpacket.__name__ in ("mm", "addmm", "matmul") and out.shape[-1] == 300 \
+                    and all(a.dtype == torch.float32 for a in args if isinstance(a, torch.Tensor) and a.is_floating_point()):
+                seen.append(torch.backends.cuda.matmul.allow_tf32)
+            return out
+
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    with Spy():
+        res = gpu_check.head_check(torch.device("cpu"), 64, 16, 300)
+    assert res["ok"] and seen and not any(seen)
+    assert torch.backends.cuda.matmul.allow_tf32
