@@ -57,6 +57,7 @@ def sh(cmd, log, env=None, timeout=600):
 
 
 LIVE = {}  # background process -> the signal that stops it cleanly (SIGKILL for a run, SIGINT for a sweep)
+SWEEP_OUTS = []  # --out of every sweep started: its runs live in sessions of their own
 
 
 def launch(cmd, log, stop_signal=signal.SIGKILL):
@@ -74,6 +75,8 @@ def _on_term(signum, frame):
     us on the GPU), then exit; summary.json holds every check finished so far."""
     for p, sig in list(LIVE.items()):
         stop(p, sig, timeout=60)
+    for out in SWEEP_OUTS:  # a sweep SIGKILLed after the 60 s leaves its runs (own sessions) on the GPU
+        stop_sweep_runs(out)
     print("gpu_check: stopped by SIGTERM (timeout?); summary.json has the checks finished so far", flush=True)
     raise SystemExit(124)
 
@@ -273,6 +276,7 @@ def sweep_packing(cfg, r):
                                           "eval_windows": 16, "checkpoint_interval_steps": 10 ** 9,
                                           "log_interval_steps": LOG_EVERY, "compile": bool(cfg.compile)}}))
     out = cfg.work / f"sweep{r}"
+    SWEEP_OUTS.append(out)
     proc = launch([sys.executable, "sweep.py", "run", plan, "--out", out, "--gpus", "0", "--runs_per_gpu", r],
                   cfg.log, stop_signal=signal.SIGINT)
 
@@ -291,6 +295,7 @@ def sweep_packing(cfg, r):
     finally:
         stop(proc, signal.SIGINT)  # the runs checkpoint (small) and stop; the sweep exits 130
         stop_sweep_runs(out)
+        SWEEP_OUTS.remove(out)
     t0, t1, ivs = overlap()
     per_run = [rate(iv, t0, t1)[0] or 0.0 for iv in ivs]
     mem = [max((m for *_, m in iv if m is not None), default=None) for iv in ivs]

@@ -94,7 +94,7 @@ def test_every_gpu_step_with_cuda_faked(tmp_path, monkeypatch, capsys, sample_st
     sw = json.loads((work / "sweep4" / "args.json").read_text())
     assert sw["cuda_visible_devices"] == "3" and sw["argv"][sw["argv"].index("--gpus") + 1] == "0"
     assert json.loads((work / "summary.json").read_text())["checks"].keys() == checks.keys()
-    assert not gpu_check.LIVE  # nothing left running
+    assert not gpu_check.LIVE and not gpu_check.SWEEP_OUTS  # nothing left running
 
 
 def test_sigterm_stops_the_background_children(tmp_path):

@@ -105,3 +105,27 @@ def test_gpu_check_head_reference_is_true_fp32(monkeypatch):
         res = gpu_check.head_check(torch.device("cpu"), 64, 16, 300)
     assert res["ok"] and seen and not any(seen)
     assert torch.backends.cuda.matmul.allow_tf32
+
+
+def test_gpu_check_sigterm_also_stops_the_runs_of_a_sweep(tmp_path):
+    """The timeout's SIGTERM: a sweep that did not stop within its grace is SIGKILLed, and the runs it
+    started (each in a session of its own, recorded in runs/*/.sweep.pid) must not be left on the GPU."""
+    import os
+    import subprocess
+    import sys
+    from conftest import ROOT
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_check
+    run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
+    try:
+        out = tmp_path / "sweep4"
+        (out / "runs" / "r0").mkdir(parents=True)
+        (out / "runs" / "r0" / ".sweep.pid").write_text(str(run.pid))
+        gpu_check.SWEEP_OUTS.append(out)
+        with pytest.raises(SystemExit):
+            gpu_check._on_term(15, None)
+        assert run.wait(timeout=10) is not None
+    finally:
+        gpu_check.SWEEP_OUTS.remove(out)
+        if run.poll() is None:
+            os.killpg(run.pid, 9)
