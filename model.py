@@ -149,10 +149,10 @@ def resolve_device(spec="auto"):
     told device_ids=[LOCAL_RANK]; an explicit index would put every rank on one GPU)."""
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if spec == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if spec == "auto" and not torch.cuda.is_available():
+        return torch.device("cpu")
     try:
-        device = torch.device(spec)
+        device = torch.device("cuda" if spec == "auto" else spec)
     except (RuntimeError, ValueError):
         raise DeviceError(f"--device {spec}: not a device (auto, cpu, cuda, cuda:N)") from None
     if device.type not in ("cpu", "cuda"):

@@ -425,8 +425,13 @@ def prune(run_dir):
 def visible_gpus():
     """GPU ids that CUDA_VISIBLE_DEVICES (or, unset, the driver) shows this process; [] without GPUs."""
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None:
-        return [g for g in env.split(",") if g.strip() and g.strip() != "-1"]
+    if env is not None:  # as CUDA reads it: blanks around ids ignored, the list ends at an invalid entry (-1)
+        ids = []
+        for g in (g.strip() for g in env.split(",")):
+            if not g or g.startswith("-"):
+                break
+            ids.append(g)
+        return ids
     try:
         import torch
         return [str(i) for i in range(torch.cuda.device_count())]
@@ -486,10 +491,33 @@ def thread_env(n_processes):
     return {"OMP_NUM_THREADS": n, "TORCHINDUCTOR_COMPILE_THREADS": n}
 
 
+# (free, total) bytes of visible GPUs, asked in a child process: torch.cuda.mem_get_info in the sweep process
+# would create a CUDA context on each chosen GPU and hold it for the whole sweep (~0.5 GB of every GPU; in
+# EXCLUSIVE_PROCESS compute mode, common on clusters, it would lock every run out of its GPU)
+MEM_QUERY = "import json, sys, torch; print(json.dumps([torch.cuda.mem_get_info(int(i)) for i in sys.argv[1:]]))"
+
+
+def gpu_free_memory(indexes):
+    """[(free, total)] bytes of the visible GPUs `indexes` (torch.cuda.mem_get_info, in a child process)."""
+    try:
+        r = subprocess.run([sys.executable, "-c", MEM_QUERY, *map(str, indexes)], capture_output=True, text=True,
+                           timeout=300)
+    except subprocess.TimeoutExpired:
+        st.die("cannot read the free memory of the chosen GPU(s): torch.cuda.mem_get_info took over 300 s")
+    try:
+        got = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else None
+    except (IndexError, json.JSONDecodeError):
+        got = None
+    if got is None or len(got) != len(indexes):
+        why = (r.stderr.strip().splitlines() or [f"exit code {r.returncode}"])[-1]
+        st.die(f"cannot read the free memory of the chosen GPU(s) (torch.cuda.mem_get_info): {why}")
+    return [tuple(x) for x in got]
+
+
 def check_gpu_memory(plan, todo, gpus, runs_per_gpu):
     """Print each distinct run shape's estimated GPU memory (model.gpu_memory_estimate) and refuse, in one
-    line, a --runs_per_gpu whose runs cannot fit the free memory of a chosen GPU (torch.cuda.mem_get_info;
-    this queries each GPU once from the sweep process, whose CUDA context is then part of "used")."""
+    line, a --runs_per_gpu whose runs cannot fit the free memory of a chosen GPU (gpu_free_memory: asked in
+    a child process, so that the sweep holds no CUDA context while its runs train)."""
     if not todo or not gpus:
         return
     import torch
@@ -516,8 +544,7 @@ def check_gpu_memory(plan, todo, gpus, runs_per_gpu):
             if worst is None or shapes[key] > shapes[worst]:
                 worst = key
     need = runs_per_gpu * shapes[worst]
-    for index, gid in gpus:
-        free, total = torch.cuda.mem_get_info(index)
+    for (index, gid), (free, total) in zip(gpus, gpu_free_memory([i for i, _ in gpus])):
         if need > free:
             st.die(f"--runs_per_gpu {runs_per_gpu}: {runs_per_gpu} x {shapes[worst] / 2**30:.1f} GiB "
                    f"({Path(worst[0]).stem}, batch {worst[1]}) = {need / 2**30:.1f} GiB > {free / 2**30:.1f} GiB "

@@ -26,6 +26,7 @@ the first GPU step also runs on a CPU; there the script stops with "no CUDA devi
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -56,6 +57,7 @@ def sh(cmd, log, env=None, timeout=600):
 
 
 LIVE = {}  # background process -> the signal that stops it cleanly (SIGKILL for a run, SIGINT for a sweep)
+SWEEP_OUTS = []  # --out of every sweep started: its runs live in sessions of their own
 
 
 def launch(cmd, log, stop_signal=signal.SIGKILL):
@@ -73,6 +75,8 @@ def _on_term(signum, frame):
     us on the GPU), then exit; summary.json holds every check finished so far."""
     for p, sig in list(LIVE.items()):
         stop(p, sig, timeout=60)
+    for out in SWEEP_OUTS:  # a sweep SIGKILLed after the 60 s leaves its runs (own sessions) on the GPU
+        stop_sweep_runs(out)
     print("gpu_check: stopped by SIGTERM (timeout?); summary.json has the checks finished so far", flush=True)
     raise SystemExit(124)
 
@@ -116,14 +120,14 @@ def rate(ivs, t0=None, t1=None):
     return (toks / secs if secs > 0 else None), secs, (sum(mfus) / len(mfus) if mfus else None)
 
 
-def wait_until(done, proc, deadline, what):
+def wait_until(done, proc, deadline, what, poll_s=0.5):
     """Poll done() until it holds; an exited process or the deadline is an error naming `what`."""
     while not done():
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited (code {proc.returncode}) before its figure was measured")
         if time.time() > deadline:
             raise RuntimeError(f"{what}: no steady figure within the step's time limit")
-        time.sleep(0.5)
+        time.sleep(poll_s)
 
 
 def stop(proc, sig=signal.SIGKILL, timeout=120):
@@ -166,8 +170,13 @@ def head_check(device, N=16384, d=512, V=50304):
     total.backward()
     gh, gw = h.grad.clone(), w.grad.clone()
     h.grad = w.grad = None
-    ref = F.cross_entropy(h @ w.t(), t, reduction="sum")
-    ref.backward()
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False  # the reference in true fp32 (setup_device allowed TF32)
+    try:
+        ref = F.cross_entropy(h @ w.t(), t, reduction="sum")
+        ref.backward()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
     rel = lambda a, b: float((a - b).norm() / b.norm())
     total, ref = total.detach(), ref.detach()
     res = {"loss_rel_err": abs(float(total) - float(ref)) / float(ref), "grad_h_rel_err": rel(gh, h.grad),
@@ -238,17 +247,22 @@ def kill_resume(cfg):
     rc_ref, _ = sh(train_cmd(cfg, cfg.store, runs, "ref14", cfg.small_model, 64, budget, *common), cfg.log)
     cmd = train_cmd(cfg, cfg.store, runs, "kill14", cfg.small_model, 64, budget, *common)
     proc = launch(cmd, cfg.log)
-    try:
+    try:  # polled often: 80 steps of 14m take a few seconds on a GPU, the kill must land mid-run
         wait_until(lambda: (runs / "kill14" / "step_00000020" / "training_state.pt").is_file(), proc,
-                   time.time() + cfg.step_limit_s, "train.py kill14")
+                   time.time() + cfg.step_limit_s, "train.py kill14", poll_s=0.01)
     finally:
         stop(proc)
+    if (runs / "kill14" / "final").exists():
+        raise RuntimeError("train.py kill14 finished before it was killed: nothing resumed")
     rc, _ = sh(cmd + ["--resume"], cfg.log)
     from safetensors.torch import load_file
     a, b = (load_file(str(runs / n / "final" / "model.safetensors")) for n in ("ref14", "kill14"))
     diff = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
-    resumed = "resumed from step 20" in (runs / "kill14" / "train.log").read_text()
-    return {"ok": rc_ref == 0 and rc == 0 and resumed, "max_abs_weight_diff_vs_uninterrupted": diff}
+    # the newest step checkpoint when the kill landed (20, or a later one written just before it)
+    found = re.findall(r"resumed from step (\d+)", (runs / "kill14" / "train.log").read_text())
+    resumed = int(found[-1]) if found else None
+    return {"ok": rc_ref == 0 and rc == 0 and resumed is not None and 0 < resumed < budget // (64 * 100),
+            "resumed_from_step": resumed, "max_abs_weight_diff_vs_uninterrupted": diff}
 
 
 def sweep_packing(cfg, r):
@@ -262,6 +276,7 @@ def sweep_packing(cfg, r):
                                           "eval_windows": 16, "checkpoint_interval_steps": 10 ** 9,
                                           "log_interval_steps": LOG_EVERY, "compile": bool(cfg.compile)}}))
     out = cfg.work / f"sweep{r}"
+    SWEEP_OUTS.append(out)
     proc = launch([sys.executable, "sweep.py", "run", plan, "--out", out, "--gpus", "0", "--runs_per_gpu", r],
                   cfg.log, stop_signal=signal.SIGINT)
 
@@ -280,6 +295,7 @@ def sweep_packing(cfg, r):
     finally:
         stop(proc, signal.SIGINT)  # the runs checkpoint (small) and stop; the sweep exits 130
         stop_sweep_runs(out)
+        SWEEP_OUTS.remove(out)
     t0, t1, ivs = overlap()
     per_run = [rate(iv, t0, t1)[0] or 0.0 for iv in ivs]
     mem = [max((m for *_, m in iv if m is not None), default=None) for iv in ivs]
@@ -385,7 +401,8 @@ def run_checks(cfg):
           lambda r: f"{r['tokens_per_s']:,.0f} tok/s = {r['ratio_to_training'] or float('nan'):.2f} x training "
                     f"({r['passes']} passes of {r['batches_per_pass']} batches, {r['steady_s']:.0f} s)")
     check("4_kill_resume", lambda: kill_resume(cfg),
-          lambda r: f"{'ok' if r['ok'] else 'FAILED'}, max |w - w_ref| = {r['max_abs_weight_diff_vs_uninterrupted']:.2e}")
+          lambda r: f"{'ok' if r['ok'] else 'FAILED'}, resumed from step {r['resumed_from_step']}, "
+                    f"max |w - w_ref| = {r['max_abs_weight_diff_vs_uninterrupted']:.2e}")
     for r in (1, 4):
         check(f"5_sweep_runs_per_gpu_{r}", lambda: sweep_packing(cfg, r),
               lambda x: f"{x['total_tokens_per_s']:,.0f} tok/s in total "

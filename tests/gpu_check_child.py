@@ -32,14 +32,17 @@ def train(argv, run_dir, stop_event, row_s=0.02, origin=None):
         (run_dir / "summary_seen.json").write_text((work / "summary.json").read_text())
     if "fail" in run_dir.name:
         sys.exit(1)
-    resume = "--resume" in argv and (run_dir / "step_00000020").is_dir()
-    step = 20 if resume else 0
+    if "--resume" in argv and (run_dir / "summary.json").is_file():  # train.py: complete, nothing to do
+        return
+    steps = sorted(run_dir.glob("step_*/training_state.pt"))  # train.py resumes from the newest
+    resume = "--resume" in argv and bool(steps)
+    step = int(steps[-1].parent.name[len("step_"):]) if resume else 0
     with open(run_dir / "train.log", "a") as f:
-        f.write("resumed from step 20\n" if resume else "start\n")
+        f.write(f"resumed from step {step}\n" if resume else "start\n")
     total = int(budget // (batch * 100))
     clock = time.time() if origin is None else origin
     while step < total and not stop_event.is_set():
-        time.sleep(0.003)
+        time.sleep(0.03 if ckpt <= 100 else 0.003)  # runs that checkpoint (kill / resume): a GPU's pace
         dt = row_s * (3 if step < 15 else 1)  # the first rows are slow: compile
         clock += dt
         step += log_every

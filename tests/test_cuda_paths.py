@@ -292,6 +292,18 @@ def _gpu_plan(tmp_path, synthetic_store, n_runs, batch=320):
     return p
 
 
+def fake_mem_query(monkeypatch, free, total):
+    """sweep.py asks a child process for the GPUs' free memory (no CUDA context in the sweep): a child that
+    answers (free, total) for every index it is given; the sweep process itself must not ask."""
+    import sweep
+    monkeypatch.setattr(sweep, "MEM_QUERY", f"import json, sys; print(json.dumps([[{int(free)}, {int(total)}]] "
+                                            "* (len(sys.argv) - 1)))")
+
+    def no_context(d=None):
+        raise AssertionError("torch.cuda.mem_get_info in the sweep process: a CUDA context held for the whole sweep")
+    monkeypatch.setattr(torch.cuda, "mem_get_info", no_context)
+
+
 def test_sweep_places_runs_on_visible_gpus_with_threads_and_a_memory_check(synthetic_store, tmp_path, monkeypatch,
                                                                            capsys):
     import sweep
@@ -302,6 +314,7 @@ def test_sweep_places_runs_on_visible_gpus_with_threads_and_a_memory_check(synth
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # a node that assigned two of its GPUs to this job
     gib = 2 ** 30
     fake_cuda(monkeypatch, n=2, free=20 * gib, total=80 * gib)
+    fake_mem_query(monkeypatch, 20 * gib, 80 * gib)
     from model import gpu_memory_estimate, model_config
     per_run = sum(gpu_memory_estimate(model_config("pythia-14m", 64)[0], 320).values())
     assert 4 * per_run > 20 * gib > 3 * per_run  # the numbers the refusal below is about
