@@ -106,17 +106,22 @@ class Order:
         """p_k(tok | ctx) for packed context keys, given p_{k-1} of the same queries (float64 arrays)."""
         if len(self.ctx) == 0:
             return p_lower
-        ci = np.searchsorted(self.ctx, ctx_keys)
-        ci = np.minimum(ci, len(self.ctx) - 1)
-        seen = self.ctx[ci] == ctx_keys
-        g = (ci.astype(np.uint64) << np.uint64(BITS)) | tok.astype(np.uint64)
+        shape = np.shape(p_lower)
+        ctx_keys, tok, p_lower = (np.ravel(ctx_keys), np.ravel(tok).astype(np.uint64), np.ravel(p_lower))
+        # binary searches of sorted queries walk the tables in order (numpy narrows each search by the last
+        # result): 3-10x faster than random queries, more than the argsort costs
+        order = np.argsort((ctx_keys << np.uint64(BITS)) | tok if self.k <= 4 else ctx_keys)
+        q = ctx_keys[order]
+        ci = np.minimum(np.searchsorted(self.ctx, q), len(self.ctx) - 1)
+        seen = self.ctx[ci] == q
+        g = (ci.astype(np.uint64) << np.uint64(BITS)) | tok[order]
         gi = np.minimum(np.searchsorted(self.grams, g), len(self.grams) - 1)
         c = np.where(seen & (self.grams[gi] == g), self.counts[gi], 0)
-        total = self.total[ci]
-        disc = np.where(c >= 3, self.d[2], np.where(c == 2, self.d[1], np.where(c == 1, self.d[0], 0.0)))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            p = (np.maximum(c - disc, 0.0) + self.backoff_mass[ci] * p_lower) / total
-        return np.where(seen, p, p_lower)
+        disc = np.array([0.0, *self.d])[np.minimum(c, 3)]
+        pl = p_lower[order]
+        p = np.empty_like(p_lower)
+        p[order] = np.where(seen, (np.maximum(c - disc, 0.0) + self.backoff_mass[ci] * pl) / self.total[ci], pl)
+        return p.reshape(shape)
 
 
 def pack(cols):

@@ -100,6 +100,8 @@ def load_plan(path):
     plan.setdefault("name", path.stem)
     plan.setdefault("fixed", {})
     plan.setdefault("gpus_per_run", 1)
+    if plan.get("script", TRAIN) not in (TRAIN, "ngram.py"):
+        st.die(f"plan {path}: script must be {TRAIN} or ngram.py (got {plan['script']!r})")
     return plan
 
 
@@ -184,7 +186,8 @@ def train_command(plan, out, rid, params, python=sys.executable, gpus=1, relativ
     """The train.py command of one run. relative (emit): the project's paths as the plan gives them, for a
     script that cds into the project directory (on the cluster, --project_dir) first."""
     data_dir = str(plan["store"]["data_dir"]) if relative else str(project_path(plan["store"]["data_dir"]))
-    script = TRAIN if relative else str(PROJECT / TRAIN)
+    script = plan.get("script", TRAIN)  # a plan may run another script of train.py's flags and run directory (ngram.py)
+    script = script if relative else str(PROJECT / script)
     base = ([python, script] if gpus == 1 else
             [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", script])
     return base + ["--data_dir", data_dir, "--output_dir", str(Path(out).resolve() / "runs"), "--run_name", rid,
