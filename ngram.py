@@ -18,7 +18,8 @@ The model (the exactness test in tests/test_ngram.py restates it with plain dict
   (BOS included). Counts at the highest order, and of grams that begin with BOS, are raw counts; any other
   lower-order gram's count is its continuation count: the number of distinct symbols seen before it.
 - discounts per order from the counts of counts n1..n4 of those counts: Y = n1 / (n1 + 2 n2),
-  D_r = r - (r + 1) Y n_{r+1} / n_r (r = 1, 2, 3+; a ratio with n_r = 0 counts as 0), clipped to [0, r].
+  D_r = r - (r + 1) Y n_{r+1} / n_r (r = 1, 2, 3+; a ratio with n_r = 0 counts as 0); when any of the three
+  falls outside (0, r] (small or odd data) the order takes KenLM's fallback discounts (0.5, 1, 1.5).
 - p_k(w | h) = max(c(hw) - D(c(hw)), 0) / c(h.) + gamma(h) p_{k-1}(w | h'),
   gamma(h) = (D1 N1(h.) + D2 N2(h.) + D3 N3+(h.)) / c(h.); an unseen context passes p_{k-1} through;
   p_0 = 1 / vocab. Every distribution sums to 1 over the store's vocabulary.
@@ -49,7 +50,8 @@ WINDOW, PRED_PER_WINDOW, EVAL_SEED = st.WINDOW, st.PRED_PER_WINDOW, st.EVAL_SEED
 BITS = 16                      # bits per symbol in a packed key: token ids are uint16 in the store
 MASK = np.uint64((1 << BITS) - 1)
 MAX_ORDER = 5                  # a context of order 5 is 4 symbols = 64 bits
-EVAL_CHUNK = 20_000            # windows per lookup chunk (bounds the memory of evaluation)
+EVAL_CHUNK = 20_000
+FALLBACK_DISCOUNTS = np.array([0.5, 1.0, 1.5])  # KenLM's --discount_fallback            # windows per lookup chunk (bounds the memory of evaluation)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -59,8 +61,10 @@ def discounts(counts):
     """Modified KN discounts (D1, D2, D3+) from the counts of counts of `counts` (see the module doc)."""
     n = np.bincount(np.minimum(counts, 5).astype(np.int64), minlength=6)[1:5].astype(np.float64)  # n1..n4
     y = n[0] / (n[0] + 2 * n[1]) if n[0] + 2 * n[1] > 0 else 0.0
-    d = [r - (r + 1) * y * (n[r] / n[r - 1] if n[r - 1] > 0 else 0.0) for r in (1, 2, 3)]
-    return np.clip(np.array(d), 0.0, [1.0, 2.0, 3.0])
+    d = np.array([r - (r + 1) * y * (n[r] / n[r - 1] if n[r - 1] > 0 else 0.0) for r in (1, 2, 3)])
+    # small or odd counts can put an estimate outside (0, r]; a zero discount would leave a context no mass
+    # for unseen tokens (an infinite loss), so the order takes KenLM's fallback discounts instead
+    return d if np.all((d > 0) & (d <= [1, 2, 3])) else FALLBACK_DISCOUNTS.copy()
 
 
 def run_counts(sorted_keys):

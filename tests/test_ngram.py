@@ -21,9 +21,11 @@ def dict_discounts(values):
     n1, n2, n3, n4 = (n.get(r, 0) for r in (1, 2, 3, 4))
     y = n1 / (n1 + 2 * n2) if n1 + 2 * n2 > 0 else 0.0
     ratio = lambda a, b: a / b if b > 0 else 0.0
-    d1 = min(max(1 - 2 * y * ratio(n2, n1), 0.0), 1.0)
-    d2 = min(max(2 - 3 * y * ratio(n3, n2), 0.0), 2.0)
-    d3 = min(max(3 - 4 * y * ratio(n4, n3), 0.0), 3.0)
+    d1 = 1 - 2 * y * ratio(n2, n1)
+    d2 = 2 - 3 * y * ratio(n3, n2)
+    d3 = 3 - 4 * y * ratio(n4, n3)
+    if not (0 < d1 <= 1 and 0 < d2 <= 2 and 0 < d3 <= 3):
+        return 0.5, 1.0, 1.5
     return d1, d2, d3
 
 
@@ -98,6 +100,24 @@ def test_exact_against_dictionary_kn(order):
     np.testing.assert_allclose(nll, want, rtol=0, atol=1e-9)
     # the discounts are estimated, not fixed (a constant discount would pass a weaker test)
     assert any(len(set(np.round(t.d, 6))) > 1 for t in lm.orders.values())
+
+
+@pytest.mark.parametrize("order", [3, 4])
+def test_odd_counts_take_fallback_discounts_and_every_token_keeps_mass(order):
+    """Many grams seen exactly 4 times, few 3 times: D3+ estimates below 0. A clipped zero discount gave a
+    context no mass for unseen tokens (infinite test loss, seen on the sample corpus); the fallback keeps
+    every probability positive and the model equal to the dictionary reference."""
+    V = 9
+    base = corpus(7, 30, 12, V)
+    train = np.concatenate([np.repeat(base[:24], 4, axis=0), np.repeat(base[24:27], 3, axis=0), base[27:]])
+    lm = ngram.KneserNey(order, V).fit(train)
+    assert any(np.array_equal(t.d, ngram.FALLBACK_DISCOUNTS) for t in lm.orders.values())
+    test = corpus(8, 10, 12, V)
+    nll = lm.window_nll(test)
+    assert np.all(np.isfinite(nll))
+    ref = DictKN(train, order, V)
+    want = [[-math.log(ref.prob([V] + list(w[:i]), int(w[i]))) for i in range(1, len(w))] for w in test]
+    np.testing.assert_allclose(nll, want, rtol=0, atol=1e-9)
 
 
 @settings(max_examples=25, deadline=None)
