@@ -162,25 +162,29 @@ class KneserNey:
 
     def ctx_key(self, ext, k, c0, c1):
         """Packed order-k context keys for target columns c0 .. c1-1 of an extended array."""
+        if k == 1:
+            return np.zeros((ext.shape[0], c1 - c0), dtype=np.uint64)
         return pack([ext[:, c0 - t:c1 - t] for t in range(k - 1, 0, -1)])
 
-    def fit(self, windows):
-        """Count the grams of (M, L) windows (targets: window positions 1 .. L-1). Returns self."""
+    def fit(self, windows, valid=None):
+        """Count the grams of (M, L) windows (targets: window positions 1 .. L-1; valid (M, L-1) bool, optional:
+        only these targets count, e.g. a padded last window of a tiling). Returns self."""
         ext = self.extended(windows)
         M, L = ext.shape[0], ext.shape[1] - self.order
         N = self.order
-        self.n_targets = M * (L - 1)
+        pick = (lambda x, i0: x.ravel()) if valid is None else (lambda x, i0: x[valid[:, i0 - 1:i0 - 1 + x.shape[1]]])
+        self.n_targets = M * (L - 1) if valid is None else int(valid.sum())
         # highest order: every target whose context has N-1 real symbols (window position >= N-2)
         a = N + max(1, N - 2)
-        tok = ext[:, a:N + L]
+        tok = pick(ext[:, a:N + L], a - N)
         if N <= 4:
-            keys = ((self.ctx_key(ext, N, a, N + L) << np.uint64(BITS)) | tok).ravel()
+            keys = (pick(self.ctx_key(ext, N, a, N + L), a - N) << np.uint64(BITS)) | tok
             keys.sort()
             keys, counts = run_counts(keys)
             table = Order(N, keys >> np.uint64(BITS), keys & MASK, counts)
         else:  # 5 symbols do not fit 64 bits: rank the 4-symbol contexts first
-            ctx, inv = np.unique(self.ctx_key(ext, N, a, N + L).ravel(), return_inverse=True)
-            keys = (inv.astype(np.uint64).ravel() << np.uint64(BITS)) | tok.ravel()
+            ctx, inv = np.unique(pick(self.ctx_key(ext, N, a, N + L), a - N), return_inverse=True)
+            keys = (inv.astype(np.uint64).ravel() << np.uint64(BITS)) | tok
             del inv
             keys.sort()
             keys, counts = run_counts(keys)
@@ -193,7 +197,7 @@ class KneserNey:
             i = k - 2  # window position whose order-k context begins with BOS
             if k >= 3 and i <= L - 1:
                 bos_keys = (self.ctx_key(ext, k, N + i, N + i + 1) << np.uint64(BITS)) | ext[:, N + i:N + i + 1]
-                keys = np.concatenate([keys, bos_keys.ravel()])
+                keys = np.concatenate([keys, pick(bos_keys, i)])
             keys.sort()
             keys, counts = run_counts(keys)
             self.orders[k] = Order(k, keys >> np.uint64(BITS), keys & MASK, counts)
@@ -204,7 +208,6 @@ class KneserNey:
 
     def prob_columns(self, ext, c0, c1):
         """p(target | context) for target columns c0 .. c1-1 of an extended array: (M, c1-c0) float64."""
-        M = ext.shape[0]
         tok = ext[:, c0:c1]
         p = np.full(tok.shape, 1.0 / self.vocab)
         for k in range(1, self.order + 1):
@@ -213,7 +216,7 @@ class KneserNey:
             if lo >= c1:
                 break
             s = slice(lo - c0, c1 - c0)
-            ctx = self.ctx_key(ext, k, lo, c1) if k > 1 else np.zeros((M, c1 - lo), dtype=np.uint64)
+            ctx = self.ctx_key(ext, k, lo, c1)
             p[:, s] = self.orders[k].lookup(ctx, tok[:, s], p[:, s])
         return p
 

@@ -215,3 +215,30 @@ def test_user_errors_are_one_line(kn_store, tmp_path, capsys):
     assert "--resume" in one_line_error(ngram.main, args, capsys)
     other = [("3" if a == "2" else a) for a in args]  # --order 3 under the same --run_name
     assert "another run" in one_line_error(ngram.main, other + ["--resume"], capsys)
+
+
+def test_valid_mask_counts_only_the_valid_targets():
+    """fit(windows, valid) equals fitting the valid prefixes alone (the dictionary reference on the cut windows):
+    a tiling's padded last window adds no grams."""
+    V, rng = 9, np.random.default_rng(3)
+    train = corpus(11, 30, 14, V)
+    keep = rng.integers(2, 15, size=len(train))  # window i keeps tokens 0 .. keep_i - 1
+    valid = np.arange(13)[None, :] < (keep[:, None] - 1)
+    for order in (1, 3, 5):
+        lm = ngram.KneserNey(order, V).fit(train, valid)
+        ref = DictKN([w[:n] for w, n in zip(train, keep)], order, V)
+        test = corpus(12, 5, 14, V)
+        want = [[-math.log(ref.prob([V] + list(w[:i]), int(w[i]))) for i in range(1, len(w))] for w in test]
+        np.testing.assert_allclose(lm.window_nll(test), want, rtol=0, atol=1e-9)
+
+
+def test_baselines_kn_loss_near_the_markov_floor(kn_store):
+    """baselines.py's per-category KN trigram (trained on the category alone) on the Markov store: close to
+    the source's entropy, never below what the counts allow by more than noise."""
+    import baselines
+    from conftest import markov_entropy
+    s = st.Store(kn_store)
+    for c in s.categories:
+        r = baselines.kn_baseline(s, c)
+        assert markov_entropy() - 0.1 < r["kn3_test_loss"] < markov_entropy() + 0.25, (c, r)
+        assert r["kn3_test_bpb"] > 0
