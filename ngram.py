@@ -50,8 +50,8 @@ WINDOW, PRED_PER_WINDOW, EVAL_SEED = st.WINDOW, st.PRED_PER_WINDOW, st.EVAL_SEED
 BITS = 16                      # bits per symbol in a packed key: token ids are uint16 in the store
 MASK = np.uint64((1 << BITS) - 1)
 MAX_ORDER = 5                  # a context of order 5 is 4 symbols = 64 bits
-EVAL_CHUNK = 20_000
-FALLBACK_DISCOUNTS = np.array([0.5, 1.0, 1.5])  # KenLM's --discount_fallback            # windows per lookup chunk (bounds the memory of evaluation)
+EVAL_CHUNK = 1_000             # windows per lookup chunk: 100k queries, whose argsort and searches stay in cache
+FALLBACK_DISCOUNTS = np.array([0.5, 1.0, 1.5])  # KenLM's --discount_fallback
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -111,6 +111,13 @@ class Order:
         if len(self.ctx) == 0:
             return p_lower
         shape = np.shape(p_lower)
+        if self.k == 1:  # one context; counts by token id in a dense table: no search
+            if not hasattr(self, "_dense"):
+                self._dense = np.zeros(1 << BITS, dtype=np.int64)
+                self._dense[(self.grams & MASK).astype(np.int64)] = self.counts
+            c = self._dense[np.asarray(tok, dtype=np.int64)]
+            disc = np.array([0.0, *self.d])[np.minimum(c, 3)]
+            return (np.maximum(c - disc, 0.0) + self.backoff_mass[0] * p_lower) / self.total[0]
         ctx_keys, tok, p_lower = (np.ravel(ctx_keys), np.ravel(tok).astype(np.uint64), np.ravel(p_lower))
         # binary searches of sorted queries walk the tables in order (numpy narrows each search by the last
         # result): 3-10x faster than random queries, more than the argsort costs
