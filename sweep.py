@@ -25,6 +25,7 @@ A plan file:
     fixed: {sampling: balanced, batch_size: 8}     # train.py flags for every run; batch_size is global
     gpus_per_run: 1               # emit: torchrun with this many processes, per-device batch = batch_size / gpus
     slurm: {time: "02:00:00", partition: gpu, cpus_per_task: 8}
+    script: train.py              # optional: ngram.py runs the plan with the Kneser-Ney model (plans/ngram_*.yaml)
 
 Relative paths in a plan (data_dir, model_config files, build paths) are relative to the project root.
 Runs live in OUT/runs/<run_id>/ (train.py's run directory); sweep events in OUT/sweep_events.jsonl and each
