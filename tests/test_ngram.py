@@ -242,3 +242,29 @@ def test_baselines_kn_loss_near_the_markov_floor(kn_store):
         r = baselines.kn_baseline(s, c)
         assert markov_entropy() - 0.1 < r["kn3_test_loss"] < markov_entropy() + 0.25, (c, r)
         assert r["kn3_test_bpb"] > 0
+
+
+def test_ngram_plan_runs_through_sweep_and_analyze(kn_store, tmp_path, capsys):
+    """A plan with `script: ngram.py` runs through sweep.py (subprocesses, run ids, status) and analyze.py
+    reads its runs unchanged, as model kn2."""
+    import csv
+    import yaml
+    import analyze
+    import sweep
+    plan = {"name": "kn", "script": "ngram.py", "store": {"data_dir": str(kn_store)},
+            "grid": {"categories": [["math.AC"], ["cs.CV"], ["math.AC", "cs.CV", "cs.AI"]], "seed": [0],
+                     "token_budget": [2000, 6000]},
+            "fixed": {"order": 2, "sampling": "balanced", "batch_size": 4, "eval_windows": 4}}
+    p = tmp_path / "kn.yaml"
+    p.write_text(yaml.safe_dump(plan))
+    out = tmp_path / "sweep"
+    assert "ngram.py" in " ".join(sweep.train_command(sweep.load_plan(p), out, "r", {}))
+    sweep.main(["run", str(p), "--out", str(out), "--parallel", "2"])
+    assert sweep.main(["status", str(p), "--out", str(out)])["complete"] == 6
+    res = analyze.main([str(out), "--n_boot", "10", "--jobs", "1", "--no_baselines"])
+    rows = list(csv.DictReader(open(res / "runs.csv")))
+    assert len(rows) == 6 * 3 and {r["model"] for r in rows} == {"kn2"} and not any(r["excluded"] for r in rows)
+    assert "H2" in (res / "report.md").read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**plan, "script": "rm.py"}))
+    assert "script" in one_line_error(sweep.main, ["list", str(bad)], capsys)
