@@ -50,7 +50,8 @@ WINDOW, PRED_PER_WINDOW, EVAL_SEED = st.WINDOW, st.PRED_PER_WINDOW, st.EVAL_SEED
 BITS = 16                      # bits per symbol in a packed key: token ids are uint16 in the store
 MASK = np.uint64((1 << BITS) - 1)
 MAX_ORDER = 5                  # a context of order 5 is 4 symbols = 64 bits
-EVAL_CHUNK = 1_000             # windows per lookup chunk: 100k queries, whose argsort and searches stay in cache
+EVAL_CHUNK = 650               # windows per lookup chunk: < 2^16 queries (a sort key carries the query index),
+                               # and the sorts and searches stay in cache
 FALLBACK_DISCOUNTS = np.array([0.5, 1.0, 1.5])  # KenLM's --discount_fallback
 
 
@@ -121,7 +122,13 @@ class Order:
         ctx_keys, tok, p_lower = (np.ravel(ctx_keys), np.ravel(tok).astype(np.uint64), np.ravel(p_lower))
         # binary searches of sorted queries walk the tables in order (numpy narrows each search by the last
         # result): 3-10x faster than random queries, more than the argsort costs
-        order = np.argsort((ctx_keys << np.uint64(BITS)) | tok if self.k <= 4 else ctx_keys)
+        n = len(tok)
+        if self.k <= 3 and n <= 1 << BITS:  # the gram takes <= 48 bits: a plain sort carries the query index
+            key = (((ctx_keys << np.uint64(BITS)) | tok) << np.uint64(BITS)) | np.arange(n, dtype=np.uint64)
+            key.sort()
+            order = (key & MASK).astype(np.int64)
+        else:
+            order = np.argsort((ctx_keys << np.uint64(BITS)) | tok if self.k <= 4 else ctx_keys)
         q = ctx_keys[order]
         ci = np.minimum(np.searchsorted(self.ctx, q), len(self.ctx) - 1)
         seen = self.ctx[ci] == q
