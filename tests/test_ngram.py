@@ -252,7 +252,7 @@ def test_ngram_plan_runs_through_sweep_and_analyze(kn_store, tmp_path, capsys):
     import analyze
     import sweep
     plan = {"name": "kn", "script": "ngram.py", "store": {"data_dir": str(kn_store)},
-            "grid": {"categories": [["math.AC"], ["cs.CV"], ["math.AC", "cs.CV", "cs.AI"]], "seed": [0],
+            "grid": {"categories": [["math.AC"], ["math.AC", "cs.CV", "cs.AI"]], "seed": [0],
                      "token_budget": [2000, 6000]},
             "fixed": {"order": 2, "sampling": "balanced", "batch_size": 4, "eval_windows": 4}}
     p = tmp_path / "kn.yaml"
@@ -260,10 +260,10 @@ def test_ngram_plan_runs_through_sweep_and_analyze(kn_store, tmp_path, capsys):
     out = tmp_path / "sweep"
     assert "ngram.py" in " ".join(sweep.train_command(sweep.load_plan(p), out, "r", {}))
     sweep.main(["run", str(p), "--out", str(out), "--parallel", "2"])
-    assert sweep.main(["status", str(p), "--out", str(out)])["complete"] == 6
-    res = analyze.main([str(out), "--n_boot", "10", "--jobs", "1", "--no_baselines"])
+    assert sweep.main(["status", str(p), "--out", str(out)])["complete"] == 4
+    res = analyze.main([str(out), "--n_boot", "0", "--jobs", "1", "--no_baselines"])
     rows = list(csv.DictReader(open(res / "runs.csv")))
-    assert len(rows) == 6 * 3 and {r["model"] for r in rows} == {"kn2"} and not any(r["excluded"] for r in rows)
+    assert len(rows) == 4 * 3 and {r["model"] for r in rows} == {"kn2"} and not any(r["excluded"] for r in rows)
     assert "H2" in (res / "report.md").read_text()
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**plan, "script": "rm.py"}))
