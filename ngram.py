@@ -88,24 +88,34 @@ class Order:
         # inputs: one entry per distinct gram, sorted by (context, token)
         self.k = k
         self.ctx, first = run_counts(ctx_per_gram)
-        idx = np.repeat(np.arange(len(self.ctx), dtype=np.uint64), first)
-        self.grams = (idx << np.uint64(BITS)) | tok_per_gram.astype(np.uint64)
-        self.counts = counts.astype(np.int64)
-        ci = idx.astype(np.int64)
         nctx = len(self.ctx)
-        self.total = np.bincount(ci, weights=self.counts, minlength=nctx)
+        self.ci = np.repeat(np.arange(nctx, dtype=np.int64), first)  # each gram's context index
+        self.grams = self.ci.astype(np.uint64)
+        self.grams <<= np.uint64(BITS)
+        self.grams |= tok_per_gram
+        self.counts = np.asarray(counts, dtype=np.int64)
+        # per-context sums over each context's run of grams (integers: exact, whatever the summation order)
+        starts = np.cumsum(first) - first
+        self.total = np.add.reduceat(self.counts, starts).astype(np.float64) if nctx else np.zeros(0)
         self.d = discounts(self.counts)
-        c3 = np.minimum(self.counts, 3)
-        self.backoff_mass = sum(self.d[r - 1] * np.bincount(ci[c3 == r], minlength=nctx) for r in (1, 2, 3))
+        # N1, N2, N3+ per context in one integer bincount (slot 3 ci + min(c, 3) - 1)
+        slot = np.minimum(self.counts, 3)
+        slot += 3 * self.ci - 1
+        n = np.bincount(slot, minlength=3 * nctx).reshape(nctx, 3).astype(np.float64)
+        self.backoff_mass = 0 + self.d[0] * n[:, 0] + self.d[1] * n[:, 1] + self.d[2] * n[:, 2]
 
     def __len__(self):
         return len(self.grams)
 
     def suffix_keys(self):
         """Packed keys of the last k-1 symbols of each distinct gram: the lower order's grams it extends."""
-        ci = (self.grams >> np.uint64(BITS)).astype(np.int64)
-        keep = np.uint64((1 << (BITS * (self.k - 2))) - 1) if self.k >= 2 else np.uint64(0)
-        return ((self.ctx[ci] & keep) << np.uint64(BITS)) | (self.grams & MASK)
+        if self.k < 2:
+            return np.zeros(0, dtype=np.uint64)
+        keys = self.ctx[self.ci]
+        keys &= np.uint64((1 << (BITS * (self.k - 2))) - 1)
+        keys <<= np.uint64(BITS)
+        keys |= self.grams & MASK
+        return keys
 
     def lookup(self, ctx_keys, tok, p_lower):
         """p_k(tok | ctx) for packed context keys, given p_{k-1} of the same queries (float64 arrays)."""
@@ -190,16 +200,25 @@ class KneserNey:
         self.n_targets = M * (L - 1) if valid is None else int(valid.sum())
         # highest order: every target whose context has N-1 real symbols (window position >= N-2)
         a = N + max(1, N - 2)
-        tok = pick(ext[:, a:N + L], a - N)
-        if N <= 4:
-            keys = (pick(self.ctx_key(ext, N, a, N + L), a - N) << np.uint64(BITS)) | tok
+        if N <= 4:  # (context, token) fits 64 bits: one sort counts them
+            keys = pick(self.gram_keys(ext, N, a, N + L), a - N)
             keys.sort()
             keys, counts = run_counts(keys)
             table = Order(N, keys >> np.uint64(BITS), keys & MASK, counts)
-        else:  # 5 symbols do not fit 64 bits: rank the 4-symbol contexts first
-            ctx, inv = np.unique(pick(self.ctx_key(ext, N, a, N + L), a - N), return_inverse=True)
-            keys = (inv.astype(np.uint64).ravel() << np.uint64(BITS)) | tok
-            del inv
+        else:  # 5 symbols do not fit 64 bits: rank the 4-symbol contexts first (np.unique's argsort, without
+            # its inverse scatter: the ranks are made in sorted order), then sort (rank, token)
+            ctx = pick(self.gram_keys(ext, N - 1, a - 1, N + L - 1), a - N)
+            order = np.argsort(ctx)
+            ctx = ctx[order]
+            first = np.empty(len(ctx), dtype=bool)
+            first[:1] = True
+            np.not_equal(ctx[1:], ctx[:-1], out=first[1:])
+            keys = np.cumsum(first, dtype=np.uint64)
+            keys -= np.uint64(1)
+            keys <<= np.uint64(BITS)
+            keys |= pick(ext[:, a:N + L], a - N)[order]
+            ctx = ctx[first]
+            del order, first
             keys.sort()
             keys, counts = run_counts(keys)
             table = Order(N, ctx[(keys >> np.uint64(BITS)).astype(np.int64)], keys & MASK, counts)
@@ -208,14 +227,30 @@ class KneserNey:
         # lower orders: continuation counts (one per distinct longer gram with this suffix) + BOS-initial raw
         for k in range(N - 1, 0, -1):
             keys = self.orders[k + 1].suffix_keys()
+            if k == 1:  # one symbol: count by token id, no sort
+                c = np.bincount(keys.astype(np.int64), minlength=1 << BITS)
+                tok = np.flatnonzero(c)
+                self.orders[k] = Order(k, np.zeros(len(tok), dtype=np.uint64), tok.astype(np.uint64), c[tok])
+                continue
             i = k - 2  # window position whose order-k context begins with BOS
             if k >= 3 and i <= L - 1:
-                bos_keys = (self.ctx_key(ext, k, N + i, N + i + 1) << np.uint64(BITS)) | ext[:, N + i:N + i + 1]
-                keys = np.concatenate([keys, pick(bos_keys, i)])
+                keys = np.concatenate([keys, pick(self.gram_keys(ext, k, N + i, N + i + 1), i)])
+            if k == 2:  # two symbols fit 32 bits: a uint32 sort is about twice as fast
+                keys = keys.astype(np.uint32)
             keys.sort()
             keys, counts = run_counts(keys)
+            keys = keys.astype(np.uint64, copy=False)
             self.orders[k] = Order(k, keys >> np.uint64(BITS), keys & MASK, counts)
         return self
+
+    def gram_keys(self, ext, k, c0, c1):
+        """Packed order-k gram keys (context symbols, then the token) for target columns c0 .. c1-1 of an
+        extended array: (M, c1-c0) uint64, built in place (one allocation)."""
+        key = ext[:, c0 - k + 1:c1 - k + 1].copy()
+        for t in range(k - 2, -1, -1):
+            key <<= np.uint64(BITS)
+            key |= ext[:, c0 - t:c1 - t]
+        return key
 
     def n_entries(self):
         return int(sum(len(t) for t in self.orders.values()))
