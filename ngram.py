@@ -129,6 +129,10 @@ class Order:
             c = self._dense[np.asarray(tok, dtype=np.int64)]
             disc = np.array([0.0, *self.d])[np.minimum(c, 3)]
             return (np.maximum(c - disc, 0.0) + self.backoff_mass[0] * p_lower) / self.total[0]
+        if self.k <= 3:  # the whole gram fits 48 bits
+            gk = np.ravel(ctx_keys) << np.uint64(BITS)
+            gk |= np.ravel(tok).astype(np.uint64)
+            return self.lookup_grams(gk, np.ravel(p_lower)).reshape(shape)
         ctx_keys, tok, p_lower = (np.ravel(ctx_keys), np.ravel(tok).astype(np.uint64), np.ravel(p_lower))
         # binary searches of sorted queries walk the tables in order (numpy narrows each search by the last
         # result): 3-10x faster than random queries, more than the argsort costs
@@ -150,6 +154,40 @@ class Order:
         p = np.empty_like(p_lower)
         p[order] = np.where(seen, (np.maximum(c - disc, 0.0) + self.backoff_mass[ci] * pl) / self.total[ci], pl)
         return p.reshape(shape)
+
+    def lookup_grams(self, gk, p_lower):
+        """lookup() for orders 2-3 from packed gram keys (context << 16 | token, 1-D uint64): one binary search
+        of the sorted queries in the grams' full keys finds the gram and, through a neighbour, its context."""
+        n, step = len(gk), 1 << BITS
+        if len(self.grams) == 0:
+            return p_lower
+        if n > step:  # the query index must fit the 16 low bits of the sort key
+            return np.concatenate([self.lookup_grams(gk[s:s + step], p_lower[s:s + step]) for s in range(0, n, step)])
+        if not hasattr(self, "_full"):  # each gram's full key (context key << 16 | token), sorted like the grams
+            self._full = self.ctx[self.ci] << np.uint64(BITS)
+            self._full |= self.grams & MASK
+        full, m = self._full, len(self._full)
+        # binary searches of sorted queries walk the table in order (numpy narrows each search by the last
+        # result): 3-10x faster than random queries, more than the sort costs; a plain sort carries the index
+        key = gk << np.uint64(BITS)
+        key |= np.arange(n, dtype=np.uint64)
+        key.sort()
+        order = (key & MASK).astype(np.intp)
+        key >>= np.uint64(BITS)  # the sorted gram keys
+        pos = np.searchsorted(full, key)
+        right = np.minimum(pos, m - 1)
+        left = np.maximum(pos - 1, 0)
+        fr = full[right]
+        c = np.where(fr == key, self.counts[right], 0)
+        key >>= np.uint64(BITS)  # the sorted context keys; the context is seen when a neighbour shares it
+        in_right = (fr >> np.uint64(BITS)) == key
+        seen = in_right | ((full[left] >> np.uint64(BITS)) == key)
+        ci = np.where(in_right, self.ci[right], self.ci[left])
+        disc = np.array([0.0, *self.d])[np.minimum(c, 3)]
+        pl = p_lower[order]
+        p = np.empty_like(p_lower)
+        p[order] = np.where(seen, (np.maximum(c - disc, 0.0) + self.backoff_mass[ci] * pl) / self.total[ci], pl)
+        return p
 
 
 def pack(cols):
@@ -265,8 +303,11 @@ class KneserNey:
             if lo >= c1:
                 break
             s = slice(lo - c0, c1 - c0)
-            ctx = self.ctx_key(ext, k, lo, c1)
-            p[:, s] = self.orders[k].lookup(ctx, tok[:, s], p[:, s])
+            if 2 <= k <= 3:
+                gk = self.gram_keys(ext, k, lo, c1).ravel()
+                p[:, s] = self.orders[k].lookup_grams(gk, p[:, s].ravel()).reshape(p[:, s].shape)
+            else:
+                p[:, s] = self.orders[k].lookup(self.ctx_key(ext, k, lo, c1), tok[:, s], p[:, s])
         return p
 
     def prob(self, history, tokens):
