@@ -60,7 +60,7 @@ FALLBACK_DISCOUNTS = np.array([0.5, 1.0, 1.5])  # KenLM's --discount_fallback
 
 def discounts(counts):
     """Modified KN discounts (D1, D2, D3+) from the counts of counts of `counts` (see the module doc)."""
-    n = np.bincount(np.minimum(counts, 5).astype(np.int64), minlength=6)[1:5].astype(np.float64)  # n1..n4
+    n = np.bincount(np.minimum(counts, 5), minlength=6)[1:5].astype(np.float64)  # n1..n4
     y = n[0] / (n[0] + 2 * n[1]) if n[0] + 2 * n[1] > 0 else 0.0
     d = np.array([r - (r + 1) * y * (n[r] / n[r - 1] if n[r - 1] > 0 else 0.0) for r in (1, 2, 3)])
     # small or odd counts can put an estimate outside (0, r]; a zero discount would leave a context no mass
@@ -84,9 +84,12 @@ class Order:
     and the numbers of its grams with count 1, 2, 3+. Grams: sorted keys (context index << 16 | token)
     with their counts (raw or continuation, see the module doc)."""
 
-    def __init__(self, k, ctx_per_gram, tok_per_gram, counts):
-        # inputs: one entry per distinct gram, sorted by (context, token)
+    def __init__(self, k, ctx_per_gram, tok_per_gram, counts, full=None):
+        # inputs: one entry per distinct gram, sorted by (context, token); full (optional, orders <= 3): the
+        # grams' packed keys (context key << 16 | token), kept for lookup_grams
         self.k = k
+        if full is not None and k <= 3:
+            self._full = full
         self.ctx, first = run_counts(ctx_per_gram)
         nctx = len(self.ctx)
         self.ci = np.repeat(np.arange(nctx, dtype=np.int64), first)  # each gram's context index
@@ -175,14 +178,14 @@ class Order:
         order = (key & MASK).astype(np.intp)
         key >>= np.uint64(BITS)  # the sorted gram keys
         pos = np.searchsorted(full, key)
-        right = np.minimum(pos, m - 1)
-        left = np.maximum(pos - 1, 0)
-        fr = full[right]
-        c = np.where(fr == key, self.counts[right], 0)
-        key >>= np.uint64(BITS)  # the sorted context keys; the context is seen when a neighbour shares it
-        in_right = (fr >> np.uint64(BITS)) == key
-        seen = in_right | ((full[left] >> np.uint64(BITS)) == key)
-        ci = np.where(in_right, self.ci[right], self.ci[left])
+        np.minimum(pos, m - 1, out=pos)
+        fr = full[pos]
+        c = np.where(fr == key, self.counts[pos], 0)
+        key >>= np.uint64(BITS)  # the sorted context keys; the context is seen when a neighbour shares it:
+        fr >>= np.uint64(BITS)   # the gram at the insertion point, else the one before it (an index of -1
+        pos -= fr != key         # wraps to the last gram, whose context then differs too)
+        seen = (full[pos] >> np.uint64(BITS)) == key
+        ci = self.ci[pos]
         disc = np.array([0.0, *self.d])[np.minimum(c, 3)]
         pl = p_lower[order]
         p = np.empty_like(p_lower)
@@ -242,7 +245,7 @@ class KneserNey:
             keys = pick(self.gram_keys(ext, N, a, N + L), a - N)
             keys.sort()
             keys, counts = run_counts(keys)
-            table = Order(N, keys >> np.uint64(BITS), keys & MASK, counts)
+            table = Order(N, keys >> np.uint64(BITS), keys & MASK, counts, full=keys)
         else:  # 5 symbols do not fit 64 bits: rank the 4-symbol contexts first (np.unique's argsort, without
             # its inverse scatter: the ranks are made in sorted order), then sort (rank, token)
             ctx = pick(self.gram_keys(ext, N - 1, a - 1, N + L - 1), a - N)
@@ -278,7 +281,7 @@ class KneserNey:
             keys.sort()
             keys, counts = run_counts(keys)
             keys = keys.astype(np.uint64, copy=False)
-            self.orders[k] = Order(k, keys >> np.uint64(BITS), keys & MASK, counts)
+            self.orders[k] = Order(k, keys >> np.uint64(BITS), keys & MASK, counts, full=keys)
         return self
 
     def gram_keys(self, ext, k, c0, c1):
@@ -330,7 +333,8 @@ class KneserNey:
         for s in range(0, len(windows), EVAL_CHUNK):
             ext = self.extended(windows[s:s + EVAL_CHUNK])
             p = self.prob_columns(ext, self.order + 1, ext.shape[1])
-            out[s:s + EVAL_CHUNK] = -np.log(p)
+            np.log(p, out=p)
+            np.negative(p, out=out[s:s + EVAL_CHUNK])
         if valid is not None:
             out[~valid] = 0.0
         return out
