@@ -76,13 +76,16 @@ def run_counts(sorted_keys):
     first[0] = True
     np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=first[1:])
     idx = np.flatnonzero(first)
-    return sorted_keys[idx], np.diff(np.append(idx, len(sorted_keys)))
+    counts = np.empty(len(idx), dtype=np.int64)
+    np.subtract(idx[1:], idx[:-1], out=counts[:-1])
+    counts[-1] = len(sorted_keys) - idx[-1]
+    return sorted_keys[idx], counts
 
 
 class Order:
     """One order's table. Contexts: sorted distinct packed context keys with, per context, the count total
-    and the numbers of its grams with count 1, 2, 3+. Grams: sorted keys (context index << 16 | token)
-    with their counts (raw or continuation, see the module doc)."""
+    and the numbers of its grams with count 1, 2, 3+. Grams, sorted by (context, token): their context
+    indices ci, tokens tok and counts (raw or continuation, see the module doc); `grams` packs them."""
 
     def __init__(self, k, ctx_per_gram, tok_per_gram, counts, full=None):
         # inputs: one entry per distinct gram, sorted by (context, token); full (optional, orders <= 3): the
@@ -93,9 +96,7 @@ class Order:
         self.ctx, first = run_counts(ctx_per_gram)
         nctx = len(self.ctx)
         self.ci = np.repeat(np.arange(nctx, dtype=np.int64), first)  # each gram's context index
-        self.grams = self.ci.astype(np.uint64)
-        self.grams <<= np.uint64(BITS)
-        self.grams |= tok_per_gram
+        self.tok = tok_per_gram.astype(np.uint64, copy=False)
         self.counts = np.asarray(counts, dtype=np.int64)
         # per-context sums over each context's run of grams (integers: exact, whatever the summation order)
         starts = np.cumsum(first) - first
@@ -107,8 +108,17 @@ class Order:
         n = np.bincount(slot, minlength=3 * nctx).reshape(nctx, 3).astype(np.float64)
         self.backoff_mass = 0 + self.d[0] * n[:, 0] + self.d[1] * n[:, 1] + self.d[2] * n[:, 2]
 
+    @property
+    def grams(self):
+        """Sorted gram keys (context index << 16 | token), made when first asked (orders 2-3 look up _full)."""
+        if not hasattr(self, "_grams"):
+            self._grams = self.ci.astype(np.uint64)
+            self._grams <<= np.uint64(BITS)
+            self._grams |= self.tok
+        return self._grams
+
     def __len__(self):
-        return len(self.grams)
+        return len(self.tok)
 
     def suffix_keys(self):
         """Packed keys of the last k-1 symbols of each distinct gram: the lower order's grams it extends."""
@@ -117,7 +127,7 @@ class Order:
         keys = self.ctx[self.ci]
         keys &= np.uint64((1 << (BITS * (self.k - 2))) - 1)
         keys <<= np.uint64(BITS)
-        keys |= self.grams & MASK
+        keys |= self.tok
         return keys
 
     def lookup(self, ctx_keys, tok, p_lower):
@@ -128,7 +138,7 @@ class Order:
         if self.k == 1:  # one context; counts by token id in a dense table: no search
             if not hasattr(self, "_dense"):
                 self._dense = np.zeros(1 << BITS, dtype=np.int64)
-                self._dense[(self.grams & MASK).astype(np.int64)] = self.counts
+                self._dense[self.tok.astype(np.int64)] = self.counts
             c = self._dense[np.asarray(tok, dtype=np.int64)]
             disc = np.array([0.0, *self.d])[np.minimum(c, 3)]
             return (np.maximum(c - disc, 0.0) + self.backoff_mass[0] * p_lower) / self.total[0]
@@ -162,13 +172,13 @@ class Order:
         """lookup() for orders 2-3 from packed gram keys (context << 16 | token, 1-D uint64): one binary search
         of the sorted queries in the grams' full keys finds the gram and, through a neighbour, its context."""
         n, step = len(gk), 1 << BITS
-        if len(self.grams) == 0:
+        if len(self.tok) == 0:
             return p_lower
         if n > step:  # the query index must fit the 16 low bits of the sort key
             return np.concatenate([self.lookup_grams(gk[s:s + step], p_lower[s:s + step]) for s in range(0, n, step)])
         if not hasattr(self, "_full"):  # each gram's full key (context key << 16 | token), sorted like the grams
             self._full = self.ctx[self.ci] << np.uint64(BITS)
-            self._full |= self.grams & MASK
+            self._full |= self.tok
         full, m = self._full, len(self._full)
         # binary searches of sorted queries walk the table in order (numpy narrows each search by the last
         # result): 3-10x faster than random queries, more than the sort costs; a plain sort carries the index
