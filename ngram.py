@@ -88,10 +88,10 @@ class Order:
     indices ci, tokens tok and counts (raw or continuation, see the module doc); `grams` packs them."""
 
     def __init__(self, k, ctx_per_gram, tok_per_gram, counts, full=None):
-        # inputs: one entry per distinct gram, sorted by (context, token); full (optional, orders <= 3): the
+        # inputs: one entry per distinct gram, sorted by (context, token); full (optional, orders <= 4): the
         # grams' packed keys (context key << 16 | token), kept for lookup_grams
         self.k = k
-        if full is not None and k <= 3:
+        if full is not None and k <= 4:
             self._full = full
         self.ctx, first = run_counts(ctx_per_gram)
         nctx = len(self.ctx)
@@ -142,20 +142,15 @@ class Order:
             c = self._dense[np.asarray(tok, dtype=np.int64)]
             disc = np.array([0.0, *self.d])[np.minimum(c, 3)]
             return (np.maximum(c - disc, 0.0) + self.backoff_mass[0] * p_lower) / self.total[0]
-        if self.k <= 3:  # the whole gram fits 48 bits
+        if self.k <= 4:  # the whole gram fits 64 bits
             gk = np.ravel(ctx_keys) << np.uint64(BITS)
             gk |= np.ravel(tok).astype(np.uint64)
             return self.lookup_grams(gk, np.ravel(p_lower)).reshape(shape)
+        # order 5: the gram does not fit 64 bits; search the context, then (context index, token)
         ctx_keys, tok, p_lower = (np.ravel(ctx_keys), np.ravel(tok).astype(np.uint64), np.ravel(p_lower))
         # binary searches of sorted queries walk the tables in order (numpy narrows each search by the last
         # result): 3-10x faster than random queries, more than the argsort costs
-        n = len(tok)
-        if self.k <= 3 and n <= 1 << BITS:  # the gram takes <= 48 bits: a plain sort carries the query index
-            key = (((ctx_keys << np.uint64(BITS)) | tok) << np.uint64(BITS)) | np.arange(n, dtype=np.uint64)
-            key.sort()
-            order = (key & MASK).astype(np.int64)
-        else:
-            order = np.argsort((ctx_keys << np.uint64(BITS)) | tok if self.k <= 4 else ctx_keys)
+        order = np.argsort(ctx_keys)
         q = ctx_keys[order]
         ci = np.minimum(np.searchsorted(self.ctx, q), len(self.ctx) - 1)
         seen = self.ctx[ci] == q
@@ -169,7 +164,7 @@ class Order:
         return p.reshape(shape)
 
     def lookup_grams(self, gk, p_lower):
-        """lookup() for orders 2-3 from packed gram keys (context << 16 | token, 1-D uint64): one binary search
+        """lookup() for orders 2-4 from packed gram keys (context << 16 | token, 1-D uint64): one binary search
         of the sorted queries in the grams' full keys finds the gram and, through a neighbour, its context."""
         n, step = len(gk), 1 << BITS
         if len(self.tok) == 0:
@@ -182,11 +177,15 @@ class Order:
         full, m = self._full, len(self._full)
         # binary searches of sorted queries walk the table in order (numpy narrows each search by the last
         # result): 3-10x faster than random queries, more than the sort costs; a plain sort carries the index
-        key = gk << np.uint64(BITS)
-        key |= np.arange(n, dtype=np.uint64)
-        key.sort()
-        order = (key & MASK).astype(np.intp)
-        key >>= np.uint64(BITS)  # the sorted gram keys
+        if self.k <= 3:  # the gram takes <= 48 bits: a plain sort carries the query index in the low 16 bits
+            key = gk << np.uint64(BITS)
+            key |= np.arange(n, dtype=np.uint64)
+            key.sort()
+            order = (key & MASK).astype(np.intp)
+            key >>= np.uint64(BITS)  # the sorted gram keys
+        else:  # 64 bits: no room for the index
+            order = np.argsort(gk)
+            key = gk[order]
         pos = np.searchsorted(full, key)
         np.minimum(pos, m - 1, out=pos)
         fr = full[pos]
@@ -316,7 +315,7 @@ class KneserNey:
             if lo >= c1:
                 break
             s = slice(lo - c0, c1 - c0)
-            if 2 <= k <= 3:
+            if 2 <= k <= 4:
                 gk = self.gram_keys(ext, k, lo, c1).ravel()
                 p[:, s] = self.orders[k].lookup_grams(gk, p[:, s].ravel()).reshape(p[:, s].shape)
             else:
