@@ -25,8 +25,11 @@ The model (the exactness test in tests/test_ngram.py restates it with plain dict
   p_0 = 1 / vocab. Every distribution sums to 1 over the store's vocabulary.
 
 Counting and lookup are numpy over packed integer keys (16 bits per symbol; a context of up to 4 symbols is
-one uint64): one sort of the highest-order keys, then sorts of the (much fewer) distinct grams per lower
-order; lookups are binary searches. No Python loop runs per token.
+one uint64): one sort of the highest-order keys, then sorts of the (much fewer) distinct grams' suffixes per
+lower order (uint32 at order 2, a bincount at order 1); lookups are binary searches of sorted queries in the
+grams' full keys (orders 2-4), a dense table (order 1), or context then gram (order 5). No Python loop runs
+per token. Results do not depend on these choices: the tables and probabilities are bit-for-bit those of
+the plain version (ctx/run_counts/searchsorted) the exactness test checks.
 
 The run directory has train.py's format (run_config.json with model "kn<order>", summary.json written last,
 test_results.json in evaluate.py's schema, metrics.jsonl), so sweep.py runs plans of it (a plan's
