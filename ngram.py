@@ -28,8 +28,8 @@ Counting and lookup are numpy over packed integer keys (16 bits per symbol; a co
 one uint64): one sort of the highest-order keys, then sorts of the (much fewer) distinct grams' suffixes per
 lower order (uint32 at order 2, a bincount at order 1); lookups are binary searches of sorted queries in the
 grams' full keys (orders 2-4), a dense table (order 1), or context then gram (order 5). No Python loop runs
-per token. Results do not depend on these choices: the tables and probabilities are bit-for-bit those of
-the plain version (ctx/run_counts/searchsorted) the exactness test checks.
+per token. (Speed-ups of issue 16 left every table and probability bit-for-bit as before: checked against
+the earlier version on orders 1-5.)
 
 The run directory has train.py's format (run_config.json with model "kn<order>", summary.json written last,
 test_results.json in evaluate.py's schema, metrics.jsonl), so sweep.py runs plans of it (a plan's
@@ -90,15 +90,20 @@ class Order:
     and the numbers of its grams with count 1, 2, 3+. Grams, sorted by (context, token): their context
     indices ci, tokens tok and counts (raw or continuation, see the module doc); `grams` packs them."""
 
-    def __init__(self, k, ctx_per_gram, tok_per_gram, counts, full=None):
+    def __init__(self, k, ctx_per_gram, tok_per_gram, counts, full=None, ctx_ci=None):
         # inputs: one entry per distinct gram, sorted by (context, token); full (optional, orders <= 4): the
-        # grams' packed keys (context key << 16 | token), kept for lookup_grams
+        # grams' packed keys (context key << 16 | token), kept for lookup_grams; ctx_ci (optional, instead of
+        # ctx_per_gram): the distinct contexts and each gram's context index, when the caller has them
         self.k = k
         if full is not None and k <= 4:
             self._full = full
-        self.ctx, first = run_counts(ctx_per_gram)
+        if ctx_ci is None:
+            self.ctx, first = run_counts(ctx_per_gram)
+            self.ci = np.repeat(np.arange(len(self.ctx), dtype=np.int64), first)  # each gram's context index
+        else:
+            self.ctx, self.ci = ctx_ci
+            first = np.bincount(self.ci, minlength=len(self.ctx))
         nctx = len(self.ctx)
-        self.ci = np.repeat(np.arange(nctx, dtype=np.int64), first)  # each gram's context index
         self.tok = tok_per_gram.astype(np.uint64, copy=False)
         self.counts = np.asarray(counts, dtype=np.int64)
         # per-context sums over each context's run of grams (integers: exact, whatever the summation order)
@@ -274,7 +279,7 @@ class KneserNey:
             del order, first
             keys.sort()
             keys, counts = run_counts(keys)
-            table = Order(N, ctx[(keys >> np.uint64(BITS)).astype(np.int64)], keys & MASK, counts)
+            table = Order(N, None, keys & MASK, counts, ctx_ci=(ctx, (keys >> np.uint64(BITS)).astype(np.int64)))
         del keys
         self.orders = {N: table}
         # lower orders: continuation counts (one per distinct longer gram with this suffix) + BOS-initial raw
