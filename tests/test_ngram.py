@@ -138,6 +138,29 @@ def test_distribution_sums_to_one(order, seed, depth):
         np.testing.assert_allclose(p, [ref.prob(hist, w) for w in range(V)], rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("order", [2, 3, 4, 5])
+def test_many_repeated_queries_in_one_call(order):
+    """prob() of more queries than one sort key can index (2^16; the lookup splits them) with many repeats
+    (each distinct query is searched once and spread): the same as asking them in small pieces, and as the
+    dictionary reference on a sample of them."""
+    V = 9
+    train = corpus(order, 40, 14, V)
+    lm = ngram.KneserNey(order, V).fit(train)
+    rng = np.random.default_rng(order)
+    n = (1 << 16) + 4_000
+    hist = rng.integers(0, V, size=(n, order - 1))
+    hist[: n // 4, 0] = lm.bos  # some at a window start
+    tok = rng.integers(0, V, size=n)
+    p = lm.prob(hist, tok)
+    pieces = np.concatenate([lm.prob(hist[s:s + 997], tok[s:s + 997]) for s in range(0, n, 997)])
+    np.testing.assert_array_equal(p, pieces)
+    ref = DictKN(train, order, V)
+    for i in rng.choice(n, 300, replace=False):
+        h = [int(x) for x in hist[i]]
+        h = h[h.index(lm.bos):] if lm.bos in h else [V] + h  # BOS at the start of the window
+        assert abs(p[i] - ref.prob(h, int(tok[i]))) < 1e-9
+
+
 def test_markov_source_bigram_loss_is_ln2():
     """First-order Markov source, two equally likely successors per state: once the counts are large the
     bigram model's test loss is the source's entropy, ln 2."""
