@@ -104,7 +104,9 @@ class Order:
             self.ctx, self.ci = ctx_ci
             first = np.bincount(self.ci, minlength=len(self.ctx))
         nctx = len(self.ctx)
-        self.tok = tok_per_gram.astype(np.uint64, copy=False)
+        # the per-gram arrays kept are small types (memory of big tables: full 8 + ci 4 + tok 2 + counts 8 bytes)
+        self.ci = self.ci.astype(np.int32 if nctx < 1 << 31 else np.int64)
+        self.tok = tok_per_gram.astype(np.uint16)
         self.counts = np.asarray(counts, dtype=np.int64)
         # per-context sums over each context's run of grams (integers: exact, whatever the summation order)
         starts = np.cumsum(first) - first
@@ -112,13 +114,13 @@ class Order:
         self.d = discounts(self.counts)
         # N1, N2, N3+ per context in one integer bincount (slot 3 ci + min(c, 3) - 1)
         slot = np.minimum(self.counts, 3)
-        slot += 3 * self.ci - 1
+        slot += 3 * self.ci.astype(np.int64) - 1
         n = np.bincount(slot, minlength=3 * nctx).reshape(nctx, 3).astype(np.float64)
         self.backoff_mass = 0 + self.d[0] * n[:, 0] + self.d[1] * n[:, 1] + self.d[2] * n[:, 2]
 
     @property
     def grams(self):
-        """Sorted gram keys (context index << 16 | token), made when first asked (orders 2-3 look up _full)."""
+        """Sorted gram keys (context index << 16 | token), made when first asked (orders 2-4 look up _full)."""
         if not hasattr(self, "_grams"):
             self._grams = self.ci.astype(np.uint64)
             self._grams <<= np.uint64(BITS)
