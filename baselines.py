@@ -1,7 +1,8 @@
 """
 Model-free reference points per category of a token store: papers, tokens, bytes per token, unigram
-entropy, compression rates (bits per byte of gzip / bz2 / lzma on the category's test text) and the
-near-duplicate rate between train and test papers (bottom-k MinHash over token 5-grams).
+entropy, compression rates (bits per byte of gzip / bz2 / lzma on the category's test text), the test loss
+of a Kneser-Ney trigram trained on the category's train papers alone (ngram.py, evaluate.py's tiling on
+both sides) and the near-duplicate rate between train and test papers (bottom-k MinHash over token 5-grams).
 
     python baselines.py --data_dir preprocessed_arxiv [--output baselines.json] [--hilberg]
 
@@ -18,11 +19,13 @@ import numpy as np
 
 import store as st
 from analysis import hilberg
+from ngram import KneserNey, test_windows
 from random_window_dataset import bundled_decoder, splitmix64
 
 SHINGLE = 5          # token 5-grams
 SKETCH = 64          # bottom-k MinHash sketch size
 DUP_JACCARD = 0.8    # a test paper with a train paper this similar counts as a near-duplicate
+KN_ORDER = 3         # the per-category Kneser-Ney baseline: a trigram, as the KN pilot's runs
 
 
 def sketch(tokens):
@@ -79,6 +82,21 @@ def compression_bpb(text_bytes):
             "lzma": 8 * len(lzma.compress(text_bytes, preset=6)) / n}
 
 
+def kn_baseline(store, category, order=KN_ORDER):
+    """Test loss (nats/token) and bits per byte of a Kneser-Ney model of `order` trained on all of the
+    category's train papers (each tiled as evaluate.py tiles a test paper: every token but the first once)."""
+    key = f"kn{order}"
+    tr, te = (store.papers(s, [category]) for s in ("train", "test"))
+    tr, te = tr[store.length[tr] >= 2], te[store.length[te] >= 2]
+    if len(tr) == 0 or len(te) == 0 or store.vocab_size + 2 > 1 << 16:
+        return {f"{key}_test_loss": None, f"{key}_test_bpb": None}
+    lm = KneserNey(order, store.vocab_size).fit(*test_windows(store, tr))
+    x, valid = test_windows(store, te)
+    total = float(lm.window_nll(x, valid).sum())
+    return {f"{key}_test_loss": total / int(valid.sum()),
+            f"{key}_test_bpb": total / np.log(2) / max(int(store.n_bytes[te].sum()), 1)}
+
+
 def store_baselines(store, max_compress_bytes=20_000_000, progress=True):
     """{"store_id", "per_category": {cat: {...}}, "overall": {...}} (see module doc)."""
     from tqdm import tqdm
@@ -110,6 +128,7 @@ def store_baselines(store, max_compress_bytes=20_000_000, progress=True):
             r["compress_bpb"] = compression_bpb(b"\n".join(parts))
         else:
             r["compress_bpb"] = {"gzip": None, "bz2": None, "lzma": None}  # no text without the tokenizer
+        r.update(kn_baseline(store, c))
         sims = [dup[int(pid)] for pid in te]
         r["test_near_duplicate_rate"] = float(np.mean([s >= DUP_JACCARD for s in sims])) if sims else None
         per[c] = r
@@ -128,13 +147,14 @@ def hilberg_baselines(store, cache_dir, max_bytes=16_000_000, progress=True):
 
 def print_table(b):
     print(f"{'category':10s} {'train pap':>9s} {'train tok':>12s} {'B/tok':>6s} {'H1 nats':>8s} "
-          f"{'gzip':>6s} {'bz2':>6s} {'lzma':>6s} {'dup%':>6s}")
+          f"{'gzip':>6s} {'bz2':>6s} {'lzma':>6s} {'kn3':>6s} {'kn3bpb':>6s} {'dup%':>6s}")
     f = lambda v, w=6, d=3: f"{v:{w}.{d}f}" if v is not None else f"{'-':>{w}s}"
     for c, r in b["per_category"].items():
         cb = r["compress_bpb"]
         dup = None if r["test_near_duplicate_rate"] is None else 100 * r["test_near_duplicate_rate"]
         print(f"{c:10s} {r['train_papers']:9,d} {r['train_tokens']:12,d} {f(r['bytes_per_token'])} "
-              f"{f(r['unigram_entropy_nats'], 8)} {f(cb['gzip'])} {f(cb['bz2'])} {f(cb['lzma'])} {f(dup, 6, 1)}")
+              f"{f(r['unigram_entropy_nats'], 8)} {f(cb['gzip'])} {f(cb['bz2'])} {f(cb['lzma'])} "
+              f"{f(r.get('kn3_test_loss'))} {f(r.get('kn3_test_bpb'))} {f(dup, 6, 1)}")
 
 
 def main(argv=None):

@@ -25,6 +25,7 @@ A plan file:
     fixed: {sampling: balanced, batch_size: 8}     # train.py flags for every run; batch_size is global
     gpus_per_run: 1               # emit: torchrun with this many processes, per-device batch = batch_size / gpus
     slurm: {time: "02:00:00", partition: gpu, cpus_per_task: 8}
+    script: train.py              # optional: ngram.py runs the plan with the Kneser-Ney model (plans/ngram_*.yaml)
 
 Every key of a plan is checked (a misspelt one is refused with the nearest valid name): the keys above,
 store.build against fetch_arxiv.py's flags, fixed and the grid axes against train.py's.
@@ -82,7 +83,8 @@ RUN_LOCK = ".lock"  # train.py's one-writer lock in each run directory (runlock.
 SWEEP_LOCK = ".sweep.lock"  # `run`'s lock on its --out
 STATUSES = ("complete", "running", "interrupted", "failed", "conflict", "pending")
 # a plan's schema: every key is checked, so a typo (fixd:, K_: ...) is refused instead of silently ignored
-PLAN_KEYS = ("name", "store", "grid", "fixed", "gpus_per_run", "slurm")
+PLAN_KEYS = ("name", "store", "grid", "fixed", "gpus_per_run", "slurm", "script")
+SCRIPTS = (TRAIN, "ngram.py")  # what a plan's runs execute (same flags for the run directory, same format)
 STORE_KEYS = ("data_dir", "build")
 SLURM_KEYS = ("time", "partition", "cpus_per_task", "max_concurrent", "extra")
 # train.py flags that sweep.py sets itself for every run
@@ -122,7 +124,10 @@ def check_schema(path, plan):
     fetch = [f for f in script_flags("fetch_arxiv.py") if f != "output_dir"]
     _check_keys(path, "store.build.", build, fetch, {"output_dir": "store.data_dir"})
     _check_keys(path, "slurm.", plan.get("slurm") or {}, list(SLURM_KEYS))
-    train = [f for f in script_flags(TRAIN) if f not in SWEEP_OWNED]
+    script = plan.get("script", TRAIN)
+    if script not in SCRIPTS:
+        st.die(f"plan {path}: script must be one of {', '.join(SCRIPTS)} (got {script!r})")
+    train = [f for f in script_flags(script) if f not in SWEEP_OWNED]
     _check_keys(path, "fixed.", plan.get("fixed") or {}, train, SWEEP_OWNED)
     grids = plan["grid"] if isinstance(plan["grid"], list) else [plan["grid"]]
     for i, g in enumerate(grids):
@@ -283,7 +288,8 @@ def train_command(plan, out, rid, params, python=sys.executable, gpus=1, relativ
     """The train.py command of one run. relative (emit): the project's paths as the plan gives them, for a
     script that cds into the project directory (on the cluster, --project_dir) first."""
     data_dir = str(plan["store"]["data_dir"]) if relative else str(project_path(plan["store"]["data_dir"]))
-    script = TRAIN if relative else str(PROJECT / TRAIN)
+    script = plan.get("script", TRAIN)  # a plan may run another script of train.py's flags and run directory (ngram.py)
+    script = script if relative else str(PROJECT / script)
     base = ([python, script] if gpus == 1 else
             [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", script])
     return base + ["--data_dir", data_dir, "--output_dir", str(Path(out).resolve() / "runs"), "--run_name", rid,

@@ -243,6 +243,19 @@ class Plan:
     run_dir: Path
 
 
+def token_schedule(args, pool_windows, world=1):
+    """(token budget, tokens per step, total steps) from --token_budget (or --epochs over pool_windows),
+    --batch_size, --grad_accum_steps and the world size. The run trains on sampler items
+    0 .. total_steps * tokens_per_step / PRED_PER_WINDOW - 1 (ngram.py counts exactly these windows)."""
+    tokens_per_step = PRED_PER_WINDOW * args.batch_size * args.grad_accum_steps * world
+    budget = args.token_budget if args.token_budget is not None else args.epochs * pool_windows * PRED_PER_WINDOW
+    if budget < tokens_per_step:
+        st.die(f"token budget {budget:,.0f} is smaller than one step ({tokens_per_step:,} tokens = "
+               f"{PRED_PER_WINDOW} x batch {args.batch_size} x accum {args.grad_accum_steps} x world {world}); "
+               "raise --token_budget or lower --batch_size")
+    return budget, tokens_per_step, math.ceil(budget / tokens_per_step)
+
+
 def plan_run(args, dist, store, categories, train_ds):
     try:
         cfg, model_name, default_lr, expected = model_config(args.model_config, store.vocab_size)
@@ -253,13 +266,7 @@ def plan_run(args, dist, store, categories, train_ds):
     if tag_base is not None and tag_base + len(store.categories) > cfg.vocab_size:
         st.die(f"--tag_categories: tags {tag_base}..{tag_base + len(store.categories) - 1} do not fit the model's "
                f"vocab_size {cfg.vocab_size}")
-    tokens_per_step = PRED_PER_WINDOW * args.batch_size * args.grad_accum_steps * dist.world
-    budget = args.token_budget if args.token_budget is not None else args.epochs * len(train_ds) * PRED_PER_WINDOW
-    if budget < tokens_per_step:
-        st.die(f"token budget {budget:,.0f} is smaller than one step ({tokens_per_step:,} tokens = "
-               f"{PRED_PER_WINDOW} x batch {args.batch_size} x accum {args.grad_accum_steps} x world {dist.world}); "
-               "raise --token_budget or lower --batch_size")
-    total_steps = math.ceil(budget / tokens_per_step)
+    budget, tokens_per_step, total_steps = token_schedule(args, len(train_ds), dist.world)
     warmup = max(1, math.ceil(args.warmup_ratio * total_steps))
     lr = args.learning_rate if args.learning_rate is not None else default_lr
     identity = run_identity(args, dist, store.store_id, categories, cfg, model_name, lr, tokens_per_step,
