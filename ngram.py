@@ -36,10 +36,7 @@ test_results.json in evaluate.py's schema, metrics.jsonl), so sweep.py runs plan
 `script: ngram.py`) and analyze.py reads it unchanged; kn<order> is a model of its own there.
 """
 import argparse
-import hashlib
 import json
-import math
-import os
 import time
 from pathlib import Path
 
@@ -415,7 +412,7 @@ def evaluate_kn(lm, store, split="test", training_categories=None, output=None, 
 # the run
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=st.HelpFormatter,
+    p = st.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=st.HelpFormatter,
                                 allow_abbrev=False)
     a = p.add_argument
     a("--data_dir", default="preprocessed_arxiv", help="token store written by fetch_arxiv.py")
