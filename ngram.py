@@ -35,7 +35,6 @@ The run directory has train.py's format (run_config.json with model "kn<order>",
 test_results.json in evaluate.py's schema, metrics.jsonl), so sweep.py runs plans of it (a plan's
 `script: ngram.py`) and analyze.py reads it unchanged; kn<order> is a model of its own there.
 """
-import argparse
 import json
 import time
 from pathlib import Path
