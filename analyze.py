@@ -1776,6 +1776,7 @@ def main(argv=None):
         print(f"--- group {label}")
         analyse(part, out / label, args)
         summary.append((label, [r for r in part if not r["excluded"]]))
+    out.mkdir(parents=True, exist_ok=True)
     write_groups_table(summary, out / "groups.md", differing)
     return out
 
