@@ -874,6 +874,13 @@ def train_loop(run, state):
             after_step_eval_and_checkpoint(run, state, stopping=verdict is not None)
             if verdict:  # interrupted: what was trained is kept
                 return verdict
+        # a stop that arrived after the last step's check (during its validation or best/): honoured here,
+        # before the long test evaluation, with a step checkpoint a resume can finish from (agreed by all ranks)
+        late = dist.all_reduce(torch.tensor(float(stop.signal is not None)), op="max")
+        if float(late):
+            save_step_checkpoint(run, state)
+            checkpoint(plan.run_dir / "final", run, state, with_optimizer=False)
+            return "interrupted", f"interrupted ({stop.signal or 'signal on another rank'}) at step {state.step}"
         return "complete", None
     except StopRun as e:
         return "failed", str(e)

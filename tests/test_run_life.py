@@ -449,3 +449,27 @@ def test_torchrun_ctrl_c_under_sweep_is_interrupted_and_resumes(synthetic_store,
     assert f"resumed from step {step}" in (run / "train.log").read_text()
     s = _summary(run)
     assert s["status"] == "complete" and s["steps"] == 10 and s["final_val_loss"] is not None
+
+
+def test_stop_during_the_last_validation_is_honoured_before_the_test_eval(synthetic_store, tmp_path, monkeypatch,
+                                                                          hooks, ref):
+    """A stop signal that arrives during the last step's validation (after that step's check) used to be
+    swallowed: the run went on through the long test evaluation, and a kill there lost every step since the
+    last step checkpoint. Now it stops with a step checkpoint at the last step and final/; --resume finishes."""
+    validation = train.run_validation
+
+    def stop_inside(run, state):
+        if state.step == TOTAL:
+            signal.raise_signal(signal.SIGINT)
+        return validation(run, state)
+
+    monkeypatch.setattr(train, "run_validation", stop_inside)
+    with pytest.raises(SystemExit) as e:
+        train.main(_args(synthetic_store, tmp_path, "lateval"))
+    assert e.value.code == train.EXIT_INTERRUPTED
+    run = tmp_path / "lateval"
+    assert (run / f"step_{TOTAL:08d}" / "training_state.pt").is_file() and (run / "final").is_dir()
+    assert not (run / "summary.json").exists()
+    monkeypatch.setattr(train, "run_validation", validation)
+    train.main(_args(synthetic_store, tmp_path, "lateval", "--resume"))
+    _assert_complete_like(run, ref)
