@@ -536,12 +536,13 @@ def number(kind=float, lo=None, hi=None, lo_open=False, hi_open=False, off=None)
     bound). off: a word (e.g. "off") that gives None. A value outside is refused at parse time, in one
     line naming the flag and the range (see ArgumentParser)."""
     what = "an integer" if kind is int else "a number"
+    g = lambda x: str(x) if isinstance(x, int) else f"{x:g}"  # an int bound exactly (2**64 - 1, not 1.84467e+19)
     if lo is not None and hi is not None:
-        rng = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        rng = f"in {'(' if lo_open else '['}{g(lo)}, {g(hi)}{')' if hi_open else ']'}"
     elif lo is not None:
-        rng = f"{'>' if lo_open else '>='} {lo:g}"
+        rng = f"{'>' if lo_open else '>='} {g(lo)}"
     elif hi is not None:
-        rng = f"{'<' if hi_open else '<='} {hi:g}"
+        rng = f"{'<' if hi_open else '<='} {g(hi)}"
     else:
         rng = ""
     desc = " ".join(x for x in (what, rng) if x) + (f" (or {off})" if off else "")

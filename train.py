@@ -66,14 +66,15 @@ def parse_args(argv=None):
     p = st.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=st.HelpFormatter,
                           allow_abbrev=False)
     a = p.add_argument
-    pos_int, nonneg_int, pos = st.number(int, 1), st.number(int, 0), st.number(float, 0, lo_open=True)
+    pos_int, pos = st.number(int, 1), st.number(float, 0, lo_open=True)
+    seed_int = st.number(int, 0, 2**64 - 1)  # torch.manual_seed's range; the sampler hashes seeds mod 2**64
     ratio = st.number(float, 0, 1)
     a("--data_dir", default="preprocessed_arxiv", help="token store written by fetch_arxiv.py")
     a("--K", type=st.number(int, 1, len(st.CATEGORIES)), default=1, help="number of categories (select_categories(K, seed))")
-    a("--seed", type=nonneg_int, default=0, help="subset seed; also the default --init_seed and --data_seed")
+    a("--seed", type=seed_int, default=0, help="subset seed; also the default --init_seed and --data_seed")
     a("--categories", nargs="+", default=None, help="explicit category names (overrides --K/--seed)")
-    a("--init_seed", type=nonneg_int, default=None, help="model initialisation seed (default: --seed)")
-    a("--data_seed", type=nonneg_int, default=None, help="window sampler seed (default: --seed)")
+    a("--init_seed", type=seed_int, default=None, help="model initialisation seed (default: --seed)")
+    a("--data_seed", type=seed_int, default=None, help="window sampler seed (default: --seed)")
     a("--sampling", default="paper", choices=SAMPLING_MODES,
       help="paper: uniform over papers; token: over window starts; balanced: over categories, then tokens")
     a("--model_config", default="pythia-14m", help=f"{', '.join(PYTHIA)} or a JSON file of GPTNeoXConfig fields")
