@@ -471,12 +471,17 @@ def restore(candidates, run, n_labels):
         return state, None
     for path in candidates:
         try:
-            saved = load_checkpoint(path, run)
-            break
+            saved, error = load_checkpoint(path, run), None
         except Exception as e:
-            if run.dist.rank0:
-                first = str(e).splitlines()[0][:200] if str(e) else ""
-                print(f"resume: skipping {path} (unreadable: {type(e).__name__}: {first})", flush=True)
+            saved, error = None, e
+        # every rank resumes from the same checkpoint: one that failed to load on any rank is skipped by all
+        # (ranks that went on from different steps would hang in, or silently corrupt, the collectives)
+        if not float(run.dist.all_reduce(torch.tensor(float(saved is None)), op="max")):
+            break
+        if run.dist.rank0:
+            first = str(error).splitlines()[0][:200] if error is not None and str(error) else ""
+            why = f"{type(error).__name__}: {first}" if error is not None else "it failed to load on another rank"
+            print(f"resume: skipping {path} (unreadable: {why})", flush=True)
     else:
         st.die(f"--resume: none of the checkpoints of {run.plan.run_dir} loads completely "
                f"({', '.join(p.name for p in candidates)}); restore one or start the run anew in another directory")

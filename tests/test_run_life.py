@@ -478,3 +478,34 @@ def test_stop_during_the_last_validation_is_honoured_before_the_test_eval(synthe
     monkeypatch.setattr(train, "run_validation", validation)
     train.main(_args(synthetic_store, tmp_path, "lateval", "--resume"))
     _assert_complete_like(run, ref)
+
+
+def test_a_checkpoint_unreadable_on_one_rank_is_skipped_by_every_rank(synthetic_store, tmp_path, hooks, ref,
+                                                                      monkeypatch, capsys):
+    """Under DDP each rank loads the checkpoint itself: when another rank cannot load the newest one (its
+    node's view of the file system, a read error), every rank must skip it, not only that one, or the ranks
+    go on from different steps. Another rank's failure is stood for by the restore's all-reduce (the first
+    "max" reduction after a load), which reports step_00000005 as failed elsewhere."""
+    hooks.STEP_HOOK = _interrupt_at(5)
+    with pytest.raises(SystemExit):
+        train.main(_args(synthetic_store, tmp_path, "ranks"))
+    hooks.STEP_HOOK = None
+    loaded = []
+    load, reduce = train.load_checkpoint, train.Dist.all_reduce
+
+    def load_and_note(path, run):
+        loaded.append(Path(path).name)
+        return load(path, run)
+
+    def other_rank(self, t, op="sum"):
+        if op == "max" and loaded and loaded.pop() == "step_00000005":
+            return torch.ones_like(t)  # the other rank could not load it
+        return reduce(self, t, op)
+
+    monkeypatch.setattr(train, "load_checkpoint", load_and_note)
+    monkeypatch.setattr(train.Dist, "all_reduce", other_rank)
+    capsys.readouterr()
+    run = train.main(_args(synthetic_store, tmp_path, "ranks", "--resume"))
+    out = capsys.readouterr().out
+    assert "resume: skipping" in out and "another rank" in out and "resumed from step 3" in out, out[-2000:]
+    _assert_complete_like(run, ref)
