@@ -600,8 +600,13 @@ def plot_loss_curve(run_dir):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(Path(run_dir) / "loss_curve.png", dpi=120)
-    plt.close(fig)
+    tmp = Path(run_dir) / "loss_curve.png.tmp"
+    try:  # written aside and renamed: a full disk leaves the previous plot (or none), never a truncated one
+        fig.savefig(tmp, dpi=120, format="png")
+        os.replace(tmp, Path(run_dir) / "loss_curve.png")
+    finally:
+        tmp.unlink(missing_ok=True)
+        plt.close(fig)
 
 
 @torch.no_grad()
