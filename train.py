@@ -850,7 +850,10 @@ def after_step_eval_and_checkpoint(run, state, stopping=False):
 def save_step_checkpoint(run, state):
     checkpoint(run.plan.run_dir / f"step_{state.step:08d}", run, state)
     if run.dist.rank0:
-        for old in step_checkpoints(run.plan.run_dir)[:-run.args.max_step_checkpoints]:
+        # the newest --max_step_checkpoints up to this step are kept. One from beyond it (an unreadable one
+        # a resume skipped) is not counted: by name order it would outrank, and delete, the one just written
+        done = [p for p in step_checkpoints(run.plan.run_dir) if p.name[5:].isdigit() and int(p.name[5:]) <= state.step]
+        for old in done[:-run.args.max_step_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
 
 

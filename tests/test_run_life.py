@@ -509,3 +509,23 @@ def test_a_checkpoint_unreadable_on_one_rank_is_skipped_by_every_rank(synthetic_
     out = capsys.readouterr().out
     assert "resume: skipping" in out and "another rank" in out and "resumed from step 3" in out, out[-2000:]
     _assert_complete_like(run, ref)
+
+
+def test_rotation_never_deletes_the_checkpoint_just_written_for_a_skipped_newer_one(synthetic_store, tmp_path,
+                                                                                    hooks, ref):
+    """Resumed from step_00000003 past an unreadable step_00000005, with --max_step_checkpoints 1, and stopped
+    at step 4: rotation by name order kept the unreadable step_00000005 and deleted step_00000004, the one
+    just written, so the next resume found no readable checkpoint (exit 2) and the run was lost."""
+    hooks.STEP_HOOK = _interrupt_at(5)
+    with pytest.raises(SystemExit):
+        train.main(_args(synthetic_store, tmp_path, "rot", "--skip_test_eval"))
+    run = tmp_path / "rot"
+    (run / "step_00000005" / "training_state.pt").unlink()
+    hooks.STEP_HOOK = _interrupt_at(4)
+    with pytest.raises(SystemExit) as e:
+        train.main(_args(synthetic_store, tmp_path, "rot", "--resume", "--max_step_checkpoints", "1"))
+    assert e.value.code == train.EXIT_INTERRUPTED
+    hooks.STEP_HOOK = None
+    assert "step_00000004" in [p.name for p in train.step_checkpoints(run)]
+    train.main(_args(synthetic_store, tmp_path, "rot", "--resume", "--max_step_checkpoints", "1"))
+    assert _same_weights(run, ref) and _summary(run)["status"] == "complete"
