@@ -493,8 +493,23 @@ def restore(candidates, run, n_labels):
     state.best_step = saved.get("best_step")
     state.last_val, state.last_val_step = saved.get("last_val_loss"), saved.get("last_val_step")
     state.prior_wall_s, state.prior_train_s = float(saved.get("wall_s", 0.0)), float(saved.get("train_s", 0.0))
+    adopt_later_best(run.plan.run_dir / "best", state)
     torch.set_rng_state(saved["torch_rng"].cpu())  # loaded onto the device; the CPU generator needs a CPU tensor
     return state, resume_from
+
+
+def adopt_later_best(best_dir, state):
+    """best/ written after the checkpoint a resume starts from (a newer checkpoint was unreadable, or the kill
+    came before the next one) holds weights the checkpoint's best_val does not describe: where the re-run
+    steps do not beat it (GPU kernels are not bit-reproducible), best/ would stay while the summary named
+    another step. Its own values are taken, so that best/ and the summary's best_step / best_val_loss agree."""
+    try:
+        best = torch.load(Path(best_dir) / "training_state.pt", map_location="cpu", weights_only=True)
+        step, val = int(best["step"]), float(best["best_val_loss"])
+    except Exception:
+        return  # none, or unreadable: the checkpoint's values stand (a better validation replaces best/)
+    if step > state.step and math.isfinite(val) and val <= state.best_val:
+        state.best_val, state.best_step = val, step
 
 
 def rewind_metrics(run_dir, step, state):

@@ -529,3 +529,29 @@ def test_rotation_never_deletes_the_checkpoint_just_written_for_a_skipped_newer_
     assert "step_00000004" in [p.name for p in train.step_checkpoints(run)]
     train.main(_args(synthetic_store, tmp_path, "rot", "--resume", "--max_step_checkpoints", "1"))
     assert _same_weights(run, ref) and _summary(run)["status"] == "complete"
+
+
+def test_best_from_after_the_resumed_checkpoint_agrees_with_the_summary(synthetic_store, tmp_path, hooks,
+                                                                        monkeypatch):
+    """best/ of step 4 exists, the resume starts from step_00000003 (step_00000005 lost), and the re-run's
+    validations come out worse (GPU kernels are not bit-reproducible; stood for by +1 on every validation
+    after the resume): best/ stayed step 4's weights while the summary named step 2. Now the summary names
+    the step and loss of the weights in best/."""
+    hooks.STEP_HOOK = _interrupt_at(5)
+    with pytest.raises(SystemExit):
+        train.main(_args(synthetic_store, tmp_path, "lost", "--skip_test_eval"))
+    hooks.STEP_HOOK = None
+    run = tmp_path / "lost"
+    shutil.rmtree(run / "step_00000005")
+    assert torch.load(run / "best" / "training_state.pt", weights_only=True)["step"] == 4
+    validation = train.run_validation
+
+    def worse(run_, state):
+        state.last_val = validation(run_, state) + 1.0
+        return state.last_val
+
+    monkeypatch.setattr(train, "run_validation", worse)
+    train.main(_args(synthetic_store, tmp_path, "lost", "--skip_test_eval", "--resume"))
+    best = torch.load(run / "best" / "training_state.pt", weights_only=True)
+    s = _summary(run)
+    assert s["status"] == "complete" and (s["best_step"], s["best_val_loss"]) == (best["step"], best["best_val_loss"])
