@@ -242,12 +242,16 @@ def restore_old_dirs(parent):
 def write_json_atomic(path, obj, indent=None):
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=indent)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=indent)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk (or a kill signal) leaves no half-written .tmp behind
+        raise
     fsync_dir(path.parent)
 
 
@@ -536,12 +540,13 @@ def number(kind=float, lo=None, hi=None, lo_open=False, hi_open=False, off=None)
     bound). off: a word (e.g. "off") that gives None. A value outside is refused at parse time, in one
     line naming the flag and the range (see ArgumentParser)."""
     what = "an integer" if kind is int else "a number"
+    g = lambda x: str(x) if isinstance(x, int) else f"{x:g}"  # an int bound exactly (2**64 - 1, not 1.84467e+19)
     if lo is not None and hi is not None:
-        rng = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        rng = f"in {'(' if lo_open else '['}{g(lo)}, {g(hi)}{')' if hi_open else ']'}"
     elif lo is not None:
-        rng = f"{'>' if lo_open else '>='} {lo:g}"
+        rng = f"{'>' if lo_open else '>='} {g(lo)}"
     elif hi is not None:
-        rng = f"{'<' if hi_open else '<='} {hi:g}"
+        rng = f"{'<' if hi_open else '<='} {g(hi)}"
     else:
         rng = ""
     desc = " ".join(x for x in (what, rng) if x) + (f" (or {off})" if off else "")

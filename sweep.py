@@ -162,9 +162,14 @@ def load_plan(path):
     for g in grids:
         if not isinstance(g, dict):
             st.die(f"plan {path}: each grid must be a mapping of train.py flags to lists of values")
+        if not g:  # no axis: a run with an empty id, whose directory would be OUT/runs itself
+            st.die(f"plan {path}: a grid needs at least one axis (a single run: one axis with one value)")
         for k, v in g.items():
             if not isinstance(v, list) or not v:
                 st.die(f"plan {path}: grid.{k} must be a non-empty list")
+        for s in g.get("seed", []):  # the run id writes it as s<int>
+            if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+                st.die(f"plan {path}: grid.seed values must be non-negative integers (got {s!r})")
     plan["grid"] = grids
     plan["name"] = plan.get("name") or path.stem
     plan["fixed"] = plan.get("fixed") or {}

@@ -66,14 +66,15 @@ def parse_args(argv=None):
     p = st.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=st.HelpFormatter,
                           allow_abbrev=False)
     a = p.add_argument
-    pos_int, nonneg_int, pos = st.number(int, 1), st.number(int, 0), st.number(float, 0, lo_open=True)
+    pos_int, pos = st.number(int, 1), st.number(float, 0, lo_open=True)
+    seed_int = st.number(int, 0, 2**64 - 1)  # torch.manual_seed's range; the sampler hashes seeds mod 2**64
     ratio = st.number(float, 0, 1)
     a("--data_dir", default="preprocessed_arxiv", help="token store written by fetch_arxiv.py")
     a("--K", type=st.number(int, 1, len(st.CATEGORIES)), default=1, help="number of categories (select_categories(K, seed))")
-    a("--seed", type=nonneg_int, default=0, help="subset seed; also the default --init_seed and --data_seed")
+    a("--seed", type=seed_int, default=0, help="subset seed; also the default --init_seed and --data_seed")
     a("--categories", nargs="+", default=None, help="explicit category names (overrides --K/--seed)")
-    a("--init_seed", type=nonneg_int, default=None, help="model initialisation seed (default: --seed)")
-    a("--data_seed", type=nonneg_int, default=None, help="window sampler seed (default: --seed)")
+    a("--init_seed", type=seed_int, default=None, help="model initialisation seed (default: --seed)")
+    a("--data_seed", type=seed_int, default=None, help="window sampler seed (default: --seed)")
     a("--sampling", default="paper", choices=SAMPLING_MODES,
       help="paper: uniform over papers; token: over window starts; balanced: over categories, then tokens")
     a("--model_config", default="pythia-14m", help=f"{', '.join(PYTHIA)} or a JSON file of GPTNeoXConfig fields")
@@ -473,12 +474,17 @@ def restore(candidates, run, n_labels):
         return state, None
     for path in candidates:
         try:
-            saved = load_checkpoint(path, run)
-            break
+            saved, error = load_checkpoint(path, run), None
         except Exception as e:
-            if run.dist.rank0:
-                first = str(e).splitlines()[0][:200] if str(e) else ""
-                print(f"resume: skipping {path} (unreadable: {type(e).__name__}: {first})", flush=True)
+            saved, error = None, e
+        # every rank resumes from the same checkpoint: one that failed to load on any rank is skipped by all
+        # (ranks that went on from different steps would hang in, or silently corrupt, the collectives)
+        if not float(run.dist.all_reduce(torch.tensor(float(saved is None)), op="max")):
+            break
+        if run.dist.rank0:
+            first = str(error).splitlines()[0][:200] if error is not None and str(error) else ""
+            why = f"{type(error).__name__}: {first}" if error is not None else "it failed to load on another rank"
+            print(f"resume: skipping {path} (unreadable: {why})", flush=True)
     else:
         st.die(f"--resume: none of the checkpoints of {run.plan.run_dir} loads completely "
                f"({', '.join(p.name for p in candidates)}); restore one or start the run anew in another directory")
@@ -490,8 +496,23 @@ def restore(candidates, run, n_labels):
     state.best_step = saved.get("best_step")
     state.last_val, state.last_val_step = saved.get("last_val_loss"), saved.get("last_val_step")
     state.prior_wall_s, state.prior_train_s = float(saved.get("wall_s", 0.0)), float(saved.get("train_s", 0.0))
+    adopt_later_best(run.plan.run_dir / "best", state)
     torch.set_rng_state(saved["torch_rng"].cpu())  # loaded onto the device; the CPU generator needs a CPU tensor
     return state, resume_from
+
+
+def adopt_later_best(best_dir, state):
+    """best/ written after the checkpoint a resume starts from (a newer checkpoint was unreadable, or the kill
+    came before the next one) holds weights the checkpoint's best_val does not describe: where the re-run
+    steps do not beat it (GPU kernels are not bit-reproducible), best/ would stay while the summary named
+    another step. Its own values are taken, so that best/ and the summary's best_step / best_val_loss agree."""
+    try:
+        best = torch.load(Path(best_dir) / "training_state.pt", map_location="cpu", weights_only=True)
+        step, val = int(best["step"]), float(best["best_val_loss"])
+    except Exception:
+        return  # none, or unreadable: the checkpoint's values stand (a better validation replaces best/)
+    if step > state.step and math.isfinite(val) and val <= state.best_val:
+        state.best_val, state.best_step = val, step
 
 
 def rewind_metrics(run_dir, step, state):
@@ -597,8 +618,13 @@ def plot_loss_curve(run_dir):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(Path(run_dir) / "loss_curve.png", dpi=120)
-    plt.close(fig)
+    tmp = Path(run_dir) / "loss_curve.png.tmp"
+    try:  # written aside and renamed: a full disk leaves the previous plot (or none), never a truncated one
+        fig.savefig(tmp, dpi=120, format="png")
+        os.replace(tmp, Path(run_dir) / "loss_curve.png")
+    finally:
+        tmp.unlink(missing_ok=True)
+        plt.close(fig)
 
 
 @torch.no_grad()
@@ -916,7 +942,10 @@ def after_step_eval_and_checkpoint(run, state, stopping=False):
 def save_step_checkpoint(run, state):
     checkpoint(run.plan.run_dir / f"step_{state.step:08d}", run, state)
     if run.dist.rank0:
-        for old in step_checkpoints(run.plan.run_dir)[:-run.args.max_step_checkpoints]:
+        # the newest --max_step_checkpoints up to this step are kept. One from beyond it (an unreadable one
+        # a resume skipped) is not counted: by name order it would outrank, and delete, the one just written
+        done = [p for p in step_checkpoints(run.plan.run_dir) if p.name[5:].isdigit() and int(p.name[5:]) <= state.step]
+        for old in done[:-run.args.max_step_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
 
 
@@ -951,6 +980,13 @@ def train_loop(run, state):
             after_step_eval_and_checkpoint(run, state, stopping=verdict is not None)
             if verdict:  # interrupted: what was trained is kept
                 return verdict
+        # a stop that arrived after the last step's check (during its validation or best/): honoured here,
+        # before the long test evaluation, with a step checkpoint a resume can finish from (agreed by all ranks)
+        late = dist.all_reduce(torch.tensor(float(stop.signal is not None)), op="max")
+        if float(late):
+            save_step_checkpoint(run, state)
+            checkpoint(plan.run_dir / "final", run, state, with_optimizer=False)
+            return "interrupted", f"interrupted ({stop.signal or 'signal on another rank'}) at step {state.step}"
         return "complete", None
     except StopRun as e:
         return "failed", str(e)

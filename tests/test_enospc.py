@@ -3,6 +3,7 @@ space, the previous store intact, no temporary directory left; and leftovers of 
 next start. On a real small tmpfs where this machine allows mounting one (root), and everywhere with the
 store writer's file writes failing with ENOSPC after N bytes."""
 import errno
+import json
 import os
 import shutil
 import subprocess
@@ -148,3 +149,33 @@ def test_leftovers_of_a_killed_run_removed_at_next_start(tmp_path, capsys):
         assert not d.exists() and str(d) in printed
     for d in kept:
         assert d.exists()
+
+
+def test_json_written_on_a_full_disk_leaves_no_temp_file(small_fs):
+    """write_json_atomic (summary.json, run_config.json, meta.json...) on a full disk: the OSError goes up
+    (the caller says it in one line), the previous file is intact and no half-written NAME.tmp is left."""
+    target = small_fs / "summary.json"
+    st.write_json_atomic(target, {"status": "interrupted"})
+    with open(small_fs / "filler", "wb") as f:
+        try:
+            f.write(b"\0" * shutil.disk_usage(small_fs).free)
+        except OSError:
+            pass
+    with pytest.raises(OSError) as e:
+        st.write_json_atomic(target, {"status": "complete", "pad": "x" * 100_000})
+    assert st.is_no_space(e.value)
+    assert sorted(p.name for p in small_fs.iterdir()) == ["filler", "summary.json"]
+    assert json.loads(target.read_text()) == {"status": "interrupted"}
+    # train.py's loss curve on the same full disk: no truncated loss_curve.png, no temp file
+    import train
+    (small_fs / "filler").unlink()
+    (small_fs / "metrics.jsonl").write_text("".join(json.dumps({"kind": "train", "step": i, "tokens": 100 * i,
+                                                                 "loss": 5.0 / i}) + "\n" for i in range(1, 50)))
+    with open(small_fs / "filler", "wb") as f:
+        try:
+            f.write(b"\0" * shutil.disk_usage(small_fs).free)
+        except OSError:
+            pass
+    with pytest.raises(OSError):
+        train.plot_loss_curve(small_fs)
+    assert sorted(p.name for p in small_fs.iterdir()) == ["filler", "metrics.jsonl", "summary.json"]

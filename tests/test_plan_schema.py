@@ -130,3 +130,18 @@ def test_emit_project_dir_with_home_expands_on_the_cluster(tmp_path, project_dir
     r = subprocess.run(["bash", "-c", f"set -eu; {cd}; pwd"], env={**os.environ, "HOME": str(home)},
                        capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == str(target), (cd, r.stderr)
+
+
+def test_grids_without_an_axis_or_with_a_non_integer_seed_are_refused(tmp_path, capsys):
+    """A grid with no axis ({} or [{}]) expands to one run whose id is empty: its directory would be
+    OUT/runs itself (and train.py, given --run_name '', picks its own name, so the run is never seen as
+    complete). A grid seed that is not a non-negative integer crashed run_id with a TypeError."""
+    for grid in ({}, [{}], [{"K": [1]}, {}]):
+        msg = one_line_error(sweep.main, ["list", str(_write(tmp_path, _with(GOOD, ("grid",), grid)))], capsys)
+        assert "at least one axis" in msg, msg
+    for seed in (None, "a", -1, 1.5, True):
+        msg = one_line_error(sweep.main, ["list", str(_write(tmp_path, _with(GOOD, ("grid", "seed"), [0, seed])))],
+                             capsys)
+        assert "grid.seed" in msg and "non-negative integers" in msg, msg
+    for rid, _ in sweep.expand(sweep.load_plan(_write(tmp_path, GOOD))):
+        assert rid

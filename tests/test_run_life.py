@@ -338,6 +338,11 @@ def test_every_numeric_flag_out_of_range_is_one_line(synthetic_store, tmp_path, 
              (train.main, base + ["--adam_beta2", "1"], "--adam_beta2", "[0, 1)"),
              (train.main, base + ["--batch_size", "0"], "--batch_size", ">= 1"),
              (train.main, base + ["--K", "0"], "--K", "[1, 11]"),
+             (train.main, base + ["--warmup_ratio", "nan"], "--warmup_ratio", "[0, 1]"),
+             (train.main, base + ["--epochs", "inf"], "--epochs", "> 0"),
+             # torch.manual_seed's range: beyond it, a traceback after the run directory was made
+             (train.main, base + ["--init_seed", str(2**64)], "--init_seed", f"[0, {2**64 - 1}]"),
+             (train.main, base + ["--seed", "-1"], "--seed", f"[0, {2**64 - 1}]"),
              (evaluate.main, ["--model_dir", "x", "--batch_size", "0"], "--batch_size", ">= 1"),
              (evaluate.main, ["--model_dir", "x", "--max_papers_per_category", "0"], "--max_papers_per_category", ">= 1"),
              (fetch_arxiv.main, ["--num_proc", "0"], "--num_proc", ">= 1"),
@@ -449,3 +454,104 @@ def test_torchrun_ctrl_c_under_sweep_is_interrupted_and_resumes(synthetic_store,
     assert f"resumed from step {step}" in (run / "train.log").read_text()
     s = _summary(run)
     assert s["status"] == "complete" and s["steps"] == 10 and s["final_val_loss"] is not None
+
+
+def test_stop_during_the_last_validation_is_honoured_before_the_test_eval(synthetic_store, tmp_path, monkeypatch,
+                                                                          hooks, ref):
+    """A stop signal that arrives during the last step's validation (after that step's check) used to be
+    swallowed: the run went on through the long test evaluation, and a kill there lost every step since the
+    last step checkpoint. Now it stops with a step checkpoint at the last step and final/; --resume finishes."""
+    validation = train.run_validation
+
+    def stop_inside(run, state):
+        if state.step == TOTAL:
+            signal.raise_signal(signal.SIGINT)
+        return validation(run, state)
+
+    monkeypatch.setattr(train, "run_validation", stop_inside)
+    with pytest.raises(SystemExit) as e:
+        train.main(_args(synthetic_store, tmp_path, "lateval"))
+    assert e.value.code == train.EXIT_INTERRUPTED
+    run = tmp_path / "lateval"
+    assert (run / f"step_{TOTAL:08d}" / "training_state.pt").is_file() and (run / "final").is_dir()
+    assert not (run / "summary.json").exists()
+    monkeypatch.setattr(train, "run_validation", validation)
+    train.main(_args(synthetic_store, tmp_path, "lateval", "--resume"))
+    _assert_complete_like(run, ref)
+
+
+def test_a_checkpoint_unreadable_on_one_rank_is_skipped_by_every_rank(synthetic_store, tmp_path, hooks, ref,
+                                                                      monkeypatch, capsys):
+    """Under DDP each rank loads the checkpoint itself: when another rank cannot load the newest one (its
+    node's view of the file system, a read error), every rank must skip it, not only that one, or the ranks
+    go on from different steps. Another rank's failure is stood for by the restore's all-reduce (the first
+    "max" reduction after a load), which reports step_00000005 as failed elsewhere."""
+    hooks.STEP_HOOK = _interrupt_at(5)
+    with pytest.raises(SystemExit):
+        train.main(_args(synthetic_store, tmp_path, "ranks"))
+    hooks.STEP_HOOK = None
+    loaded = []
+    load, reduce = train.load_checkpoint, train.Dist.all_reduce
+
+    def load_and_note(path, run):
+        loaded.append(Path(path).name)
+        return load(path, run)
+
+    def other_rank(self, t, op="sum"):
+        if op == "max" and loaded and loaded.pop() == "step_00000005":
+            return torch.ones_like(t)  # the other rank could not load it
+        return reduce(self, t, op)
+
+    monkeypatch.setattr(train, "load_checkpoint", load_and_note)
+    monkeypatch.setattr(train.Dist, "all_reduce", other_rank)
+    capsys.readouterr()
+    run = train.main(_args(synthetic_store, tmp_path, "ranks", "--resume"))
+    out = capsys.readouterr().out
+    assert "resume: skipping" in out and "another rank" in out and "resumed from step 3" in out, out[-2000:]
+    _assert_complete_like(run, ref)
+
+
+def test_rotation_never_deletes_the_checkpoint_just_written_for_a_skipped_newer_one(synthetic_store, tmp_path,
+                                                                                    hooks, ref):
+    """Resumed from step_00000003 past an unreadable step_00000005, with --max_step_checkpoints 1, and stopped
+    at step 4: rotation by name order kept the unreadable step_00000005 and deleted step_00000004, the one
+    just written, so the next resume found no readable checkpoint (exit 2) and the run was lost."""
+    hooks.STEP_HOOK = _interrupt_at(5)
+    with pytest.raises(SystemExit):
+        train.main(_args(synthetic_store, tmp_path, "rot", "--skip_test_eval"))
+    run = tmp_path / "rot"
+    (run / "step_00000005" / "training_state.pt").unlink()
+    hooks.STEP_HOOK = _interrupt_at(4)
+    with pytest.raises(SystemExit) as e:
+        train.main(_args(synthetic_store, tmp_path, "rot", "--resume", "--max_step_checkpoints", "1"))
+    assert e.value.code == train.EXIT_INTERRUPTED
+    hooks.STEP_HOOK = None
+    assert "step_00000004" in [p.name for p in train.step_checkpoints(run)]
+    train.main(_args(synthetic_store, tmp_path, "rot", "--resume", "--max_step_checkpoints", "1"))
+    assert _same_weights(run, ref) and _summary(run)["status"] == "complete"
+
+
+def test_best_from_after_the_resumed_checkpoint_agrees_with_the_summary(synthetic_store, tmp_path, hooks,
+                                                                        monkeypatch):
+    """best/ of step 4 exists, the resume starts from step_00000003 (step_00000005 lost), and the re-run's
+    validations come out worse (GPU kernels are not bit-reproducible; stood for by +1 on every validation
+    after the resume): best/ stayed step 4's weights while the summary named step 2. Now the summary names
+    the step and loss of the weights in best/."""
+    hooks.STEP_HOOK = _interrupt_at(5)
+    with pytest.raises(SystemExit):
+        train.main(_args(synthetic_store, tmp_path, "lost", "--skip_test_eval"))
+    hooks.STEP_HOOK = None
+    run = tmp_path / "lost"
+    shutil.rmtree(run / "step_00000005")
+    assert torch.load(run / "best" / "training_state.pt", weights_only=True)["step"] == 4
+    validation = train.run_validation
+
+    def worse(run_, state):
+        state.last_val = validation(run_, state) + 1.0
+        return state.last_val
+
+    monkeypatch.setattr(train, "run_validation", worse)
+    train.main(_args(synthetic_store, tmp_path, "lost", "--skip_test_eval", "--resume"))
+    best = torch.load(run / "best" / "training_state.pt", weights_only=True)
+    s = _summary(run)
+    assert s["status"] == "complete" and (s["best_step"], s["best_val_loss"]) == (best["step"], best["best_val_loss"])
