@@ -3,7 +3,7 @@ Turn a sweep directory into the scaling result: runs.csv, fitted laws with boots
 intervals (fits.json), hypothesis verdicts, diagnostics, plots, store baselines and report.md, all in
 DIR/analysis/.
 
-    python analyze.py sweeps/smoke [--n_boot 1000] [--sampling balanced] [--per_group]
+    python analyze.py sweeps/smoke [--n_boot 1000] [--sampling balanced] [--where learning_rate=6e-4] [--per_group]
 
 The laws (EXPERIMENT_PLAN.md, H3): for category c in a run's training set, with D the run's predicted
 tokens, D_c the tokens it actually saw of c (from summary.json) and N the non-embedding parameters,
@@ -18,18 +18,26 @@ Huber loss (delta 1e-3) on log-loss residuals, L-BFGS-B with analytic gradients 
 What makes the numbers trustworthy (and what the report states):
 - Data: only runs that completed their schedule with finite test results enter; every other run is named
   with the reason (failed, killed, incomplete schedule, no results, corrupt file, NaN, a relaunch of a run
-  already counted). Fits are made within one store, one sampling arm and one evaluation dtype: a sweep that
-  mixes them is refused in one line unless --store_id / --sampling / --eval_dtype pick one, or --per_group
-  analyses each group on its own.
+  already counted). Runs that differ in a run-defining value other than the design axes (K, subset,
+  budget, model size, seeds, tagging) — store, sampling, eval dtype, lr, betas, weight decay, warmup, batch,
+  dtype, model config content — are never pooled: refused in one line naming the value unless --store_id /
+  --sampling / --eval_dtype / --where FIELD=VALUE pick one, or --per_group analyses each group on its own.
+- Equal weight: every K contrast and loss-against-K table or figure averages replicates within (subset,
+  category) first, then categories with equal weight; an interval needs >= 2 independent runs on each
+  side, and none of zero width is printed.
+- Identification: a parameter the design cannot pin (s with one K, beta with one budget, ...) is "not
+  identified", with why, never with an interval; H3 is decided only when s is identified, the fit is known
+  to fit and the form comparison has its intervals.
 - Intervals: 95% percentile intervals from a bootstrap over runs (clusters: a run's categories move
-  together), resampled within each K so the design stays balanced; a resample missing a category, and a
-  refit that did not converge, are dropped and counted. Parameters at a bound of the optimiser are flagged.
+  together), resampled within each K so the design stays balanced; refits at tolerances relative to the
+  objective, from the point estimate and a second start; a resample missing a category, and a refit that
+  did not converge, are dropped and counted. Parameters at a bound of the optimiser are flagged.
 - Model comparison: cross-validation over subset seeds (all runs of a seed are held out together; each
   fold keeps every budget, so the forms stay identified), the held-out error difference between two forms
   with a bootstrap interval over runs; "undecided" when it contains 0.
 - Fit quality: residuals against the seed-to-seed noise floor (from replicate runs that differ only in
-  their seeds), by K, by budget and by K x budget, with a Bonferroni threshold; a misfit is said before
-  any parameter table.
+  their seeds, the category set compared as a set), by K, by budget and by K x budget, with a Bonferroni
+  threshold; a misfit is said before any parameter table; without replicates it is "unknown".
 - Verdicts: each hypothesis is supported / not supported / undecided by its falsifier in
   EXPERIMENT_PLAN.md, with the interval that decided it.
 """
@@ -48,9 +56,20 @@ HUBER_DELTA = 1e-3
 FORMS = {"dilution": None, "disjoint": 1.0, "shared": 0.0}  # form -> fixed s (None: free)
 DATA_FILTER = ("complete runs whose schedule ran to its end, finite test results, in-training categories, "
                "untagged runs, the final checkpoint's exact test loss")
-GROUP_FIELDS = ("store_id", "sampling", "eval_dtype")  # fits never mix these
-BOOT_TOL = (1e-10, 1e-7)   # (ftol, gtol) of the warm-started bootstrap refits
+# Run-defining values that are NOT design axes: runs that differ in any of them are never pooled. The design
+# axes (categories / K, subset and init seeds, budget and its derived steps, model size, tagging) vary within
+# an analysis; everything else must be one value. (identity field, flag to pick one, how to read an old run)
+HOMOGENEOUS = (("store_id", "--store_id"), ("sampling", "--sampling"), ("eval_dtype", "--eval_dtype"),
+               ("learning_rate", "--where learning_rate="), ("adam_beta1", "--where adam_beta1="),
+               ("adam_beta2", "--where adam_beta2="), ("adam_epsilon", "--where adam_epsilon="),
+               ("weight_decay", "--where weight_decay="), ("max_grad_norm", "--where max_grad_norm="),
+               ("min_lr_ratio", "--where min_lr_ratio="), ("warmup_ratio", "--where warmup_ratio="),
+               ("tokens_per_step", "--where tokens_per_step="), ("dtype", "--where dtype="),
+               ("model_config", "--where model_config="))
+GROUP_FIELDS = tuple(f for f, _ in HOMOGENEOUS)
+BOOT_TOL = (1e-9, 1e-6)    # (ftol, gtol) of the bootstrap refits, relative to the objective's scale
 CV_TOL = (1e-12, 1e-9)     # of the cross-validation fits (from the grid of starts)
+THIN_PAPERS, THIN_TOKENS = 10, 20_000  # test split per category below which its loss is flagged as noisy
 MIN_STEPS_H4 = 100  # a specialist with fewer optimizer steps measures optimisation, not mixing
 SAMPLE_CORPUS_NOTE = (
     "**What this sweep can and cannot show.** It trains on the shipped sample corpus (`data/sample_corpus`: "
@@ -109,7 +128,12 @@ def collect_runs(sweep_dir):
         elif r["status"] != "complete":
             r["excluded"] = f"{r['status']}: {summary.get('error') or 'no error recorded'}"
         elif not summary.get("schedule_complete"):
-            r["excluded"] = f"incomplete schedule ({summary.get('steps')}/{summary.get('total_steps')} steps)"
+            steps, total = summary.get("steps"), summary.get("total_steps")
+            if _finite(steps) and _finite(total) and steps >= total:  # say what is wrong, not a contradiction
+                r["excluded"] = (f"summary.json marks the schedule incomplete although it ran {steps}/{total} steps "
+                                 "(an inconsistent summary: check the run's train.log, or rerun it)")
+            else:
+                r["excluded"] = f"incomplete schedule ({steps}/{total} steps)"
         elif terr:
             r["excluded"] = "complete without test results (no test_results.json)" if terr == "missing" else terr
         else:
@@ -128,32 +152,107 @@ def collect_runs(sweep_dir):
     return runs
 
 
-def group_of(r):
-    """(store_id, sampling, evaluation dtype) of a run: the fields fits never mix."""
-    return (r["config"].get("store_id"), r["config"].get("sampling"), (r["test"] or {}).get("dtype"))
+def _model_config_conflicts(runs):
+    """Model names whose runs were trained from different config contents (model_config_sha256)."""
+    shas = {}
+    for r in runs:
+        if not r["excluded"]:
+            ident = r["config"].get("identity") or {}
+            shas.setdefault(r["config"].get("model_name"), set()).add(ident.get("model_config_sha256"))
+    return {m for m, s in shas.items() if len(s) > 1}
+
+
+def run_values(r, conflicts=frozenset()):
+    """{field: value} of the non-design run-defining values of a run (GROUP_FIELDS). The model config's
+    content is a design axis across model names (model size) but not within one name: its hash counts only
+    for names trained from several contents."""
+    cfg = r["config"]
+    ident = cfg.get("identity") or {}
+
+    def get(k, *old):
+        for key in (k, *old):
+            if ident.get(key) is not None:
+                return ident[key]
+            if cfg.get(key) is not None:
+                return cfg[key]
+        return None
+    warm = cfg.get("warmup_ratio")
+    return {"store_id": cfg.get("store_id") or ident.get("store_id"), "sampling": get("sampling"),
+            "eval_dtype": (r["test"] if isinstance(r["test"], dict) else {}).get("dtype"),
+            "learning_rate": get("learning_rate"), "adam_beta1": get("adam_beta1"), "adam_beta2": get("adam_beta2"),
+            "adam_epsilon": get("adam_epsilon"), "weight_decay": get("weight_decay"),
+            "max_grad_norm": get("max_grad_norm"), "min_lr_ratio": get("min_lr_ratio"),
+            # warmup steps follow the budget (a ratio of the steps): the ratio is what defines the run
+            "warmup_ratio": warm, "tokens_per_step": get("tokens_per_step"),
+            "dtype": get("dtype", "dtype_resolved"),
+            "model_config": (f"{cfg.get('model_name')}:{str(ident.get('model_config_sha256'))[:12]}"
+                             if cfg.get("model_name") in conflicts else None)}
+
+
+def group_of(r, conflicts=frozenset()):
+    """The run's values of GROUP_FIELDS, as a tuple: runs of different tuples are never pooled."""
+    v = run_values(r, conflicts)
+    return tuple(v[f] for f in GROUP_FIELDS)
+
+
+def group_label(g, differing=GROUP_FIELDS[3:]):
+    """A directory name for a group: store / sampling / eval dtype (as before), then the other values in which
+    the groups differ, e.g. 'aaaaaaaaaaaa_balanced_bfloat16_learning_rate=0.0006_adam_beta2=0.95'."""
+    v = dict(zip(GROUP_FIELDS, g))
+    head = f"{str(v['store_id'])[:12]}_{v['sampling']}_{v['eval_dtype']}"
+    rest = "_".join(f"{k}={str(v[k]).replace(':', '-').replace('/', '-')}" for k in GROUP_FIELDS[3:]
+                    if k in differing)
+    return head + ("_" + rest if rest else "")
+
+
+def _matches(value, want, field=None):
+    """--store_id is a prefix; other selectors compare numbers as numbers, text exactly (or as a prefix)."""
+    if value is None:
+        return False
+    if field == "store_id":
+        return str(value).startswith(want)
+    try:
+        return math.isclose(float(value), float(want), rel_tol=1e-9)
+    except (TypeError, ValueError):
+        return str(value) == want or str(value).startswith(want)
+
+
+def parse_where(items):
+    """--where FIELD=VALUE (repeatable) -> {field: value}; a field outside GROUP_FIELDS is a usage error."""
+    out = {}
+    for item in items or []:
+        k, sep, v = item.partition("=")
+        if not sep or k not in GROUP_FIELDS:
+            st.die(f"--where {item}: expected FIELD=VALUE with FIELD one of {', '.join(GROUP_FIELDS)}")
+        out[k] = v
+    return out
 
 
 def select_runs(runs, args):
-    """Apply --store_id / --sampling / --eval_dtype; refuse (one line) a selection that still mixes groups.
-    Runs outside the selection are excluded with the reason."""
-    want = {"store_id": args.store_id, "sampling": args.sampling, "eval_dtype": args.eval_dtype}
+    """Apply --store_id / --sampling / --eval_dtype / --where; refuse (one line, naming the value) a selection
+    that still mixes run-defining values other than the design axes. Runs outside the selection are excluded
+    with the reason."""
+    want = {"store_id": args.store_id, "sampling": args.sampling, "eval_dtype": args.eval_dtype,
+            **parse_where(getattr(args, "where", None))}
+    conflicts = _model_config_conflicts(runs)
     for r in runs:
         if r["excluded"]:
             continue
-        g = dict(zip(GROUP_FIELDS, group_of(r)))
-        off = [f"{k}={g[k]}" for k, v in want.items() if v is not None and not str(g[k]).startswith(v)]
+        g = run_values(r, conflicts)
+        off = [f"{k}={g[k]}" for k, v in want.items() if v is not None and not _matches(g[k], v, k)]
         if off:
             r["excluded"] = f"not in the selected subset ({', '.join(off)})"
     used = [r for r in runs if not r["excluded"]]
-    for i, field in enumerate(GROUP_FIELDS):
+    conflicts = _model_config_conflicts(used)
+    for field, flag in HOMOGENEOUS:
         values = {}
         for r in used:
-            values.setdefault(group_of(r)[i], []).append(r["run_id"])
+            values.setdefault(run_values(r, conflicts)[field], []).append(r["run_id"])
         if len(values) > 1:
-            flag = "--" + field
-            listing = ", ".join(f"{str(v)[:16]}: {len(ids)} runs" for v, ids in values.items())
-            st.die(f"the runs mix {field} ({listing}); fits never mix them: choose one with {flag} VALUE, or "
-                   "analyse each group on its own with --per_group")
+            listing = ", ".join(f"{str(v)[:24]}: {len(ids)} runs" for v, ids in values.items())
+            pick = f"{flag} VALUE" if flag.startswith("--") and not flag.endswith("=") else f"{flag}VALUE"
+            st.die(f"the runs mix {field} ({listing}); fits never pool runs that differ in it: choose one with "
+                   f"{pick}, or analyse each group on its own with --per_group")
     return runs
 
 
@@ -161,7 +260,7 @@ CSV_COLUMNS = ["run_id", "status", "excluded", "model", "n_params_total", "n_par
                "init_seed", "data_seed", "sampling", "tagged", "categories", "token_budget", "token_budget_planned",
                "tokens_seen", "steps", "category", "in_training", "tokens_category", "epochs_category",
                "final_val_loss", "best_val_loss", "val_loss_category", "test_loss", "test_perplexity",
-               "test_bits_per_byte", "test_loss_late", "schedule_complete", "eval_dtype", "wall_time_s",
+               "test_bits_per_byte", "test_loss_late", "test_n_tokens", "test_n_papers", "schedule_complete", "eval_dtype", "wall_time_s",
                "tokens_per_s", "store_id"]
 
 
@@ -192,6 +291,7 @@ def run_rows(runs):
                 "val_loss_category": None, "test_loss": pc.get("loss"), "test_perplexity": pc.get("perplexity"),
                 "test_bits_per_byte": pc.get("bits_per_byte"),
                 "test_loss_late": float(np.mean(lbp)) if lbp else None,  # positions 64..100: ~ H_100
+                "test_n_tokens": pc.get("n_tokens"), "test_n_papers": pc.get("n_papers"),
                 "schedule_complete": s.get("schedule_complete", False), "eval_dtype": (test or {}).get("dtype"),
                 "wall_time_s": s.get("wall_time_s"), "tokens_per_s": s.get("tokens_per_s"),
                 "store_id": cfg.get("store_id")})
@@ -339,14 +439,22 @@ class Law:
         return out
 
 
-def _minimize(law, d, starts, w=None, tol=(1e-15, 1e-12)):
+def _minimize(law, d, starts, w=None, tol=(1e-15, 1e-12), scale=None):
     """Best L-BFGS-B result over the starts. Tight tolerances by default: an optimiser stopped early is a
-    known flaw of published fits (Besiroglu et al., arXiv:2404.10102)."""
+    known flaw of published fits (Besiroglu et al., arXiv:2404.10102). `scale` divides the objective:
+    L-BFGS-B's ftol is relative to max(|f|, 1), so on an objective of ~1e-4 it acts as an absolute
+    tolerance 1e4 times looser than asked; dividing by the objective's own scale makes it relative."""
     from scipy.optimize import minimize
+    s = float(scale) if scale else 1.0
+
+    def f(th):
+        v, g = law.objective(th, d, w)
+        return v / s, g / s
     best = None
     for th0 in starts:
-        res = minimize(law.objective, th0, args=(d, w), jac=True, method="L-BFGS-B", bounds=law.bounds(d),
+        res = minimize(f, th0, jac=True, method="L-BFGS-B", bounds=law.bounds(d),
                        options={"maxiter": 10000, "maxfun": 20000, "ftol": tol[0], "gtol": tol[1]})
+        res.fun = res.fun * s
         if best is None or res.fun < best.fun:
             best = res
     return best
@@ -403,15 +511,39 @@ def bootstrap_weights(d, n_boot, seed):
     return out, dropped
 
 
+def boot_starts(law, d, th):
+    """Starts of a bootstrap refit: the point estimate and a second point away from it (beta moved by 0.15
+    with B moved to keep B X^-beta at the median X, s moved towards the other half of [0, 1]), so that a
+    refit that stays at its start says the data pin the value, not that the optimiser stopped there."""
+    p = law.unpack(th)
+    logX0 = float(np.median(p["s"] * np.log(d["Dc"]) + (1 - p["s"]) * np.log(d["D"])))
+    alt = np.array(th, dtype=float)
+    C = law.C
+    beta2 = p["beta"] + 0.15 if p["beta"] < 0.5 else p["beta"] - 0.15
+    alt[C] = p["logB"] + (beta2 - p["beta"]) * logX0
+    alt[C + 1] = beta2
+    if law.fixed_s is None:
+        alt[C + 2] = 0.5 * p["s"] + (0.375 if p["s"] < 0.5 else 0.125)
+    lo, hi = np.array(law.bounds(d)).T
+    return [np.asarray(th, dtype=float), np.clip(alt, lo, hi)]
+
+
 def _boot_fits(job):
-    """Refit each bootstrap resample, warm-started at the point estimate; None for a non-converged refit."""
-    law, d, th, weight_list = job
+    """Refit each bootstrap resample from the first n_starts of boot_starts, with tolerances relative to the
+    resample's objective (its value at the point estimate). Per resample: (named parameters, or None for a
+    non-converged refit; whether a start other than the point estimate gave the best fit)."""
+    law, d, th, weight_list, n_starts = job
+    starts = boot_starts(law, d, th)[:n_starts]
     out = []
     for w in weight_list:
-        # warm-started refits need less: ftol 1e-10 / gtol 1e-7 took 5x fewer evaluations than 1e-12 / 1e-9 on
-        # the smoke sweep with percentile bounds moved by < 3% of the interval's width (notes.md)
-        r = _minimize(law, d, [th], w, tol=BOOT_TOL)
-        out.append(named_params(law, r.x, d["categories"]) if r.success and np.all(np.isfinite(r.x)) else None)
+        scale = max(law.objective(np.asarray(th), d, w)[0], 1e-300)
+        best, other = None, False
+        for i, th0 in enumerate(starts):
+            r = _minimize(law, d, [th0], w, tol=BOOT_TOL, scale=scale)
+            if best is None or r.fun < best.fun - 1e-6 * scale:  # a better minimum, not tolerance noise
+                best, other = r, i > 0
+        ok = best.success and np.all(np.isfinite(best.x))
+        out.append((named_params(law, best.x, d["categories"]) if ok else None, other))
     return out
 
 
@@ -443,16 +575,51 @@ def _pool(jobs):
     return _POOLS[jobs]
 
 
+BOOT_PROBE = 16  # resamples refitted from every start before deciding whether the others need them too
+
+
 def run_bootstrap(law, d, th, weights, jobs):
-    """The refits of all resamples, in order; the same for any number of processes."""
-    if jobs > 1 and len(weights) >= 4 * jobs:
-        chunks = [weights[i::jobs] for i in range(jobs)]
-        parts = list(_pool(jobs).map(_boot_fits, [(law, d, th, c) for c in chunks]))
-        ordered = [None] * len(weights)
-        for i, part in enumerate(parts):
-            ordered[i::jobs] = part
-        return ordered
-    return _boot_fits((law, d, th, weights))
+    """The refits of all resamples, in order; the same for any number of processes. The first BOOT_PROBE
+    resamples are refitted from two starts (boot_starts); if the second start ever gives the better fit,
+    the point estimate is not a safe start for these data and every resample is refitted from both,
+    otherwise the rest start at the point estimate only (half the cost). Returns (refits, starts used)."""
+    def refit(ws, n_starts):
+        if jobs > 1 and len(ws) >= 2 * jobs:
+            chunks = [ws[i::jobs] for i in range(jobs)]
+            parts = list(_pool(jobs).map(_boot_fits, [(law, d, th, c, n_starts) for c in chunks]))
+            ordered = [None] * len(ws)
+            for i, part in enumerate(parts):
+                ordered[i::jobs] = part
+            return ordered
+        return _boot_fits((law, d, th, ws, n_starts)) if ws else []
+    probe = refit(weights[:BOOT_PROBE], 2)
+    n_starts = 2 if any(other for _, other in probe) else 1
+    ordered = refit(weights[BOOT_PROBE:], n_starts)
+    return [p for p, _ in probe + ordered], n_starts
+
+
+def identification(law, d):
+    """{parameter: why} for the parameters these data cannot pin (a flat profile), from the design: s needs
+    two K values (with one, D_c/D is one number and s only rescales B; with K = 1 alone D_c = D and s has no
+    effect at all); beta and B need two budgets; a floor E_c needs its category at two budgets and in two
+    runs; the N term (A, alpha) needs three model sizes."""
+    out = {}
+    Ks = np.unique(d["K"])
+    budgets = np.unique(d["D"])
+    if law.fixed_s is None and len(Ks) < 2:
+        out["s"] = (f"every run has K = {int(Ks[0])}" + (" (D_c = D: s has no effect on any prediction)"
+                                                         if Ks[0] == 1 else " (one D_c/D: s only rescales B)"))
+    if len(budgets) < 2:
+        out["beta"] = out["B"] = "a single budget: B and beta trade off freely"
+    for i, c in enumerate(d["categories"]):
+        m = d["cat"] == i
+        nb, nr = len(np.unique(d["D"][m])), len(np.unique(d["run"][m]))
+        if nb < 2 or nr < 2:
+            out[f"E[{c}]"] = (f"{c} is in {nr} run(s) at {nb} budget(s): its floor and the power-law term "
+                              "cannot be told apart")
+    if law.with_n and len(np.unique(d["N"])) < 3:
+        out["A"] = out["alpha"] = f"{len(np.unique(d['N']))} model sizes: A and alpha need three"
+    return out
 
 
 FORMULAS = {"dilution": "L_c = E_c + B * (D_c^s * D^(1-s))^-beta", "disjoint": "L_c = E_c + B * D_c^-beta",
@@ -470,13 +637,20 @@ def fit_law(d, form, n_boot=1000, seed=0, with_n=None, jobs=1):
     point = named_params(law, th, d["categories"])
     resid = np.log(law.predict(th, d)) - np.log(d["L"])
     weights, dropped_missing = bootstrap_weights(d, n_boot, seed)
-    refits = run_bootstrap(law, d, th, weights, jobs) if weights else []
+    refits, n_starts = run_bootstrap(law, d, th, weights, jobs) if weights else ([], 0)
     boots = [b for b in refits if b is not None]
     params = {}
+    flat = identification(law, d)
     for k, v in point.items():
         vals = np.array([b[k] for b in boots])
-        ci = [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))] if len(vals) else [None, None]
-        params[k] = {"estimate": v, "ci95": ci, "n_boot": len(vals)}
+        params[k] = {"estimate": v, "ci95": _interval(vals), "n_boot": len(vals), "identified": k not in flat}
+        if k in flat:  # no interval for what the data cannot pin: its bootstrap spread is the optimiser's
+            params[k].update(ci95=[None, None], why=f"not identified: {flat[k]}")
+        elif len(vals) >= 2 and params[k]["ci95"][0] is None:
+            params[k].update(identified=False, why="not identified: the bootstrap refits (from two starts) do not "
+                             "move it — a flat profile")
+        elif not len(vals):
+            params[k]["why"] = "no bootstrap resamples: no interval"
     bound = at_bounds(law, th, d, d["categories"])
     for k, side in bound.items():
         params[k]["at_bound"] = side
@@ -485,7 +659,9 @@ def fit_law(d, form, n_boot=1000, seed=0, with_n=None, jobs=1):
             "optimizer_message": str(res.message), "huber_delta": HUBER_DELTA,
             "fit_error": float(np.sqrt(np.mean(resid ** 2))), "n_points": int(len(d["L"])), "n_runs": len(d["runs"]),
             "bootstrap": {"requested": n_boot, "used": len(boots), "dropped_missing_category": dropped_missing,
-                          "dropped_not_converged": len(refits) - len(boots), "strata": "K"},
+                          "dropped_not_converged": len(refits) - len(boots), "strata": "K",
+                          "refit": (f"tolerances relative to the objective; the first {BOOT_PROBE} resamples from 2 "
+                                    f"starts, the rest from {n_starts}")},
             "at_bound": bound, "_theta": th.tolist(), "_with_n": with_n, "_resid": resid, "_boot": boots}
 
 
@@ -554,6 +730,15 @@ def compare_forms(d, forms, with_n, n_boot, seed):
     return out
 
 
+def _interval(values):
+    """A 95% percentile interval that can be printed: none from fewer than two values, and none of zero
+    width (noisy data never give one: a zero width means the resamples could not vary)."""
+    ci = _pct(values)
+    if ci[0] is None or len(values) < 2 or ci[1] - ci[0] <= 1e-12 * max(1.0, abs(ci[0])):
+        return [None, None]
+    return ci
+
+
 def _pct(values):
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
     return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) else [None, None]
@@ -578,22 +763,35 @@ def preferred_form(comparison):
 # ----------------------------------------------------------------------------------------------------
 # fit quality: residuals against the seed-to-seed noise floor
 
-def noise_floor(rows):
-    """Pooled SD of log test loss among replicate runs (same model, categories, budget, sampling, tagging
-    and store; other seeds) per category: the scatter no law can explain. (None, 0, 0) without replicates."""
+def replicate_key(r, values):
+    """What replicates share: every run-defining value but the seeds (data / subset seed, init seed), with
+    the category set compared as a set (K = 11 runs of different subset seeds are rotations of one set)."""
+    return (r["model"], tuple(sorted(r["categories"].split())), r["token_budget_planned"], r["tagged"],
+            tuple(sorted(values.get(r["run_id"], {}).items())))
+
+
+def noise_floor(rows, runs=None):
+    """Pooled SD of log test loss among replicate runs (replicate_key: the same run but for its seeds) per
+    category: the scatter no law can explain. Returns (sd or None, degrees of freedom, number of groups,
+    the groups: [{model, K, budget, runs, df}]). Without replicates the floor is unknown (None)."""
+    conflicts = _model_config_conflicts(runs) if runs else frozenset()
+    values = {r["run_id"]: run_values(r, conflicts) for r in (runs or [])}
     groups = {}
     for r in used(rows):
         if r["in_training"] and not r["tagged"]:
-            key = (r["model"], r["categories"], r["token_budget_planned"], r["sampling"], r["store_id"], r["category"])
-            groups.setdefault(key, []).append(math.log(r["test_loss"]))
-    ss, df, n = 0.0, 0, 0
-    for vals in groups.values():
-        if len(vals) > 1:
-            v = np.asarray(vals)
+            key = replicate_key(r, values) + (r["category"],)
+            groups.setdefault(key, {}).setdefault(r["run_id"], math.log(r["test_loss"]))
+    ss, df, n, listing = 0.0, 0, 0, {}
+    for key, by_run in groups.items():
+        if len(by_run) > 1:
+            v = np.asarray(list(by_run.values()))
             ss += float(((v - v.mean()) ** 2).sum())
             df += len(v) - 1
             n += 1
-    return (math.sqrt(ss / df) if df else None), df, n
+            g = listing.setdefault(key[:-1], {"model": key[0], "K": len(key[1]), "budget": key[2],
+                                              "runs": sorted(by_run), "df": 0})
+            g["df"] += len(v) - 1
+    return (math.sqrt(ss / df) if df else None), df, n, list(listing.values())
 
 
 def residual_diagnostics(fit, d, sigma):
@@ -665,26 +863,32 @@ def h1_floors(a, b, margin):
     each difference, a two-sided bootstrap p-value, Holm across categories. Supported when every
     difference's interval lies within ±margin; not supported when more than one category differs after
     Holm; undecided otherwise (the check has too little power to call the floors equal)."""
+    from scipy.stats import norm
     cats = [k for k in a["params"] if k.startswith("E[") and k in b["params"]]
     n = min(len(a["_boot"]), len(b["_boot"]))
     table, pvals = [], []
     for k in cats:
         diffs = np.array([a["_boot"][i][k] - b["_boot"][i][k] for i in range(n)])
         est = a["params"][k]["estimate"] - b["params"][k]["estimate"]
-        p = min(1.0, 2 * min((np.sum(diffs <= 0) + 1) / (n + 1), (np.sum(diffs >= 0) + 1) / (n + 1))) if n else 1.0
-        ci = _pct(diffs)
-        table.append({"category": k[2:-1], "difference": est, "ci95": ci, "p": p,
+        # p from the bootstrap's SD (normal approximation): a percentile p cannot go below 2/(n+1), which
+        # at 200 resamples is above Holm's smallest threshold (0.05/11 = 0.0045) and could never reject
+        sd = float(np.std(diffs, ddof=1)) if n >= 2 else 0.0
+        p = float(2 * norm.sf(abs(est) / sd)) if sd > 0 else 1.0
+        ident = a["params"][k].get("identified", True) and b["params"][k].get("identified", True)
+        ci = _interval(diffs) if ident else [None, None]
+        table.append({"category": k[2:-1], "difference": est, "ci95": ci, "p": p, "identified": bool(ident),
                       "at_bound": bool(a["params"][k].get("at_bound") or b["params"][k].get("at_bound"))})
         pvals.append(p)
-    # a floor on the optimiser's bound is no estimate: its category cannot decide anything either way
-    testable = [i for i, r in enumerate(table) if not r["at_bound"]]
+    # a floor on the optimiser's bound, or one the data cannot pin, is no estimate: its category cannot decide
+    # anything either way
+    testable = [i for i, r in enumerate(table) if not r["at_bound"] and r["identified"] and r["ci95"][0] is not None]
     rejected = holm(np.array([pvals[i] for i in testable])) if testable else []
     for row in table:
         row["holm_rejected"] = None
     for i, rej in zip(testable, rejected):
         table[i]["holm_rejected"] = bool(rej)
     n_rej = int(sum(rejected))
-    n_bound = len(table) - len(testable)
+    n_bound = len(table) - len(testable)  # at a bound, not identified, or without an interval
     within = [r for r in table if r["ci95"][0] is not None and -margin <= r["ci95"][0] and r["ci95"][1] <= margin]
     if n == 0:
         verdict, why = "undecided", "no bootstrap resamples, so no intervals"
@@ -697,46 +901,99 @@ def h1_floors(a, b, margin):
         verdict = "undecided"
         why = (f"{n_rej} of {len(testable)} categories differ after Holm; {len(table) - len(within)} of {len(table)} "
                f"intervals are wider than ±{margin} nats (widest: {wide['category']} {_ci(wide['ci95'])})"
-               + (f"; {n_bound} floor(s) sit on the optimiser's bound" if n_bound else "")
+               + (f"; {n_bound} floor(s) on the optimiser's bound, not identified or without an interval"
+                  if n_bound else "")
                + ": the check cannot call the floors equal")
-    return {"subsets": [a["subset"], b["subset"]], "margin": margin, "table": table, "verdict": verdict, "why": why}
+    return {"subsets": [a["subset"], b["subset"]], "margin": margin, "table": table, "verdict": verdict, "why": why,
+            "p_method": "two-sided normal approximation from the bootstrap SD of the difference (resolution not "
+                        "limited by the number of resamples), Holm across the testable categories"}
 
 
 def run_level(rows):
-    """Per included untagged run: in-training and held-out macro test loss."""
+    """Per included untagged run: its test loss per in-training and per held-out category, and its subset
+    (the category set, as a set: K = 11 runs of different subset seeds train on the same set)."""
     out = {}
     for r in used(rows):
         if r["tagged"]:
             continue
         o = out.setdefault(r["run_id"], {"model": r["model"], "K": r["K"], "D": r["token_budget_planned"],
-                                         "seed": r["seed"], "in": [], "out": []})
-        o["in" if r["in_training"] else "out"].append(r["test_loss"])
+                                         "seed": r["seed"], "subset": frozenset(r["categories"].split()),
+                                         "in": {}, "out": {}})
+        o["in" if r["in_training"] else "out"][r["category"]] = r["test_loss"]
     return out
 
 
-def k_contrast(rows, kind, n_boot, seed, margin, smaller_is_lower):
-    """Per model and budget: macro loss (kind: in / out) at the largest K minus at the smallest K that has
-    it, with a bootstrap interval over runs. Returns table and verdict (H2: the difference > 0; H5 < 0)."""
-    rl = run_level(rows)
+def equal_weight(runs, kind):
+    """{category: loss} over a cell's runs with every category weighted alike: replicates averaged within
+    (subset, category) first, then subsets within a category. (A plain mean over runs would count the
+    categories of replicated subsets several times: P1's K = 1 cell holds 3 categories three times.)"""
+    per = {}
+    for v in runs:
+        for c, loss in v[kind].items():
+            per.setdefault(c, {}).setdefault(v["subset"], []).append(loss)
+    return {c: float(np.mean([np.mean(x) for x in subsets.values()])) for c, subsets in per.items()}
+
+
+def macro(runs, kind, cats=None):
+    """Equal-weight macro loss of a cell's runs (over `cats` when given: the categories a contrast pairs)."""
+    per = equal_weight(runs, kind)
+    vals = [per[c] for c in (cats if cats is not None else per) if c in per]
+    return float(np.mean(vals)) if vals else None
+
+
+def cells_by_K(rows, kind):
+    """{(model, planned budget): {K: [run, ...]}} of the runs that have `kind` (in / out) losses."""
     cells = {}
-    for v in rl.values():
+    for v in run_level(rows).values():
         if v[kind]:
-            cells.setdefault((v["model"], v["D"]), {}).setdefault(v["K"], []).append(float(np.mean(v[kind])))
+            cells.setdefault((v["model"], v["D"]), {}).setdefault(v["K"], []).append(v)
+    return cells
+
+
+def k_contrast(rows, kind, n_boot, seed, margin, smaller_is_lower):
+    """Per model and budget: equal-weight macro loss (kind: in / out) at the largest K minus at the smallest
+    K that has it, both over the categories the two share (the nested design: K = 11 holds every K = 1
+    category), with a bootstrap interval that resamples runs within each side. An interval needs >= 2 runs
+    on each side. Returns table and verdict (H2: the difference > 0; H5 < 0)."""
     table = []
     rng = np.random.default_rng(seed)
-    for (m, D), byK in sorted(cells.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+    for (m, D), byK in sorted(cells_by_K(rows, kind).items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
         if len(byK) < 2:
             continue
         k0, k1 = min(byK), max(byK)
-        a, b = np.array(byK[k0]), np.array(byK[k1])
-        boots = [b[rng.integers(0, len(b), len(b))].mean() - a[rng.integers(0, len(a), len(a))].mean()
-                 for _ in range(n_boot)]
-        table.append({"model": m, "D": D, "K_low": k0, "K_high": k1, "difference": float(b.mean() - a.mean()),
-                      "ci95": _pct(boots) if n_boot else [None, None], "n_runs": [len(a), len(b)]})
+        a, b = byK[k0], byK[k1]
+        cats = sorted(set(equal_weight(a, kind)) & set(equal_weight(b, kind)))
+        if not cats:
+            continue
+        diff = macro(b, kind, cats) - macro(a, kind, cats)
+        row = {"model": m, "D": D, "K_low": k0, "K_high": k1, "difference": diff, "ci95": [None, None],
+               "n_runs": [len(a), len(b)], "n_categories": len(cats), "note": None}
+        if min(len(a), len(b)) < 2:
+            row["note"] = f"undecided: {len(a)} / {len(b)} runs (an interval needs >= 2 independent runs on each side)"
+        elif n_boot:
+            # Resampled runs are centred on per-category means first: a resample that draws a K = 1 run twice
+            # and misses another changes which categories it holds, and the floors' spread across categories
+            # (0.8 nats in P1) would then swamp the noise. The centre is the side with more runs per category
+            # (its means are the more precise; the other side's centred values carry its own noise).
+            per_a, per_b = equal_weight(a, kind), equal_weight(b, kind)
+            ref = per_a if len(a) / len(per_a) >= len(b) / len(per_b) else per_b
+            boots = []
+            for _ in range(n_boot):
+                ra = equal_weight([a[i] for i in rng.integers(0, len(a), len(a))], kind)
+                rb = equal_weight([b[i] for i in rng.integers(0, len(b), len(b))], kind)
+                za = [ra[c] - ref[c] for c in cats if c in ra]
+                zb = [rb[c] - ref[c] for c in cats if c in rb]
+                if za and zb:
+                    boots.append(float(np.mean(zb)) - float(np.mean(za)))
+            row["ci95"] = _interval(boots)
+            if row["ci95"][0] is None:
+                row["note"] = "undecided: the resamples do not vary (no spread to make an interval from)"
+        table.append(row)
     want_pos = not smaller_is_lower
     decided = [t for t in table if t["ci95"][0] is not None]
     if not decided:
-        return table, "undecided", "too few runs (or no bootstrap) for an interval"
+        why = "; ".join(sorted({t["note"] for t in table if t["note"]})) if table else "no budget has two K values"
+        return table, "undecided", (why or "no bootstrap, so no interval")
     good = [t for t in decided if (t["ci95"][0] > 0 if want_pos else t["ci95"][1] < 0)]
     bad = [t for t in decided if (t["ci95"][1] < 0 if want_pos else t["ci95"][0] > 0)]
     null = [t for t in decided if -margin <= t["ci95"][0] and t["ci95"][1] <= margin]
@@ -746,7 +1003,10 @@ def k_contrast(rows, kind, n_boot, seed, margin, smaller_is_lower):
     if bad or len(null) == len(table):
         return table, "not supported", (f"{len(bad)} budget(s) with the opposite sign" if bad else
                                         f"every interval lies within ±{margin} nats: no change with K")
-    return table, "undecided", f"{len(good)} of {len(table)} budgets show it; the other intervals contain 0"
+    return table, "undecided", (f"{len(good)} of {len(table)} budgets show it; " +
+                                f"{len(decided) - len(good)} interval(s) contain 0" +
+                                (f", {len(table) - len(decided)} budget(s) have no interval (too few runs)"
+                                 if len(decided) < len(table) else ""))
 
 
 def mixing_gain(rows, fit, n_boot, seed, tol=0.01):
@@ -785,12 +1045,21 @@ def mixing_gain(rows, fit, n_boot, seed, tol=0.01):
         # one specialist run carries that run's noise only through the spread across categories)
         vals = [float(np.mean(list(cell["spec"][c].values())) - np.mean(v)) for c, v in per_c.items()]
         steps = sorted(cell["steps"])
-        table.append({"model": m, "K": K, "d": d, "G": float(np.mean(vals)), "ci95": boot_mean_ci(vals, n_boot, seed),
+        n_spec = len({rid for c in cell["spec"].values() for rid in c})
+        ci = boot_mean_ci(vals, n_boot, seed) if min(n_spec, len(cell["mix"])) >= 2 else [None, None]
+        ci = ci if ci[0] is None or ci[1] - ci[0] > 1e-12 else [None, None]
+        p_ = pred(K, d) if pred else None
+        table.append({"model": m, "K": K, "d": d, "G": float(np.mean(vals)), "ci95": ci,
+                      "units_note": (None if min(n_spec, len(cell["mix"])) >= 2 else
+                                     f"undecided: {n_spec} specialist / {len(cell['mix'])} mixed run(s)"),
+                      # an observed interval that excludes what the fitted law predicts: the law and the
+                      # direct measurement disagree, which the report must say
+                      "contradicts_law": bool(p_ is not None and ci[0] is not None and not ci[0] <= p_ <= ci[1]),
                       "n_pairs": sum(len(v) for v in per_c.values()), "n_categories": len(vals),
                       "n_runs": [sum(len(v) for v in cell["spec"].values()), len(cell["mix"])],
                       "steps_specialist": steps[0][0], "steps_mixed": steps[0][1],
                       "too_few_steps": (steps[0][0] or 0) < MIN_STEPS_H4,
-                      "predicted": pred(K, d) if pred else None})
+                      "predicted": p_})
     return {"pairs_made": sum(t["n_pairs"] for t in table), "missing": missing, "table": table,
             "tolerance": tol}
 
@@ -804,11 +1073,16 @@ def h4_verdict(gain):
                              "the mixed run's extra steps, not mixing")
     pos = [x for x in t if x["ci95"][0] > 0]
     neg = [x for x in t if x["ci95"][1] < 0]
+    bad = [x for x in t if x.get("contradicts_law")]
+    law = (f"; in {len(bad)} of {len(t)} cells the observed G contradicts the fitted law's prediction (e.g. K = "
+           f"{bad[0]['K']}, d = {bad[0]['d']:,.0f}: {bad[0]['G']:+.3f}, 95% {_ci(bad[0]['ci95'], 3)}, law "
+           f"{bad[0]['predicted']:+.3f})" if bad else "")
     if len(pos) == len(t):
-        return "supported", f"G > 0 in all {len(t)} cells (every interval above 0)"
+        return "supported", f"G > 0 in all {len(t)} cells (every interval above 0){law}"
     if len(neg) == len(t):
-        return "not supported", f"G < 0 in all {len(t)} cells: mixing hurt everywhere"
-    return "undecided", f"G > 0 in {len(pos)}, < 0 in {len(neg)}, undecided in {len(t) - len(pos) - len(neg)} of {len(t)} cells"
+        return "not supported", f"G < 0 in all {len(t)} cells: mixing hurt everywhere{law}"
+    return "undecided", (f"G > 0 in {len(pos)}, < 0 in {len(neg)}, undecided in {len(t) - len(pos) - len(neg)} of "
+                         f"{len(t)} cells{law}")
 
 
 def twin_key(cfg):
@@ -890,10 +1164,12 @@ def plot_loss_vs_tokens(rows, best_fit, fit_d, path):
             pts = {}
             for v in rl.values():
                 if v["model"] == m and v["K"] == K and v["in"]:
-                    pts.setdefault(v["D"], []).append(np.mean(v["in"]))
+                    pts.setdefault(v["D"], []).append(v)
             Ds = sorted(pts)
-            ax.errorbar(Ds, [np.mean(pts[D]) for D in Ds], yerr=[np.std(pts[D]) for D in Ds], fmt="o", color=col,
-                        capsize=3, label=f"K={K} (runs)")
+            # equal weight per category (replicates averaged first); bars: SD of the runs' own macro losses
+            ax.errorbar(Ds, [macro(pts[D], "in") for D in Ds],
+                        yerr=[np.std([np.mean(list(v["in"].values())) for v in pts[D]]) for D in Ds], fmt="o",
+                        color=col, capsize=3, label=f"K={K} (runs, categories weighted equally)")
             if best_fit is not None and Ds:
                 law = Law(best_fit["form"], len(fit_d["categories"]), best_fit["_with_n"])
                 grid = np.geomspace(min(Ds), max(Ds), 50)
@@ -924,10 +1200,11 @@ def plot_loss_vs_K(rows, path):
             pts = {}
             for v in rl.values():
                 if v["D"] == D and v[kind]:
-                    pts.setdefault(v["K"], []).append(np.mean(v[kind]))
+                    pts.setdefault(v["K"], []).append(v)
             Ks = sorted(pts)
-            if Ks:
-                ax.errorbar(Ks, [np.mean(pts[k]) for k in Ks], yerr=[np.std(pts[k]) for k in Ks], fmt=style,
+            if Ks:  # equal weight per category, as in H2 / H5; bars: SD of the runs' own macro losses
+                ax.errorbar(Ks, [macro(pts[k], kind) for k in Ks],
+                            yerr=[np.std([np.mean(list(v[kind].values())) for v in pts[k]]) for k in Ks], fmt=style,
                             color=col, capsize=3, label=f"D={D:,.0f}: {lab}")
     _style(ax, "number of training categories K", "test loss (macro over categories)",
            "in-training vs held-out loss against K at fixed budgets", legend_size=7)
@@ -1019,43 +1296,74 @@ def _ci(ci, d=4):
 # verdicts
 
 def h3_verdict(dil, comparison, diag):
+    """Decided only when s is identified, the fit quality is known and the dilution law fits, and the form
+    comparison has its intervals; otherwise undecided, the reason first."""
     if dil is None:
         return "undecided", "too few complete runs or budgets to fit"
-    if diag and diag["verdict"] == "misfit":
+    s = dil["params"].get("s")
+    if s is None or not s.get("identified", True):
+        return "undecided", f"s is {(s or {}).get('why', 'not fitted')}: the data cannot say how K matters"
+    if diag is None or diag["verdict"] == "unknown":
+        return "undecided", ("the fit quality is unknown (" + (diag["reason"] if diag else "no diagnostics") +
+                             "): a law that may not fit decides nothing")
+    if diag["verdict"] == "misfit":
         return "undecided", f"the dilution law does not fit these data ({diag['reason']})"
     better = {(p["a"], p["b"]): p for p in (comparison or {}).get("pairs", [])}
     for other in ("shared", "disjoint"):
         p = better.get(("dilution", other))
-        if p and p["better"] == other:
+        if p is None or p["ci95"][0] is None:
+            return "undecided", (f"the held-out comparison of dilution and {other} has no interval (too few runs or "
+                                 "subset seeds to cross-validate)")
+    for other in ("shared", "disjoint"):
+        p = better[("dilution", other)]
+        if p["better"] == other:
             what = "one shared source (s = 0): no K effect" if other == "shared" else "disjoint components (s = 1)"
             return "not supported", (f"the {other} form predicts held-out runs better: {what} (difference of held-out "
                                      f"MSE {p['mse_difference']:+.2e}, 95% {_ci(p['ci95'], 3)})")
-    s = dil["params"].get("s")
-    if s is None or s["ci95"][0] is None:
+    if s["ci95"][0] is None:
         return "undecided", "no bootstrap interval for s"
     ci = s["ci95"]
     if ci[0] <= 0.01:
-        return "undecided", (f"the data do not show a K effect: s's 95% interval {_ci(ci, 3)} reaches 0 (one shared "
-                             "source cannot be excluded)")
+        return "undecided", (f"s's 95% interval {_ci(ci, 3)} reaches 0 (one shared source cannot be excluded)")
     if ci[1] >= 0.99:
         return "undecided", f"s's 95% interval {_ci(ci, 3)} reaches 1 (disjoint components cannot be excluded)"
     return "supported", f"0 < s < 1: s = {s['estimate']:.3f}, 95% {_ci(ci, 3)}, and no fixed-s form predicts held-out runs better"
 
 
-def k_effect_statement(verdict_h3, dil):
+def k_effect_statement(verdict_h3, dil, verdict_h2=None):
+    """The report's headline, consistent with the H2 and H3 rows: it never says 'no K effect' while the
+    direct contrast (H2) finds one, and never repeats the verdict's own words."""
     if dil is None:
         return "No fit: too few complete runs or budgets."
     s = dil["params"].get("s", {})
-    if verdict_h3[0] == "supported":
+    v, why = verdict_h3
+    h2 = verdict_h2[0] if verdict_h2 else None
+    h2_note = (" The direct contrast (H2) does find the in-training loss rising with K at fixed D; the law does "
+               "not say how much of it is dilution." if h2 == "supported" else "")
+    if v == "supported":
         return f"The data show a K effect: the sharing exponent s = {s['estimate']:.3f}, 95% {_ci(s['ci95'], 3)}."
-    if "no K effect" in verdict_h3[1] or "do not show a K effect" in verdict_h3[1]:
-        return (f"**The data do not show a K effect** ({verdict_h3[1]}). The fitted s ({_fmt(s.get('estimate'), 3)}) "
-                "is not a finding.")
-    return f"K effect: {verdict_h3[1]}."
+    no_effect = "no K effect" in why or "reaches 0" in why
+    if no_effect and h2 != "supported":
+        return (f"**The data do not show a K effect**: H3 is {v} — {why}. The fitted s "
+                f"({_fmt(s.get('estimate'), 3)}) is not a finding.")
+    return f"**No K effect can be claimed from the law**: H3 is {v} — {why}. The fitted s is not a finding.{h2_note}"
 
 
 # ----------------------------------------------------------------------------------------------------
 # the report
+
+def thin_categories(rows):
+    """{category: {papers, tokens}} of the categories whose test split is thin (below THIN_PAPERS papers or
+    THIN_TOKENS tokens, by the smallest count any used run recorded)."""
+    out = {}
+    for r in used(rows):
+        p, t = r.get("test_n_papers"), r.get("test_n_tokens")
+        if (_finite(p) and p < THIN_PAPERS) or (_finite(t) and t < THIN_TOKENS):
+            c = out.setdefault(r["category"], {"papers": p, "tokens": t})
+            c["papers"] = min(x for x in (c["papers"], p) if x is not None) if p is not None else c["papers"]
+            c["tokens"] = min(x for x in (c["tokens"], t) if x is not None) if t is not None else c["tokens"]
+    return {c: {"papers": v["papers"] or 0, "tokens": v["tokens"] or 0} for c, v in sorted(out.items())}
+
 
 def _data_section(runs, rows, sample):
     inc = [r for r in runs if not r["excluded"]]
@@ -1063,7 +1371,7 @@ def _data_section(runs, rows, sample):
     L = ["# Ergodic-component scaling: analysis report", ""]
     if sample:
         L += [SAMPLE_CORPUS_NOTE, ""]
-    groups = sorted({group_of(r) for r in inc}, key=str)
+    groups = sorted({group_of(r)[:3] for r in inc}, key=str)
     budgets = sorted({r["token_budget_planned"] for r in used(rows)})
     L += ["## Data", "",
           f"{len(runs)} run directories: {len(inc)} used, {len(exc)} excluded (listed below). "
@@ -1072,6 +1380,11 @@ def _data_section(runs, rows, sample):
           f"Models: {', '.join(sorted({str(r['model']) for r in used(rows)}))}; K: "
           f"{', '.join(map(str, sorted({r['K'] for r in used(rows)})))}; planned budgets: "
           f"{', '.join(f'{b:,.0f}' for b in budgets)}.", ""]
+    thin = thin_categories(rows)
+    if thin:
+        L += ["**Thin test sets**: " + "; ".join(f"{c}: {t['papers']} papers, {t['tokens']:,} tokens" for c, t in thin.items())
+              + f" (below {THIN_PAPERS} papers or {THIN_TOKENS:,} tokens): a few papers' quirks move these "
+              "categories' losses by more than the effects measured here; read them with care.", ""]
     if exc:
         L += ["### Excluded runs", "", "| run | reason |", "|---|---|"]
         L += [f"| {r['run_id']} | {r['excluded']} |" for r in exc]
@@ -1116,16 +1429,24 @@ def _fit_sections(fits, comparison, diagnostics, with_n):
     for f in fits:
         L += ["", f"### {f['form']} ({f['subset']})", "", "| parameter | estimate | 95% CI | note |", "|---|---|---|---|"]
         for k, v in f["params"].items():
-            note = f"at the optimiser's {v['at_bound']} bound" if v.get("at_bound") else ""
-            L.append(f"| {k} | {_fmt(v['estimate'])} | {_ci(v['ci95'])} | {note} |")
+            note = "; ".join(x for x in (v.get("why") if not v.get("identified", True) else None,
+                                         f"at the optimiser's {v['at_bound']} bound" if v.get("at_bound") else None) if x)
+            est = _fmt(v["estimate"]) if v.get("identified", True) else "not identified"
+            L.append(f"| {k} | {est} | {_ci(v['ci95'])} | {note} |")
     return L
 
 
 def _diag_section(diagnostics, sigma_info):
-    sigma, df, n = sigma_info
+    sigma, df, n, groups = sigma_info
     L = ["", "## Residual diagnostics", "",
-         (f"Noise floor (seed-to-seed SD of log test loss among {n} replicate groups, {df} degrees of freedom): "
-          f"{sigma:.4f}." if sigma else "No replicate runs: the noise floor is unknown."),
+         (f"Noise floor (seed-to-seed SD of log test loss among replicate runs — the same run-defining values "
+          f"but the seeds, the category set compared as a set — {len(groups)} replicate sets ({n} category "
+          f"groups), {df} degrees of freedom): {sigma:.4f}." if sigma else
+          "No replicate runs (runs that differ only in their seeds): the noise floor is **unknown**, so no fit "
+          "can be called good."),
+         ("Replicate sets: " + "; ".join(f"{g['model']} K={g['K']} D={g['budget']:,.0f}: {len(g['runs'])} runs "
+                                          f"({g['df']} df)" for g in groups[:20])
+          + (f"; … {len(groups) - 20} more (fits.json)" if len(groups) > 20 else "") + ".") if groups else "",
          "Mean residual = mean of log(prediction) − log(observation); z against the noise floor.", ""]
     for form, dg in diagnostics.items():
         L += [f"### {form}", "", "| by | cell | mean residual | runs | z |", "|---|---|---|---|---|"]
@@ -1140,7 +1461,7 @@ def _hypothesis_sections(h1, h2, h5, gain, h6):
     L = []
     for h in h1:
         L += ["", f"## H1: floors E_c, {h['subsets'][0]} vs {h['subsets'][1]} ({h['model']})", "",
-              f"Difference of the floors (bootstrap of the difference, Holm across categories; equivalence margin "
+              f"Difference of the floors (bootstrap of the difference; p from its bootstrap SD, Holm across categories; equivalence margin "
               f"±{h['margin']} nats): **{h['verdict']}** — {h['why']}.", "",
               "| category | E_c difference | 95% CI | p | rejected (Holm) | note |", "|---|---|---|---|---|---|"]
         L += [f"| {r['category']} | {r['difference']:+.4f} | {_ci(r['ci95'])} | {r['p']:.3f} | "
@@ -1150,10 +1471,13 @@ def _hypothesis_sections(h1, h2, h5, gain, h6):
                                       ("H5: held-out loss against K", h5, "held-out")):
         if table:
             L += ["", f"## {name}", "", f"**{v}** — {why}.", "",
-                  f"| model | D (planned) | K low → high | {lab} macro loss difference | 95% CI | runs |",
-                  "|---|---|---|---|---|---|"]
+                  "Categories weighted equally (replicates averaged within subset and category first), over the "
+                  "categories both K share; the interval resamples runs within each side.", "",
+                  f"| model | D (planned) | K low → high | {lab} macro loss difference | 95% CI | runs | categories | note |",
+                  "|---|---|---|---|---|---|---|---|"]
             L += [f"| {t['model']} | {t['D']:,.0f} | {t['K_low']} → {t['K_high']} | {t['difference']:+.4f} | "
-                  f"{_ci(t['ci95'])} | {t['n_runs'][0]} / {t['n_runs'][1]} |" for t in table]
+                  f"{_ci(t['ci95'])} | {t['n_runs'][0]} / {t['n_runs'][1]} | {t['n_categories']} | {t['note'] or ''} |"
+                  for t in table]
     if gain["table"] or gain["missing"]:
         L += ["", "## H4: mixing gain at equal tokens per category", "",
               "G = L_c(K = 1, d) − L_c(K, K·d), paired on the planned budget (within 1%); mean over categories and "
@@ -1166,7 +1490,9 @@ def _hypothesis_sections(h1, h2, h5, gain, h6):
         for t in gain["table"]:
             L.append(f"| {t['model']} | {t['K']} | {t['d']:,.0f} | {t['G']:+.4f} | {_ci(t['ci95'])} | "
                      f"{_fmt(t['predicted'])} | {t['steps_specialist']} / {t['steps_mixed']} | {t['n_pairs']} | "
-                     f"{'too few steps' if t['too_few_steps'] else ''} |")
+                     + "; ".join(x for x in ("too few steps" if t["too_few_steps"] else None, t.get("units_note"),
+                                             "**contradicts the fitted law**" if t.get("contradicts_law") else None)
+                                 if x) + " |")
         if gain["missing"]:  # grouped by what is missing; fits.json lists every (run, category)
             groups = {}
             for m in gain["missing"]:
@@ -1188,16 +1514,14 @@ def _hypothesis_sections(h1, h2, h5, gain, h6):
 def _loss_vs_K_table(rows):
     rl = run_level(rows)
     L = ["", "## Loss against K (included runs only)", "",
+         "Macro losses weight every category equally: replicate runs are averaged within (subset, category) "
+         "first, then subsets within a category, then categories.", "",
          "| model | K | D (planned) | runs | in-training macro loss | held-out macro loss |", "|---|---|---|---|---|---|"]
     agg = {}
     for v in rl.values():
-        a = agg.setdefault((v["model"], v["K"], v["D"]), {"in": [], "out": []})
-        for kind in ("in", "out"):
-            if v[kind]:
-                a[kind].append(np.mean(v[kind]))
-    for (m, K, D), a in sorted(agg.items(), key=lambda kv: (str(kv[0][0]), kv[0][1], kv[0][2])):
-        L.append(f"| {m} | {K} | {D:,.0f} | {max(len(a['in']), len(a['out']))} | "
-                 f"{_fmt(float(np.mean(a['in'])) if a['in'] else None)} | {_fmt(float(np.mean(a['out'])) if a['out'] else None)} |")
+        agg.setdefault((v["model"], v["K"], v["D"]), []).append(v)
+    for (m, K, D), vs in sorted(agg.items(), key=lambda kv: (str(kv[0][0]), kv[0][1], kv[0][2])):
+        L.append(f"| {m} | {K} | {D:,.0f} | {len(vs)} | {_fmt(macro(vs, 'in'))} | {_fmt(macro(vs, 'out'))} |")
     return L
 
 
@@ -1289,12 +1613,14 @@ def analyse(runs, out, args):
     write_csv(rows, out / "runs.csv")
     n_used = sum(1 for r in runs if not r["excluded"])
     print(f"{len(runs)} runs ({n_used} used, {len(runs) - n_used} excluded), {len(rows)} rows -> {out / 'runs.csv'}")
+    for c, t in thin_categories(rows).items():
+        print(f"warning: category {c} has a thin test split ({t['papers']} papers, {t['tokens']:,} tokens): its loss is noisy")
     d = fit_data(rows)
     fits, h1_pairs = run_fits(rows, d, args)
     main = {f["form"]: f for f in fits if f["subset"] == "all"}
     with_n = bool(main) and next(iter(main.values()))["_with_n"]
     comparison = compare_forms(d, list(main), with_n, args.n_boot, args.seed) if len(main) == len(FORMS) else None
-    sigma = noise_floor(rows)
+    sigma = noise_floor(rows, runs)
     diagnostics = {f: residual_diagnostics(fit, d, sigma[0]) for f, fit in main.items()}
     h1 = [dict(h1_floors(a, b, args.margin), model=m) for m, a, b in h1_pairs]
     h2 = k_contrast(rows, "in", args.n_boot, args.seed, args.margin, smaller_is_lower=False)
@@ -1318,13 +1644,14 @@ def analyse(runs, out, args):
     }
     a = {"runs": runs, "rows": rows, "sample": is_sample_corpus(runs), "fits": fits, "comparison": comparison,
          "diagnostics": diagnostics, "sigma": sigma, "with_n": with_n, "h1": h1, "h2": h2, "h5": h5,
-         "gain": gain, "h6": h6, "verdicts": verdicts, "k_effect": k_effect_statement(v3, main.get("dilution")),
+         "gain": gain, "h6": h6, "verdicts": verdicts, "k_effect": k_effect_statement(v3, main.get("dilution"), h2[1:]),
          "baselines": None, "plots": []}
     public = {"data_filter": DATA_FILTER, "sample_corpus": a["sample"],
               "runs": {"total": len(runs), "used": n_used,
                        "excluded": [{"run_id": r["run_id"], "reason": r["excluded"]} for r in runs if r["excluded"]]},
               "fits": [{k: v for k, v in f.items() if not k.startswith("_")} for f in fits],
-              "comparison": comparison, "noise_floor": {"sd_log_loss": sigma[0], "df": sigma[1], "groups": sigma[2]},
+              "comparison": comparison, "noise_floor": {"sd_log_loss": sigma[0], "df": sigma[1], "groups": sigma[2],
+                              "replicate_groups": sigma[3], "status": "known" if sigma[0] else "unknown"},
               "diagnostics": diagnostics, "h1": h1, "h2": h2[0], "h4": gain, "h5": h5[0], "h6": h6,
               "h6_pairs": [{k: v for k, v in p.items() if k != "gap_by_position"} for p in pairs],
               "verdicts": {k: {"verdict": v, "why": w} for k, (v, w) in verdicts.items()}}
@@ -1386,8 +1713,12 @@ def main(argv=None):
     p.add_argument("--store_id", default=None, help="analyse only runs of this store (a prefix of its store_id)")
     p.add_argument("--sampling", default=None, help="analyse only runs of this sampling arm")
     p.add_argument("--eval_dtype", default=None, help="analyse only runs evaluated in this dtype")
+    p.add_argument("--where", action="append", metavar="FIELD=VALUE",
+                   help="analyse only runs with this run-defining value (repeatable), e.g. learning_rate=6e-4")
     p.add_argument("--per_group", action="store_true",
-                   help="analyse each (store, sampling, dtype) group on its own, into analysis/<group>/")
+                   help="analyse each group of runs that share every run-defining value other than the design "
+                   "axes (store, sampling, dtype, lr, betas, ...) on its own, into analysis/<group>/, and "
+                   "write analysis/groups.md (validation loss by group)")
     p.add_argument("--margin", type=float, default=0.02,
                    help="equivalence margin (nats): differences whose 95%% interval lies within it count as none")
     args = p.parse_args(argv)
@@ -1401,14 +1732,37 @@ def main(argv=None):
     out = Path(args.sweep_dir) / "analysis"
     if not args.per_group:
         return analyse(select_runs(runs, args), out, args)
-    groups = sorted({group_of(r) for r in runs if not r["excluded"]}, key=str)
+    conflicts = _model_config_conflicts(runs)
+    groups = sorted({group_of(r, conflicts) for r in runs if not r["excluded"]}, key=str)
+    differing = [f for i, f in enumerate(GROUP_FIELDS) if len({g[i] for g in groups}) > 1]
+    summary = []
     for g in groups:
-        label = f"{str(g[0])[:12]}_{g[1]}_{g[2]}"
-        part = [dict(r, excluded=r["excluded"] or (None if group_of(r) == g else f"another group ({group_of(r)[1]})"))
+        label = group_label(g, differing)
+        part = [dict(r, excluded=r["excluded"] or (None if group_of(r, conflicts) == g else
+                                                    f"another group ({group_label(group_of(r, conflicts), differing)})"))
                 for r in runs]
         print(f"--- group {label}")
         analyse(part, out / label, args)
+        summary.append((label, [r for r in part if not r["excluded"]]))
+    write_groups_table(summary, out / "groups.md", differing)
     return out
+
+
+def write_groups_table(summary, path, differing):
+    """groups.md: validation loss by group (arm) and K: what a P0 sweep exists for (choosing lr, beta2...)."""
+    Ks = sorted({len(r["config"].get("categories") or []) for _, rs in summary for r in rs})
+    L = ["# Groups analysed on their own", "", "Groups differ in: " + (", ".join(differing) or "nothing") + ". "
+         "Final validation loss (summary.json, mean over the group's runs; runs without one are not counted) by K.", "",
+         "| group | runs | " + " | ".join(f"val loss K={K}" for K in Ks) + " |", "|---|---|" + "---|" * len(Ks)]
+    for label, rs in summary:
+        cells = []
+        for K in Ks:
+            v = [r["summary"].get("final_val_loss") for r in rs if len(r["config"].get("categories") or []) == K]
+            v = [x for x in v if _finite(x)]
+            cells.append(f"{np.mean(v):.4f} ({len(v)})" if v else "–")
+        L.append(f"| {label} | {len(rs)} | " + " | ".join(cells) + " |")
+    Path(path).write_text("\n".join(L) + "\n")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

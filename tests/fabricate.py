@@ -27,8 +27,10 @@ TRUTH = {"E": {c: 1.6 + 0.08 * i for i, c in enumerate(CATEGORIES)}, "B": 40.0, 
          "gamma": 0.06}
 
 
-def law_loss(law, c, D, Dc, K, truth=TRUTH):
-    """The fabricated expected test loss of training category c."""
+def law_loss(law, c, D, Dc, K, truth=TRUTH, N=None):
+    """The fabricated expected test loss of training category c (plus A * N^-alpha when the truth has A)."""
+    if truth.get("A") and N:
+        return law_loss(law, c, D, Dc, K, {k: v for k, v in truth.items() if k != "A"}) + truth["A"] * N ** -truth["alpha"]
     E, B, beta, s = truth["E"][c], truth["B"], truth["beta"], truth["s"]
     if law == "dilution":
         return E + B * (Dc ** s * D ** (1 - s)) ** -beta
@@ -36,6 +38,10 @@ def law_loss(law, c, D, Dc, K, truth=TRUTH):
         return E + B * D ** -beta
     if law == "lnK":  # a K penalty additive in ln K, which no form of analyze.py describes
         return E + B * D ** -beta + truth["gamma"] * math.log(K)
+    if law == "satK":  # a K penalty that saturates: 1 - 1/K, no power of D_c / D
+        return E + B * D ** -beta + 2 * truth["gamma"] * (1 - 1 / K)
+    if law == "floorK":  # the dilution law with floors rising with K (0.2 nats from K = 1 to K = 11)
+        return E + 0.02 * (K - 1) + B * (Dc ** s * D ** (1 - s)) ** -beta
     raise ValueError(law)
 
 
@@ -62,7 +68,7 @@ def make_run(root, rid, cats, budget, seed, rng, law="dilution", init_seed=None,
     per_category = {}
     for c in CATEGORIES:
         if c in cats:
-            mean = law_loss(law, c, D, per_cat[c], K, truth) - (tag_gain if tagged else 0.0)
+            mean = law_loss(law, c, D, per_cat[c], K, truth, N=n_nonemb) - (tag_gain if tagged else 0.0)
             mean += 0.0 if sampling == "balanced" else 0.3  # another arm: visibly different losses
         else:  # held out: worse, and less bad the more categories were seen
             mean = truth["E"][c] + 1.5 + 2 * truth["B"] * D ** -truth["beta"] - 0.05 * math.log(K)
@@ -98,23 +104,27 @@ def rid_of(model, K, seed, budget, sampling="balanced", tagged=False, init_seed=
 
 
 def p1_sweep(root, law="dilution", noise_seed=0, seeds=range(11), Ks=(1, 2, 3, 5), k11_seeds=(0, 1, 2),
-             budgets=P1_BUDGETS, replicate_subsets=(0, 1, 2), replicate_Ks=(1, 3), init_seeds=(100, 101), **kw):
-    """The P1 core design (plans/p1_core_31m.yaml) with a known law. Returns the run directories."""
+             budgets=P1_BUDGETS, replicate_subsets=(0, 1, 2), replicate_Ks=(1, 3), init_seeds=(100, 101),
+             models=(("pythia-31m", N_NONEMB),), **kw):
+    """The P1 core design (plans/p1_core_31m.yaml) with a known law, for each of `models` ((name, N): P2's
+    sizes with a truth that has A and alpha). Returns the run directories."""
     rng = np.random.default_rng(noise_seed)
     out = []
-    for K in Ks:
-        for seed in seeds:
-            for D in budgets:
-                out.append(make_run(root, rid_of("pythia-31m", K, seed, D), select(K, seed), D, seed, rng, law, **kw))
-    for seed in k11_seeds:
-        for D in budgets:
-            out.append(make_run(root, rid_of("pythia-31m", 11, seed, D), select(11, seed), D, seed, rng, law, **kw))
-    for K in replicate_Ks:
-        for seed in replicate_subsets:
-            for i in init_seeds:
+    for m, n in models:
+        kw_m = dict(kw, model=m, n_nonemb=n) if len(models) > 1 or m != "pythia-31m" else kw
+        for K in Ks:
+            for seed in seeds:
                 for D in budgets:
-                    out.append(make_run(root, rid_of("pythia-31m", K, seed, D, init_seed=i), select(K, seed), D,
-                                        seed, rng, law, init_seed=i, **kw))
+                    out.append(make_run(root, rid_of(m, K, seed, D), select(K, seed), D, seed, rng, law, **kw_m))
+        for seed in k11_seeds:
+            for D in budgets:
+                out.append(make_run(root, rid_of(m, 11, seed, D), select(11, seed), D, seed, rng, law, **kw_m))
+        for K in replicate_Ks:
+            for seed in replicate_subsets:
+                for i in init_seeds:
+                    for D in budgets:
+                        out.append(make_run(root, rid_of(m, K, seed, D, init_seed=i), select(K, seed), D,
+                                            seed, rng, law, init_seed=i, **kw_m))
     return out
 
 
