@@ -56,17 +56,17 @@ def test_bad_law_is_one_line_usage_error(plan_file, tmp_path, capsys, text):
 
 
 def test_h3_decided_at_low_noise_not_at_high_noise_and_widths_match_spread(plan_file, tmp_path):
-    lo = design.main([str(plan_file), "--law", LAW, "--noise", "0.01", "--n_sim", "4", "--n_boot", "10",
+    lo = design.main([str(plan_file), "--law", LAW, "--noise", "0.01", "--n_sim", "3", "--n_boot", "8",
                       "--no_variants", "--out", str(tmp_path / "lo")])
-    hi = design.main([str(plan_file), "--law", LAW, "--noise", "0.3", "--n_sim", "3", "--n_boot", "10",
+    hi = design.main([str(plan_file), "--law", LAW, "--noise", "0.3", "--n_sim", "2", "--n_boot", "8",
                       "--no_variants", "--out", str(tmp_path / "hi")])
-    assert lo["base"]["hypotheses"]["H3 dilution law"]["p_supported"] >= 0.75
-    assert hi["base"]["hypotheses"]["H3 dilution law"]["p_decided"] <= 0.34
-    # the bootstrap's interval width against the spread of the estimates over simulations (3.92 SD): with 4
-    # simulations an SD is known to within a factor ~2, so the check is a factor of 3
+    assert lo["base"]["hypotheses"]["H3 dilution law"]["p_supported"] >= 2 / 3
+    assert hi["base"]["hypotheses"]["H3 dilution law"]["p_decided"] <= 0.5
+    # the bootstrap's interval width against the spread of the estimates over simulations (3.92 SD): with 3
+    # simulations an SD is known only to within a factor ~2-3, so the check is a factor of 3 (deterministic seeds)
     for k in ("s", "beta"):
         x = lo["base"]["params"][k]
-        assert x["n_with_interval"] == 4
+        assert x["n_with_interval"] == 3
         assert 1 / 3 <= x["mean_ci_width"] / x["spread_of_estimates"] <= 3, (k, x)
         assert abs(x["mean_estimate"] - x["true"]) <= x["spread_of_estimates"]
     assert (tmp_path / "lo" / "design.md").is_file() and json.loads((tmp_path / "lo" / "design.json").read_text())
