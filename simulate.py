@@ -18,7 +18,6 @@ says nothing about them, so H5 is not a design check here.
 """
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
