@@ -420,12 +420,19 @@ def evaluate_model(model, store, split="test", categories=None, batch_size=64, d
             pos_cnt += np.bincount(key, minlength=C * STRIDE)
     wall = time.time() - t0
     per_category, overall = summarise(store, cats, per_cat_papers, pos_sum, pos_cnt, training_categories)
-    result = {"model": {"path": str(Path(model_path).resolve()) if model_path else None,
-                        "weights_sha256": weights_sha256(model_path) if model_path else None},
-              "store_id": store.store_id, "data_dir": str(store.dir.resolve()), "split": split,
-              "dtype": str(dtype).replace("torch.", ""), "window": WINDOW,
-              "tag_categories": tag_base is not None, "tag_token_base": tag_base,
-              "excluded_papers": excluded.tolist(),
+    model_info = {"path": str(Path(model_path).resolve()) if model_path else None,
+                  "weights_sha256": weights_sha256(model_path) if model_path else None}
+    return eval_record(store, split, model_info, str(dtype).replace("torch.", ""), tag_base, excluded.tolist(),
+                       training_categories, arguments, per_category, overall, wall, output)
+
+
+def eval_record(store, split, model_info, dtype_name, tag_base, excluded, training_categories, arguments,
+                per_category, overall, wall, output=None):
+    """evaluate.py's result schema (test_results.json / eval_*.json), written atomically when output is given;
+    ngram.py writes its runs' results through it too."""
+    result = {"model": model_info, "store_id": store.store_id, "data_dir": str(store.dir.resolve()),
+              "split": split, "dtype": dtype_name, "window": WINDOW,
+              "tag_categories": tag_base is not None, "tag_token_base": tag_base, "excluded_papers": excluded,
               "training_categories": training_categories, "arguments": arguments,
               "per_category": per_category, "overall": overall,
               "eval_time_s": wall, "tokens_per_s": overall["n_tokens"] / max(wall, 1e-9)}

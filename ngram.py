@@ -42,8 +42,8 @@ from pathlib import Path
 import numpy as np
 
 import store as st
-from model import STRIDE, summarise, tile
-from random_window_dataset import SAMPLING_MODES, RandomWindowDataset, fixed_eval_windows, select_categories
+from model import STRIDE, eval_record, summarise, tile
+from random_window_dataset import SAMPLING_MODES, fixed_eval_windows
 
 WINDOW, PRED_PER_WINDOW, EVAL_SEED = st.WINDOW, st.PRED_PER_WINDOW, st.EVAL_SEED
 BITS = 16                      # bits per symbol in a packed key: token ids are uint16 in the store
@@ -396,15 +396,8 @@ def evaluate_kn(lm, store, split="test", training_categories=None, output=None, 
         pos_cnt[ci * STRIDE:(ci + 1) * STRIDE] = valid.sum(axis=0)
     wall = time.time() - t0
     per_category, overall = summarise(store, cats, per_cat_papers, pos_sum, pos_cnt, training_categories)
-    result = {"model": {"path": None, "weights_sha256": None, "name": model_name}, "store_id": store.store_id,
-              "data_dir": str(store.dir.resolve()), "split": split, "dtype": "float64", "window": WINDOW,
-              "tag_categories": False, "tag_token_base": None, "excluded_papers": [],
-              "training_categories": training_categories, "arguments": arguments,
-              "per_category": per_category, "overall": overall,
-              "eval_time_s": wall, "tokens_per_s": overall["n_tokens"] / max(wall, 1e-9)}
-    if output is not None:
-        st.write_json_atomic(output, result, indent=1)
-    return result
+    return eval_record(store, split, {"path": None, "weights_sha256": None, "name": model_name}, "float64", None,
+                       [], training_categories, arguments, per_category, overall, wall, output)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -462,16 +455,7 @@ def main(argv=None):
     import train  # train.py's token accounting (nothing runs at its import)
     args = parse_args(argv)
     t_start = time.time()
-    try:
-        store = st.Store(args.data_dir, in_memory=True)
-        categories = list(args.categories) if args.categories else select_categories(args.K, args.seed)
-        store.category_ids(categories)
-        if len(set(categories)) != len(categories):
-            st.die(f"--categories lists a category twice: {' '.join(categories)}")
-        train_ds = RandomWindowDataset(None, "train", categories, window=WINDOW, seed=args.data_seed,
-                                       sampling=args.sampling, store=store)
-    except st.StoreError as e:
-        st.die(str(e))
+    store, categories, train_ds = train.training_pool(args)
     if store.vocab_size + 2 > (1 << BITS):
         st.die(f"--data_dir {args.data_dir}: vocabulary {store.vocab_size} leaves no 16-bit ids for BOS/PAD")
     args.K = len(categories)

@@ -180,8 +180,9 @@ def setup_dist(args):
     return Dist(ddp, rank, world, local_rank, device, dtype)
 
 
-def load_data(args):
-    """(store, categories, training window dataset, {category: fixed validation windows})."""
+def training_pool(args):
+    """(store, categories, training window dataset) of --data_dir / --categories or --K --seed / --data_seed /
+    --sampling: the windows a run trains on (ngram.py uses the same)."""
     try:
         store = st.Store(args.data_dir, in_memory=True)  # ~1 GB for the full dataset: sampling from RAM
         categories = list(args.categories) if args.categories else select_categories(args.K, args.seed)
@@ -190,6 +191,15 @@ def load_data(args):
             st.die(f"--categories lists a category twice: {' '.join(categories)}")
         train_ds = RandomWindowDataset(None, "train", categories, window=WINDOW, seed=args.data_seed,
                                        sampling=args.sampling, store=store)
+    except st.StoreError as e:
+        st.die(str(e))
+    return store, categories, train_ds
+
+
+def load_data(args):
+    """(store, categories, training window dataset, {category: fixed validation windows})."""
+    store, categories, train_ds = training_pool(args)
+    try:
         val_sets = {c: fixed_eval_windows(store, "validation", c, args.eval_windows, WINDOW, EVAL_SEED)
                     for c in categories}
     except st.StoreError as e:
