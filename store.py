@@ -228,7 +228,9 @@ def restore_old_dirs(parent):
     """Undo a replacement that a kill cut between its two renames: .NAME.old-* becomes NAME again where
     NAME is missing (the newest such), every other .*.old-* is removed. Returns the restored names."""
     restored = []
-    olds = sorted(Path(parent).glob(".*.old-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]), reverse=True)
+    # only names this code makes (.NAME.old-<digits>): a stray .x.old-foo is someone else's, left alone
+    olds = sorted((p for p in Path(parent).glob(".*.old-*") if p.name.rsplit("-", 1)[-1].isdigit()),
+                  key=lambda p: int(p.name.rsplit("-", 1)[-1]), reverse=True)
     for old in olds:
         name = old.name[1:].split(".old-")[0]
         if not (Path(parent) / name).exists():

@@ -138,6 +138,25 @@ def check_schema(path, plan):
         st.die(f"plan {path}: gpus_per_run must be a positive integer (got {plan['gpus_per_run']!r})")
 
 
+def _yaml_load(text):
+    """yaml.safe_load, but with 1e6 / 2.5E-4 read as numbers: YAML 1.1 (PyYAML) wants a dot in a float
+    ("1.0e6"), so a budget written 1e6 would be the string "1e6" (and its runs refused as duplicates)."""
+    import re
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def number(loader, node):  # 1e6 -> 1000000 (an int: a budget or count), 6e-4 -> 0.0006
+        v = float(loader.construct_scalar(node).replace("_", ""))
+        return int(v) if v.is_integer() and abs(v) < 2 ** 53 else v
+
+    Loader.add_implicit_resolver("!e-number", re.compile(
+        r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+    Loader.add_constructor("!e-number", number)
+    return yaml.load(text, Loader=Loader)
+
+
 def load_plan(path):
     path = Path(path)
     if not path.is_file():
@@ -145,8 +164,7 @@ def load_plan(path):
     text = path.read_text()
     try:
         if path.suffix in (".yaml", ".yml"):
-            import yaml
-            plan = yaml.safe_load(text)
+            plan = _yaml_load(text)
         else:
             plan = json.loads(text)
     except Exception as e:
@@ -399,7 +417,8 @@ def run_status(out, rid, events=None, conflict=None):
     if (e and e.get("event") == "end" and e.get("returncode") not in (0, *INTERRUPTED_CODES)
             and not e.get("stopped_by_sweep")):
         return "failed", summary
-    if rd.exists() and any(rd.iterdir()):
+    # a directory holding only the lock files (a run stopped before it wrote anything) has nothing to resume
+    if rd.exists() and any(p.name not in (RUN_LOCK, ".sweep.pid") for p in rd.iterdir()):
         return "interrupted", summary
     return "pending", summary
 
@@ -727,11 +746,12 @@ def cmd_status(plan, args):
     rows = [(rid, *run_status(out, rid, events, param_conflict(out, rid, plan, params))) for rid, params in expand(plan)]
     counts = {s: sum(1 for r in rows if r[1] == s) for s in STATUSES}
     width = max(len(r[0]) for r in rows)
-    fmt = lambda v: "-" if not isinstance(v, (int, float)) else f"{v:.4f}"
+    fmt = lambda v: "-" if not isinstance(v, (int, float)) or isinstance(v, bool) else f"{v:.4f}"
+    count = lambda v: f"{v:12,.0f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{'-':>12s}"
     print(f"{'run':{width}s}  {'status':11s} {'tokens':>12s} {'val_loss':>9s} {'test_macro':>10s}")
     for rid, status, s in rows:
         s = s or {}
-        print(f"{rid:{width}s}  {status:11s} {s.get('tokens_seen') or 0:12,d} {fmt(s.get('final_val_loss')):>9s} "
+        print(f"{rid:{width}s}  {status:11s} {count(s.get('tokens_seen') or 0)} {fmt(s.get('final_val_loss')):>9s} "
               f"{fmt(s.get('test_macro_loss')):>10s}")
     print(" | ".join(f"{k} {v}" for k, v in counts.items()))
     return counts

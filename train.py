@@ -345,7 +345,10 @@ def prepare_run_dir(args, plan, dist):
     if summary.is_file() and read_json(summary, "summary.json").get("status") == "complete":
         return "complete"  # idempotent: a scheduler may launch a finished run again
     if args.resume == "auto":
-        return step_checkpoints(run_dir)[::-1]
+        # final/ holds the end of the schedule (written before the test evaluation): a stop during that
+        # evaluation resumes from it, redoing no step; the step checkpoints follow if it does not load
+        final = [run_dir / "final"] if finished_schedule(run_dir / "final", plan.total_steps) else []
+        return final + step_checkpoints(run_dir)[::-1]
     path = Path(args.resume)
     weights_only = f"--resume {args.resume}: a weights-only directory (best/ or final/); resuming needs a step " \
                    "checkpoint: --resume alone takes the run's newest, or --resume RUN/step_XXXXXXXX"
@@ -458,6 +461,15 @@ def checkpoint(path, run, state, with_optimizer=True):
         raise StopRun(error or "rank 0 could not write a checkpoint (see its log)")
 
 
+def finished_schedule(path, total_steps):
+    """Whether path (final/) is a complete checkpoint of the schedule's last step."""
+    try:
+        saved = torch.load(Path(path) / "training_state.pt", map_location="cpu", weights_only=True)
+        return int(saved["step"]) == total_steps and (Path(path) / "config.json").is_file()
+    except Exception:
+        return False
+
+
 def load_checkpoint(path, run):
     """Load a step checkpoint completely into run (weights, optimizer) and return its training state;
     raises (any exception) when any part is unreadable. Another run's checkpoint is a one-line error."""
@@ -465,13 +477,16 @@ def load_checkpoint(path, run):
     diff = identity_differences(saved.get("identity", {"total_steps": saved["total_steps"]}), run.plan.identity)
     if diff:
         st.die(f"--resume {path}: the checkpoint is of another run ({'; '.join(diff)})")
-    for key in ("optimizer", "step", "tokens_seen", "windows_by_label", "torch_rng"):
+    # the optimizer is needed for steps still to come: final/ (the last step, no optimizer) has none
+    done = saved.get("step") == run.plan.total_steps
+    for key in (() if done else ("optimizer",)) + ("step", "tokens_seen", "windows_by_label", "torch_rng"):
         if saved.get(key) is None:
             raise KeyError(f"training_state.pt has no {key}")
     # from_pretrained, not load_state_dict on the file: transformers 5 names the GPT-NeoX head differently
     # in memory and on disk, and a non-strict state-dict load silently leaves it untrained
     run.model.load_state_dict(load_model(path).state_dict(), strict=True)
-    run.optimizer.load_state_dict(saved["optimizer"])
+    if saved.get("optimizer") is not None:
+        run.optimizer.load_state_dict(saved["optimizer"])
     return saved
 
 
@@ -1058,6 +1073,32 @@ def finish(run, state, status, message):
                   f"{summary['tokens_per_s']:,.0f} tok/s, wall {summary['wall_time_s']:.1f} s (all segments) -> {plan.run_dir}")
 
 
+def finish_or_stop(run, state, status, message):
+    """finish(), where a stop signal (the loop's handler is gone by now) ends the process in one line, exit
+    130, instead of a traceback or SIGTERM's silent death: final/ is written before the test evaluation, so
+    the --resume that follows starts from it and redoes no step."""
+    def raise_stop(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+    try:
+        old = signal.signal(signal.SIGTERM, raise_stop)
+    except ValueError:  # not the main thread
+        old = None
+    try:
+        finish(run, state, status, message)
+    except KeyboardInterrupt as e:
+        if run.dist.rank0:
+            done = finished_schedule(run.plan.run_dir / "final", run.plan.total_steps)
+            where = ("final/ holds the last step, so no step is redone" if done else
+                     "the newest step checkpoint is resumed from")
+            print(f"interrupted ({str(e) or 'SIGINT'}) after step {state.step}, during the final evaluation: {where}; "
+                  f"continue with the same command and --resume (run {run.plan.run_name})", flush=True)
+        run.log.close()
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
 def main(argv=None):
     args = parse_args(argv)
     t_start = time.time()
@@ -1113,7 +1154,7 @@ def run_locked(args, dist, store, categories, train_ds, val_sets, plan, t_start)
     status, message = train_loop(run, state)
     if status == "failed":
         run.log.print(f"error: {message}")
-    finish(run, state, status, message)
+    finish_or_stop(run, state, status, message)
     run.log.close()
     dist.close()
     if status == "interrupted":

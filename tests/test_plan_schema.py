@@ -145,3 +145,19 @@ def test_grids_without_an_axis_or_with_a_non_integer_seed_are_refused(tmp_path, 
         assert "grid.seed" in msg and "non-negative integers" in msg, msg
     for rid, _ in sweep.expand(sweep.load_plan(_write(tmp_path, GOOD))):
         assert rid
+
+
+def test_exponent_numbers_in_a_yaml_plan_are_numbers(tmp_path):
+    """PyYAML (YAML 1.1) reads 1e6 as the string "1e6": budgets written so were refused as duplicate run ids.
+    Every e-notation spelling is a number now; an integral one an int (a budget), quoted text stays text."""
+    text = ("name: t\nstore: {data_dir: x}\n"
+            f"grid: {{model_config: [{TINY_CONFIG}], K: [1], seed: [0], token_budget: [4e3, 1.2E4, 1_000, +2e+4]}}\n"
+            "fixed: {learning_rate: 6e-4, sampling: token, wandb_project: '1e6'}\n")
+    (tmp_path / "plan.yaml").write_text(text)
+    plan = sweep.load_plan(tmp_path / "plan.yaml")
+    assert plan["grid"][0]["token_budget"] == [4000, 12000, 1000, 20000]
+    assert all(type(b) is int for b in plan["grid"][0]["token_budget"])
+    assert plan["fixed"]["learning_rate"] == 6e-4 and plan["fixed"]["wandb_project"] == "1e6"
+    runs = sweep.expand(plan)
+    assert [rid.split("_d")[-1] for rid, _ in runs] == ["4k", "12k", "1k", "20k"]
+    assert "--token_budget 4000 " in " ".join(sweep.train_flags(runs[0][1])) + " "

@@ -480,6 +480,33 @@ def test_stop_during_the_last_validation_is_honoured_before_the_test_eval(synthe
     _assert_complete_like(run, ref)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_stop_during_the_test_evaluation_resumes_from_final_without_redoing_steps(synthetic_store, tmp_path,
+                                                                                monkeypatch, capsys, ref, sig):
+    """A stop during the final test evaluation (after the loop's signal handler is gone) used to end in a
+    traceback (SIGINT) or a silent death (SIGTERM), and the --resume redid every step since the last step
+    checkpoint (step 3 of 6 here). Now: one line, exit 130, and the resume starts from final/ (step 6)."""
+    evaluate = train.evaluate_model
+
+    def stop_inside(*a, **k):
+        signal.raise_signal(sig)
+        return evaluate(*a, **k)
+
+    monkeypatch.setattr(train, "evaluate_model", stop_inside)
+    with pytest.raises(SystemExit) as e:
+        train.main(_args(synthetic_store, tmp_path, "testeval"))
+    assert e.value.code == train.EXIT_INTERRUPTED
+    out = capsys.readouterr().out
+    assert f"interrupted ({signal.Signals(sig).name}) after step {TOTAL}, during the final evaluation" in out
+    assert "no step is redone" in out and "--resume" in out
+    run = tmp_path / "testeval"
+    assert not (run / "summary.json").exists() and (run / "final" / "training_state.pt").is_file()
+    monkeypatch.setattr(train, "evaluate_model", evaluate)
+    train.main(_args(synthetic_store, tmp_path, "testeval", "--resume"))
+    assert f"resumed from step {TOTAL} ({run / 'final'})" in (run / "train.log").read_text()
+    _assert_complete_like(run, ref)
+
+
 def test_a_checkpoint_unreadable_on_one_rank_is_skipped_by_every_rank(synthetic_store, tmp_path, hooks, ref,
                                                                       monkeypatch, capsys):
     """Under DDP each rank loads the checkpoint itself: when another rank cannot load the newest one (its

@@ -225,3 +225,32 @@ def test_cli_edges(tmp_path, capsys):
     with pytest.raises(SystemExit):
         sweep.main(["run", str(SMOKE), "--ou", str(tmp_path)])  # no prefix matching of flags
     assert "the following arguments are required: --out" in capsys.readouterr().err
+
+
+def test_status_of_lock_only_dirs_and_hand_edited_summaries(tmp_path, capsys):
+    """A run directory holding only train.py's .lock (a run stopped before it wrote anything) has nothing to
+    resume: "pending", not "interrupted". A summary whose tokens_seen was edited into a float (or text) is
+    shown, not a traceback."""
+    plan_file = _quick_plan(tmp_path, 3, 8000)
+    out = tmp_path / "out"
+    (rid0, _), (rid1, _), (rid2, _) = sweep.expand(sweep.load_plan(plan_file))
+    (out / "runs" / rid0).mkdir(parents=True)
+    (out / "runs" / rid0 / ".lock").write_text("{}")
+    for rid, tokens in ((rid1, 1234.0), (rid2, "many")):
+        (out / "runs" / rid).mkdir(parents=True)
+        (out / "runs" / rid / "summary.json").write_text(json.dumps({"status": "failed", "tokens_seen": tokens,
+                                                                       "final_val_loss": "x"}))
+    counts = sweep.main(["status", str(plan_file), "--out", str(out)])
+    assert counts["pending"] == 1 and counts["interrupted"] == 0 and counts["failed"] == 2
+    text = capsys.readouterr().out
+    assert "       1,234 " in text and "Traceback" not in text
+
+
+def test_restore_old_dirs_leaves_names_it_did_not_make(tmp_path):
+    """.best.old-<ns> (a kill between publish_dir's two renames) is put back; a stray .x.old-foo is not this
+    code's and used to raise ValueError at every start of the run."""
+    import store as st
+    (tmp_path / ".best.old-123").mkdir()
+    (tmp_path / ".x.old-foo").mkdir()
+    assert st.restore_old_dirs(tmp_path) == ["best"]
+    assert (tmp_path / "best").is_dir() and (tmp_path / ".x.old-foo").is_dir()
