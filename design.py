@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 import analyze
 import simulate
@@ -43,11 +44,16 @@ DECIDE = 0.8  # a hypothesis "is decided by the plan" when at least this share o
 
 @contextlib.contextmanager
 def quiet_analysis():
-    """analyze.py without its figures (seconds per sweep that nobody looks at here) and its printing."""
+    """analyze.py without its figures (seconds per sweep that nobody looks at here) and its printing, with
+    one BLAS thread: scipy's L-BFGS-B calls OpenBLAS on vectors of ~15 numbers, and OpenBLAS's threads
+    spinning on a shared 2-core machine made one fit ~35-80x slower in CPU time (20 s instead of 0.26-0.6 s,
+    measured; notes_s19design.md). analyze.py's bootstrap workers already run single-threaded; its own
+    process did not."""
+    import scipy.optimize  # noqa: F401 -- load scipy's own OpenBLAS first: a limit reaches only loaded libraries
     plots = analyze.make_plots
     analyze.make_plots = lambda *a, **k: []
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), threadpool_limits(1, user_api="blas"):
             yield
     finally:
         analyze.make_plots = plots
