@@ -139,9 +139,14 @@ def n_runs(plan):
     return len(sweep.expand(plan))
 
 
+def n_tokens(plan):
+    """The plan's total token budget: the training compute of a one-size plan, up to a constant."""
+    return sum(float(p["token_budget"]) for _, p in sweep.expand(plan))
+
+
 def variants(plan):
     """[(name, plan)]: one more initialisation seed for every run; one more budget above (x3 the largest);
-    one more budget below (the smallest / 3). Ordered by the runs they add."""
+    one more budget below (the smallest / 3). Ordered by the tokens they add (the compute they cost)."""
     out = []
     more = copy.deepcopy(plan)
     extra = [dict(g, init_seed=[200]) for g in plan["grid"] if "init_seed" not in g]
@@ -155,7 +160,7 @@ def variants(plan):
             if "token_budget" in g:
                 g["token_budget"] = pick([float(x) for x in g["token_budget"]])
         out.append((name, v))
-    return sorted(out, key=lambda nv: n_runs(nv[1]))
+    return sorted(out, key=lambda nv: n_tokens(nv[1]))
 
 
 def write_markdown(path, report):
@@ -179,7 +184,7 @@ def write_markdown(path, report):
         L.append(f"| H4 gain {c} | – | {fmt(x['mean_estimate'])} | {fmt(x['mean_ci_width'])} | "
                  f"{fmt(x['spread_of_estimates'])} | {x['n_with_interval']} of {x['n']} |")
     for name, v in report["variants"].items():
-        L += ["", f"Variant: {name} ({v['n_runs']} runs): " + "; ".join(
+        L += ["", f"Variant: {name} ({v['n_runs']} runs, {v['added']}): " + "; ".join(
             f"{h} P(decided) {x['p_decided']:.2f}" for h, x in v["summary"]["hypotheses"].items())]
     Path(path).write_text("\n".join(L) + "\n")
 
@@ -219,7 +224,8 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     work = out / ".simulations"
     t0 = time.time()
-    runs = n_runs(plan)
+    runs, tokens = n_runs(plan), n_tokens(plan)
+    (out / "simulations.jsonl").unlink(missing_ok=True)  # this invocation's simulations only
     print(f"plan {plan['name']}: {runs} runs; law B={law['B']:.4g} beta={law['beta']:.4g} s={law['s']:.4g} "
           f"E={min(law['E'].values()):.3g}..{max(law['E'].values()):.3g}"
           + (f" A={law['A']:.4g} alpha={law['alpha']:.4g}" if "A" in law else "") + f"; noise {noise:.4g}")
@@ -230,10 +236,11 @@ def main(argv=None):
     if undecided and not args.no_variants:
         for name, v in variants(plan):
             s = summarise(simulate_plan(v, law, noise, args.n_sim, args.n_boot, work, args.seed, name), law)
-            report["variants"][name] = {"n_runs": n_runs(v), "summary": s}
+            extra = f"+{n_runs(v) - runs} runs, +{(n_tokens(v) - tokens) / tokens:.0%} tokens"
+            report["variants"][name] = {"n_runs": n_runs(v), "added": extra, "summary": s}
             for h in undecided:
                 if h not in report["smallest_change"] and s["hypotheses"][h]["p_decided"] >= DECIDE:
-                    report["smallest_change"][h] = f"{name} (+{n_runs(v) - runs} runs): P(decided) {s['hypotheses'][h]['p_decided']:.2f}"
+                    report["smallest_change"][h] = f"{name} ({extra}): P(decided) {s['hypotheses'][h]['p_decided']:.2f}"
         for h in undecided:
             report["smallest_change"].setdefault(h, "none of the variants tried")
     shutil.rmtree(work, ignore_errors=True)
