@@ -117,6 +117,14 @@ def _interval_stats(items):
             "spread_of_estimates": _spread(est)}
 
 
+def clopper_pearson(k, n):
+    """Exact 95% interval of a probability seen k times in n simulations (meaningful at 0 of n and n of n too,
+    where the standard error says nothing)."""
+    from scipy.stats import beta
+    return [float(beta.ppf(0.025, k, n - k + 1)) if k > 0 else 0.0,
+            float(beta.ppf(0.975, k + 1, n - k)) if k < n else 1.0]
+
+
 def summarise(results, law):
     n = len(results)
     hyp = {}
@@ -124,7 +132,7 @@ def summarise(results, law):
         counts = {k: sum(outcome(r["verdicts"][h]) == k for r in results) for k in ("supported", "not supported", "undecided")}
         p = 1 - counts["undecided"] / n
         hyp[h] = {**{f"p_{k.replace(' ', '_')}": counts[k] / n for k in counts}, "p_decided": p,
-                  "se": math.sqrt(max(p * (1 - p), 1 / n) / n)}
+                  "se": math.sqrt(max(p * (1 - p), 1 / n) / n), "ci95": clopper_pearson(n - counts["undecided"], n)}
     params = {k: dict(_interval_stats([r["params"][k] for r in results if k in r["params"]]), true=law[k])
               for k in ("s", "beta")}
     cells = sorted({c for r in results for c in r["h4"]})
@@ -167,12 +175,12 @@ def write_markdown(path, report):
     L = [f"# Design check: {report['plan']}", "",
          f"Law: {report['law_text']}; noise (SD of log test loss): {report['noise']}; {report['base']['n_sim']} "
          f"simulations of {report['n_runs']} runs, analyze.py with --n_boot {report['n_boot']}. A probability from "
-         f"n_sim simulations has a standard error of about sqrt(p(1-p)/n_sim). Simulated data obey the law exactly: "
+         f"n_sim simulations has a standard error of about sqrt(p(1-p)/n_sim); [..] is its exact (Clopper-Pearson) 95% interval. Simulated data obey the law exactly: "
          "these are upper bounds for real data at this noise.", "",
          "| hypothesis | P(decided) | P(supported) | P(not supported) | P(undecided) | smallest change that decides it |",
          "|---|---|---|---|---|---|"]
     for h, x in report["base"]["hypotheses"].items():
-        L.append(f"| {h} | {x['p_decided']:.2f} ± {x['se']:.2f} | {x['p_supported']:.2f} | {x['p_not_supported']:.2f} | "
+        L.append(f"| {h} | {x['p_decided']:.2f} ± {x['se']:.2f} [{x['ci95'][0]:.2f}, {x['ci95'][1]:.2f}] | {x['p_supported']:.2f} | {x['p_not_supported']:.2f} | "
                  f"{x['p_undecided']:.2f} | {report['smallest_change'].get(h, '–')} |")
     L += ["", "| parameter | true | mean estimate | mean 95% interval width | spread of estimates (3.92 SD) | sims with an interval |",
           "|---|---|---|---|---|---|"]
@@ -249,7 +257,7 @@ def main(argv=None):
     write_markdown(out / "design.md.tmp", report)
     (out / "design.md.tmp").replace(out / "design.md")
     for h, x in base["hypotheses"].items():
-        print(f"{h}: P(decided) {x['p_decided']:.2f} ± {x['se']:.2f} (supported {x['p_supported']:.2f}, "
+        print(f"{h}: P(decided) {x['p_decided']:.2f} ± {x['se']:.2f} [{x['ci95'][0]:.2f}, {x['ci95'][1]:.2f}] (supported {x['p_supported']:.2f}, "
               f"not supported {x['p_not_supported']:.2f})" + (f" -> {report['smallest_change'][h]}" if h in report["smallest_change"] else ""))
     for k, x in base["params"].items():
         print(f"{k}: mean 95% interval width {x['mean_ci_width']}, spread of estimates {x['spread_of_estimates']} "
