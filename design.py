@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 import analyze
 import simulate
@@ -43,11 +44,16 @@ DECIDE = 0.8  # a hypothesis "is decided by the plan" when at least this share o
 
 @contextlib.contextmanager
 def quiet_analysis():
-    """analyze.py without its figures (seconds per sweep that nobody looks at here) and its printing."""
+    """analyze.py without its figures (seconds per sweep that nobody looks at here) and its printing, with
+    one BLAS thread: scipy's L-BFGS-B calls OpenBLAS on vectors of ~15 numbers, and OpenBLAS's threads
+    spinning on a shared 2-core machine made one fit ~35-80x slower in CPU time (20 s instead of 0.26-0.6 s,
+    measured; notes_s19design.md). analyze.py's bootstrap workers already run single-threaded; its own
+    process did not."""
+    import scipy.optimize  # noqa: F401 -- load scipy's own OpenBLAS first: a limit reaches only loaded libraries
     plots = analyze.make_plots
     analyze.make_plots = lambda *a, **k: []
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), threadpool_limits(1, user_api="blas"):
             yield
     finally:
         analyze.make_plots = plots
@@ -111,6 +117,14 @@ def _interval_stats(items):
             "spread_of_estimates": _spread(est)}
 
 
+def clopper_pearson(k, n):
+    """Exact 95% interval of a probability seen k times in n simulations (meaningful at 0 of n and n of n too,
+    where the standard error says nothing)."""
+    from scipy.stats import beta
+    return [float(beta.ppf(0.025, k, n - k + 1)) if k > 0 else 0.0,
+            float(beta.ppf(0.975, k + 1, n - k)) if k < n else 1.0]
+
+
 def summarise(results, law):
     n = len(results)
     hyp = {}
@@ -118,7 +132,7 @@ def summarise(results, law):
         counts = {k: sum(outcome(r["verdicts"][h]) == k for r in results) for k in ("supported", "not supported", "undecided")}
         p = 1 - counts["undecided"] / n
         hyp[h] = {**{f"p_{k.replace(' ', '_')}": counts[k] / n for k in counts}, "p_decided": p,
-                  "se": math.sqrt(max(p * (1 - p), 1 / n) / n)}
+                  "se": math.sqrt(max(p * (1 - p), 1 / n) / n), "ci95": clopper_pearson(n - counts["undecided"], n)}
     params = {k: dict(_interval_stats([r["params"][k] for r in results if k in r["params"]]), true=law[k])
               for k in ("s", "beta")}
     cells = sorted({c for r in results for c in r["h4"]})
@@ -133,9 +147,14 @@ def n_runs(plan):
     return len(sweep.expand(plan))
 
 
+def n_tokens(plan):
+    """The plan's total token budget: the training compute of a one-size plan, up to a constant."""
+    return sum(float(p["token_budget"]) for _, p in sweep.expand(plan))
+
+
 def variants(plan):
     """[(name, plan)]: one more initialisation seed for every run; one more budget above (x3 the largest);
-    one more budget below (the smallest / 3). Ordered by the runs they add."""
+    one more budget below (the smallest / 3). Ordered by the tokens they add (the compute they cost)."""
     out = []
     more = copy.deepcopy(plan)
     extra = [dict(g, init_seed=[200]) for g in plan["grid"] if "init_seed" not in g]
@@ -149,19 +168,19 @@ def variants(plan):
             if "token_budget" in g:
                 g["token_budget"] = pick([float(x) for x in g["token_budget"]])
         out.append((name, v))
-    return sorted(out, key=lambda nv: n_runs(nv[1]))
+    return sorted(out, key=lambda nv: n_tokens(nv[1]))
 
 
 def write_markdown(path, report):
     L = [f"# Design check: {report['plan']}", "",
          f"Law: {report['law_text']}; noise (SD of log test loss): {report['noise']}; {report['base']['n_sim']} "
          f"simulations of {report['n_runs']} runs, analyze.py with --n_boot {report['n_boot']}. A probability from "
-         f"n_sim simulations has a standard error of about sqrt(p(1-p)/n_sim). Simulated data obey the law exactly: "
+         f"n_sim simulations has a standard error of about sqrt(p(1-p)/n_sim); [..] is its exact (Clopper-Pearson) 95% interval. Simulated data obey the law exactly: "
          "these are upper bounds for real data at this noise.", "",
          "| hypothesis | P(decided) | P(supported) | P(not supported) | P(undecided) | smallest change that decides it |",
          "|---|---|---|---|---|---|"]
     for h, x in report["base"]["hypotheses"].items():
-        L.append(f"| {h} | {x['p_decided']:.2f} ± {x['se']:.2f} | {x['p_supported']:.2f} | {x['p_not_supported']:.2f} | "
+        L.append(f"| {h} | {x['p_decided']:.2f} ± {x['se']:.2f} [{x['ci95'][0]:.2f}, {x['ci95'][1]:.2f}] | {x['p_supported']:.2f} | {x['p_not_supported']:.2f} | "
                  f"{x['p_undecided']:.2f} | {report['smallest_change'].get(h, '–')} |")
     L += ["", "| parameter | true | mean estimate | mean 95% interval width | spread of estimates (3.92 SD) | sims with an interval |",
           "|---|---|---|---|---|---|"]
@@ -173,7 +192,7 @@ def write_markdown(path, report):
         L.append(f"| H4 gain {c} | – | {fmt(x['mean_estimate'])} | {fmt(x['mean_ci_width'])} | "
                  f"{fmt(x['spread_of_estimates'])} | {x['n_with_interval']} of {x['n']} |")
     for name, v in report["variants"].items():
-        L += ["", f"Variant: {name} ({v['n_runs']} runs): " + "; ".join(
+        L += ["", f"Variant: {name} ({v['n_runs']} runs, {v['added']}): " + "; ".join(
             f"{h} P(decided) {x['p_decided']:.2f}" for h, x in v["summary"]["hypotheses"].items())]
     Path(path).write_text("\n".join(L) + "\n")
 
@@ -213,7 +232,8 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     work = out / ".simulations"
     t0 = time.time()
-    runs = n_runs(plan)
+    runs, tokens = n_runs(plan), n_tokens(plan)
+    (out / "simulations.jsonl").unlink(missing_ok=True)  # this invocation's simulations only
     print(f"plan {plan['name']}: {runs} runs; law B={law['B']:.4g} beta={law['beta']:.4g} s={law['s']:.4g} "
           f"E={min(law['E'].values()):.3g}..{max(law['E'].values()):.3g}"
           + (f" A={law['A']:.4g} alpha={law['alpha']:.4g}" if "A" in law else "") + f"; noise {noise:.4g}")
@@ -224,10 +244,11 @@ def main(argv=None):
     if undecided and not args.no_variants:
         for name, v in variants(plan):
             s = summarise(simulate_plan(v, law, noise, args.n_sim, args.n_boot, work, args.seed, name), law)
-            report["variants"][name] = {"n_runs": n_runs(v), "summary": s}
+            extra = f"+{n_runs(v) - runs} runs, +{(n_tokens(v) - tokens) / tokens:.0%} tokens"
+            report["variants"][name] = {"n_runs": n_runs(v), "added": extra, "summary": s}
             for h in undecided:
                 if h not in report["smallest_change"] and s["hypotheses"][h]["p_decided"] >= DECIDE:
-                    report["smallest_change"][h] = f"{name} (+{n_runs(v) - runs} runs): P(decided) {s['hypotheses'][h]['p_decided']:.2f}"
+                    report["smallest_change"][h] = f"{name} ({extra}): P(decided) {s['hypotheses'][h]['p_decided']:.2f}"
         for h in undecided:
             report["smallest_change"].setdefault(h, "none of the variants tried")
     shutil.rmtree(work, ignore_errors=True)
@@ -236,7 +257,7 @@ def main(argv=None):
     write_markdown(out / "design.md.tmp", report)
     (out / "design.md.tmp").replace(out / "design.md")
     for h, x in base["hypotheses"].items():
-        print(f"{h}: P(decided) {x['p_decided']:.2f} ± {x['se']:.2f} (supported {x['p_supported']:.2f}, "
+        print(f"{h}: P(decided) {x['p_decided']:.2f} ± {x['se']:.2f} [{x['ci95'][0]:.2f}, {x['ci95'][1]:.2f}] (supported {x['p_supported']:.2f}, "
               f"not supported {x['p_not_supported']:.2f})" + (f" -> {report['smallest_change'][h]}" if h in report["smallest_change"] else ""))
     for k, x in base["params"].items():
         print(f"{k}: mean 95% interval width {x['mean_ci_width']}, spread of estimates {x['spread_of_estimates']} "

@@ -4,7 +4,6 @@ spread of the simulated estimates. Small plan, few simulations, few resamples: t
 the direction, at the precision a handful of simulations gives."""
 import json
 import math
-import os
 
 import numpy as np
 import pytest
@@ -56,21 +55,97 @@ def test_bad_law_is_one_line_usage_error(plan_file, tmp_path, capsys, text):
     assert err.startswith("error: --law") and "\n" not in err
 
 
-# ~12 CPU-minutes (5 full analyses): over the suite's budget on 2 cores; run with RUN_SLOW=1 (notes.md: not yet
-# seen to pass)
-@pytest.mark.skipif(not os.environ.get("RUN_SLOW"), reason="~12 CPU-min of analyses; RUN_SLOW=1 runs it")
-def test_h3_decided_at_low_noise_not_at_high_noise_and_widths_match_spread(plan_file, tmp_path):
-    lo = design.main([str(plan_file), "--law", LAW, "--noise", "0.01", "--n_sim", "3", "--n_boot", "8",
+def test_fabricated_noise_has_the_requested_sd_and_is_independent_between_simulations(plan_file, tmp_path):
+    """The multiplicative noise: log(loss / law) has SD `noise` and no correlation between two simulations (a
+    shared or unused noise draw would make simulated fits agree more than the noise allows)."""
+    plan = sweep.load_plan(plan_file)
+    law = simulate.parse_law(LAW)
+    resid = []
+    for i in range(3):
+        root = tmp_path / f"sim{i}"
+        simulate.fabricate(plan, law, 0.05, root, np.random.default_rng([0, i]))
+        r = []
+        for rid, _ in sweep.expand(plan):
+            summ, test = (json.loads((root / "runs" / rid / n).read_text()) for n in ("summary.json", "test_results.json"))
+            D = summ["tokens_seen"]
+            r += [math.log(test["per_category"][c]["loss"] / simulate.law_loss(law, c, D, Dc))
+                  for c, Dc in summ["tokens_per_category"].items()]
+        resid.append(np.array(r))
+    for r in resid:  # ~100 draws each: the SD within 20%, the mean near 0
+        assert 0.8 * 0.05 <= r.std() <= 1.2 * 0.05 and abs(r.mean()) < 0.02
+    for a in range(3):
+        for b in range(a):
+            assert abs(np.corrcoef(resid[a], resid[b])[0, 1]) < 0.35
+
+
+def test_variants_are_the_plan_plus_one_seed_or_one_budget_ordered_by_tokens(plan_file):
+    plan = sweep.load_plan(plan_file)
+    base = {rid for rid, _ in sweep.expand(plan)}
+    vs = design.variants(plan)
+    assert [design.n_tokens(v) for _, v in vs] == sorted(design.n_tokens(v) for _, v in vs)
+    by_name = dict(vs)
+    assert set(by_name) == {"one more init seed for every subset (init_seed 200)", "one more budget, 3x the largest",
+                            "one more budget, the smallest / 3"}
+    for name, v in vs:
+        runs = dict(sweep.expand(v))
+        assert base < set(runs)  # every run of the plan is still there: a variant only adds
+        added = [p for rid, p in runs.items() if rid not in base]
+        if "init seed" in name:  # one replicate of every run that had none
+            assert len(added) == 24 and {p["init_seed"] for p in added} == {200}
+        else:  # one more budget for every (K, subset, init seed)
+            assert len(added) == 12 and len({p["token_budget"] for p in added}) == 1
+            assert added[0]["token_budget"] == (2.7e7 if "3x" in name else 1e6 / 3)
+    assert plan == sweep.load_plan(plan_file)  # the plan itself is untouched
+
+
+# The acceptance claims on a plan small enough for the suite: 30 runs (K in {1, 3} x 3 subset seeds x 3 budgets,
+# plus an init-seed replicate of 2 subsets, which gives the noise floor the H3 verdict needs). One analysis
+# costs ~3-5 s CPU with one BLAS thread (design.quiet_analysis): 8 + 3 simulations at --n_boot 20, ~55 s CPU
+# (calibration outside the suite, 15 simulations at --n_boot 40: width / spread 0.85 for s, 1.05 for beta).
+SMALL = {"name": "small", "store": {"data_dir": "fabricated"},
+         "grid": [{"model_config": ["pythia-31m"], "K": [1, 3], "seed": [0, 1, 2], "token_budget": [1e6, 3e6, 9e6]},
+                  {"model_config": ["pythia-31m"], "K": [1, 3], "seed": [0, 1], "init_seed": [100],
+                   "token_budget": [1e6, 3e6, 9e6]}],
+         "fixed": {"sampling": "balanced", "batch_size": 320, "learning_rate": 1e-3}}
+
+
+def test_h3_decided_at_low_noise_not_at_high_noise_and_widths_match_spread(tmp_path):
+    plan = tmp_path / "small.yaml"
+    plan.write_text(yaml.safe_dump(SMALL))
+    lo = design.main([str(plan), "--law", LAW, "--noise", "0.01", "--n_sim", "8", "--n_boot", "20",
                       "--no_variants", "--out", str(tmp_path / "lo")])
-    hi = design.main([str(plan_file), "--law", LAW, "--noise", "0.3", "--n_sim", "2", "--n_boot", "8",
+    hi = design.main([str(plan), "--law", LAW, "--noise", "0.3", "--n_sim", "3", "--n_boot", "20",
                       "--no_variants", "--out", str(tmp_path / "hi")])
-    assert lo["base"]["hypotheses"]["H3 dilution law"]["p_supported"] >= 2 / 3
-    assert hi["base"]["hypotheses"]["H3 dilution law"]["p_decided"] <= 0.5
-    # the bootstrap's interval width against the spread of the estimates over simulations (3.92 SD): with 3
-    # simulations an SD is known only to within a factor ~2-3, so the check is a factor of 3 (deterministic seeds)
+    assert lo["base"]["hypotheses"]["H3 dilution law"]["p_supported"] >= 0.75  # "most": >= 6 of 8
+    assert hi["base"]["hypotheses"]["H3 dilution law"]["p_decided"] <= 1 / 3  # "mostly not": <= 1 of 3
+    # the bootstrap's mean 95% interval width against the spread of the estimates over simulations (3.92 SD):
+    # 8 simulations know an SD to within ~ +-25% (1 SE), so the check allows a factor 2 either way
     for k in ("s", "beta"):
         x = lo["base"]["params"][k]
-        assert x["n_with_interval"] == 3
-        assert 1 / 3 <= x["mean_ci_width"] / x["spread_of_estimates"] <= 3, (k, x)
-        assert abs(x["mean_estimate"] - x["true"]) <= x["spread_of_estimates"]
-    assert (tmp_path / "lo" / "design.md").is_file() and json.loads((tmp_path / "lo" / "design.json").read_text())
+        assert x["n_with_interval"] == x["n"] == 8
+        assert 0.5 <= x["mean_ci_width"] / x["spread_of_estimates"] <= 2, (k, x)
+        assert abs(x["mean_estimate"] - x["true"]) <= x["spread_of_estimates"] / 2, (k, x)  # ~2 SE of the mean
+    lines = (tmp_path / "lo" / "simulations.jsonl").read_text().splitlines()
+    assert len(lines) == 8 and len({json.loads(x)["params"]["s"]["estimate"] for x in lines}) == 8
+    h3 = lo["base"]["hypotheses"]["H3 dilution law"]
+    assert h3["ci95"][0] <= h3["p_decided"] <= h3["ci95"][1] and h3["ci95"][1] - h3["ci95"][0] > 0.2  # 8 sims: wide
+    assert f"| H3 dilution law | {h3['p_decided']:.2f} ± {h3['se']:.2f} [{h3['ci95'][0]:.2f}, {h3['ci95'][1]:.2f}] |" in (tmp_path / "lo" / "design.md").read_text()
+
+
+def test_variants_find_the_budget_that_decides_h4(tmp_path):
+    """H4 needs specialists of >= 100 optimizer steps: the plan's largest specialist pairs with K = 3 at 9e6
+    tokens and has 3e6 / 32,000 = 94 steps, so H4 is undecided; one more budget (2.7e7) gives a pair of 282
+    steps, which at 1% noise decides it. Two simulations per plan and variant (~20 s CPU)."""
+    plan = tmp_path / "small.yaml"
+    plan.write_text(yaml.safe_dump(dict(SMALL, grid=SMALL["grid"][:1])))  # 18 runs: no replicates needed here
+    r = design.main([str(plan), "--law", LAW, "--noise", "0.01", "--n_sim", "2", "--n_boot", "10",
+                     "--out", str(tmp_path / "v")])
+    assert r["base"]["hypotheses"]["H4 mixing gain"]["p_decided"] == 0
+    assert len(r["variants"]) == 3
+    assert r["smallest_change"]["H4 mixing gain"].startswith("one more budget, 3x the largest (+6 runs")
+    assert r["variants"]["one more budget, 3x the largest"]["summary"]["hypotheses"]["H4 mixing gain"]["p_supported"] == 1
+    for name, v in r["variants"].items():
+        if "3x" not in name:
+            assert v["summary"]["hypotheses"]["H4 mixing gain"]["p_decided"] == 0
+    md = (tmp_path / "v" / "design.md").read_text()
+    assert "Variant: one more budget, 3x the largest (24 runs, +6 runs" in md
