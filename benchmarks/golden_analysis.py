@@ -116,23 +116,30 @@ def main(argv=None):
     p.add_argument("out", help="directory for the outputs (must not exist)")
     p.add_argument("--smoke", default=None, help="a finished smoke sweep (sweep.py run plans/smoke.yaml) to analyse too")
     p.add_argument("--compare", default=None, help="an earlier OUT to compare with, byte for byte")
+    p.add_argument("--cases", default=None,
+                   help=f"comma-separated cases to run, in this order (default: all: {', '.join(c for c, _, _ in CASES)}"
+                        ", smoke); each is compared as soon as it is done")
     args = p.parse_args(argv)
     out = Path(args.out)
     work = out.with_name(out.name + "_sweeps")
     if out.exists() or work.exists():
         sys.exit(f"{out} or {work} exists: choose a new directory")
-    for name, build, extra in CASES:
-        run_case(name, build, extra, work, out)
-        print(f"{name}: done", flush=True)
-    if args.smoke:
-        copy_sweep(args.smoke, work / "smoke")
-        run_case("smoke", None, [], work, out, baselines=True)
-        print("smoke: done")
-    if args.compare:
-        bad, n = compare(Path(args.compare), out)
-        print("\n".join(bad) or f"identical: {n} files, byte for byte")
-        return 1 if bad else 0
-    return 0
+    cases = {name: (build, extra) for name, build, extra in CASES}
+    names = args.cases.split(",") if args.cases else [*cases, *(["smoke"] if args.smoke else [])]
+    bad = []
+    for name in names:
+        if name == "smoke":
+            copy_sweep(args.smoke, work / "smoke")
+            run_case("smoke", None, [], work, out, baselines=True)
+        else:
+            run_case(name, *cases[name], work, out)
+        if args.compare:
+            diff, n = compare(Path(args.compare) / name, out / name)
+            bad += diff
+            print(f"{name}: " + ("; ".join(diff) or f"identical: {n} files, byte for byte"), flush=True)
+        else:
+            print(f"{name}: done", flush=True)
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":
