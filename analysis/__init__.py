@@ -6,4 +6,13 @@
     hilberg.py    compression-rate curves r(n) of each category's text and the Hilberg fit (H7)
     isoflop.py    IsoFLOP slices: loss against N at fixed compute 6*N*D, the compute-optimal N per K
     synthetic.py  fabricated sweeps and curves with known truths, for the tests and benchmarks
+    runs.py       collecting run directories (used or excluded with a reason), groups and selection, the
+                  run table (runs.csv)
+    laws.py       the dilution / disjoint / shared law, its fit, the bootstrap over runs, identification;
+                  95% intervals and how they are printed
+    forms.py      comparing the forms: cross-validation over subset seeds, held-out error differences
+    noise.py      the seed-to-seed noise floor and the residual diagnostics against it
+    hypotheses.py H1-H6 decided by their falsifiers, the verdict table and the report's headline
+    plots.py      the report's figures
+    report.py     report.md and groups.md
 """

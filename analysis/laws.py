@@ -1,0 +1,386 @@
+"""Laws and fitting (EXPERIMENT_PLAN.md, H3): the arrays a fit reads, the dilution / disjoint / shared law
+with its Huber objective and analytic gradient, L-BFGS-B from a grid of starts, the bootstrap over runs
+(resampled within each K, refitted from the point estimate and a second start, in a pool of processes),
+what the design cannot identify, and fit_law, which puts them together. Also the 95% intervals and how they
+are printed, shared by the modules that decide the hypotheses."""
+import math
+import os
+
+import numpy as np
+
+import store as st
+from analysis.runs import used
+
+HUBER_DELTA = 1e-3
+FORMS = {"dilution": None, "disjoint": 1.0, "shared": 0.0}  # form -> fixed s (None: free)
+DATA_FILTER = ("complete runs whose schedule ran to its end, finite test results, in-training categories, "
+               "untagged runs, the final checkpoint's exact test loss")
+BOOT_TOL = (1e-9, 1e-6)    # (ftol, gtol) of the bootstrap refits, relative to the objective's scale
+
+
+# ----------------------------------------------------------------------------------------------------
+# fitting
+
+def fit_data(rows, where=None):
+    """Arrays for the fits: in-training categories of included, untagged runs (and `where`, if given)."""
+    use = [r for r in used(rows) if r["in_training"] and not r["tagged"] and (r["tokens_category"] or 0) > 0
+           and (where is None or where(r))]
+    cats = sorted({r["category"] for r in use}, key=lambda c: st.CATEGORIES.index(c) if c in st.CATEGORIES else 99)
+    runs = sorted({r["run_id"] for r in use})
+    seeds = sorted({str(r["seed"]) for r in use})
+    return {"L": np.array([r["test_loss"] for r in use], dtype=float),
+            "D": np.array([r["tokens_seen"] for r in use], dtype=float),
+            "Dc": np.array([r["tokens_category"] for r in use], dtype=float),
+            "N": np.array([r["n_params_nonembedding"] or 1 for r in use], dtype=float),
+            "cat": np.array([cats.index(r["category"]) for r in use], dtype=int),
+            "run": np.array([runs.index(r["run_id"]) for r in use], dtype=int),
+            "budget": np.array([r["token_budget_planned"] for r in use], dtype=float),
+            "K": np.array([r["K"] for r in use], dtype=int),
+            "fold": np.array([seeds.index(str(r["seed"])) for r in use], dtype=int),
+            "categories": cats, "runs": runs}
+
+
+class Law:
+    """L = E_cat + B * X^-beta [+ A * N^-alpha], X = Dc^s * D^(1-s); parameters in an unconstrained-ish vector
+    [log E_0.., log B, beta, (s), (log A, alpha)] with box bounds for L-BFGS-B."""
+
+    def __init__(self, form, n_cats, with_n):
+        self.form, self.C, self.with_n = form, n_cats, with_n
+        self.fixed_s = FORMS[form]
+        self.names = ["logE"] * n_cats + ["logB", "beta"] + (["s"] if self.fixed_s is None else []) + \
+            (["logA", "alpha"] if with_n else [])
+
+    def unpack(self, th):
+        C = self.C
+        out = {"logE": th[:C], "logB": th[C], "beta": th[C + 1]}
+        i = C + 2
+        if self.fixed_s is None:
+            out["s"] = th[i]
+            i += 1
+        else:
+            out["s"] = self.fixed_s
+        if self.with_n:
+            out["logA"], out["alpha"] = th[i], th[i + 1]
+        return out
+
+    def predict(self, th, d):
+        p = self.unpack(th)
+        logX = p["s"] * np.log(d["Dc"]) + (1 - p["s"]) * np.log(d["D"])
+        pred = np.exp(p["logE"][d["cat"]]) + np.exp(p["logB"] - p["beta"] * logX)
+        if self.with_n:
+            pred = pred + np.exp(p["logA"] - p["alpha"] * np.log(d["N"]))
+        return pred
+
+    def objective(self, th, d, w=None):
+        """Huber(log pred - log L) summed (weighted by bootstrap multiplicities w), and its gradient."""
+        p = self.unpack(th)
+        C = self.C
+        logD, logDc = np.log(d["D"]), np.log(d["Dc"])
+        logX = p["s"] * logDc + (1 - p["s"]) * logD
+        E = np.exp(p["logE"][d["cat"]])
+        dterm = np.exp(p["logB"] - p["beta"] * logX)
+        pred = E + dterm
+        if self.with_n:
+            nterm = np.exp(p["logA"] - p["alpha"] * np.log(d["N"]))
+            pred = pred + nterm
+        r = np.log(pred) - np.log(d["L"])
+        a = np.abs(r)
+        hub = np.where(a <= HUBER_DELTA, 0.5 * r * r, HUBER_DELTA * (a - 0.5 * HUBER_DELTA))
+        dh = np.clip(r, -HUBER_DELTA, HUBER_DELTA) / pred
+        if w is not None:
+            hub, dh = hub * w, dh * w
+        g = np.zeros_like(th)
+        g[:C] = np.bincount(d["cat"], weights=dh * E, minlength=C)
+        g[C] = np.sum(dh * dterm)
+        g[C + 1] = np.sum(dh * dterm * -logX)
+        i = C + 2
+        if self.fixed_s is None:
+            g[i] = np.sum(dh * dterm * -p["beta"] * (logDc - logD))
+            i += 1
+        if self.with_n:
+            g[i] = np.sum(dh * nterm)
+            g[i + 1] = np.sum(dh * nterm * -np.log(d["N"]))
+        return float(hub.sum()), g
+
+    def bounds(self, d):
+        lmax = math.log(max(d["L"].max(), 1e-3))
+        b = [(math.log(1e-4), lmax)] * self.C + [(-50.0, 200.0), (1e-3, 3.0)]
+        if self.fixed_s is None:
+            b.append((0.0, 1.0))
+        if self.with_n:
+            b += [(-50.0, 200.0), (1e-3, 3.0)]
+        return b
+
+    def starts(self, d):
+        """Chinchilla-style grid of initial points around the data's scale."""
+        Lc = np.array([d["L"][d["cat"] == c].min() if np.any(d["cat"] == c) else d["L"].min() for c in range(self.C)])
+        logX0 = float(np.median(np.log(d["D"])))
+        out = []
+        for e_frac in (0.5, 0.85):
+            for beta in (0.1, 0.3, 0.7):
+                for s in ((0.25, 0.75) if self.fixed_s is None else (None,)):
+                    th = list(np.log(e_frac * Lc)) + [math.log(max(np.mean(d["L"]) * (1 - e_frac), 1e-3)) + beta * logX0, beta]
+                    if s is not None:
+                        th.append(s)
+                    if self.with_n:
+                        th += [math.log(max(0.1 * np.mean(d["L"]), 1e-3)) + 0.3 * float(np.median(np.log(d["N"]))), 0.3]
+                    out.append(np.array(th, dtype=float))
+        return out
+
+
+def _minimize(law, d, starts, w=None, tol=(1e-15, 1e-12), scale=None):
+    """Best L-BFGS-B result over the starts. Tight tolerances by default: an optimiser stopped early is a
+    known flaw of published fits (Besiroglu et al., arXiv:2404.10102). `scale` divides the objective:
+    L-BFGS-B's ftol is relative to max(|f|, 1), so on an objective of ~1e-4 it acts as an absolute
+    tolerance 1e4 times looser than asked; dividing by the objective's own scale makes it relative."""
+    from scipy.optimize import minimize
+    s = float(scale) if scale else 1.0
+
+    def f(th):
+        v, g = law.objective(th, d, w)
+        return v / s, g / s
+    best = None
+    for th0 in starts:
+        res = minimize(f, th0, jac=True, method="L-BFGS-B", bounds=law.bounds(d),
+                       options={"maxiter": 10000, "maxfun": 20000, "ftol": tol[0], "gtol": tol[1]})
+        res.fun = res.fun * s
+        if best is None or res.fun < best.fun:
+            best = res
+    return best
+
+
+def _subset(d, mask):
+    return {k: (v[mask] if isinstance(v, np.ndarray) else v) for k, v in d.items()}
+
+
+def named_params(law, th, categories):
+    p = law.unpack(th)
+    out = {f"E[{c}]": math.exp(p["logE"][i]) for i, c in enumerate(categories)}
+    out["B"], out["beta"] = math.exp(p["logB"]), float(p["beta"])
+    if law.fixed_s is None:
+        out["s"] = float(p["s"])
+    if law.with_n:
+        out["A"], out["alpha"] = math.exp(p["logA"]), float(p["alpha"])
+    return out
+
+
+def at_bounds(law, th, d, categories):
+    """{parameter name: 'lower' | 'upper'} for the parameters the optimiser left on a bound."""
+    names = [f"E[{c}]" for c in categories] + ["B", "beta"] + (["s"] if law.fixed_s is None else []) + \
+        (["A", "alpha"] if law.with_n else [])
+    out = {}
+    for name, v, (lo, hi) in zip(names, th, law.bounds(d)):
+        tol = 1e-6 * max(1.0, abs(lo), abs(hi))
+        if v <= lo + tol:
+            out[name] = "lower"
+        elif v >= hi - tol:
+            out[name] = "upper"
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# the bootstrap over runs
+
+def bootstrap_weights(d, n_boot, seed):
+    """Run-multiplicity weights per point for each resample: runs are drawn with replacement within each
+    K (the design's strata). A resample in which some category has no point is dropped and counted (its
+    floor would sit at the point estimate with no spread)."""
+    rng = np.random.default_rng(seed)
+    run_K = np.zeros(len(d["runs"]), dtype=int)
+    run_K[d["run"]] = d["K"]
+    strata = [np.flatnonzero(run_K == k) for k in np.unique(run_K)]
+    out, dropped = [], 0
+    for _ in range(n_boot):
+        counts = np.zeros(len(d["runs"]))
+        for members in strata:
+            np.add.at(counts, rng.choice(members, len(members)), 1)
+        w = counts[d["run"]]
+        if np.bincount(d["cat"], weights=w, minlength=len(d["categories"])).min() <= 0:
+            dropped += 1
+            continue
+        out.append(w)
+    return out, dropped
+
+
+def boot_starts(law, d, th):
+    """Starts of a bootstrap refit: the point estimate and a second point away from it (beta moved by 0.15
+    with B moved to keep B X^-beta at the median X, s moved towards the other half of [0, 1]), so that a
+    refit that stays at its start says the data pin the value, not that the optimiser stopped there."""
+    p = law.unpack(th)
+    logX0 = float(np.median(p["s"] * np.log(d["Dc"]) + (1 - p["s"]) * np.log(d["D"])))
+    alt = np.array(th, dtype=float)
+    C = law.C
+    beta2 = p["beta"] + 0.15 if p["beta"] < 0.5 else p["beta"] - 0.15
+    alt[C] = p["logB"] + (beta2 - p["beta"]) * logX0
+    alt[C + 1] = beta2
+    if law.fixed_s is None:
+        alt[C + 2] = 0.5 * p["s"] + (0.375 if p["s"] < 0.5 else 0.125)
+    lo, hi = np.array(law.bounds(d)).T
+    return [np.asarray(th, dtype=float), np.clip(alt, lo, hi)]
+
+
+def _boot_fits(job):
+    """Refit each bootstrap resample from the first n_starts of boot_starts, with tolerances relative to the
+    resample's objective (its value at the point estimate). Per resample: (named parameters, or None for a
+    non-converged refit; whether a start other than the point estimate gave the best fit)."""
+    law, d, th, weight_list, n_starts = job
+    starts = boot_starts(law, d, th)[:n_starts]
+    out = []
+    for w in weight_list:
+        scale = max(law.objective(np.asarray(th), d, w)[0], 1e-300)
+        best, other = None, False
+        for i, th0 in enumerate(starts):
+            r = _minimize(law, d, [th0], w, tol=BOOT_TOL, scale=scale)
+            if best is None or r.fun < best.fun - 1e-6 * scale:  # a better minimum, not tolerance noise
+                best, other = r, i > 0
+        ok = best.success and np.all(np.isfinite(best.x))
+        out.append((named_params(law, best.x, d["categories"]) if ok else None, other))
+    return out
+
+
+_POOLS = {}
+
+
+def _pool(jobs):
+    """One pool of spawned workers per process, reused by every fit (spawning costs ~1 s per worker).
+    Workers get single-threaded BLAS: the fits are tiny, and OpenBLAS threads of several processes spinning
+    on the same cores made 2 processes slower than 1 (measured, notes.md)."""
+    if jobs not in _POOLS:
+        import atexit
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+        limits = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+        saved = {k: os.environ.get(k) for k in limits}
+        os.environ.update({k: "1" for k in limits})
+        try:
+            ex = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"))
+            list(ex.map(abs, range(jobs)))  # start the workers while the limits are set
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        atexit.register(ex.shutdown)
+        _POOLS[jobs] = ex
+    return _POOLS[jobs]
+
+
+BOOT_PROBE = 16  # resamples refitted from every start before deciding whether the others need them too
+
+
+def run_bootstrap(law, d, th, weights, jobs):
+    """The refits of all resamples, in order; the same for any number of processes. The first BOOT_PROBE
+    resamples are refitted from two starts (boot_starts); if the second start ever gives the better fit,
+    the point estimate is not a safe start for these data and every resample is refitted from both,
+    otherwise the rest start at the point estimate only (half the cost). Returns (refits, starts used)."""
+    def refit(ws, n_starts):
+        if jobs > 1 and len(ws) >= 2 * jobs:
+            chunks = [ws[i::jobs] for i in range(jobs)]
+            parts = list(_pool(jobs).map(_boot_fits, [(law, d, th, c, n_starts) for c in chunks]))
+            ordered = [None] * len(ws)
+            for i, part in enumerate(parts):
+                ordered[i::jobs] = part
+            return ordered
+        return _boot_fits((law, d, th, ws, n_starts)) if ws else []
+    probe = refit(weights[:BOOT_PROBE], 2)
+    n_starts = 2 if any(other for _, other in probe) else 1
+    ordered = refit(weights[BOOT_PROBE:], n_starts)
+    return [p for p, _ in probe + ordered], n_starts
+
+
+# ----------------------------------------------------------------------------------------------------
+# identification and the fit with its intervals
+
+def identification(law, d):
+    """{parameter: why} for the parameters these data cannot pin (a flat profile), from the design: s needs
+    two K values (with one, D_c/D is one number and s only rescales B; with K = 1 alone D_c = D and s has no
+    effect at all); beta and B need two budgets; a floor E_c needs its category at two budgets and in two
+    runs; the N term (A, alpha) needs three model sizes."""
+    out = {}
+    Ks = np.unique(d["K"])
+    budgets = np.unique(d["D"])
+    if law.fixed_s is None and len(Ks) < 2:
+        out["s"] = (f"every run has K = {int(Ks[0])}" + (" (D_c = D: s has no effect on any prediction)"
+                                                         if Ks[0] == 1 else " (one D_c/D: s only rescales B)"))
+    if len(budgets) < 2:
+        out["beta"] = out["B"] = "a single budget: B and beta trade off freely"
+    for i, c in enumerate(d["categories"]):
+        m = d["cat"] == i
+        nb, nr = len(np.unique(d["D"][m])), len(np.unique(d["run"][m]))
+        if nb < 2 or nr < 2:
+            out[f"E[{c}]"] = (f"{c} is in {nr} run(s) at {nb} budget(s): its floor and the power-law term "
+                              "cannot be told apart")
+    if law.with_n and len(np.unique(d["N"])) < 3:
+        out["A"] = out["alpha"] = f"{len(np.unique(d['N']))} model sizes: A and alpha need three"
+    return out
+
+
+FORMULAS = {"dilution": "L_c = E_c + B * (D_c^s * D^(1-s))^-beta", "disjoint": "L_c = E_c + B * D_c^-beta",
+            "shared": "L_c = E_c + B * D^-beta"}
+
+
+def fit_law(d, form, n_boot=1000, seed=0, with_n=None, jobs=1):
+    """Point estimate, bootstrap 95% intervals over runs (counts of dropped resamples and refits), the
+    parameters left on a bound, and the residuals."""
+    if with_n is None:
+        with_n = len(np.unique(d["N"])) > 1
+    law = Law(form, len(d["categories"]), with_n)
+    res = _minimize(law, d, law.starts(d))
+    th = res.x
+    point = named_params(law, th, d["categories"])
+    resid = np.log(law.predict(th, d)) - np.log(d["L"])
+    weights, dropped_missing = bootstrap_weights(d, n_boot, seed)
+    refits, n_starts = run_bootstrap(law, d, th, weights, jobs) if weights else ([], 0)
+    boots = [b for b in refits if b is not None]
+    params = {}
+    flat = identification(law, d)
+    for k, v in point.items():
+        vals = np.array([b[k] for b in boots])
+        params[k] = {"estimate": v, "ci95": _interval(vals), "n_boot": len(vals), "identified": k not in flat}
+        if k in flat:  # no interval for what the data cannot pin: its bootstrap spread is the optimiser's
+            params[k].update(ci95=[None, None], why=f"not identified: {flat[k]}")
+        elif len(vals) >= 2 and params[k]["ci95"][0] is None:
+            params[k].update(identified=False, why="not identified: the bootstrap refits (from two starts) do not "
+                             "move it — a flat profile")
+        elif not len(vals):
+            params[k]["why"] = "no bootstrap resamples: no interval"
+    bound = at_bounds(law, th, d, d["categories"])
+    for k, side in bound.items():
+        params[k]["at_bound"] = side
+    return {"form": form, "formula": FORMULAS[form] + (" + A * N^-alpha" if with_n else ""),
+            "data_filter": DATA_FILTER, "params": params, "converged": bool(res.success),
+            "optimizer_message": str(res.message), "huber_delta": HUBER_DELTA,
+            "fit_error": float(np.sqrt(np.mean(resid ** 2))), "n_points": int(len(d["L"])), "n_runs": len(d["runs"]),
+            "bootstrap": {"requested": n_boot, "used": len(boots), "dropped_missing_category": dropped_missing,
+                          "dropped_not_converged": len(refits) - len(boots), "strata": "K",
+                          "refit": (f"tolerances relative to the objective; the first {BOOT_PROBE} resamples from 2 "
+                                    f"starts, the rest from {n_starts}")},
+            "at_bound": bound, "_theta": th.tolist(), "_with_n": with_n, "_resid": resid, "_boot": boots}
+
+
+# ----------------------------------------------------------------------------------------------------
+# intervals: computed and printed
+
+def _interval(values):
+    """A 95% percentile interval that can be printed: none from fewer than two values, and none of zero
+    width (noisy data never give one: a zero width means the resamples could not vary)."""
+    ci = _pct(values)
+    if ci[0] is None or len(values) < 2 or ci[1] - ci[0] <= 1e-12 * max(1.0, abs(ci[0])):
+        return [None, None]
+    return ci
+
+
+def _pct(values):
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) else [None, None]
+
+
+def _fmt(v, d=4):
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    return f"{v:.{d}g}" if isinstance(v, float) else str(v)
+
+
+def _ci(ci, d=4):
+    return "–" if ci is None or ci[0] is None else f"[{_fmt(ci[0], d)}, {_fmt(ci[1], d)}]"
