@@ -635,6 +635,8 @@ def identification(law, d):
                                                          if Ks[0] == 1 else " (one D_c/D: s only rescales B)"))
     if len(budgets) < 2:
         out["beta"] = out["B"] = "a single budget: B and beta trade off freely"
+        if law.fixed_s is None and "s" not in out:  # B D^-beta (D_c/D)^(-beta s): only beta * s is pinned
+            out["s"] = "a single budget: s enters only as beta * s, and beta is not identified"
     for i, c in enumerate(d["categories"]):
         m = d["cat"] == i
         nb, nr = len(np.unique(d["D"][m])), len(np.unique(d["run"][m]))
