@@ -7,7 +7,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from hypothesis import HealthCheck, example, given, settings
+import pytest
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as hs
 
 import analyze
@@ -260,3 +261,107 @@ def test_every_parameter_is_identified_with_an_interval_or_marked_not_identified
         assert not out["params"]["s"]["identified"]
     if out["budgets"] < 2:  # one budget: B D^-beta (D_c / D)^(-beta s) pins only B D^-beta and beta * s
         assert not any(out["params"][k]["identified"] for k in ("B", "beta", "s") if k in out["params"]), out
+
+
+CORRUPTIONS = {  # how a run goes wrong -> a word its exclusion reason must contain
+    "no summary": "no summary.json", "failed": "failed", "incomplete": "incomplete schedule",
+    "no test results": "no test_results.json", "nan loss": "non-finite test loss", "relaunch": "duplicate of"}
+
+
+def corrupt(rd, kind):
+    """Make run directory rd one that analyze.py must exclude (kind: a key of CORRUPTIONS)."""
+    import json
+    if kind == "no summary":
+        (rd / "summary.json").unlink()
+    elif kind == "no test results":
+        (rd / "test_results.json").unlink()
+    elif kind == "relaunch":  # the same run again under another name: one of the two counts
+        shutil.copytree(rd, rd.with_name(rd.name + "_relaunch"))
+    else:
+        name = "test_results.json" if kind == "nan loss" else "summary.json"
+        obj = json.loads((rd / name).read_text())
+        if kind == "failed":
+            obj.update(status="failed", error="CUDA out of memory")
+        elif kind == "incomplete":
+            obj.update(schedule_complete=False, steps=obj["total_steps"] // 2)
+        else:
+            next(iter(obj["per_category"].values()))["loss"] = float("nan")
+        (rd / name).write_text(json.dumps(obj))
+
+
+def analysis_draw(job):
+    """analyze.main (no bootstrap, no figures) on a design with some runs corrupted, and on a copy whose run
+    directories have random names (so another order); returns both fits.json and the renaming."""
+    import contextlib
+    import io
+    import json
+    dz, broken, perm_seed = job
+    root = _tmp()
+    plots = analyze.make_plots
+    try:
+        build_design(root / "a", dz, "dilution")
+        names = sorted(p.name for p in (root / "a" / "runs").iterdir())
+        applied = {}
+        for i, kind in broken:  # at most one way wrong per run
+            applied.setdefault(names[i % len(names)], kind)
+        for name, kind in applied.items():
+            corrupt(root / "a" / "runs" / name, kind)
+        rng = np.random.default_rng(perm_seed)
+        rename = {p.name: f"{rng.integers(1e9):09d}_{p.name[::-1]}" for p in (root / "a" / "runs").iterdir()}
+        for old, new in rename.items():
+            shutil.copytree(root / "a" / "runs" / old, root / "b" / "runs" / new)
+        analyze.make_plots = lambda *a, **k: []  # the figures are not what is tested, and cost seconds
+        out = {}
+        for side in ("a", "b"):
+            with contextlib.redirect_stdout(io.StringIO()):
+                analyze.main([str(root / side), "--n_boot", "0", "--no_baselines", "--jobs", "1"])
+            out[side] = json.loads((root / side / "analysis" / "fits.json").read_text())
+        return out, rename, applied
+    finally:
+        analyze.make_plots = plots
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+          phases=(Phase.explicit, Phase.generate))  # shrinking a failure costs minutes: the example is printed
+@given(hs.fixed_dictionaries({"Ks": hs.sampled_from(([1, 3], [1, 11], [2, 5])), "seeds": hs.just(2),
+                              "budgets": hs.just([10e6, 90e6]), "replicates": hs.just(1), "drop": hs.just(0.0),
+                              "noise_seed": hs.integers(0, 10_000)}),
+       hs.lists(hs.tuples(hs.integers(0, 100), hs.sampled_from(sorted(CORRUPTIONS))), min_size=1, max_size=4,
+                unique_by=lambda t: t[0]),
+       hs.integers(0, 2 ** 31))
+def test_analysis_counts_every_run_and_ignores_run_names_and_order(dz, broken, perm_seed):
+    """fits.json: used + excluded = total (every run directory, each exclusion with its reason), and the
+    same fits, noise floor, form comparison, contrasts and verdicts whatever the runs are called (and so
+    in whatever order they are read)."""
+    out, rename, applied = _workers().submit(analysis_draw, (dz, broken, perm_seed)).result()
+    back = {new: old for old, new in rename.items()}
+    a, b = out["a"], out["b"]
+    for side in (a, b):
+        total = side["runs"]["total"]
+        assert total == len(rename) and side["runs"]["used"] + len(side["runs"]["excluded"]) == total
+        assert all(e["reason"] for e in side["runs"]["excluded"])
+    reasons = {e["run_id"]: e["reason"] for e in a["runs"]["excluded"]}
+    assert len(reasons) == len(applied), (applied, reasons)  # each broken run (or its relaunch), nothing else
+    for rid, kind in applied.items():
+        rid = rid + "_relaunch" if kind == "relaunch" else rid
+        assert CORRUPTIONS[kind] in reasons[rid], (rid, kind, reasons)
+    # renamed: the same runs excluded (of a relaunched pair, either copy), for the same reasons
+    strip = lambda rid: rid.removesuffix("_relaunch")  # noqa: E731
+    assert sorted((strip(back[e["run_id"]]), e["reason"].split(" of ")[0]) for e in b["runs"]["excluded"]) == \
+        sorted((strip(rid), r.split(" of ")[0]) for rid, r in reasons.items())
+    assert [(f["form"], f["subset"], f["n_runs"]) for f in a["fits"]] == \
+        [(f["form"], f["subset"], f["n_runs"]) for f in b["fits"]]
+    for fa, fb in zip(a["fits"], b["fits"]):
+        for name, p in fa["params"].items():
+            q = fb["params"][name]
+            assert p["identified"] == q["identified"], (fa["form"], name)
+            if p["identified"]:
+                assert abs(p["estimate"] - q["estimate"]) <= 1e-4 * max(1.0, abs(p["estimate"])), \
+                    (fa["form"], fa["subset"], name, p["estimate"], q["estimate"])
+    assert a["noise_floor"]["sd_log_loss"] == pytest.approx(b["noise_floor"]["sd_log_loss"], rel=1e-9)
+    if a["comparison"]:
+        for f, r in a["comparison"]["rmse"].items():
+            assert r["estimate"] == pytest.approx(b["comparison"]["rmse"][f]["estimate"], rel=1e-6)
+    assert [round(t["difference"], 12) for t in a["h2"]] == [round(t["difference"], 12) for t in b["h2"]]
+    assert a["verdicts"] == b["verdicts"]
