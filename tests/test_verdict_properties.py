@@ -330,6 +330,8 @@ def analysis_draw(job):
        hs.lists(hs.tuples(hs.integers(0, 100), hs.sampled_from(sorted(CORRUPTIONS))), min_size=1, max_size=4,
                 unique_by=lambda t: t[0]),
        hs.integers(0, 2 ** 31))
+@example({"Ks": [1, 3], "seeds": 2, "budgets": [10e6, 90e6], "replicates": 1, "drop": 0.0, "noise_seed": 0},
+         [(0, "failed")], 0)  # the K = 1 floor fit (two budgets): beta 0.08 or 0.90 depending on the run names
 def test_analysis_counts_every_run_and_ignores_run_names_and_order(dz, broken, perm_seed):
     """fits.json: used + excluded = total (every run directory, each exclusion with its reason), and the
     same fits, noise floor, form comparison, contrasts and verdicts whatever the runs are called (and so
