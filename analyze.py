@@ -361,8 +361,8 @@ def fit_data(rows, where=None):
            and (where is None or where(r))]
     # points in an order fixed by their content, not by run names or directory order: on a flat objective
     # the optimiser's path (float sums in another order) would otherwise pick another point of the valley
-    use.sort(key=lambda r: (r["K"], r["token_budget_planned"], r["category"], str(r["seed"]), str(r["init_seed"]),
-                            r["test_loss"]))
+    use.sort(key=lambda r: (str(r["model"]), r["K"], float(r["token_budget_planned"] or 0), r["category"],
+                            str(r["seed"]), str(r["init_seed"]), r["test_loss"]))
     cats = sorted({r["category"] for r in use}, key=lambda c: st.CATEGORIES.index(c) if c in st.CATEGORIES else 99)
     runs = sorted({r["run_id"] for r in use})
     seeds = sorted({str(r["seed"]) for r in use})
