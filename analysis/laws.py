@@ -25,6 +25,10 @@ def fit_data(rows, where=None):
     """Arrays for the fits: in-training categories of included, untagged runs (and `where`, if given)."""
     use = [r for r in used(rows) if r["in_training"] and not r["tagged"] and (r["tokens_category"] or 0) > 0
            and (where is None or where(r))]
+    # points in an order fixed by their content, not by run names or directory order: on a flat objective
+    # the optimiser's path (float sums in another order) would otherwise pick another point of the valley
+    use.sort(key=lambda r: (str(r["model"]), r["K"], float(r["token_budget_planned"] or 0), r["category"],
+                            str(r["seed"]), str(r["init_seed"]), r["test_loss"]))
     cats = sorted({r["category"] for r in use}, key=lambda c: st.CATEGORIES.index(c) if c in st.CATEGORIES else 99)
     runs = sorted({r["run_id"] for r in use})
     seeds = sorted({str(r["seed"]) for r in use})
@@ -305,6 +309,20 @@ def identification(law, d):
                                                          if Ks[0] == 1 else " (one D_c/D: s only rescales B)"))
     if len(budgets) < 2:
         out["beta"] = out["B"] = "a single budget: B and beta trade off freely"
+        if law.fixed_s is None and "s" not in out:  # B D^-beta (D_c/D)^(-beta s): only beta * s is pinned
+            out["s"] = "a single budget: s enters only as beta * s, and beta is not identified"
+    else:
+        # E_c absorbs each category's level, so beta shows only in how the loss changes between a category's
+        # design points (budget, and for the forms with D_c, K): two points give one difference, which
+        # B and beta can match in a continuum of ways; beta needs a category at three points, or two
+        # categories at different pairs. Without it B, beta and every floor that depends on them are free.
+        levels = {tuple(sorted({(D, 1 if law.fixed_s == 0.0 else K) for D, K in zip(d["D"][m], d["K"][m])}))
+                  for m in (d["cat"] == i for i in range(len(d["categories"])))}
+        if max(map(len, levels)) < 3 and sum(len(v) == 2 for v in levels) < 2:
+            why = ("each category has two design points (budget" + ("" if law.fixed_s == 0.0 else " x K") +
+                   "), the same two: B, beta and the floors trade off freely (three budgets pin them)")
+            out["beta"] = out["B"] = why
+            out.update({f"E[{c}]": why for c in d["categories"]})
     for i, c in enumerate(d["categories"]):
         m = d["cat"] == i
         nb, nr = len(np.unique(d["D"][m])), len(np.unique(d["run"][m]))
