@@ -50,8 +50,9 @@ from pathlib import Path
 import numpy as np
 
 import store as st
+from analysis import mixing
+from analysis.huber import HUBER_DELTA, huber
 
-HUBER_DELTA = 1e-3
 FORMS = {"dilution": None, "disjoint": 1.0, "shared": 0.0}  # form -> fixed s (None: free)
 DATA_FILTER = ("complete runs whose schedule ran to its end, finite test results, in-training categories, "
                "untagged runs, the final checkpoint's exact test loss")
@@ -418,10 +419,8 @@ class Law:
         if self.with_n:
             nterm = np.exp(p["logA"] - p["alpha"] * np.log(d["N"]))
             pred = pred + nterm
-        r = np.log(pred) - np.log(d["L"])
-        a = np.abs(r)
-        hub = np.where(a <= HUBER_DELTA, 0.5 * r * r, HUBER_DELTA * (a - 0.5 * HUBER_DELTA))
-        dh = np.clip(r, -HUBER_DELTA, HUBER_DELTA) / pred
+        hub, dh = huber(np.log(pred) - np.log(d["L"]))
+        dh = dh / pred
         if w is not None:
             hub, dh = hub * w, dh * w
         g = np.zeros_like(th)
@@ -461,6 +460,11 @@ class Law:
                         th += [math.log(max(0.1 * np.mean(d["L"]), 1e-3)) + 0.3 * float(np.median(np.log(d["N"]))), 0.3]
                     out.append(np.array(th, dtype=float))
         return out
+
+
+def make_law(form, n_cats, with_n):
+    """A dilution form (FORMS) or a competing mixing law (analysis/mixing.py: exponential, multiplicative, transfer)."""
+    return Law(form, n_cats, with_n) if form in FORMS else mixing.make_law(form, n_cats, with_n)
 
 
 def _minimize(law, d, starts, w=None, tol=(1e-15, 1e-12), scale=None):
@@ -715,16 +719,17 @@ def cv_errors(d, forms, with_n):
         dv = _subset(d, present)
         dv["cat"] = np.array([cat_map[c] for c in dv["cat"]])
         for f in forms:
-            law = Law(f, len(dt["categories"]), with_n)
+            law = make_law(f, len(dt["categories"]), with_n)
             r = _minimize(law, dt, law.starts(dt), tol=CV_TOL)
             err[f][present] = (np.log(law.predict(r.x, dv)) - np.log(dv["L"])) ** 2
     return err
 
 
-def compare_forms(d, forms, with_n, n_boot, seed):
+def compare_forms(d, forms, with_n, n_boot, seed, err=None):
     """Held-out RMSE per form and, per pair, the difference of mean squared held-out errors with a
-    bootstrap interval over runs: 'A' or 'B' when the interval excludes 0, 'undecided' otherwise."""
-    err = cv_errors(d, forms, with_n)
+    bootstrap interval over runs: 'A' or 'B' when the interval excludes 0, 'undecided' otherwise. `err`:
+    cv_errors already computed for (at least) these forms."""
+    err = cv_errors(d, forms, with_n) if err is None else err
     ok = np.all([np.isfinite(err[f]) for f in forms], axis=0)
     rng = np.random.default_rng(seed)
     runs = np.unique(d["run"][ok])
@@ -1570,6 +1575,7 @@ def write_report(path, a):
     L += [a["k_effect"], ""]
     L += _verdict_section(a["verdicts"])
     L += _fit_sections(a["fits"], a["comparison"], a["diagnostics"], a["with_n"])
+    L += mixing.report_lines(a.get("mixing"))
     L += _hypothesis_sections(a["h1"], a["h2"], a["h5"], a["gain"], a["h6"])
     L += _diag_section(a["diagnostics"], a["sigma"])
     L += _loss_vs_K_table(a["rows"])
@@ -1643,7 +1649,16 @@ def analyse(runs, out, args):
     fits, h1_pairs = run_fits(rows, d, args)
     main = {f["form"]: f for f in fits if f["subset"] == "all"}
     with_n = bool(main) and next(iter(main.values()))["_with_n"]
-    comparison = compare_forms(d, list(main), with_n, args.n_boot, args.seed) if len(main) == len(FORMS) else None
+    comparison = mix = None
+    if len(main) == len(FORMS):  # one cross-validation for the dilution forms and the mixing laws (issue 17)
+        forms = list(main) + list(mixing.FORMS)
+        err = cv_errors(d, forms, with_n)
+        comparison = compare_forms(d, list(main), with_n, args.n_boot, args.seed, err=err)
+        fits_all, equiv = mixing.equivalences(d, forms, with_n, make_law, _minimize, CV_TOL,
+                                              {f: fit["_theta"] for f, fit in main.items()})
+        mix = mixing.judge(compare_forms(d, forms, with_n, args.n_boot, args.seed, err=err), equiv, fits_all,
+                           d["categories"])
+        print(f"mixing laws: {mix['verdict']}")
     sigma = noise_floor(rows, runs)
     diagnostics = {f: residual_diagnostics(fit, d, sigma[0]) for f, fit in main.items()}
     h1 = [dict(h1_floors(a, b, args.margin), model=m) for m, a, b in h1_pairs]
@@ -1669,12 +1684,12 @@ def analyse(runs, out, args):
     a = {"runs": runs, "rows": rows, "sample": is_sample_corpus(runs), "fits": fits, "comparison": comparison,
          "diagnostics": diagnostics, "sigma": sigma, "with_n": with_n, "h1": h1, "h2": h2, "h5": h5,
          "gain": gain, "h6": h6, "verdicts": verdicts, "k_effect": k_effect_statement(v3, main.get("dilution"), h2[1:]),
-         "baselines": None, "plots": []}
+         "baselines": None, "plots": [], "mixing": mix}
     public = {"data_filter": DATA_FILTER, "sample_corpus": a["sample"],
               "runs": {"total": len(runs), "used": n_used,
                        "excluded": [{"run_id": r["run_id"], "reason": r["excluded"]} for r in runs if r["excluded"]]},
               "fits": [{k: v for k, v in f.items() if not k.startswith("_")} for f in fits],
-              "comparison": comparison, "noise_floor": {"sd_log_loss": sigma[0], "df": sigma[1], "groups": sigma[2],
+              "comparison": comparison, "mixing_laws": mix, "noise_floor": {"sd_log_loss": sigma[0], "df": sigma[1], "groups": sigma[2],
                               "replicate_groups": sigma[3], "status": "known" if sigma[0] else "unknown"},
               "diagnostics": diagnostics, "h1": h1, "h2": h2[0], "h4": gain, "h5": h5[0], "h6": h6,
               "h6_pairs": [{k: v for k, v in p.items() if k != "gap_by_position"} for p in pairs],
