@@ -60,7 +60,11 @@ FORMULAS = {"exponential": "L_c = E_c + B * D^-beta * exp(-t * p_c)",
 SOURCES = {"exponential": "Ye et al. 2024 (arXiv:2403.16952), one shared t",
            "multiplicative": "He et al. 2024 (arXiv:2410.12883), one shared gamma",
            "transfer": "effective data D_c + tau (D - D_c), one shared tau (item 1's t_ij averaged)"}
-EQUIV_REL = 0.01   # reproduction error, relative to the fits' residual RMSE, below which two forms are one law
+# Reproduction error, relative to the fits' residual RMSE, below which two forms are one law on the design. On
+# the shares' levels (share_levels), exact reparametrisations reproduce to ~1e-9 of it; distinct forms on
+# P1-shaped fabricated sweeps with five levels to >= 5% (dilution against transfer, the closest pair).
+EQUIV_REL = 0.01
+SHARE_TOL = 0.05   # shares within 5% of one another are one level (balanced sampling's jitter is ~1%)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -275,17 +279,37 @@ def _rms_log(a, b):
     return float(np.sqrt(np.mean((np.log(a) - np.log(b)) ** 2)))
 
 
+def share_levels(d, tol=SHARE_TOL):
+    """The data with each share p = D_c / D replaced by its level: shares within a factor exp(tol) of the
+    smallest share of their group are one level (their geometric mean). Balanced sampling draws D_c from a
+    multinomial, so p is 1/K only up to ~1% jitter; a form with a steep mixing parameter can fit that
+    jitter, which is not a design variation and must not make two forms look different."""
+    logp = np.log(d["Dc"] / d["D"])
+    order = np.argsort(logp)
+    level = np.empty_like(logp)
+    start = 0
+    for i in range(1, len(order) + 1):
+        if i == len(order) or logp[order[i]] - logp[order[start]] > tol:
+            level[order[start:i]] = logp[order[start:i]].mean()
+            start = i
+    return dict(d, Dc=d["D"] * np.exp(level))
+
+
 def equivalences(d, forms, with_n, make, minimize, tol, thetas=None):
-    """Point fits of every form on all data (`thetas`: {form: parameters} already fitted) and, per pair,
-    whether the two are one law on this design: each form refitted (from its own fit) to the other's
-    predictions reproduces them to within EQUIV_REL of the smaller residual RMSE. `make` is a law factory
-    (analyze.make_law), `minimize` analyze's minimiser. Returns ({form: (law, theta)},
-    [{a, b, reproduce: [a by b, b by a], equivalent}])."""
-    fits = {}
+    """Point fits of every form on the data with the shares at their levels (share_levels; `thetas`: {form:
+    parameters} fitted on the data, used as starts) and, per pair, whether the two are one law on this
+    design: each form refitted (from its own fit) to the other's predictions reproduces them to within
+    EQUIV_REL of the smaller residual RMSE. `make` is a law factory (analyze.make_law), `minimize` analyze's
+    minimiser. Returns ({form: (law, theta on the data)}, [{a, b, reproduce: [a by b, b by a], equivalent}])."""
+    fits, lev = {}, {}
+    d_lev = share_levels(d)
     for f in forms:
         law = make(f, len(d["categories"]), with_n)
         th = (thetas or {}).get(f)
-        fits[f] = (law, np.asarray(th, dtype=float) if th is not None else minimize(law, d, law.starts(d), tol=tol).x)
+        th = np.asarray(th, dtype=float) if th is not None else minimize(law, d, law.starts(d), tol=tol).x
+        fits[f] = (law, th)
+        lev[f] = (law, minimize(law, d_lev, [th] + law.starts(d_lev)[:1], tol=tol).x)
+    d, fits_data, fits = d_lev, fits, lev
     pred = {f: law.predict(th, d) for f, (law, th) in fits.items()}
     rmse = {f: _rms_log(pred[f], d["L"]) for f in forms}
 
@@ -300,7 +324,7 @@ def equivalences(d, forms, with_n, make, minimize, tol, thetas=None):
             e = [reproduce(b, pred[a]), reproduce(a, pred[b])]
             scale = max(min(rmse[a], rmse[b]), 1e-9)
             out.append({"a": a, "b": b, "reproduce": e, "equivalent": bool(max(e) <= EQUIV_REL * scale)})
-    return fits, out
+    return fits_data, out
 
 
 def judge(comparison, equiv, fits=None, categories=None):
@@ -361,7 +385,8 @@ def report_lines(cmp):
     for f in cmp["rmse"]:
         est = ", ".join(f"{k}={v:.4g}" for k, v in (cmp.get("point_fits") or {}).get(f, {}).items()
                         if not k.startswith("E["))
-        L.append(f"| {f} | `{FORMULAS.get(f, '(analyze.py)')}` | {SOURCES.get(f, 'dilution forms')} | {est} |")
+        L.append(f"| {f} | " + (f"`{FORMULAS[f]}` | {SOURCES[f]} | {est} |" if f in FORMULAS else
+                                "see Fitted laws | analyze.py's dilution forms | see Fitted laws |"))
     L += ["", "| form | held-out RMSE (log L) | 95% CI |", "|---|---|---|"]
     L += [f"| {f} | {v['estimate']:.4g} | {_ci(v['ci95'])} |" if v["estimate"] is not None else f"| {f} | — | — |"
           for f, v in cmp["rmse"].items()]
