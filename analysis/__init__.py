@@ -6,4 +6,7 @@
     hilberg.py    compression-rate curves r(n) of each category's text and the Hilberg fit (H7)
     isoflop.py    IsoFLOP slices: loss against N at fixed compute 6*N*D, the compute-optimal N per K
     synthetic.py  fabricated sweeps and curves with known truths, for the tests and benchmarks
+    mixing.py     competing mixing laws (Ye et al.'s exponential, He et al.'s multiplicative, one shared
+                  transfer tau) beside the dilution forms, and which forms the design cannot tell apart
+    huber.py      the Huber loss on log residuals that every law fit minimises
 """
