@@ -35,6 +35,8 @@ What makes the numbers trustworthy (and what the report states):
 - Model comparison: cross-validation over subset seeds (all runs of a seed are held out together; each
   fold keeps every budget, so the forms stay identified), the held-out error difference between two forms
   with a bootstrap interval over runs; "undecided" when it contains 0.
+  The same cross-validation ranks three published mixing laws beside them (analysis/mixing.py: exponential,
+  multiplicative, transfer); forms the design cannot tell apart are said to be one law there, never ranked.
 - Fit quality: residuals against the seed-to-seed noise floor (from replicate runs that differ only in
   their seeds, the category set compared as a set), by K, by budget and by K x budget, with a Bonferroni
   threshold; a misfit is said before any parameter table; without replicates it is "unknown".
@@ -49,7 +51,8 @@ import numpy as np
 import store as st
 # The work lives in analysis/, one concern per module; analyze.py is the command line. Every name other
 # code reaches as analyze.<name> (tests, design.py, benchmarks) is re-exported here.
-from analysis.forms import CV_TOL, compare_forms, cv_errors, preferred_form  # noqa: F401
+from analysis import mixing
+from analysis.forms import CV_TOL, compare_forms, cv_errors, make_law, preferred_form  # noqa: F401
 from analysis.hypotheses import (MIN_STEPS_H4, boot_mean_ci, cells_by_K, equal_weight, h1_floors,  # noqa: F401
                                  h3_verdict, h4_verdict, holm, identification_cost, k_contrast,
                                  k_effect_statement, macro, mixing_gain, run_level, twin_key, verdict_table)
@@ -131,7 +134,7 @@ def evaluate(runs, rows, d, args):
     fits, h1_pairs = run_fits(rows, d, args)
     main = {f["form"]: f for f in fits if f["subset"] == "all"}
     with_n = bool(main) and next(iter(main.values()))["_with_n"]
-    comparison = compare_forms(d, list(main), with_n, args.n_boot, args.seed) if len(main) == len(FORMS) else None
+    comparison, mix = compare_all_forms(d, main, with_n, args)
     sigma = noise_floor(rows, runs)
     diagnostics = {f: residual_diagnostics(fit, d, sigma[0]) for f, fit in main.items()}
     h1 = [dict(h1_floors(a, b, args.margin), model=m) for m, a, b in h1_pairs]
@@ -144,8 +147,24 @@ def evaluate(runs, rows, d, args):
     a = {"runs": runs, "rows": rows, "sample": is_sample_corpus(runs), "fits": fits, "comparison": comparison,
          "diagnostics": diagnostics, "sigma": sigma, "with_n": with_n, "h1": h1, "h2": h2, "h5": h5,
          "gain": gain, "h6": h6, "verdicts": verdicts, "k_effect": k_effect_statement(v3, main.get("dilution"), h2[1:]),
-         "baselines": None, "plots": []}
+         "baselines": None, "plots": [], "mixing": mix}
     return a, main, pairs
+
+
+def compare_all_forms(d, main, with_n, args):
+    """The dilution forms' comparison (H3) and the competing mixing laws' (issue 17), from one
+    cross-validation: the three-form comparison is bit-identical to one computed alone."""
+    if len(main) != len(FORMS):
+        return None, None
+    forms = list(main) + list(mixing.FORMS)
+    err = cv_errors(d, forms, with_n)
+    comparison = compare_forms(d, list(main), with_n, args.n_boot, args.seed, err=err)
+    fits_all, equiv = mixing.equivalences(d, forms, with_n, make_law, _minimize, CV_TOL,
+                                          {f: fit["_theta"] for f, fit in main.items()})
+    mix = mixing.judge(compare_forms(d, forms, with_n, args.n_boot, args.seed, err=err), equiv, fits_all,
+                       d["categories"])
+    print(f"mixing laws: {mix['verdict']}")
+    return comparison, mix
 
 
 def fits_json(a, pairs, n_used):
@@ -155,7 +174,7 @@ def fits_json(a, pairs, n_used):
             "runs": {"total": len(runs), "used": n_used,
                      "excluded": [{"run_id": r["run_id"], "reason": r["excluded"]} for r in runs if r["excluded"]]},
             "fits": [{k: v for k, v in f.items() if not k.startswith("_")} for f in a["fits"]],
-            "comparison": a["comparison"], "noise_floor": {"sd_log_loss": sigma[0], "df": sigma[1], "groups": sigma[2],
+            "comparison": a["comparison"], "mixing_laws": a["mixing"], "noise_floor": {"sd_log_loss": sigma[0], "df": sigma[1], "groups": sigma[2],
                                                            "replicate_groups": sigma[3],
                                                            "status": "known" if sigma[0] else "unknown"},
             "diagnostics": a["diagnostics"], "h1": a["h1"], "h2": a["h2"][0], "h4": a["gain"], "h5": a["h5"][0],
@@ -186,6 +205,15 @@ def store_baselines(runs, out, args):
 
 
 def main(argv=None):
+    """The command line (below, run); with one BLAS thread: the fits are small L-BFGS-B problems, and
+    OpenBLAS threads made each 35-80x dearer in CPU on a 2-core machine (notes.md)."""
+    import scipy.optimize  # noqa: F401 -- scipy's own OpenBLAS must be loaded for the limit to reach it
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(1, user_api="blas"):
+        return run(argv)
+
+
+def run(argv=None):
     p = st.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=st.HelpFormatter,
                                 allow_abbrev=False)
     p.add_argument("sweep_dir", help="a sweep.py --out directory (or a train.py --output_dir)")

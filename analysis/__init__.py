@@ -15,4 +15,7 @@
     hypotheses.py H1-H6 decided by their falsifiers, the verdict table and the report's headline
     plots.py      the report's figures
     report.py     report.md and groups.md
+    mixing.py     competing mixing laws (Ye et al.'s exponential, He et al.'s multiplicative, one shared
+                  transfer tau) beside the dilution forms, and which forms the design cannot tell apart
+    huber.py      the Huber loss on log residuals that every law fit minimises
 """

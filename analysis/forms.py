@@ -5,9 +5,15 @@ import math
 
 import numpy as np
 
-from analysis.laws import Law, _minimize, _pct, _subset
+from analysis import mixing
+from analysis.laws import FORMS, Law, _minimize, _pct, _subset
 
 CV_TOL = (1e-12, 1e-9)     # of the cross-validation fits (from the grid of starts)
+
+
+def make_law(form, n_cats, with_n):
+    """A dilution form (FORMS) or a competing mixing law (analysis/mixing.py: exponential, multiplicative, transfer)."""
+    return Law(form, n_cats, with_n) if form in FORMS else mixing.make_law(form, n_cats, with_n)
 
 
 def cv_errors(d, forms, with_n):
@@ -33,16 +39,17 @@ def cv_errors(d, forms, with_n):
         dv = _subset(d, present)
         dv["cat"] = np.array([cat_map[c] for c in dv["cat"]])
         for f in forms:
-            law = Law(f, len(dt["categories"]), with_n)
+            law = make_law(f, len(dt["categories"]), with_n)
             r = _minimize(law, dt, law.starts(dt), tol=CV_TOL)
             err[f][present] = (np.log(law.predict(r.x, dv)) - np.log(dv["L"])) ** 2
     return err
 
 
-def compare_forms(d, forms, with_n, n_boot, seed):
+def compare_forms(d, forms, with_n, n_boot, seed, err=None):
     """Held-out RMSE per form and, per pair, the difference of mean squared held-out errors with a
-    bootstrap interval over runs: 'A' or 'B' when the interval excludes 0, 'undecided' otherwise."""
-    err = cv_errors(d, forms, with_n)
+    bootstrap interval over runs: 'A' or 'B' when the interval excludes 0, 'undecided' otherwise. `err`:
+    cv_errors already computed for (at least) these forms."""
+    err = cv_errors(d, forms, with_n) if err is None else err
     ok = np.all([np.isfinite(err[f]) for f in forms], axis=0)
     rng = np.random.default_rng(seed)
     runs = np.unique(d["run"][ok])

@@ -9,9 +9,9 @@ import os
 import numpy as np
 
 import store as st
+from analysis.huber import HUBER_DELTA, huber
 from analysis.runs import used
 
-HUBER_DELTA = 1e-3
 FORMS = {"dilution": None, "disjoint": 1.0, "shared": 0.0}  # form -> fixed s (None: free)
 DATA_FILTER = ("complete runs whose schedule ran to its end, finite test results, in-training categories, "
                "untagged runs, the final checkpoint's exact test loss")
@@ -87,10 +87,8 @@ class Law:
         if self.with_n:
             nterm = np.exp(p["logA"] - p["alpha"] * np.log(d["N"]))
             pred = pred + nterm
-        r = np.log(pred) - np.log(d["L"])
-        a = np.abs(r)
-        hub = np.where(a <= HUBER_DELTA, 0.5 * r * r, HUBER_DELTA * (a - 0.5 * HUBER_DELTA))
-        dh = np.clip(r, -HUBER_DELTA, HUBER_DELTA) / pred
+        hub, dh = huber(np.log(pred) - np.log(d["L"]))
+        dh = dh / pred
         if w is not None:
             hub, dh = hub * w, dh * w
         g = np.zeros_like(th)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis import mixing
 from analysis.hypotheses import MIN_STEPS_H4, macro, run_level
 from analysis.laws import DATA_FILTER, _ci, _fmt
 from analysis.runs import _finite, group_of, used
@@ -212,6 +213,7 @@ def write_report(path, a):
     L += [a["k_effect"], ""]
     L += _verdict_section(a["verdicts"])
     L += _fit_sections(a["fits"], a["comparison"], a["diagnostics"], a["with_n"])
+    L += mixing.report_lines(a.get("mixing"))
     L += _hypothesis_sections(a["h1"], a["h2"], a["h5"], a["gain"], a["h6"])
     L += _diag_section(a["diagnostics"], a["sigma"])
     L += _loss_vs_K_table(a["rows"])

@@ -10,10 +10,15 @@ Coverage of the 95% intervals of analysis/ (issue 17) over fabricated truths (an
   N_opt     IsoFLOP sweeps: 9 sizes 3e6..3e8 x 7 budgets 1e8..1e11 of Hoffmann et al.'s law, 0.5% noise;
             the compute-optimal N at C = 3e17, 1e18, 3e18 against the closed-form optimum
 
+  mixing    P1-shaped sweeps (tests/fabricate.py: K in {1, 2, 3, 5} x 5 subset seeds and K = 11 x 2, budgets
+            10M..270M, run + category noise) from Ye et al.'s exponential mixing law (analysis/mixing.py), t = 1:
+            bootstrap intervals (runs within K) of t, beta, B and every E_c; and the six-form held-out
+            comparison: the exponential form picked, undecided with it among the best, or a wrong form decided
+
 Goal: each covers its truth in >= 90% of cases (>= 18 of 20 seeds per quantity). beta_H is also counted
 over --hilberg_seeds curves (the first --seeds of them are the 20-seed figure).
 
-    nice python benchmarks/bench_analysis_extras.py [--seeds 20] [--n_boot 300]
+    nice python benchmarks/bench_analysis_extras.py [--seeds 20] [--n_boot 300] [--only mixing]
 """
 import argparse
 import sys
@@ -24,7 +29,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from analysis import hilberg, isoflop, synthetic, transfer  # noqa: E402
+sys.path.insert(0, str(ROOT / "tests"))
+from analysis import hilberg, isoflop, mixing, synthetic, transfer  # noqa: E402
 
 
 def transfer_coverage(seeds, n_boot):
@@ -64,10 +70,50 @@ def isoflop_coverage(seeds, n_boot, Cs=(3e17, 1e18, 3e18)):
     return cov
 
 
+def mixing_coverage(seeds, n_boot):
+    """Per parameter [covered, total] over the seeds, and the comparison's outcomes {picked, undecided, wrong}."""
+    import shutil
+    import tempfile
+
+    import analyze
+    import fabricate
+    tally, outcome = {}, {"picked": 0, "undecided": 0, "wrong": 0}
+    forms = list(analyze.FORMS) + list(mixing.FORMS)
+    truth = fabricate.MIXING_TRUTH
+    for seed in range(seeds):
+        root = tempfile.mkdtemp()
+        try:
+            fabricate.p1_sweep(root, law="exponential", noise_seed=3000 + seed, seeds=range(5), Ks=(1, 2, 3, 5),
+                               k11_seeds=(0, 1), budgets=(10e6, 30e6, 90e6, 270e6), replicate_Ks=(), truth=truth)
+            d = analyze.fit_data(analyze.run_rows(analyze.collect_runs(root)))
+        finally:
+            shutil.rmtree(root)
+        law = mixing.make_law("exponential", len(d["categories"]), False)
+        weights, _ = analyze.bootstrap_weights(d, n_boot, seed)
+        fit = mixing.fit_intervals(law, d, analyze._minimize, weights)
+        want = {"t": truth["t"], "beta": truth["beta"], "B": truth["B"],
+                **{f"E[{c}]": truth["E"][c] for c in d["categories"]}}
+        for k, v in want.items():
+            lo, hi = fit["params"][k]["ci95"]
+            t = tally.setdefault("E_c" if k.startswith("E[") else k, [0, 0])
+            t[0] += lo is not None and lo <= v <= hi
+            t[1] += 1
+        err = analyze.cv_errors(d, forms, False)
+        fits, equiv = mixing.equivalences(d, forms, False, analyze.make_law, analyze._minimize, analyze.CV_TOL)
+        cmp = mixing.judge(analyze.compare_forms(d, forms, False, n_boot, seed, err=err), equiv, fits, d["categories"])
+        beaten = any(p["better"] not in ("exponential", "undecided") for p in cmp["pairs"]
+                     if "exponential" in (p["a"], p["b"]))
+        outcome["wrong" if beaten or cmp["best"] not in ("exponential", None) else
+                "picked" if cmp["best"] == "exponential" else "undecided"] += 1
+        print(f"  seed {seed}: t = {fit['params']['t']['estimate']:.3f} {fit['params']['t']['ci95']}; {cmp['verdict'][:60]}",
+              flush=True)
+    return tally, outcome
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--seeds", type=int, default=20, help="fabricated datasets per quantity")
-    p.add_argument("--only", choices=["transfer", "hilberg", "isoflop"], default=None, help="one quantity only")
+    p.add_argument("--only", choices=["transfer", "hilberg", "isoflop", "mixing"], default=None, help="one quantity only")
     p.add_argument("--n_boot", type=int, default=300, help="bootstrap replicates per interval")
     p.add_argument("--hilberg_seeds", type=int, default=200,
                    help="curves for beta_H (cheap: a larger sample than --seeds tells the rate from luck)")
@@ -88,6 +134,11 @@ def main(argv=None):
         ci = isoflop_coverage(args.seeds, args.n_boot)
         print("N_opt: " + ", ".join(f"C={C:.0e} {n}/{args.seeds}" for C, n in ci.items())
               + f" [{time.time() - t2:.0f} s]")
+    if args.only in (None, "mixing"):
+        t3 = time.time()
+        tally, outcome = mixing_coverage(args.seeds, args.n_boot)
+        print("exponential law: " + ", ".join(f"{k} {c}/{n}" for k, (c, n) in tally.items())
+              + f"; comparison over {args.seeds} seeds: {outcome} [{time.time() - t3:.0f} s]")
     print(f"total {time.time() - t0:.0f} s")
 
 

@@ -6,7 +6,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+# OpenBLAS threads inside scipy's L-BFGS-B made every analysis fit 35-80x dearer in CPU on a 2-core machine
+# (notes.md, session 19): one BLAS thread here and in every subprocess (analyze.main limits its own too)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np  # noqa: E402
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]

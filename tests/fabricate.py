@@ -25,6 +25,8 @@ def select(K, seed):
 
 TRUTH = {"E": {c: 1.6 + 0.08 * i for i, c in enumerate(CATEGORIES)}, "B": 40.0, "beta": 0.3, "s": 0.5,
          "gamma": 0.06}
+# the competing mixing laws' parameters (analysis/mixing.py): Ye et al.'s t, He et al.'s gamma, the shared tau
+MIXING_TRUTH = dict(TRUTH, t=1.0, gamma_p=0.05, tau=0.3)
 
 
 def law_loss(law, c, D, Dc, K, truth=TRUTH, N=None):
@@ -42,6 +44,13 @@ def law_loss(law, c, D, Dc, K, truth=TRUTH, N=None):
         return E + B * D ** -beta + 2 * truth["gamma"] * (1 - 1 / K)
     if law == "floorK":  # the dilution law with floors rising with K (0.2 nats from K = 1 to K = 11)
         return E + 0.02 * (K - 1) + B * (Dc ** s * D ** (1 - s)) ** -beta
+    p = Dc / D  # the category's share of the run's tokens
+    if law == "exponential":  # Ye et al.'s exponential mixing law with one shared t (analysis/mixing.py)
+        return E + B * D ** -beta * math.exp(-truth["t"] * p)
+    if law == "multiplicative":  # He et al.'s law: the whole loss scales with p^-gamma
+        return (E + B * D ** -beta) * p ** -truth["gamma_p"]
+    if law == "transfer":  # effective data with one shared transfer tau
+        return E + B * (Dc + truth["tau"] * (D - Dc)) ** -beta
     raise ValueError(law)
 
 

@@ -50,6 +50,20 @@ def test_p1_shaped_sweep_recovers_the_law(p1):
     assert pairs[("dilution", "disjoint")] == "dilution" and pairs[("dilution", "shared")] == "dilution"
 
 
+def test_p1_competing_mixing_laws_never_decide_against_the_dilution_truth(p1):
+    """issue 17: the six-form comparison (analysis/mixing.py) is in fits.json and the report; on the dilution
+    truth it names dilution or says undecided, never another form decided over it."""
+    result, report = p1
+    m = result["mixing_laws"]
+    assert "## Competing mixing laws" in report and m["verdict"] in report
+    assert set(m["rmse"]) == {"dilution", "disjoint", "shared", "exponential", "multiplicative", "transfer"}
+    assert m["best"] in ("dilution", None) and (m["best"] or "dilution" in m["undecided_among"])
+    assert all(p["better"] in ("dilution", "undecided") for p in m["pairs"] if "dilution" in (p["a"], p["b"]))
+    # analyze's own three-form comparison is the same pairs of the same cross-validation
+    three = {(p["a"], p["b"]): p["mse_difference"] for p in result["comparison"]["pairs"]}
+    assert all(p["mse_difference"] == three[(p["a"], p["b"])] for p in m["pairs"] if (p["a"], p["b"]) in three)
+
+
 def test_p1_mixing_gain_pairs_on_the_planned_budget(p1):
     """Budgets are rounded up to whole 320-window steps (90M -> 90,016,000): pairing uses the planned ones."""
     result, report = p1
