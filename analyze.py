@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 
 import store as st
+from analysis import extras
 
 HUBER_DELTA = 1e-3
 FORMS = {"dilution": None, "disjoint": 1.0, "shared": 0.0}  # form -> fixed s (None: free)
@@ -1481,7 +1482,7 @@ def _diag_section(diagnostics, sigma_info):
     return L
 
 
-def _hypothesis_sections(h1, h2, h5, gain, h6):
+def _hypothesis_sections(h1, h2, h5, gain, h6, h2_extra=()):
     L = []
     for h in h1:
         L += ["", f"## H1: floors E_c, {h['subsets'][0]} vs {h['subsets'][1]} ({h['model']})", "",
@@ -1502,6 +1503,7 @@ def _hypothesis_sections(h1, h2, h5, gain, h6):
             L += [f"| {t['model']} | {t['D']:,.0f} | {t['K_low']} → {t['K_high']} | {t['difference']:+.4f} | "
                   f"{_ci(t['ci95'])} | {t['n_runs'][0]} / {t['n_runs'][1]} | {t['n_categories']} | {t['note'] or ''} |"
                   for t in table]
+            L += list(h2_extra) if lab == "in-training" else []  # issue 17: H2's second half (analysis/extras.py)
     if gain["table"] or gain["missing"]:
         L += ["", "## H4: mixing gain at equal tokens per category", "",
               "G = L_c(K = 1, d) − L_c(K, K·d), paired on the planned budget (within 1%); mean over categories and "
@@ -1570,9 +1572,10 @@ def write_report(path, a):
     L += [a["k_effect"], ""]
     L += _verdict_section(a["verdicts"])
     L += _fit_sections(a["fits"], a["comparison"], a["diagnostics"], a["with_n"])
-    L += _hypothesis_sections(a["h1"], a["h2"], a["h5"], a["gain"], a["h6"])
+    L += _hypothesis_sections(a["h1"], a["h2"], a["h5"], a["gain"], a["h6"], extras.h2_lines(a.get("extras")))
     L += _diag_section(a["diagnostics"], a["sigma"])
     L += _loss_vs_K_table(a["rows"])
+    L += extras.sections(a["extras"]) if a.get("extras") else []  # issue 17: transfer matrix, H7, IsoFLOP
     L += ["", "## Figures", ""]
     for title, name in a["plots"]:
         L += [f"### {title}", "", f"![{title}]({name})", ""]
@@ -1649,6 +1652,7 @@ def analyse(runs, out, args):
     h1 = [dict(h1_floors(a, b, args.margin), model=m) for m, a, b in h1_pairs]
     h2 = k_contrast(rows, "in", args.n_boot, args.seed, args.margin, smaller_is_lower=False)
     h5 = k_contrast(rows, "out", args.n_boot, args.seed, args.margin, smaller_is_lower=True)
+    x = extras.compute(rows, runs, main, args, cells_by_K(rows, "in"), equal_weight)  # issue 17
     gain = mixing_gain(rows, main.get("dilution"), args.n_boot, args.seed)
     pairs, h6 = identification_cost(runs, args.n_boot, args.seed)
     v3 = h3_verdict(main.get("dilution"), comparison, diagnostics.get("dilution"))
@@ -1664,12 +1668,12 @@ def analyse(runs, out, args):
                                                 f"(no interval from {t['pairs']} twin pair)")
                                              + f" vs bound {t['bound']:.4f}" for t in h6)) if h6 else
         ("undecided", "no tagged / untagged twin pairs"),
-        "H7 Hilberg (exploratory)": ("undecided", "not analysed: needs compression curves per category"),
+        "H7 Hilberg (exploratory)": extras.h7_verdict(x, ("undecided", "not analysed: needs compression curves per category")),
     }
     a = {"runs": runs, "rows": rows, "sample": is_sample_corpus(runs), "fits": fits, "comparison": comparison,
          "diagnostics": diagnostics, "sigma": sigma, "with_n": with_n, "h1": h1, "h2": h2, "h5": h5,
          "gain": gain, "h6": h6, "verdicts": verdicts, "k_effect": k_effect_statement(v3, main.get("dilution"), h2[1:]),
-         "baselines": None, "plots": []}
+         "baselines": None, "plots": [], "extras": x}
     public = {"data_filter": DATA_FILTER, "sample_corpus": a["sample"],
               "runs": {"total": len(runs), "used": n_used,
                        "excluded": [{"run_id": r["run_id"], "reason": r["excluded"]} for r in runs if r["excluded"]]},
@@ -1678,7 +1682,7 @@ def analyse(runs, out, args):
                               "replicate_groups": sigma[3], "status": "known" if sigma[0] else "unknown"},
               "diagnostics": diagnostics, "h1": h1, "h2": h2[0], "h4": gain, "h5": h5[0], "h6": h6,
               "h6_pairs": [{k: v for k, v in p.items() if k != "gap_by_position"} for p in pairs],
-              "verdicts": {k: {"verdict": v, "why": w} for k, (v, w) in verdicts.items()}}
+              "verdicts": {k: {"verdict": v, "why": w} for k, (v, w) in verdicts.items()}, **extras.public(x)}
     st.write_json_atomic(out / "fits.json", public, indent=1)
     for f in fits:
         ps = ", ".join(f"{k}={f['params'][k]['estimate']:.4g} {_ci(f['params'][k]['ci95'], 3)}"
@@ -1687,7 +1691,7 @@ def analyse(runs, out, args):
     for h, (v, why) in verdicts.items():
         print(f"{h}: {v} — {why}")
     a["baselines"] = store_baselines(runs, out, args)
-    a["plots"] = make_plots(a, d, main, pairs, out)
+    a["plots"] = make_plots(a, d, main, pairs, out) + extras.plots(x, out)
     write_report(out / "report.md", a)
     print(f"wrote {out / 'report.md'} with {len(a['plots'])} figures")
     return out
@@ -1745,6 +1749,7 @@ def main(argv=None):
                    "write analysis/groups.md (validation loss by group)")
     p.add_argument("--margin", type=st.number(float, 0), default=0.02,
                    help="equivalence margin (nats): differences whose 95%% interval lies within it count as none")
+    extras.add_arguments(p)  # issue 17: --hilberg, --cache_dir
     args = p.parse_args(argv)
     if args.n_boot < 0 or args.jobs < 1:
         st.die(f"--n_boot must be >= 0 and --jobs >= 1 (got {args.n_boot}, {args.jobs})")
