@@ -68,7 +68,7 @@ def test_transfer_similarity_and_h7_in_the_report(tmp_path, sample_store):
     assert extras.read_hilberg_cache(s, cache)["key"]["store_id"] == s.store_id
     other = type("S", (), {"store_id": "f" * 64})()
     assert extras.read_hilberg_cache(other, cache) is None
-    assert "## IsoFLOP slices" in report and "needs >= 3 model sizes" in report
+    assert "## IsoFLOP slices" in report and "need >= 3 model sizes" in report
 
 
 def test_isoflop_section_with_three_model_sizes(tmp_path):
