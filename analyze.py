@@ -51,7 +51,7 @@ import numpy as np
 import store as st
 # The work lives in analysis/, one concern per module; analyze.py is the command line. Every name other
 # code reaches as analyze.<name> (tests, design.py, benchmarks) is re-exported here.
-from analysis import mixing
+from analysis import extras, mixing
 from analysis.forms import CV_TOL, compare_forms, cv_errors, make_law, preferred_form  # noqa: F401
 from analysis.hypotheses import (MIN_STEPS_H4, boot_mean_ci, cells_by_K, equal_weight, h1_floors,  # noqa: F401
                                  h3_verdict, h4_verdict, holm, identification_cost, k_contrast,
@@ -122,7 +122,7 @@ def analyse(runs, out, args):
     st.write_json_atomic(out / "fits.json", fits_json(a, pairs, n_used), indent=1)
     print_summary(a["fits"], a["verdicts"])
     a["baselines"] = store_baselines(runs, out, args)
-    a["plots"] = make_plots(a, d, main, pairs, out)
+    a["plots"] = make_plots(a, d, main, pairs, out) + extras.plots(a["extras"], out)
     write_report(out / "report.md", a)
     print(f"wrote {out / 'report.md'} with {len(a['plots'])} figures")
     return out
@@ -140,14 +140,16 @@ def evaluate(runs, rows, d, args):
     h1 = [dict(h1_floors(a, b, args.margin), model=m) for m, a, b in h1_pairs]
     h2 = k_contrast(rows, "in", args.n_boot, args.seed, args.margin, smaller_is_lower=False)
     h5 = k_contrast(rows, "out", args.n_boot, args.seed, args.margin, smaller_is_lower=True)
+    x = extras.compute(rows, runs, main, args, cells_by_K(rows, "in"), equal_weight)  # transfer, H7, IsoFLOP, H2 ratio
     gain = mixing_gain(rows, main.get("dilution"), args.n_boot, args.seed)
     pairs, h6 = identification_cost(runs, args.n_boot, args.seed)
     v3 = h3_verdict(main.get("dilution"), comparison, diagnostics.get("dilution"))
     verdicts = verdict_table(h1, h2, v3, gain, h5, h6)
+    verdicts["H7 Hilberg (exploratory)"] = extras.h7_verdict(x, verdicts["H7 Hilberg (exploratory)"])
     a = {"runs": runs, "rows": rows, "sample": is_sample_corpus(runs), "fits": fits, "comparison": comparison,
          "diagnostics": diagnostics, "sigma": sigma, "with_n": with_n, "h1": h1, "h2": h2, "h5": h5,
          "gain": gain, "h6": h6, "verdicts": verdicts, "k_effect": k_effect_statement(v3, main.get("dilution"), h2[1:]),
-         "baselines": None, "plots": [], "mixing": mix}
+         "baselines": None, "plots": [], "mixing": mix, "extras": x}
     return a, main, pairs
 
 
@@ -179,7 +181,7 @@ def fits_json(a, pairs, n_used):
                                                            "status": "known" if sigma[0] else "unknown"},
             "diagnostics": a["diagnostics"], "h1": a["h1"], "h2": a["h2"][0], "h4": a["gain"], "h5": a["h5"][0],
             "h6": a["h6"], "h6_pairs": [{k: v for k, v in p.items() if k != "gap_by_position"} for p in pairs],
-            "verdicts": {k: {"verdict": v, "why": w} for k, (v, w) in verdicts.items()}}
+            "verdicts": {k: {"verdict": v, "why": w} for k, (v, w) in verdicts.items()}, **extras.public(a["extras"])}
 
 
 def print_summary(fits, verdicts):
@@ -232,6 +234,7 @@ def run(argv=None):
                    "write analysis/groups.md (validation loss by group)")
     p.add_argument("--margin", type=st.number(float, 0), default=0.02,
                    help="equivalence margin (nats): differences whose 95%% interval lies within it count as none")
+    extras.add_arguments(p)  # --hilberg, --cache_dir (H7's compression curves)
     args = p.parse_args(argv)
     if args.n_boot < 0 or args.jobs < 1:
         st.die(f"--n_boot must be >= 0 and --jobs >= 1 (got {args.n_boot}, {args.jobs})")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis import mixing
+from analysis import extras, mixing
 from analysis.hypotheses import MIN_STEPS_H4, macro, run_level
 from analysis.laws import DATA_FILTER, _ci, _fmt
 from analysis.runs import _finite, group_of, used
@@ -124,7 +124,7 @@ def _diag_section(diagnostics, sigma_info):
     return L
 
 
-def _hypothesis_sections(h1, h2, h5, gain, h6):
+def _hypothesis_sections(h1, h2, h5, gain, h6, h2_extra=()):
     L = []
     for h in h1:
         L += ["", f"## H1: floors E_c, {h['subsets'][0]} vs {h['subsets'][1]} ({h['model']})", "",
@@ -145,6 +145,7 @@ def _hypothesis_sections(h1, h2, h5, gain, h6):
             L += [f"| {t['model']} | {t['D']:,.0f} | {t['K_low']} → {t['K_high']} | {t['difference']:+.4f} | "
                   f"{_ci(t['ci95'])} | {t['n_runs'][0]} / {t['n_runs'][1]} | {t['n_categories']} | {t['note'] or ''} |"
                   for t in table]
+            L += list(h2_extra) if lab == "in-training" else []  # H2's second half (analysis/extras.py)
     if gain["table"] or gain["missing"]:
         L += ["", "## H4: mixing gain at equal tokens per category", "",
               "G = L_c(K = 1, d) − L_c(K, K·d), paired on the planned budget (within 1%); mean over categories and "
@@ -214,9 +215,10 @@ def write_report(path, a):
     L += _verdict_section(a["verdicts"])
     L += _fit_sections(a["fits"], a["comparison"], a["diagnostics"], a["with_n"])
     L += mixing.report_lines(a.get("mixing"))
-    L += _hypothesis_sections(a["h1"], a["h2"], a["h5"], a["gain"], a["h6"])
+    L += _hypothesis_sections(a["h1"], a["h2"], a["h5"], a["gain"], a["h6"], extras.h2_lines(a.get("extras")))
     L += _diag_section(a["diagnostics"], a["sigma"])
     L += _loss_vs_K_table(a["rows"])
+    L += extras.sections(a["extras"]) if a.get("extras") else []  # transfer matrix, H7, IsoFLOP
     L += ["", "## Figures", ""]
     for title, name in a["plots"]:
         L += [f"### {title}", "", f"![{title}]({name})", ""]

@@ -79,6 +79,7 @@ def write_run_dirs(root, runs, store_id="a" * 64, n_nonemb=19_000_000):
         seen = sum(r["tokens"].values())
         summary = {"status": "complete", "schedule_complete": True, "tokens_seen": seen, "steps": 10,
                    "total_steps": 10, "tokens_per_category": r["tokens"]}
-        test = {"dtype": "bfloat16", "per_category": {c: {"loss": v} for c, v in r["loss"].items()}}
+        test = {"dtype": "bfloat16", "per_category": {c: {"loss": v, "loss_by_position": [v] * 100}  # analyze's plot reads it
+                                                      for c, v in r["loss"].items()}}
         for name, obj in (("run_config.json", cfg), ("summary.json", summary), ("test_results.json", test)):
             (rd / name).write_text(json.dumps(obj))
