@@ -133,6 +133,16 @@ class _MixingLaw:
                 th = np.clip(np.array(th, dtype=float), *np.array(self.bounds(d)).T)
                 th[:self.C] = np.maximum(th[:self.C], floor)
                 found.append((self.objective(th, d)[0], beta, m, th))
+        if not found:  # no grid point with B > 0 (noise so large the loss does not fall with D): a plain start
+            beta, m = 0.3, float(np.clip(0.5 * (lo + hi), lo, hi))
+            x, y = self.linear_parts(beta, m, d)
+            Lc = [float(np.min(d["L"][d["cat"] == c])) if np.any(d["cat"] == c) else float(np.min(d["L"]))
+                  for c in range(self.C)]
+            th = list(np.log(0.5 * np.array(Lc))) + [math.log(0.5 * float(np.mean(d["L"])) / float(np.median(x))), beta, m]
+            if self.with_n:
+                th += [math.log(0.1 * float(np.mean(d["L"]))) + 0.3 * float(np.median(np.log(d["N"]))), 0.3]
+            th = np.clip(np.array(th, dtype=float), *np.array(self.bounds(d)).T)
+            found.append((self.objective(th, d)[0], beta, m, th))
         found.sort(key=lambda t: t[0])
         out = [found[0][3]] if found else []
         for _, beta, m, th in found[1:]:  # the second start: the best one away from the first (another basin)
