@@ -95,31 +95,10 @@ def test_contrasts_never_claim_more_than_their_units(dz, perm_seed):
 # process with one BLAS thread: the fits are tiny, and on a loaded 2-core machine OpenBLAS's threads in the
 # test process made one H3 evaluation cost 78 s of CPU instead of 2.8 s (measured, see the report of s19prop).
 
-_WORKERS = {}
-
-
 def _workers():
-    """Two spawned workers with single-threaded BLAS, started once per test session."""
-    if "pool" not in _WORKERS:
-        import atexit
-        import multiprocessing as mp
-        import os
-        from concurrent.futures import ProcessPoolExecutor
-        limits = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-        saved = {k: os.environ.get(k) for k in limits}
-        os.environ.update({k: "1" for k in limits})
-        try:
-            ex = ProcessPoolExecutor(2, mp_context=mp.get_context("spawn"))
-            list(ex.map(abs, range(2)))  # start both while the limits are set
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-        atexit.register(ex.shutdown)
-        _WORKERS["pool"] = ex
-    return _WORKERS["pool"]
+    """Two spawned workers with single-threaded BLAS, started once per session: analyze's own bootstrap pool."""
+    from analysis.laws import _pool
+    return _pool(2)
 
 
 def build_design(root, dz, law):
