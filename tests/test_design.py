@@ -46,7 +46,10 @@ def test_fabricated_sweep_is_the_plans_runs_with_the_laws_losses(plan_file, tmp_
 
 
 @pytest.mark.parametrize("text", ["B=1,beta=0.3,s=0.5", "B=1,beta=0.3,s=2,E=1", "B=1,beta=x,s=0.5,E=1",
-                                  "B=1,beta=0.3,s=0.5,E=1,E[foo]=2", "B=1,beta=0.3,s=0.5,E=1,A=3", "Q=1"])
+                                  "B=1,beta=0.3,s=0.5,E=1,E[foo]=2", "B=1,beta=0.3,s=0.5,E=1,A=3", "Q=1",
+                                  "B=nan,beta=0.3,s=0.5,E=1", "B=inf,beta=0.3,s=0.5,E=1", "B=1,beta=nan,s=0.5,E=1",
+                                  "B=1,beta=0.3,s=0.5,E=nan", "B=1,beta=0.3,s=0.5,E=1,E[math.AC]=inf",
+                                  "B=1,beta=0.3,s=0.5,E=1,A=nan,alpha=0.3", "B=1,beta=0.3,s=0.5,E=1,A=3,alpha=-0.3"])
 def test_bad_law_is_one_line_usage_error(plan_file, tmp_path, capsys, text):
     with pytest.raises(SystemExit) as e:
         design.main([str(plan_file), "--law", text, "--noise", "0.01", "--out", str(tmp_path)])
