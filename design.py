@@ -162,12 +162,17 @@ def variants(plan):
         more["grid"] = plan["grid"] + extra
         out.append(("one more init seed for every subset (init_seed 200)", more))
     for name, pick in (("one more budget, 3x the largest", lambda b: b + [3 * max(b)]),
-                       ("one more budget, the smallest / 3", lambda b: [min(b) / 3] + b)):
+                       ("one more budget, the smallest / 3", lambda b: [int(float(f"{min(b) / 3:.2g}"))] + b)):
         v = copy.deepcopy(plan)
+        fixed = v.get("fixed") or {}
         for g in v["grid"]:
-            if "token_budget" in g:
-                g["token_budget"] = pick([float(x) for x in g["token_budget"]])
-        out.append((name, v))
+            # a budget in fixed (one for every run) becomes a grid axis: else the variant is the plan itself
+            b = g.get("token_budget", [fixed["token_budget"]] if "token_budget" in fixed else None)
+            if b is not None:  # whole tokens, two digits: min / 3 of 1e6 was the run id d333333.3333333333
+                g["token_budget"] = pick([int(x) if float(x).is_integer() else float(x) for x in b])
+        fixed.pop("token_budget", None)
+        if n_tokens(v) > n_tokens(plan):
+            out.append((name, v))
     return sorted(out, key=lambda nv: n_tokens(nv[1]))
 
 

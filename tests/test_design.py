@@ -97,7 +97,7 @@ def test_variants_are_the_plan_plus_one_seed_or_one_budget_ordered_by_tokens(pla
             assert len(added) == 24 and {p["init_seed"] for p in added} == {200}
         else:  # one more budget for every (K, subset, init seed)
             assert len(added) == 12 and len({p["token_budget"] for p in added}) == 1
-            assert added[0]["token_budget"] == (2.7e7 if "3x" in name else 1e6 / 3)
+            assert added[0]["token_budget"] == (2.7e7 if "3x" in name else 330000)  # 1e6 / 3 to two digits
     assert plan == sweep.load_plan(plan_file)  # the plan itself is untouched
 
 
@@ -152,3 +152,20 @@ def test_variants_find_the_budget_that_decides_h4(tmp_path):
             assert v["summary"]["hypotheses"]["H4 mixing gain"]["p_decided"] == 0
     md = (tmp_path / "v" / "design.md").read_text()
     assert "Variant: one more budget, 3x the largest (24 runs, +6 runs" in md
+
+
+def test_budget_variants_add_a_budget_when_the_plan_fixes_one():
+    """A plan whose budget is in fixed (one for every run): the budget variants used to be the plan itself
+    (+0 runs, +0% tokens, n_sim simulations for nothing); smallest / 3 used to be a fractional budget."""
+    plan = {"name": "fixedbud", "store": {"data_dir": "fabricated"},
+            "grid": [{"model_config": ["pythia-31m"], "K": [1, 3], "seed": [0, 1]}],
+            "fixed": {"sampling": "balanced", "batch_size": 320, "token_budget": 1000000}}
+    runs, tokens = design.n_runs(plan), design.n_tokens(plan)
+    vs = dict(design.variants(plan))
+    assert set(vs) == {"one more init seed for every subset (init_seed 200)", "one more budget, 3x the largest",
+                       "one more budget, the smallest / 3"}
+    for name, v in vs.items():
+        assert design.n_runs(v) == 2 * runs and design.n_tokens(v) > tokens, name
+    low = vs["one more budget, the smallest / 3"]
+    assert sorted({p["token_budget"] for _, p in sweep.expand(low)}) == [330000, 1000000]
+    assert [rid for rid, _ in sweep.expand(low)][0] == "pythia-31m_K1_s00_d330k"
