@@ -68,8 +68,10 @@ def summarise_fits(fits):
         p = (dil or {}).get("params", {}).get(k)
         if p is not None:
             params[k] = {"estimate": p["estimate"], "ci95": p.get("ci95") or [None, None]}
-    cells = {f"K={t['K']}, d={t['d']:.3g}": {"estimate": t["G"], "ci95": t["ci95"]}
-             for t in (fits.get("h4") or {}).get("table", [])}
+    table = (fits.get("h4") or {}).get("table", [])
+    several = len({t.get("model") for t in table}) > 1  # else one model's cells overwrote the other's
+    cells = {(f"{t.get('model')} " if several else "") + f"K={t['K']}, d={t['d']:.3g}": {"estimate": t["G"], "ci95": t["ci95"]}
+             for t in table}
     return {"verdicts": v, "params": params, "h4": cells}
 
 

@@ -169,3 +169,13 @@ def test_budget_variants_add_a_budget_when_the_plan_fixes_one():
     low = vs["one more budget, the smallest / 3"]
     assert sorted({p["token_budget"] for _, p in sweep.expand(low)}) == [330000, 1000000]
     assert [rid for rid, _ in sweep.expand(low)][0] == "pythia-31m_K1_s00_d330k"
+
+
+def test_h4_cells_of_two_model_sizes_are_kept_apart():
+    """H4 cells were keyed by K and d only: with two model sizes one size's gains overwrote the other's."""
+    row = lambda m, G: {"model": m, "K": 3, "d": 1e6, "D": 3e6, "G": G, "ci95": [G - 0.1, G + 0.1]}
+    fits = {"verdicts": {}, "fits": [], "h4": {"table": [row("pythia-14m", 0.1), row("pythia-31m", 0.2)]}}
+    cells = design.summarise_fits(fits)["h4"]
+    assert {c["estimate"] for c in cells.values()} == {0.1, 0.2} and len(cells) == 2
+    one = design.summarise_fits({"verdicts": {}, "fits": [], "h4": {"table": [row("pythia-31m", 0.2)]}})["h4"]
+    assert list(one) == ["K=3, d=1e+06"]
