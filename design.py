@@ -229,9 +229,9 @@ def main(argv=None):
     except simulate.LawError as e:
         st.die(str(e))
     noise = args.noise if args.noise is not None else measured
-    if noise is None or not noise >= 0:
+    if noise is None or not 0 <= noise < math.inf:  # nan, inf: every loss non-finite, every simulation refused
         st.die("--noise: needed (>= 0): the law has no measured noise floor" if noise is None else
-               f"--noise must be >= 0 (got {noise})")
+               f"--noise must be a finite number >= 0 (got {noise})")
     if plan.get("script") != "ngram.py" and len({g2 for g in plan["grid"] for g2 in g.get("model_config", [None])}) > 1 \
             and "A" not in law:
         print("note: the plan has several model sizes and the law no N term (A=..,alpha=..): every size gets the same losses")

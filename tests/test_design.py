@@ -179,3 +179,12 @@ def test_h4_cells_of_two_model_sizes_are_kept_apart():
     assert {c["estimate"] for c in cells.values()} == {0.1, 0.2} and len(cells) == 2
     one = design.summarise_fits({"verdicts": {}, "fits": [], "h4": {"table": [row("pythia-31m", 0.2)]}})["h4"]
     assert list(one) == ["K=3, d=1e+06"]
+
+
+@pytest.mark.parametrize("noise", ["-0.01", "nan", "inf"])
+def test_bad_noise_is_one_line_usage_error(plan_file, tmp_path, capsys, noise):
+    """--noise inf used to fabricate infinite losses: every simulation refused by analyze.py, counted undecided."""
+    with pytest.raises(SystemExit) as e:
+        design.main([str(plan_file), "--law", LAW, "--noise", noise, "--n_sim", "2", "--n_boot", "2",
+                     "--no_variants", "--out", str(tmp_path)])
+    assert e.value.code == 2 and capsys.readouterr().err.strip().startswith("error: --noise")
