@@ -112,7 +112,7 @@ def test_one_share_level_makes_every_form_one_law(tmp_path):
 
 
 def test_a_fold_where_no_fit_converges_is_skipped_not_a_crash(monkeypatch):
-    """_minimize returns None when no start converges (met in design.py's 30%-noise simulations): cv_errors
+    """_minimize returns None when law.starts gives no start (met in design.py's 30%-noise simulations): cv_errors
     raised AttributeError ('NoneType' object has no attribute 'x'), ending analyze.py and design.py."""
     from analysis import forms
     rng = np.random.default_rng(0)
