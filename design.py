@@ -68,8 +68,10 @@ def summarise_fits(fits):
         p = (dil or {}).get("params", {}).get(k)
         if p is not None:
             params[k] = {"estimate": p["estimate"], "ci95": p.get("ci95") or [None, None]}
-    cells = {f"K={t['K']}, d={t['d']:.3g}": {"estimate": t["G"], "ci95": t["ci95"]}
-             for t in (fits.get("h4") or {}).get("table", [])}
+    table = (fits.get("h4") or {}).get("table", [])
+    several = len({t.get("model") for t in table}) > 1  # else one model's cells overwrote the other's
+    cells = {(f"{t.get('model')} " if several else "") + f"K={t['K']}, d={t['d']:.3g}": {"estimate": t["G"], "ci95": t["ci95"]}
+             for t in table}
     return {"verdicts": v, "params": params, "h4": cells}
 
 
@@ -162,12 +164,17 @@ def variants(plan):
         more["grid"] = plan["grid"] + extra
         out.append(("one more init seed for every subset (init_seed 200)", more))
     for name, pick in (("one more budget, 3x the largest", lambda b: b + [3 * max(b)]),
-                       ("one more budget, the smallest / 3", lambda b: [min(b) / 3] + b)):
+                       ("one more budget, the smallest / 3", lambda b: [int(float(f"{min(b) / 3:.2g}"))] + b)):
         v = copy.deepcopy(plan)
+        fixed = v.get("fixed") or {}
         for g in v["grid"]:
-            if "token_budget" in g:
-                g["token_budget"] = pick([float(x) for x in g["token_budget"]])
-        out.append((name, v))
+            # a budget in fixed (one for every run) becomes a grid axis: else the variant is the plan itself
+            b = g.get("token_budget", [fixed["token_budget"]] if "token_budget" in fixed else None)
+            if b is not None:  # whole tokens, two digits: min / 3 of 1e6 was the run id d333333.3333333333
+                g["token_budget"] = pick([int(x) if float(x).is_integer() else float(x) for x in b])
+        fixed.pop("token_budget", None)
+        if n_tokens(v) > n_tokens(plan):
+            out.append((name, v))
     return sorted(out, key=lambda nv: n_tokens(nv[1]))
 
 
@@ -222,9 +229,9 @@ def main(argv=None):
     except simulate.LawError as e:
         st.die(str(e))
     noise = args.noise if args.noise is not None else measured
-    if noise is None or not noise >= 0:
+    if noise is None or not 0 <= noise < math.inf:  # nan, inf: every loss non-finite, every simulation refused
         st.die("--noise: needed (>= 0): the law has no measured noise floor" if noise is None else
-               f"--noise must be >= 0 (got {noise})")
+               f"--noise must be a finite number >= 0 (got {noise})")
     if plan.get("script") != "ngram.py" and len({g2 for g in plan["grid"] for g2 in g.get("model_config", [None])}) > 1 \
             and "A" not in law:
         print("note: the plan has several model sizes and the law no N term (A=..,alpha=..): every size gets the same losses")

@@ -70,6 +70,12 @@ def check_law(law):
             raise LawError(f"--law: needs {k}=")
     if ("A" in law) != ("alpha" in law):
         raise LawError("--law: the N term needs both A= and alpha=")
+    bad = [k for k in ("B", "beta", "s", "A", "alpha") if k in law and not math.isfinite(law[k])]
+    bad += [f"E[{c}]" for c, v in law["E"].items() if not math.isfinite(v)]
+    if bad:  # nan passes every comparison below (and inf fabricates inf losses)
+        raise LawError(f"--law: {', '.join(bad)} must be finite numbers")
+    if "A" in law and (law["A"] < 0 or law["alpha"] <= 0):
+        raise LawError("--law: needs A >= 0 and alpha > 0")
     if not 0 <= law["s"] <= 1 or law["B"] <= 0 or law["beta"] <= 0 or min(law["E"].values()) <= 0:
         raise LawError("--law: needs 0 <= s <= 1, B > 0, beta > 0 and every E > 0")
     return law

@@ -228,11 +228,12 @@ def restore_old_dirs(parent):
     """Undo a replacement that a kill cut between its two renames: .NAME.old-* becomes NAME again where
     NAME is missing (the newest such), every other .*.old-* is removed. Returns the restored names."""
     restored = []
-    # only names this code makes (.NAME.old-<digits>): a stray .x.old-foo is someone else's, left alone
-    olds = sorted((p for p in Path(parent).glob(".*.old-*") if p.name.rsplit("-", 1)[-1].isdigit()),
-                  key=lambda p: int(p.name.rsplit("-", 1)[-1]), reverse=True)
-    for old in olds:
-        name = old.name[1:].split(".old-")[0]
+    # only names this code makes (.NAME.old-<pid>-<ns>, or .NAME.old-<ns>; ASCII digits): a stray .x.old-foo,
+    # .x.old-foo-5 or .x.old-\u00b2 is someone else's, left alone (int() of '\u00b2', which isdigit(), raised)
+    made = [(m, p) for p in Path(parent).glob(".*.old-*")
+            if (m := re.fullmatch(r"\.(.+)\.old-(?:[0-9]+-)?([0-9]+)", p.name))]
+    for m, old in sorted(made, key=lambda mp: int(mp[0].group(2)), reverse=True):
+        name = m.group(1)
         if not (Path(parent) / name).exists():
             os.rename(old, Path(parent) / name)
             restored.append(name)

@@ -152,7 +152,10 @@ def _yaml_load(text):
         return int(v) if v.is_integer() and abs(v) < 2 ** 53 else v
 
     Loader.add_implicit_resolver("!e-number", re.compile(
-        r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+        r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"), list("-+.0123456789"))
+    for first in "-+.0123456789":  # before PyYAML's float: 1.0e+6 was the float 1000000.0 beside 1.0e6's int
+        rs = Loader.yaml_implicit_resolvers[first]
+        rs.insert(0, rs.pop())
     Loader.add_constructor("!e-number", number)
     return yaml.load(text, Loader=Loader)
 

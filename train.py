@@ -1080,12 +1080,15 @@ def finish_or_stop(run, state, status, message):
     def raise_stop(signum, frame):
         raise KeyboardInterrupt(signal.Signals(signum).name)
     try:
-        old = signal.signal(signal.SIGTERM, raise_stop)
+        old, old_int = signal.signal(signal.SIGTERM, raise_stop), signal.getsignal(signal.SIGINT)
     except ValueError:  # not the main thread
-        old = None
+        old = old_int = None
     try:
         finish(run, state, status, message)
     except KeyboardInterrupt as e:
+        if old is not None:  # a second signal (Ctrl-C twice, SIGTERM then SIGINT) must not turn the line into a traceback
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         if run.dist.rank0:
             done = finished_schedule(run.plan.run_dir / "final", run.plan.total_steps)
             where = ("final/ holds the last step, so no step is redone" if done else
@@ -1097,6 +1100,7 @@ def finish_or_stop(run, state, status, message):
     finally:
         if old is not None:
             signal.signal(signal.SIGTERM, old)
+            signal.signal(signal.SIGINT, old_int if old_int is not None else signal.SIG_DFL)
 
 
 def main(argv=None):

@@ -46,7 +46,10 @@ def test_fabricated_sweep_is_the_plans_runs_with_the_laws_losses(plan_file, tmp_
 
 
 @pytest.mark.parametrize("text", ["B=1,beta=0.3,s=0.5", "B=1,beta=0.3,s=2,E=1", "B=1,beta=x,s=0.5,E=1",
-                                  "B=1,beta=0.3,s=0.5,E=1,E[foo]=2", "B=1,beta=0.3,s=0.5,E=1,A=3", "Q=1"])
+                                  "B=1,beta=0.3,s=0.5,E=1,E[foo]=2", "B=1,beta=0.3,s=0.5,E=1,A=3", "Q=1",
+                                  "B=nan,beta=0.3,s=0.5,E=1", "B=inf,beta=0.3,s=0.5,E=1", "B=1,beta=nan,s=0.5,E=1",
+                                  "B=1,beta=0.3,s=0.5,E=nan", "B=1,beta=0.3,s=0.5,E=1,E[math.AC]=inf",
+                                  "B=1,beta=0.3,s=0.5,E=1,A=nan,alpha=0.3", "B=1,beta=0.3,s=0.5,E=1,A=3,alpha=-0.3"])
 def test_bad_law_is_one_line_usage_error(plan_file, tmp_path, capsys, text):
     with pytest.raises(SystemExit) as e:
         design.main([str(plan_file), "--law", text, "--noise", "0.01", "--out", str(tmp_path)])
@@ -94,7 +97,7 @@ def test_variants_are_the_plan_plus_one_seed_or_one_budget_ordered_by_tokens(pla
             assert len(added) == 24 and {p["init_seed"] for p in added} == {200}
         else:  # one more budget for every (K, subset, init seed)
             assert len(added) == 12 and len({p["token_budget"] for p in added}) == 1
-            assert added[0]["token_budget"] == (2.7e7 if "3x" in name else 1e6 / 3)
+            assert added[0]["token_budget"] == (2.7e7 if "3x" in name else 330000)  # 1e6 / 3 to two digits
     assert plan == sweep.load_plan(plan_file)  # the plan itself is untouched
 
 
@@ -149,3 +152,39 @@ def test_variants_find_the_budget_that_decides_h4(tmp_path):
             assert v["summary"]["hypotheses"]["H4 mixing gain"]["p_decided"] == 0
     md = (tmp_path / "v" / "design.md").read_text()
     assert "Variant: one more budget, 3x the largest (24 runs, +6 runs" in md
+
+
+def test_budget_variants_add_a_budget_when_the_plan_fixes_one():
+    """A plan whose budget is in fixed (one for every run): the budget variants used to be the plan itself
+    (+0 runs, +0% tokens, n_sim simulations for nothing); smallest / 3 used to be a fractional budget."""
+    plan = {"name": "fixedbud", "store": {"data_dir": "fabricated"},
+            "grid": [{"model_config": ["pythia-31m"], "K": [1, 3], "seed": [0, 1]}],
+            "fixed": {"sampling": "balanced", "batch_size": 320, "token_budget": 1000000}}
+    runs, tokens = design.n_runs(plan), design.n_tokens(plan)
+    vs = dict(design.variants(plan))
+    assert set(vs) == {"one more init seed for every subset (init_seed 200)", "one more budget, 3x the largest",
+                       "one more budget, the smallest / 3"}
+    for name, v in vs.items():
+        assert design.n_runs(v) == 2 * runs and design.n_tokens(v) > tokens, name
+    low = vs["one more budget, the smallest / 3"]
+    assert sorted({p["token_budget"] for _, p in sweep.expand(low)}) == [330000, 1000000]
+    assert [rid for rid, _ in sweep.expand(low)][0] == "pythia-31m_K1_s00_d330k"
+
+
+def test_h4_cells_of_two_model_sizes_are_kept_apart():
+    """H4 cells were keyed by K and d only: with two model sizes one size's gains overwrote the other's."""
+    row = lambda m, G: {"model": m, "K": 3, "d": 1e6, "D": 3e6, "G": G, "ci95": [G - 0.1, G + 0.1]}
+    fits = {"verdicts": {}, "fits": [], "h4": {"table": [row("pythia-14m", 0.1), row("pythia-31m", 0.2)]}}
+    cells = design.summarise_fits(fits)["h4"]
+    assert {c["estimate"] for c in cells.values()} == {0.1, 0.2} and len(cells) == 2
+    one = design.summarise_fits({"verdicts": {}, "fits": [], "h4": {"table": [row("pythia-31m", 0.2)]}})["h4"]
+    assert list(one) == ["K=3, d=1e+06"]
+
+
+@pytest.mark.parametrize("noise", ["-0.01", "nan", "inf"])
+def test_bad_noise_is_one_line_usage_error(plan_file, tmp_path, capsys, noise):
+    """--noise inf used to fabricate infinite losses: every simulation refused by analyze.py, counted undecided."""
+    with pytest.raises(SystemExit) as e:
+        design.main([str(plan_file), "--law", LAW, "--noise", noise, "--n_sim", "2", "--n_boot", "2",
+                     "--no_variants", "--out", str(tmp_path)])
+    assert e.value.code == 2 and capsys.readouterr().err.strip().startswith("error: --noise")

@@ -161,3 +161,10 @@ def test_exponent_numbers_in_a_yaml_plan_are_numbers(tmp_path):
     runs = sweep.expand(plan)
     assert [rid.split("_d")[-1] for rid, _ in runs] == ["4k", "12k", "1k", "20k"]
     assert "--token_budget 4000 " in " ".join(sweep.train_flags(runs[0][1])) + " "
+
+
+def test_every_exponent_spelling_in_a_yaml_plan_is_the_same_number():
+    """.5e3 stayed the string ".5e3", and 1.0e+6 (PyYAML's own float) the float 1000000.0 beside 1.0e6's int."""
+    got = sweep._yaml_load("a: [.5e3, 1.0e+6, 1.0e6, 1e+6, -2.5E-1, .inf, 1.5, 7, '1e6', x1e6]")["a"]
+    assert got[:5] == [500, 1000000, 1000000, 1000000, -0.25] and all(type(v) is int for v in got[:4])
+    assert got[5] == float("inf") and got[6:] == [1.5, 7, "1e6", "x1e6"]

@@ -507,6 +507,37 @@ def test_stop_during_the_test_evaluation_resumes_from_final_without_redoing_step
     _assert_complete_like(run, ref)
 
 
+def test_a_second_signal_while_the_stop_is_reported_is_still_one_line(synthetic_store, tmp_path, monkeypatch,
+                                                                    capsys, ref):
+    """A second stop (Ctrl-C twice, or SIGTERM then SIGINT) arriving while the first one's line is being
+    written (here: inside finished_schedule) used to escape as a KeyboardInterrupt traceback."""
+    evaluate, finished = train.evaluate_model, train.finished_schedule
+
+    def stop_inside(*a, **k):
+        signal.raise_signal(signal.SIGTERM)
+        return evaluate(*a, **k)
+
+    def stop_again(*a, **k):
+        signal.raise_signal(signal.SIGINT)
+        return finished(*a, **k)
+
+    monkeypatch.setattr(train, "evaluate_model", stop_inside)
+    monkeypatch.setattr(train, "finished_schedule", stop_again)
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        train.main(_args(synthetic_store, tmp_path, "twice"))
+        caught = None
+    except BaseException as e:  # a KeyboardInterrupt must not reach pytest (it would end the session)
+        caught = e
+    assert isinstance(caught, SystemExit) and caught.code == train.EXIT_INTERRUPTED, repr(caught)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+    assert "interrupted (SIGTERM) after step" in capsys.readouterr().out
+    monkeypatch.setattr(train, "evaluate_model", evaluate)
+    monkeypatch.setattr(train, "finished_schedule", finished)
+    train.main(_args(synthetic_store, tmp_path, "twice", "--resume"))
+    _assert_complete_like(tmp_path / "twice", ref)
+
+
 def test_a_checkpoint_unreadable_on_one_rank_is_skipped_by_every_rank(synthetic_store, tmp_path, hooks, ref,
                                                                       monkeypatch, capsys):
     """Under DDP each rank loads the checkpoint itself: when another rank cannot load the newest one (its

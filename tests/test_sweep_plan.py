@@ -254,3 +254,14 @@ def test_restore_old_dirs_leaves_names_it_did_not_make(tmp_path):
     (tmp_path / ".x.old-foo").mkdir()
     assert st.restore_old_dirs(tmp_path) == ["best"]
     assert (tmp_path / "best").is_dir() and (tmp_path / ".x.old-foo").is_dir()
+
+
+def test_restore_old_dirs_leaves_digit_like_and_dashed_stray_names(tmp_path):
+    """.x.old-\u00b2 (str.isdigit() is true for '\u00b2', int() raised at every start of the run) and .y.old-foo-5
+    (someone's backup, which was renamed to y or deleted) are not publish_dir's; .best.old-<pid>-<ns> is."""
+    import store as st
+    (tmp_path / ".best.old-42-123").mkdir()
+    (tmp_path / ".x.old-\u00b2").mkdir()
+    (tmp_path / ".y.old-foo-5").mkdir()
+    assert st.restore_old_dirs(tmp_path) == ["best"]
+    assert (tmp_path / ".x.old-\u00b2").is_dir() and (tmp_path / ".y.old-foo-5").is_dir() and not (tmp_path / "y").exists()
