@@ -344,6 +344,11 @@ def judge(comparison, equiv, fits=None, categories=None):
               for f in (p["a"], p["b"]) if f != p["better"]}
     top = [f for f in forms if f not in beaten]
     same = [(p["a"], p["b"]) for p in comparison["pairs"] if p["equivalent"]]
+    # a form equivalent on this design to another cannot be the best alone: they are one law here, so a
+    # form beating one of them while the other "wins" is optimiser noise; undecided among the class
+    if len(top) == 1:
+        twins = {f for a, b in same if top[0] in (a, b) for f in (a, b)}
+        top = [f for f in forms if f in twins] or top
     comparison["equivalent_pairs"] = same
     comparison["best"] = top[0] if len(top) == 1 and comparison["n_points"] else None
     comparison["undecided_among"] = [] if comparison["best"] else top

@@ -109,3 +109,30 @@ def test_one_share_level_makes_every_form_one_law(tmp_path):
     assert cmp["best"] is None and all(p["better"] == "undecided" for p in cmp["pairs"])
     lines = "\n".join(mixing.report_lines(cmp))
     assert "## Competing mixing laws" in lines and lines.count("equivalent on this design") >= 15
+
+
+def test_judge_never_names_one_of_two_equivalent_forms_best():
+    """Forms equivalent on the design are one law there: when one of them is beaten and the other beats the
+    rest, the comparison used to name the other 'best' (decided); it is undecided among the class."""
+    pairs = [{"a": a, "b": b, "better": w, "mse_difference": 0.0, "ci95": [0.0, 0.0]}
+             for a, b, w in [("dilution", "shared", "dilution"), ("dilution", "transfer", "undecided"),
+                             ("shared", "transfer", "shared")]]
+    cmp = {"rmse": {f: {"estimate": 0.01, "ci95": [0.01, 0.02]} for f in ("dilution", "shared", "transfer")},
+           "pairs": pairs, "n_points": 10}
+    equiv = [{"a": "dilution", "b": "transfer", "reproduce": [1e-9, 1e-9], "equivalent": True},
+             {"a": "dilution", "b": "shared", "reproduce": [1.0, 1.0], "equivalent": False},
+             {"a": "shared", "b": "transfer", "reproduce": [1.0, 1.0], "equivalent": False}]
+    out = mixing.judge(cmp, equiv)
+    assert out["best"] is None and out["undecided_among"] == ["dilution", "transfer"]
+    assert out["verdict"].startswith("**undecided**") and "dilution = transfer" in out["verdict"]
+
+
+def test_one_k11_subset_seed_does_not_decide_among_equivalent_forms(tmp_path):
+    """K = 1 (three subset seeds) and one K = 11 subset seed at two budgets: two share levels, so dilution,
+    exponential and transfer are one law; analyze.py named dilution 'best' while exponential and transfer
+    (equivalent to it) were beaten by disjoint and shared."""
+    fabricate.p1_sweep(tmp_path, Ks=(1,), seeds=range(3), k11_seeds=(0,), budgets=(10e6, 90e6), replicate_Ks=())
+    out = analyze.main([str(tmp_path), "--n_boot", "8", "--jobs", "1"])
+    m = __import__("json").loads((out / "fits.json").read_text())["mixing_laws"]
+    assert ["dilution", "transfer"] in m["equivalent_pairs"]
+    assert m["best"] is None and {"dilution", "exponential", "transfer"} <= set(m["undecided_among"])
