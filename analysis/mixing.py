@@ -371,7 +371,8 @@ def _verdict(cmp, top, same):
                     f"{(1 if p['a'] == f else -1) * p['mse_difference']:+.2e}, 95% "
                     f"{_ci(sorted((1 if p['a'] == f else -1) * x for x in p['ci95']))}" for p in wins) + ")")
     eqs = [f"{a} = {b}" for a, b in same if a in top and b in top]
-    return (f"**undecided** among {', '.join(top)}: no interval of their held-out differences excludes 0"
+    return (f"**undecided** among {', '.join(top)}: "
+            + (cmp.get("why_no_interval") or "no interval of their held-out differences excludes 0")
             + (f"; equivalent on this design (reparametrisations of one law here): {', '.join(eqs)}" if eqs else ""))
 
 

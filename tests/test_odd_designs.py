@@ -47,3 +47,22 @@ def test_h1_with_no_shared_category_is_undecided():
     b = {"subset": "K == 2", "params": {"E[y]": {"estimate": 1.0}}, "_boot": [{"E[y]": 1.0}] * 5}
     h = hypotheses.h1_floors(a, b, 0.02)
     assert h["verdict"] == "undecided" and "no category" in h["why"]
+
+
+def test_one_run_at_k_above_one_decides_no_form():
+    """Specialists of four categories at three budgets and ONE K = 3 run (90M), dilution truth s = 0.5: the
+    held-out comparison named 'shared' the better form than dilution (decided), all on one run's K contrast
+    predicted from fits that had only K = 1 (s extrapolated from its start). No interval without two K
+    values held out in >= 2 runs each."""
+    import tempfile
+    from analysis import forms
+    root = tempfile.mkdtemp()
+    rng = np.random.default_rng(0)
+    for D in (10e6, 90e6, 810e6):
+        for s in range(4):
+            fb.make_run(root, fb.rid_of("pythia-31m", 1, s, D), [fb.PERM[s]], D, s, rng)
+    fb.make_run(root, fb.rid_of("pythia-31m", 3, 0, 90e6), fb.select(3, 0), 90e6, 0, rng)
+    d = analyze.fit_data(analyze.run_rows(analyze.collect_runs(root)))
+    c = forms.compare_forms(d, ["dilution", "disjoint", "shared"], False, 100, 0)
+    assert all(p["better"] == "undecided" and p["ci95"] == [None, None] for p in c["pairs"])
+    assert "no K contrast" in c["why_no_interval"]
