@@ -134,7 +134,11 @@ class _MixingLaw:
                 th[:self.C] = np.maximum(th[:self.C], floor)
                 found.append((self.objective(th, d)[0], beta, m, th))
         found.sort(key=lambda t: t[0])
-        out = [found[0][3]] if found else []
+        if not found:  # every grid point gave B <= 0 (loss rising with D: very noisy data): one plain start
+            logE = [math.log(max(float(d["L"][d["cat"] == i].min(initial=1.0)) / 2, 1e-4)) for i in range(self.C)]
+            th = np.array(logE + [0.0, 0.3, float(np.clip(0.0, lo, hi))] + ([0.0, 0.3] if self.with_n else []))
+            return [np.clip(th, *np.array(self.bounds(d)).T)]
+        out = [found[0][3]]
         for _, beta, m, th in found[1:]:  # the second start: the best one away from the first (another basin)
             if abs(beta - found[0][1]) > 0.15 or abs(m - found[0][2]) > 0.25 * (hi - lo):
                 out.append(th)

@@ -136,3 +136,15 @@ def test_one_k11_subset_seed_does_not_decide_among_equivalent_forms(tmp_path):
     m = __import__("json").loads((out / "fits.json").read_text())["mixing_laws"]
     assert ["dilution", "transfer"] in m["equivalent_pairs"]
     assert m["best"] is None and {"dilution", "exponential", "transfer"} <= set(m["undecided_among"])
+
+
+@pytest.mark.parametrize("form", list(mixing.FORMS))
+def test_starts_exist_when_loss_rises_with_data(form):
+    """Very noisy data where the loss rises with D: every grid start had B <= 0, starts() returned [], the
+    minimiser None and cv_errors crashed (AttributeError, test_design's noise-0.3 simulations)."""
+    d = {"cat": np.array([0, 0, 0, 1, 1, 1]), "D": np.array([1e7, 1e8, 1e9] * 2),
+         "Dc": np.array([1e7, 1e8, 1e9, 5e6, 5e7, 5e8]), "L": np.array([2.0, 2.5, 3.0, 2.1, 2.6, 3.2]),
+         "N": np.full(6, 1.9e7), "categories": ["a", "b"]}
+    law = mixing.make_law(form, 2, False)
+    starts = law.starts(d)
+    assert starts and analyze._minimize(law, d, starts) is not None
