@@ -206,11 +206,16 @@ def _shifted(per, sample, cats):
 def h2_ratio_cell(a, b, k0, k1, fit, N, equal_weight, n_boot, rng):
     per_a, per_b = equal_weight(a, "in"), equal_weight(b, "in")
     point = {k: v["estimate"] for k, v in fit["params"].items()}
-    cats = sorted(c for c in set(per_a) & set(per_b) if f"E[{c}]" in point)
+    ident = {k for k, v in fit["params"].items() if v.get("identified", True)}
+    cats = sorted(c for c in set(per_a) & set(per_b) if f"E[{c}]" in ident)
     g = growth_exponent({c: per_a[c] for c in cats}, per_b, k0, k1, point, N)
     row = {"K_low": k0, "K_high": k1, "growth_exponent": g, "beta": point["beta"], "difference": g - point["beta"],
            "ci95": [None, None], "n_runs": [len(a), len(b)], "n_categories": len(cats), "note": None}
-    if not cats or math.isnan(g):
+    flat = [k for k in ("beta", "A", "alpha") if k in point and k not in ident]
+    if flat or not cats:  # the disjoint prediction needs beta and the floors (E_c + A N^-alpha) pinned
+        row["note"] = (f"undecided: the fit's {', '.join(flat)} not identified (no prediction K^beta to compare with)"
+                       if flat else "undecided: no category's floor E_c is identified")
+    elif math.isnan(g):
         row["note"] = "undecided: a summed reducible loss L - E is <= 0 (no ratio)"
     elif min(len(a), len(b)) < 2:
         row["note"] = f"undecided: {len(a)} / {len(b)} runs (an interval needs >= 2 independent runs on each side)"

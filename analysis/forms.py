@@ -57,9 +57,15 @@ def compare_forms(d, forms, with_n, n_boot, seed, err=None):
     runs = np.unique(d["run"][ok])
     per_run = {f: np.array([err[f][ok & (d["run"] == r)].sum() for r in runs]) for f in forms}
     n_pts = np.array([(ok & (d["run"] == r)).sum() for r in runs])
-    idx = [rng.integers(0, len(runs), len(runs)) for _ in range(n_boot if len(runs) > 1 else 0)]
+    # the forms differ in how K matters: a comparison without two K values held out, each in >= 2 runs, has
+    # no K contrast to decide on (one run at K = 3 beside specialists decided 'shared best' on a dilution truth)
+    run_K = {int(r): int(k) for r, k in zip(d["run"][ok], d["K"][ok])}
+    n_K = sum(n >= 2 for n in np.unique(list(run_K.values()), return_counts=True)[1]) if run_K else 0
+    idx = [rng.integers(0, len(runs), len(runs)) for _ in range(n_boot if len(runs) > 1 and n_K >= 2 else 0)]
     out = {"method": "cross-validation over subset seeds (a seed's runs held out together)",
-           "n_points": int(ok.sum()), "n_skipped": int((~ok).sum()), "rmse": {}, "pairs": []}
+           "n_points": int(ok.sum()), "n_skipped": int((~ok).sum()), "rmse": {}, "pairs": [],
+           "why_no_interval": None if idx or not n_boot else
+           f"held-out runs at {n_K} K value(s) with >= 2 runs each: no K contrast to compare the forms on"}
     if not ok.any():  # nothing could be predicted (each category in one fold only): no comparison
         out["rmse"] = {f: {"estimate": None, "ci95": [None, None]} for f in forms}
         out["pairs"] = [{"a": a, "b": b, "mse_difference": None, "ci95": [None, None], "better": "undecided"}

@@ -67,7 +67,9 @@ def h1_floors(a, b, margin):
     n_rej = int(sum(rejected))
     n_bound = len(table) - len(testable)  # at a bound, not identified, or without an interval
     within = [r for r in table if r["ci95"][0] is not None and -margin <= r["ci95"][0] and r["ci95"][1] <= margin]
-    if n == 0:
+    if not table:
+        verdict, why = "undecided", "no category has a floor in both fits (the K sets share no category)"
+    elif n == 0:
         verdict, why = "undecided", "no bootstrap resamples, so no intervals"
     elif n_rej > 1:
         verdict, why = "not supported", f"{n_rej} categories' floors differ after Holm correction"

@@ -112,7 +112,10 @@ def isoflop_K(points, compute=None, n_boot=500, seed=0, level=0.95):
         return {"sizes": sorted(curves), "slices": [],
                 "reason": f"{len(curves)} model size(s) with >= {MIN_BUDGETS} budgets; slices need {MIN_SIZES}"}
     Cs = list(compute) if compute is not None else compute_grid(curves)
-    reps = _boot_vertices(curves, Cs, n_boot, np.random.default_rng(seed))
+    # three points per size and three parameters: the curves interpolate, the residuals are 0 and a residual
+    # bootstrap would give a zero-width interval from noisy data; no interval then
+    df = sum(len(f["D"]) - 3 for f in curves.values())
+    reps = _boot_vertices(curves, Cs, n_boot, np.random.default_rng(seed)) if df > 0 else None
     slices = []
     for c, C in enumerate(Cs):
         x, y = slice_at(curves, C)
@@ -120,11 +123,10 @@ def isoflop_K(points, compute=None, n_boot=500, seed=0, level=0.95):
         if v is None:
             slices.append({"C": C, "N": [], "L": [], "reason": f"fewer than {MIN_SIZES} sizes cover this compute"})
             continue
-        rv = [r[c][0] for r in reps if r[c][0] is not None]
-        lo, hi = pl.interval(rv, level)
+        lo, hi = pl.interval([r[c][0] for r in reps if r[c][0] is not None] if reps else [], level)
         slices.append({"C": float(C), "N": np.exp(x).tolist(), "L": y.tolist(), "N_opt": math.exp(v),
-                       "inside": inside, "N_opt_ci": [math.exp(lo), math.exp(hi)],
-                       "edge": float(np.mean([not r[c][1] for r in reps]))})
+                       "inside": inside, "N_opt_ci": [None, None] if lo is None else [math.exp(lo), math.exp(hi)],
+                       "edge": float(np.mean([not r[c][1] for r in reps])) if reps else None})
     return {"sizes": sorted(curves), "slices": slices}
 
 
@@ -148,6 +150,10 @@ def markdown_section(res):
                 L.append(f"| {K} | {s['C']:.3g} | {len(s['N'])} | n/a | {s['reason']} | |")
                 continue
             flag = "" if s["inside"] else " (at the edge of the sizes)"
+            if s["N_opt_ci"][0] is None:
+                L.append(f"| {K} | {s['C']:.3g} | {len(s['N'])} | {s['N_opt']:.3g}{flag} | none: no residual degrees "
+                         "of freedom (each size's curve has 3 parameters and 3 points) | — |")
+                continue
             ci = f"[{s['N_opt_ci'][0]:.3g}, {s['N_opt_ci'][1]:.3g}]"
             if not s["inside"]:
                 ci = "open: the optimum lies beyond the sizes"

@@ -316,11 +316,14 @@ def identification(law, d):
         # categories at different pairs. Without it B, beta and every floor that depends on them are free.
         levels = {tuple(sorted({(D, 1 if law.fixed_s == 0.0 else K) for D, K in zip(d["D"][m], d["K"][m])}))
                   for m in (d["cat"] == i for i in range(len(d["categories"])))}
-        if max(map(len, levels)) < 3 and sum(len(v) == 2 for v in levels) < 2:
+        if max(map(len, levels)) < 3 and not _two_budget_pairs(levels, law.fixed_s is None):
             why = ("each category has two design points (budget" + ("" if law.fixed_s == 0.0 else " x K") +
-                   "), the same two: B, beta and the floors trade off freely (three budgets pin them)")
+                   "), the same two or pairs no one K shares: B, beta and the floors trade off freely "
+                   "(three budgets pin them)")
             out["beta"] = out["B"] = why
             out.update({f"E[{c}]": why for c in d["categories"]})
+            if law.fixed_s is None and "s" not in out:  # as with one budget: only beta * s is pinned
+                out["s"] = "beta is not identified (" + why.split(":")[0] + "): s enters only as beta * s"
     for i, c in enumerate(d["categories"]):
         m = d["cat"] == i
         nb, nr = len(np.unique(d["D"][m])), len(np.unique(d["run"][m]))
@@ -330,6 +333,17 @@ def identification(law, d):
     if law.with_n and len(np.unique(d["N"])) < 3:
         out["A"] = out["alpha"] = f"{len(np.unique(d['N']))} model sizes: A and alpha need three"
     return out
+
+
+def _two_budget_pairs(levels, free_s):
+    """Whether two two-point categories pin beta: each difference is B g (D1^-beta - D2^-beta), with g the
+    share factor of its K (a free unknown when s is); two budget pairs at one K pin B and beta, the same
+    pair at two K (or pairs at different K with s free, or a K contrast at one budget) do not."""
+    pairs = {}
+    for v in levels:
+        if len(v) == 2 and v[0][0] != v[1][0] and (v[0][1] == v[1][1] or not free_s):
+            pairs.setdefault(v[0][1] if free_s else 0, set()).add((v[0][0], v[1][0]))
+    return any(len(b) >= 2 for b in pairs.values())
 
 
 FORMULAS = {"dilution": "L_c = E_c + B * (D_c^s * D^(1-s))^-beta", "disjoint": "L_c = E_c + B * D_c^-beta",

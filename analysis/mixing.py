@@ -144,7 +144,7 @@ class _MixingLaw:
             th = np.clip(np.array(th, dtype=float), *np.array(self.bounds(d)).T)
             found.append((self.objective(th, d)[0], beta, m, th))
         found.sort(key=lambda t: t[0])
-        out = [found[0][3]] if found else []
+        out = [found[0][3]]
         for _, beta, m, th in found[1:]:  # the second start: the best one away from the first (another basin)
             if abs(beta - found[0][1]) > 0.15 or abs(m - found[0][2]) > 0.25 * (hi - lo):
                 out.append(th)
@@ -354,6 +354,11 @@ def judge(comparison, equiv, fits=None, categories=None):
               for f in (p["a"], p["b"]) if f != p["better"]}
     top = [f for f in forms if f not in beaten]
     same = [(p["a"], p["b"]) for p in comparison["pairs"] if p["equivalent"]]
+    # a form equivalent on this design to another cannot be the best alone: they are one law here, so a
+    # form beating one of them while the other "wins" is optimiser noise; undecided among the class
+    if len(top) == 1:
+        twins = {f for a, b in same if top[0] in (a, b) for f in (a, b)}
+        top = [f for f in forms if f in twins] or top
     comparison["equivalent_pairs"] = same
     comparison["best"] = top[0] if len(top) == 1 and comparison["n_points"] else None
     comparison["undecided_among"] = [] if comparison["best"] else top
@@ -376,7 +381,8 @@ def _verdict(cmp, top, same):
                     f"{(1 if p['a'] == f else -1) * p['mse_difference']:+.2e}, 95% "
                     f"{_ci(sorted((1 if p['a'] == f else -1) * x for x in p['ci95']))}" for p in wins) + ")")
     eqs = [f"{a} = {b}" for a, b in same if a in top and b in top]
-    return (f"**undecided** among {', '.join(top)}: no interval of their held-out differences excludes 0"
+    return (f"**undecided** among {', '.join(top)}: "
+            + (cmp.get("why_no_interval") or "no interval of their held-out differences excludes 0")
             + (f"; equivalent on this design (reparametrisations of one law here): {', '.join(eqs)}" if eqs else ""))
 
 

@@ -137,3 +137,32 @@ def test_h2_ratio_too_few_runs_is_undecided(tmp_path):
     h = extras.h2_ratio(analyze.cells_by_K(rows, "in"), fit, {}, analyze.equal_weight, 50, 0)
     assert h["verdict"] == "undecided" and all(t["ci95"] == [None, None] for t in h["table"])
     assert all("1 / 1 runs" in t["note"] for t in h["table"])
+
+
+def test_h2_ratio_single_budget_is_undecided(tmp_path):
+    """A single budget (K = 1 and 11 at 90M): beta and the floors are not identified, so there is no K^beta
+    to compare with. On a disjoint truth (s = 1) the ratio test said 'supported' (slower than K^beta,
+    interval [-0.30, -0.15]) from an unidentified beta; now every row is undecided and says why."""
+    fabricate.p1_sweep(tmp_path, Ks=(1,), seeds=range(4), k11_seeds=(0, 1, 2), budgets=(90e6,), replicate_Ks=(1,),
+                       init_seeds=(100,), noise=(0.001, 0.002), truth=dict(fabricate.TRUTH, s=1.0))
+    rows = analyze.run_rows(analyze.collect_runs(tmp_path))
+    fit = analyze.fit_law(analyze.fit_data(rows), "dilution", n_boot=16, seed=0)
+    assert not fit["params"]["beta"]["identified"]
+    h = extras.h2_ratio(analyze.cells_by_K(rows, "in"), fit, {"pythia-31m": fabricate.N_NONEMB},
+                        analyze.equal_weight, 40, 0)
+    assert h["verdict"] == "undecided" and len(h["table"]) == 1
+    assert h["table"][0]["ci95"] == [None, None] and "beta not identified" in h["table"][0]["note"]
+
+
+def test_h2_ratio_floor_with_an_unidentified_n_term_is_undecided(tmp_path):
+    """Two model sizes: A and alpha are not identified, so neither is the floor E_c + A N^-alpha the ratio
+    subtracts; the ratio test used their point values and decided."""
+    fabricate.p1_sweep(tmp_path, Ks=(1,), budgets=(10e6, 90e6, 810e6), replicate_Ks=(1,), init_seeds=(100,),
+                       noise=(0.001, 0.002), truth=dict(fabricate.TRUTH, s=1.0))
+    rows = analyze.run_rows(analyze.collect_runs(tmp_path))
+    fit = analyze.fit_law(analyze.fit_data(rows), "dilution", n_boot=16, seed=0)
+    fit["params"]["A"] = {"estimate": 50.0, "identified": False}
+    fit["params"]["alpha"] = {"estimate": 0.3, "identified": False}
+    h = extras.h2_ratio(analyze.cells_by_K(rows, "in"), fit, {"pythia-31m": fabricate.N_NONEMB},
+                        analyze.equal_weight, 40, 0)
+    assert h["verdict"] == "undecided" and all("A, alpha not identified" in t["note"] for t in h["table"])

@@ -65,3 +65,13 @@ def test_points_from_rows_macro_loss_of_included_untagged_runs():
         {"run_id": "c", "K": 1, "n_params_nonembedding": 1e6, "tokens_seen": 1e8, "test_loss": 3.0,
          "in_training": True, "excluded": None, "tagged": True, "seed": 0}]
     assert iso.points_from_rows(rows) == [{"K": 2, "N": 1e6, "D": 1e8, "L": 3.5, "seed": 0}]
+
+
+def test_three_points_per_size_give_no_zero_width_interval():
+    """Every size at exactly three budgets, one run each: the three-parameter curves interpolate, so the
+    residual bootstrap resampled zeros and printed intervals like [18416865.0, 18416865.3] (zero width from
+    data with 0.01 nats of noise). Now no interval, and the report row says why."""
+    pts = sy.isoflop_sweep(np.random.default_rng(0), (5e6, 19e6, 80e6, 300e6), (1e8, 1e9, 1e10), Ks=(1,), noise=0.01)
+    r = iso.isoflop(pts, n_boot=20)
+    assert r[1]["slices"] and all(s["N_opt_ci"] == [None, None] for s in r[1]["slices"] if "N_opt" in s)
+    assert any("no residual degrees of freedom" in line for line in iso.markdown_section(r))
