@@ -6,7 +6,8 @@
 # inherited CUDA_VISIBLE_DEVICES. On a machine without a GPU it builds its store and stops before the
 # first GPU step.
 #   bash benchmarks/gpu_check.sh [--work DIR] [--skip_160m]
+# PYTHON: the interpreter (default python3 from PATH; the tests pass the one running them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
-exec timeout 480 python3 benchmarks/gpu_check.py "$@"
+exec timeout 480 "${PYTHON:-python3}" benchmarks/gpu_check.py "$@"

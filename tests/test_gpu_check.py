@@ -5,6 +5,7 @@ what they write, so gpu_check's own logic is what is tested: warm-up left out, f
 window, the overlap of packed runs, a failing check reported while the next one runs, summary.json after
 every check, CUDA_VISIBLE_DEVICES passed on."""
 import json
+import os
 import subprocess
 import sys
 
@@ -21,8 +22,9 @@ CHILD = ROOT / "tests" / "gpu_check_child.py"
 
 
 def test_gpu_check_runs_up_to_its_first_gpu_step(tmp_path):
+    # the interpreter running the tests, not whichever python3 PATH finds (a venv run without activating it)
     r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--work", str(tmp_path / "w")],
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHON": sys.executable})
     assert r.returncode == 0, r.stdout + r.stderr
     assert "no CUDA device: stopping before the first GPU step" in r.stdout
     assert (tmp_path / "w" / "store" / "meta.json").is_file()
