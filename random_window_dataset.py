@@ -11,6 +11,8 @@ as __getitem__ on those indices, without the per-item Python overhead.
     python random_window_dataset.py --data_dir preprocessed_arxiv --categories cs.IT math.ST
 """
 
+import threading
+
 import numpy as np
 import torch
 
@@ -166,6 +168,57 @@ def fixed_eval_windows(store, split, category, n, window=st.WINDOW, seed=st.EVAL
     do not depend on which other categories a run trains on. Returns a (n, window) LongTensor."""
     ds = RandomWindowDataset(None, split, [category], window=window, seed=seed, sampling="token", store=store)
     return ds.sample_batch(0, n)
+
+
+class BatchPrefetcher:
+    """Training batches, one ahead: while the device works on batch i, a worker thread samples batch i+1
+    (numpy) and, on CUDA, copies it into pinned (page-locked) host memory, so the step's
+    .to(device, non_blocking=True) is a real asynchronous copy (from pageable memory it is synchronous).
+    Batch i is ds.sample_batch(i, ...) exactly: the same tensors, in the same order, as sampling in the
+    loop. Without pinning (CPU) the batch is sampled in the loop: a thread would only compete for the cores.
+    A thread per batch (daemon): nothing to shut down when the run stops."""
+
+    def __init__(self, ds, batch_size, rank, world, pin_memory, tag_base=None, device=None):
+        self.ds, self.batch_size, self.rank, self.world, self.pin = ds, batch_size, rank, world, pin_memory
+        self.tag_base, self.device = tag_base, device
+        self.pending = None  # (index, thread, result box)
+
+    def _sample(self, i):
+        """(windows, labels, category tags or None) of batch i, pinned when asked."""
+        x, labels = self.ds.sample_batch(i, self.batch_size, self.rank, self.world, return_labels=True)
+        tags = torch.from_numpy(labels + self.tag_base) if self.tag_base is not None else None
+        if self.pin:
+            x, tags = x.pin_memory(), (tags.pin_memory() if tags is not None else None)
+        return x, labels, tags
+
+    def _load(self, i, box):
+        try:
+            if self.device is not None and self.device.type == "cuda":
+                # a new thread's current device is cuda:0: pinning from it would open a CUDA context on
+                # GPU 0 in every rank's process (PyTorch's DataLoader pin thread sets the device too)
+                torch.cuda.set_device(self.device)
+            box["batch"] = self._sample(i)
+        except BaseException as e:  # re-raised in the loop's thread
+            box["error"] = e
+
+    def _start(self, i):
+        box = {}
+        t = threading.Thread(target=self._load, args=(i, box), daemon=True)
+        t.start()
+        self.pending = (i, t, box)
+
+    def get(self, i):
+        """(x, labels, tags) of batch i; starts batch i+1."""
+        if not self.pin:
+            return self._sample(i)
+        if self.pending is None or self.pending[0] != i:  # first call, or a jump (never in a run)
+            self._start(i)
+        _, t, box = self.pending
+        t.join()
+        self._start(i + 1)
+        if "error" in box:
+            raise box["error"]
+        return box["batch"]
 
 
 def bundled_decoder(store):

@@ -654,13 +654,13 @@ class Launcher:
         """Stop launching; ask each running run to checkpoint and stop (SIGINT), then wait for them."""
         self.stopping.set()
         with self.lock:
-            procs = list(self.procs.values())
-        for p in procs:
+            procs = dict(self.procs)
+        for p in procs.values():
             try:
                 p.send_signal(signal.SIGINT)
             except ProcessLookupError:
                 pass
-        return len(procs)
+        return list(procs)  # their run ids
 
 
 def _raise_interrupt(signum, frame):
@@ -722,9 +722,12 @@ def _run_locked(plan, args, out):
     try:
         results = [f.result() for f in futures]
     except KeyboardInterrupt:
-        n = launcher.interrupt()
+        rids = launcher.interrupt()
         pool.shutdown(wait=True, cancel_futures=True)
-        print(f"interrupted: {n} running run(s) stopped at a checkpoint; `python sweep.py run {args.plan} --out "
+        # a run stopped in its imports or setup, before any checkpoint, has none: the next `run` starts it anew
+        fresh = sum(not (any((out / "runs" / r).glob("step_*")) or (out / "runs" / r / "final").is_dir()) for r in rids)
+        where = f"{len(rids) - fresh} at a checkpoint, {fresh} before their first (they start anew)" if fresh else "at a checkpoint"
+        print(f"interrupted: {len(rids)} running run(s) stopped {where}; `python sweep.py run {args.plan} --out "
               f"{args.out}` resumes them", flush=True)
         raise SystemExit(130) from None
     finally:

@@ -14,6 +14,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import evaluate
 import model as mdl
+import runlife
 import store as st
 import train
 from conftest import one_line_error, TINY_CONFIG
@@ -395,7 +396,7 @@ def test_train_cuda_only_branches(monkeypatch, synthetic_store, tmp_path):
     log = types.SimpleNamespace(metrics=rows.append, print=lambda m: rows.append(m))
     dist.ddp = False  # one rank's view of the log row (the loss all-reduce is gloo's / NCCL's business)
     run = types.SimpleNamespace(dist=dist, plan=plan, log=log, peak_flops=peak, n_params=n_params)
-    state = train.TrainState(step=10, tokens_seen=8000)
+    state = runlife.TrainState(step=10, tokens_seen=8000)
     train.log_train(run, state, torch.tensor(2.0), 1e-3, time.time() - 1.0, 8000)
     row = rows[0]
     assert row["gpu_mem_gib"] == 3.0 and 0 < row["mfu"] < 1 and abs(row["time"] - time.time()) < 60

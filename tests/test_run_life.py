@@ -4,7 +4,7 @@ gradients and weights, flag domains of every script, sweep.py on held runs and o
 values, and Ctrl-C on a torchrun run under sweep.py (issue 13 item 6).
 
 Real training on the synthetic 3-category store with the tiny config; in-process where a step hook can
-stand for the event (train.STEP_HOOK / train.SAVE_HOOK), subprocesses only where the process must die."""
+stand for the event (runlife.STEP_HOOK / runlife.SAVE_HOOK), subprocesses only where the process must die."""
 import errno
 import json
 import os
@@ -19,6 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import runlife
 import runlock
 import sweep
 import train
@@ -61,8 +62,8 @@ def ref(synthetic_store, tmp_path_factory):
 
 @pytest.fixture
 def hooks():
-    yield train
-    train.STEP_HOOK = train.SAVE_HOOK = None
+    yield runlife
+    runlife.STEP_HOOK = runlife.SAVE_HOOK = None
 
 
 def _weights(run_dir, sub="final"):
@@ -125,7 +126,7 @@ def test_stop_at_every_step_then_resume_completes(synthetic_store, tmp_path, hoo
 
 
 def _kill_self_at(name, phase, nth, exchange=True):
-    return ("import os, signal, sys, store, train\n"
+    return ("import os, signal, sys, runlife, store, train\n"
             + ("" if exchange else "store._exchange = lambda a, b: False\n")  # a filesystem without it
             + f"seen = []\n"
             f"def hook(path, phase):\n"
@@ -133,7 +134,7 @@ def _kill_self_at(name, phase, nth, exchange=True):
             f"        seen.append(1)\n"
             f"        if len(seen) == {nth}:\n"
             f"            os.kill(os.getpid(), signal.SIGKILL)\n"
-            f"train.SAVE_HOOK = hook\n"
+            f"runlife.SAVE_HOOK = hook\n"
             f"train.main(sys.argv[1:])\n")
 
 
@@ -171,18 +172,18 @@ def test_two_writers_refused_then_kill9_in_a_slow_checkpoint(synthetic_store, tm
     """A run in progress (on a slow filesystem: each checkpoint phase takes 0.3 s): the same command again
     is refused in one line naming the holder; sweep.py reports it running; kill -9 inside a step checkpoint's
     write releases the lock (the kernel), and --resume finishes it as an uninterrupted run."""
-    slow = ("import sys, time, train\n"
-            "train.SAVE_HOOK = lambda path, phase: time.sleep(0.3)\n"
+    slow = ("import sys, time, runlife, train\n"
+            "runlife.SAVE_HOOK = lambda path, phase: time.sleep(0.3)\n"
             "train.main(sys.argv[1:])\n")
     rid = "busy"
     argv = _args(synthetic_store, tmp_path / "runs", rid, "--resume", "--checkpoint_interval_steps", "1")
     p = _py(slow, argv)
     run = tmp_path / "runs" / rid
     deadline = time.time() + 120
-    while not runlock.holder(run / train.LOCK_NAME):
+    while not runlock.holder(run / runlife.LOCK_NAME):
         assert p.poll() is None and time.time() < deadline
         time.sleep(0.05)
-    msg = one_line_error(train.main, argv, capsys, code=train.EXIT_LOCKED)
+    msg = one_line_error(train.main, argv, capsys, code=runlife.EXIT_LOCKED)
     assert f"pid {p.pid}" in msg and "in use" in msg
     assert sweep.run_status(tmp_path, rid)[0] == "running"
     while not list(run.glob(".step_*.tmp-*")):  # inside a step checkpoint's write
@@ -190,7 +191,7 @@ def test_two_writers_refused_then_kill9_in_a_slow_checkpoint(synthetic_store, tm
         time.sleep(0.02)
     p.kill()
     p.communicate()
-    assert runlock.holder(run / train.LOCK_NAME) is None
+    assert runlock.holder(run / runlife.LOCK_NAME) is None
     assert sweep.run_status(tmp_path, rid)[0] == "interrupted"
     train.main(argv)
     keys = _keys(run)
@@ -247,7 +248,7 @@ def test_disk_full_during_checkpoint_is_one_line_and_keeps_the_previous(syntheti
         assert len(errors) == 1 and "no space left writing" in errors[0] and "step_00000003" in errors[0], errors
         assert "Traceback" not in out.err
         run = disk / "full"
-        assert [p.name for p in train.step_checkpoints(run)] == ["step_00000003"] and not list(run.glob(".*.tmp-*"))
+        assert [p.name for p in runlife.step_checkpoints(run)] == ["step_00000003"] and not list(run.glob(".*.tmp-*"))
         load_file(str(run / "step_00000003" / "model.safetensors"))
         assert torch.load(run / "step_00000003" / "training_state.pt", weights_only=True)["step"] == 3
         filler.unlink()
@@ -268,7 +269,7 @@ def test_unreadable_newest_checkpoints_are_skipped(synthetic_store, tmp_path, ho
         train.main(_args(synthetic_store, tmp_path, "base", "--skip_test_eval"))
     hooks.STEP_HOOK = None
     base = tmp_path / "base"
-    assert [p.name for p in train.step_checkpoints(base)] == ["step_00000003", "step_00000005"]
+    assert [p.name for p in runlife.step_checkpoints(base)] == ["step_00000003", "step_00000005"]
 
     def truncate(f):
         f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
@@ -289,7 +290,7 @@ def test_unreadable_newest_checkpoints_are_skipped(synthetic_store, tmp_path, ho
         assert _same_weights(run, ref) and _summary(run)["final_val_loss"] == _summary(ref)["final_val_loss"]
     run = tmp_path / "all_bad"
     shutil.copytree(base, run)
-    for d in train.step_checkpoints(run):
+    for d in runlife.step_checkpoints(run):
         truncate(d / "model.safetensors")
     msg = one_line_error(train.main, _args(synthetic_store, tmp_path, "all_bad", "--resume"), capsys)
     assert "none of the checkpoints" in msg and "step_00000003" in msg
@@ -318,7 +319,7 @@ def test_nonfinite_gradient_or_weights_stop_before_anything_is_saved(synthetic_s
         run = tmp_path / name
         s = _summary(run)
         assert s["status"] == "failed" and words in s["error"], s["error"]
-        ckpts = train.step_checkpoints(run)
+        ckpts = runlife.step_checkpoints(run)
         assert ckpts[-1].name == ("step_00000003" if name == "nangrad" else "step_00000002")
         for d in ckpts + [run / "best"]:
             if d.exists():
@@ -382,7 +383,7 @@ def test_sweep_run_never_starts_a_held_run_and_locks_its_out(synthetic_store, tm
     out = tmp_path / "sw"
     (rid, _), = sweep.expand(sweep.load_plan(plan))
     (out / "runs" / rid).mkdir(parents=True)
-    held = runlock.acquire(out / "runs" / rid / train.LOCK_NAME)  # a train.py elsewhere (a SLURM task)
+    held = runlock.acquire(out / "runs" / rid / runlife.LOCK_NAME)  # a train.py elsewhere (a SLURM task)
     try:
         sweep.main(["run", str(plan), "--out", str(out)])
         assert "running in another process, skipped" in capsys.readouterr().out
@@ -422,6 +423,70 @@ def test_summaries_with_missing_values_never_crash_sweep_or_analyze(tmp_path, mo
     assert rows and all(r["val_loss_category"] is None and r["final_val_loss"] is None for r in rows)
 
 
+def _stop_handler_installed(pid):
+    """Whether process pid catches SIGTERM (train.py's stop_before_training, installed before its imports;
+    Python itself leaves SIGTERM at the default): /proc/PID/status's SigCgt mask."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = int(next(l.split()[1] for l in status.splitlines() if l.startswith("SigCgt:")), 16)
+    return bool(caught >> (signal.SIGTERM - 1) & 1)
+
+
+def _libtorch_loaded(pid):
+    try:
+        return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_during_the_imports_is_one_line_and_exit_130(synthetic_store, tmp_path, sig):
+    """Ctrl-C (or SIGTERM) while train.py still imports torch: exit 130 and one line, no KeyboardInterrupt
+    traceback in the run's log (SIGINT) and no silent death (SIGTERM)."""
+    p = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *_args(synthetic_store, tmp_path, "early")],
+                         cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while not _stop_handler_installed(p.pid):
+        assert p.poll() is None and time.time() < deadline, p.stdout.read()
+        time.sleep(0.002)
+    early = not _libtorch_loaded(p.pid)  # torch's import takes a second and more: the stop comes within it
+    p.send_signal(sig)
+    out = p.communicate(timeout=60)[0]
+    assert early, "torch was imported before the signal: the test did not stop the imports"
+    assert p.returncode == train.EXIT_INTERRUPTED, out
+    assert out.strip().splitlines() == [f"interrupted ({sig.name}) before training started, no step run; continue "
+                                        "with the same command and --resume"], out
+    assert not (tmp_path / "early").exists()
+
+
+def test_sweep_ctrl_c_before_a_first_checkpoint_says_so(synthetic_store, tmp_path):
+    """The sweep's Ctrl-C reaching a run still in its imports: the run has no checkpoint, and the sweep's
+    line says so instead of "stopped at a checkpoint"; the next `run` starts it anew and completes it."""
+    plan = _plan(tmp_path, synthetic_store)
+    out = tmp_path / "sw"
+    (rid, _), = sweep.expand(sweep.load_plan(plan))
+    cmd = [sys.executable, str(ROOT / "sweep.py"), "run", str(plan), "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    pid_file, deadline = out / "runs" / rid / ".sweep.pid", time.time() + 120
+    while not (pid_file.is_file() and pid_file.read_text() and _stop_handler_installed(int(pid_file.read_text()))):
+        assert p.poll() is None and time.time() < deadline, p.stdout.read()[-3000:]
+        time.sleep(0.002)
+    p.send_signal(signal.SIGINT)
+    text = p.communicate(timeout=120)[0]
+    assert p.returncode == 130, text[-3000:]
+    last = text.strip().splitlines()[-1]
+    assert "interrupted: 1 running run(s) stopped 0 at a checkpoint, 1 before their first (they start anew)" in last, last
+    assert not list((out / "runs" / rid).glob("step_*"))
+    log = (out / "logs" / f"{rid}.log").read_text()
+    assert "Traceback" not in log and log.strip().splitlines()[-1].startswith("interrupted (SIGINT) before training"), log
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and _summary(out / "runs" / rid)["status"] == "complete", r.stdout[-3000:]
+
+
 def test_torchrun_ctrl_c_under_sweep_is_interrupted_and_resumes(synthetic_store, tmp_path):
     """A gpus_per_run 2 run (torchrun, gloo on the CPU: --gpus 0,1 only names two slots) stopped by the
     sweep's Ctrl-C: the ranks agree on the stop at the next step (not at a log step: logging is off), write
@@ -444,7 +509,7 @@ def test_torchrun_ctrl_c_under_sweep_is_interrupted_and_resumes(synthetic_store,
     text = p.communicate(timeout=120)[0]
     stop_s = time.time() - t0
     assert p.returncode == 130, text[-3000:]
-    ckpts = train.step_checkpoints(run)
+    ckpts = runlife.step_checkpoints(run)
     assert len(ckpts) == 1 and not (run / "summary.json").exists(), text[-3000:]
     step = int(ckpts[0].name.split("_")[1])
     assert 0 < step < 10 and stop_s < 25, (step, stop_s)  # not at the last step (10), the next log step
@@ -511,7 +576,7 @@ def test_a_second_signal_while_the_stop_is_reported_is_still_one_line(synthetic_
                                                                     capsys, ref):
     """A second stop (Ctrl-C twice, or SIGTERM then SIGINT) arriving while the first one's line is being
     written (here: inside finished_schedule) used to escape as a KeyboardInterrupt traceback."""
-    evaluate, finished = train.evaluate_model, train.finished_schedule
+    evaluate, finished = train.evaluate_model, runlife.finished_schedule
 
     def stop_inside(*a, **k):
         signal.raise_signal(signal.SIGTERM)
@@ -522,7 +587,7 @@ def test_a_second_signal_while_the_stop_is_reported_is_still_one_line(synthetic_
         return finished(*a, **k)
 
     monkeypatch.setattr(train, "evaluate_model", stop_inside)
-    monkeypatch.setattr(train, "finished_schedule", stop_again)
+    monkeypatch.setattr(runlife, "finished_schedule", stop_again)
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     try:
         train.main(_args(synthetic_store, tmp_path, "twice"))
@@ -533,7 +598,7 @@ def test_a_second_signal_while_the_stop_is_reported_is_still_one_line(synthetic_
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
     assert "interrupted (SIGTERM) after step" in capsys.readouterr().out
     monkeypatch.setattr(train, "evaluate_model", evaluate)
-    monkeypatch.setattr(train, "finished_schedule", finished)
+    monkeypatch.setattr(runlife, "finished_schedule", finished)
     train.main(_args(synthetic_store, tmp_path, "twice", "--resume"))
     _assert_complete_like(tmp_path / "twice", ref)
 
@@ -549,7 +614,7 @@ def test_a_checkpoint_unreadable_on_one_rank_is_skipped_by_every_rank(synthetic_
         train.main(_args(synthetic_store, tmp_path, "ranks"))
     hooks.STEP_HOOK = None
     loaded = []
-    load, reduce = train.load_checkpoint, train.Dist.all_reduce
+    load, reduce = runlife.load_checkpoint, train.Dist.all_reduce
 
     def load_and_note(path, run):
         loaded.append(Path(path).name)
@@ -560,7 +625,7 @@ def test_a_checkpoint_unreadable_on_one_rank_is_skipped_by_every_rank(synthetic_
             return torch.ones_like(t)  # the other rank could not load it
         return reduce(self, t, op)
 
-    monkeypatch.setattr(train, "load_checkpoint", load_and_note)
+    monkeypatch.setattr(runlife, "load_checkpoint", load_and_note)
     monkeypatch.setattr(train.Dist, "all_reduce", other_rank)
     capsys.readouterr()
     run = train.main(_args(synthetic_store, tmp_path, "ranks", "--resume"))
@@ -584,7 +649,7 @@ def test_rotation_never_deletes_the_checkpoint_just_written_for_a_skipped_newer_
         train.main(_args(synthetic_store, tmp_path, "rot", "--resume", "--max_step_checkpoints", "1"))
     assert e.value.code == train.EXIT_INTERRUPTED
     hooks.STEP_HOOK = None
-    assert "step_00000004" in [p.name for p in train.step_checkpoints(run)]
+    assert "step_00000004" in [p.name for p in runlife.step_checkpoints(run)]
     train.main(_args(synthetic_store, tmp_path, "rot", "--resume", "--max_step_checkpoints", "1"))
     assert _same_weights(run, ref) and _summary(run)["status"] == "complete"
 

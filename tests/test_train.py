@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 import model as mdl
+import runlife
 from random_window_dataset import fixed_eval_windows, select_categories
 import store as st
 import train
@@ -292,7 +293,7 @@ def test_ctrl_c_checkpoints_and_resume_matches_uninterrupted(synthetic_store, tm
     assert "Traceback" not in out and "KeyboardInterrupt" not in out
     last = out.strip().splitlines()[-1]
     assert "interrupted (SIGINT) at step" in last and "--resume" in last
-    ckpts = train.step_checkpoints(run)
+    ckpts = runlife.step_checkpoints(run)
     assert len(ckpts) == 1 and not (run / "summary.json").exists()
     step = int(ckpts[0].name.split("_")[1])
     assert 0 < step < 300 and f"step_{step:08d}" in last
