@@ -7,6 +7,7 @@ numbers, so any DataLoader worker or DDP rank gets the same window for the same 
 needs no sampler state beyond the step. sample_batch(step, batch_size, rank, world_size) computes items
 (step * world_size + rank) * batch_size + j for j < batch_size in one vectorized call: the same windows
 as __getitem__ on those indices, without the per-item Python overhead.
+BatchPrefetcher: train.py's batches, sampled one step ahead (pinned on CUDA, for an asynchronous copy).
 
     python random_window_dataset.py --data_dir preprocessed_arxiv --categories cs.IT math.ST
 """

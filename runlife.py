@@ -163,7 +163,7 @@ def checkpoint_state(state, plan, dist):
 
 # Fault injection for the tests (None in every real run): SAVE_HOOK(path, phase) inside each checkpoint
 # write (phases "weights", "state", "swapped": the new dir in place, the old one not yet removed,
-# "published"), STEP_HOOK(run, state) after each optimizer step.
+# "published"), STEP_HOOK(run, state) after each optimizer step (train.train_loop).
 SAVE_HOOK = None
 STEP_HOOK = None
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -223,6 +223,17 @@ def checkpoint(path, run, state, with_optimizer=True):
     failed = run.dist.all_reduce(torch.tensor(float(error is not None)), op="max")  # rank 0 tells the others
     if float(failed):
         raise StopRun(error or "rank 0 could not write a checkpoint (see its log)")
+
+
+def save_step_checkpoint(run, state):
+    """step_XXXXXXXX/ of this step (collective), then rotation."""
+    checkpoint(run.plan.run_dir / f"step_{state.step:08d}", run, state)
+    if run.dist.rank0:
+        # the newest --max_step_checkpoints up to this step are kept. One from beyond it (an unreadable one
+        # a resume skipped) is not counted: by name order it would outrank, and delete, the one just written
+        done = [p for p in step_checkpoints(run.plan.run_dir) if p.name[5:].isdigit() and int(p.name[5:]) <= state.step]
+        for old in done[:-run.args.max_step_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def finished_schedule(path, total_steps):
@@ -328,16 +339,6 @@ def rewind_metrics(run_dir, step, state):
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def save_step_checkpoint(run, state):
-    checkpoint(run.plan.run_dir / f"step_{state.step:08d}", run, state)
-    if run.dist.rank0:
-        # the newest --max_step_checkpoints up to this step are kept. One from beyond it (an unreadable one
-        # a resume skipped) is not counted: by name order it would outrank, and delete, the one just written
-        done = [p for p in step_checkpoints(run.plan.run_dir) if p.name[5:].isdigit() and int(p.name[5:]) <= state.step]
-        for old in done[:-run.args.max_step_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -20,8 +20,9 @@ checkpoint. --resume refuses a run directory or checkpoint whose identity differ
 default run name is readable parts plus a hash of the identity, so two different runs never share one.
 Ctrl-C (SIGINT) or SIGTERM: the run stops at the end of the current step (after that step's validation,
 best/ and, at the last step, final/), writes a checkpoint and exits 130; --resume continues it from the
-newest checkpoint that loads completely. One process per run directory: RUN/.lock (runlock.py). That life
-of the run directory (lock, resume, checkpoints, stop signals, logs) is runlife.py; this file is the run.
+newest checkpoint that loads completely; a stop before the first step (imports, data, resume) is one line
+and exit 130 too. One process per run directory: RUN/.lock (runlock.py). That life of the run directory
+(lock, resume, checkpoints, stop signals, logs) is runlife.py; this file is the run, top-down.
 """
 import signal
 
@@ -29,14 +30,19 @@ import signal
 def stop_before_training(signum, frame):
     """A stop before the first step (the imports below take seconds, then data, resume): one line and exit
     130, not a KeyboardInterrupt traceback in the run's log (or SIGTERM's silent death). Nothing was trained."""
+    for sig in BEFORE_TRAINING:  # a second signal (Ctrl-C twice) must not add a second line or a traceback
+        signal.signal(sig, signal.SIG_IGN)
     print(f"interrupted ({signal.Signals(signum).name}) before training started, no step run; continue with "
           "the same command and --resume", flush=True)
     raise SystemExit(130)
 
 
-if __name__ == "__main__":  # the script only: a module importing train keeps its own handlers
-    for _sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(_sig, stop_before_training)
+# the handlers stop_before_training replaced (the script only: a module importing train keeps its own; a
+# signal its parent ignores, as nohup does, stays ignored); put back when the first step starts
+BEFORE_TRAINING = {}
+if __name__ == "__main__":
+    BEFORE_TRAINING = {s: signal.signal(s, stop_before_training) for s in (signal.SIGINT, signal.SIGTERM)
+                       if signal.getsignal(s) is not signal.SIG_IGN}
 
 import argparse  # after the handler: a stop during these imports is a stop before training
 import dataclasses
@@ -513,20 +519,6 @@ def validate_and_keep_best(run, state):
         checkpoint(run.plan.run_dir / "best", run, state, with_optimizer=False)
 
 
-def after_step_eval_and_checkpoint(run, state, stopping=False):
-    """What a step owes: validation (and best/) on eval steps and the last step, a step checkpoint (and
-    rotation) on checkpoint steps. stopping (a stop signal at this step): all of that, then a step
-    checkpoint in any case (and final/ at the last step), so a resume loses nothing of this step."""
-    args, plan = run.args, run.plan
-    last = state.step == plan.total_steps
-    if state.step % args.eval_interval_steps == 0 or last:
-        validate_and_keep_best(run, state)
-    if (state.step % args.checkpoint_interval_steps == 0 and not last) or stopping:
-        runlife.save_step_checkpoint(run, state)
-    if stopping and last:
-        checkpoint(plan.run_dir / "final", run, state, with_optimizer=False)
-
-
 def train_loop(run, state):
     """Steps until the schedule ends, a non-finite loss / gradient, or a stop signal. Returns (status,
     message).
@@ -555,7 +547,16 @@ def train_loop(run, state):
             if state.step % args.log_interval_steps == 0 or state.step == plan.total_steps:
                 log_train(run, state, loss_acc, lr, t_log, tok_log)
                 t_log, tok_log = time.time(), 0
-            after_step_eval_and_checkpoint(run, state, stopping=verdict is not None)
+            # what the step owes: validation (and best/) on eval steps and the last step, a step checkpoint (and
+            # rotation) on checkpoint steps; at a stop all of that, then a step checkpoint in any case (final/
+            # too at the last step), so a resume loses nothing of this step
+            last = state.step == plan.total_steps
+            if state.step % args.eval_interval_steps == 0 or last:
+                validate_and_keep_best(run, state)
+            if (state.step % args.checkpoint_interval_steps == 0 and not last) or verdict:
+                runlife.save_step_checkpoint(run, state)
+            if verdict and last:
+                checkpoint(plan.run_dir / "final", run, state, with_optimizer=False)
             if verdict:  # interrupted: what was trained is kept
                 return verdict
         # a stop that arrived after the last step's check (during its validation or best/): honoured here,
@@ -670,9 +671,8 @@ def main(argv=None):
         elif args.resume:
             run.log.print("resume: no checkpoint yet, starting from scratch")
 
-        if signal.getsignal(signal.SIGINT) is stop_before_training:  # from here a stop ends a step (StopRequest)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for sig, handler in BEFORE_TRAINING.items():  # from here a stop ends a step (runlife.StopRequest)
+            signal.signal(sig, handler)
         status, message = train_loop(run, state)
         if status == "failed":
             run.log.print(f"error: {message}")
