@@ -19,13 +19,13 @@ def analyse(root, *extra, n_boot=60):
     return json.loads((out / "fits.json").read_text()), (out / "report.md").read_text()
 
 
-@pytest.fixture(scope="module")
-def p1(tmp_path_factory):
-    root = tmp_path_factory.mktemp("p1")
-    fabricate.p1_sweep(root, noise_seed=0)
-    return analyse(root, n_boot=100)
+@pytest.fixture
+def p1(p1_analysis):
+    """(fits.json, report.md) of the shared analysed P1 sweep (conftest.py)."""
+    return p1_analysis[1:]
 
 
+@pytest.mark.slow  # the analysed P1 sweep (shared fixture)
 def test_p1_shaped_sweep_recovers_the_law(p1):
     result, report = p1
     assert result["runs"]["total"] == result["runs"]["used"] == 295
@@ -50,6 +50,7 @@ def test_p1_shaped_sweep_recovers_the_law(p1):
     assert pairs[("dilution", "disjoint")] == "dilution" and pairs[("dilution", "shared")] == "dilution"
 
 
+@pytest.mark.slow  # the analysed P1 sweep (shared fixture)
 def test_p1_competing_mixing_laws_never_decide_against_the_dilution_truth(p1):
     """issue 17: the six-form comparison (analysis/mixing.py) is in fits.json and the report; on the dilution
     truth it names dilution or says undecided, never another form decided over it."""
@@ -64,6 +65,7 @@ def test_p1_competing_mixing_laws_never_decide_against_the_dilution_truth(p1):
     assert all(p["mse_difference"] == three[(p["a"], p["b"])] for p in m["pairs"] if (p["a"], p["b"]) in three)
 
 
+@pytest.mark.slow  # the analysed P1 sweep (shared fixture)
 def test_p1_mixing_gain_pairs_on_the_planned_budget(p1):
     """Budgets are rounded up to whole 320-window steps (90M -> 90,016,000): pairing uses the planned ones."""
     result, report = p1

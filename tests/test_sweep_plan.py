@@ -170,6 +170,7 @@ def test_runs_are_placed_on_the_named_gpus(tmp_path, synthetic_store, capsys):
         assert not list((out / "runs" / rid).glob("step_*"))  # complete runs are pruned by default
 
 
+@pytest.mark.slow  # a sweep of training runs, interrupted and resumed
 def test_ctrl_c_interrupts_and_the_next_run_resumes(tmp_path, synthetic_store):
     plan_file = _quick_plan(tmp_path, 2, 400000, checkpoint_interval_steps=20, log_interval_steps=5)
     out = tmp_path / "out"
