@@ -77,7 +77,7 @@ def sample_store(outputs):
 @pytest.fixture(scope="session")
 def p1_analysis(tmp_path_factory):
     """The P1-shaped fabricated sweep (tests/fabricate.py: the dilution law, noise seed 0, 295 runs) analysed
-    once per session at --n_boot 100: (sweep root, fits.json as a dict, report.md). One analysis is ~1-2 min of
+    once per session at --n_boot 100: (sweep root, fits.json as a dict, report.md). One analysis is ~20 s of
     CPU, so tests that only read it share it. Read-only."""
     import analyze
     import fabricate
