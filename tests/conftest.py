@@ -1,5 +1,7 @@
 """Shared fixtures: real parts only (datasets' parquet loader, the bundled tokenizer, an S3 server on
 127.0.0.1, synthetic stores written through the store module)."""
+import hashlib
+import json
 import os
 import socket
 import sys
@@ -45,13 +47,46 @@ def outputs():
     return OUTPUTS
 
 
+def tree_digest(root):
+    """sha256 over the relative path and bytes of every file under root."""
+    h = hashlib.sha256()
+    for p in sorted(Path(root).rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+def read_only(root, name):
+    """Yield root, then fail the session (a teardown error) if any file under it changed, appeared or went:
+    session fixtures are shared by many tests, so a test that writes must copy first
+    (shutil.copytree(root, tmp_path / ...)). Root ignores file modes, hence a digest, not chmod."""
+    before = tree_digest(root)
+    yield root
+    assert tree_digest(root) == before, f"a test wrote into the shared fixture {name} ({root}): copy it first"
+
+
 @pytest.fixture(scope="session")
 def sample_store(outputs):
-    """The shipped sample corpus, built once per session with the bundled tokenizer."""
+    """The shipped sample corpus, built once per session with the bundled tokenizer. Read-only."""
     import fetch_arxiv
     out = outputs / "sample_store"
     fetch_arxiv.main(["--dataset_path", str(st.SAMPLE_CORPUS), "--full_dataset", "--output_dir", str(out)])
-    return out
+    yield from read_only(out, "sample_store")
+
+
+@pytest.fixture(scope="session")
+def p1_analysis(tmp_path_factory):
+    """The P1-shaped fabricated sweep (tests/fabricate.py: the dilution law, noise seed 0, 295 runs) analysed
+    once per session at --n_boot 100: (sweep root, fits.json as a dict, report.md). One analysis is ~20 s of
+    CPU, so tests that only read it share it. Read-only."""
+    import analyze
+    import fabricate
+    root = tmp_path_factory.mktemp("p1") / "sweep"
+    fabricate.p1_sweep(root, noise_seed=0)
+    out = analyze.main([str(root), "--n_boot", "100", "--no_baselines", "--jobs", "2"])
+    fits, report = json.loads((out / "fits.json").read_text()), (out / "report.md").read_text()
+    for _ in read_only(root, "p1_analysis"):
+        yield root, fits, report
 
 
 def write_hub_copy(path, splits, label_feature="classlabel", shards=1):
@@ -121,8 +156,9 @@ def make_synthetic_store(path, n_categories=3, papers_per_split=(8, 3, 3), lengt
 
 @pytest.fixture(scope="session")
 def synthetic_store(outputs):
+    """The 3-category Markov store (make_synthetic_store's defaults): the tiny runs' training data. Read-only."""
     path, _ = make_synthetic_store(outputs / "synthetic_markov")
-    return path
+    yield from read_only(path, "synthetic_store")
 
 
 TINY_CONFIG = ROOT / "tests" / "configs" / "tiny.json"

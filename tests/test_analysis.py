@@ -19,13 +19,13 @@ def analyse(root, *extra, n_boot=60):
     return json.loads((out / "fits.json").read_text()), (out / "report.md").read_text()
 
 
-@pytest.fixture(scope="module")
-def p1(tmp_path_factory):
-    root = tmp_path_factory.mktemp("p1")
-    fabricate.p1_sweep(root, noise_seed=0)
-    return analyse(root, n_boot=100)
+@pytest.fixture
+def p1(p1_analysis):
+    """(fits.json, report.md) of the shared analysed P1 sweep (conftest.py)."""
+    return p1_analysis[1:]
 
 
+@pytest.mark.slow  # the analysed P1 sweep (shared fixture)
 def test_p1_shaped_sweep_recovers_the_law(p1):
     result, report = p1
     assert result["runs"]["total"] == result["runs"]["used"] == 295
@@ -50,6 +50,7 @@ def test_p1_shaped_sweep_recovers_the_law(p1):
     assert pairs[("dilution", "disjoint")] == "dilution" and pairs[("dilution", "shared")] == "dilution"
 
 
+@pytest.mark.slow  # the analysed P1 sweep (shared fixture)
 def test_p1_competing_mixing_laws_never_decide_against_the_dilution_truth(p1):
     """issue 17: the six-form comparison (analysis/mixing.py) is in fits.json and the report; on the dilution
     truth it names dilution or says undecided, never another form decided over it."""
@@ -64,6 +65,7 @@ def test_p1_competing_mixing_laws_never_decide_against_the_dilution_truth(p1):
     assert all(p["mse_difference"] == three[(p["a"], p["b"])] for p in m["pairs"] if (p["a"], p["b"]) in three)
 
 
+@pytest.mark.slow  # the analysed P1 sweep (shared fixture)
 def test_p1_mixing_gain_pairs_on_the_planned_budget(p1):
     """Budgets are rounded up to whole 320-window steps (90M -> 90,016,000): pairing uses the planned ones."""
     result, report = p1
@@ -82,6 +84,7 @@ def test_p1_mixing_gain_pairs_on_the_planned_budget(p1):
     assert "pairs made" in report and "Mixed runs without a specialist at D/K" in report
 
 
+@pytest.mark.slow  # a full analysis with bootstrap, cross-validation and plots
 def test_no_k_effect_is_reported_as_none(tmp_path):
     fabricate.p1_sweep(tmp_path, law="null", **SMALL)
     result, report = analyse(tmp_path)
@@ -92,6 +95,7 @@ def test_no_k_effect_is_reported_as_none(tmp_path):
     assert report.index("The data do not show a K effect") < report.index("## Fitted laws")
 
 
+@pytest.mark.slow  # a full analysis with bootstrap, cross-validation and plots
 def test_a_law_no_form_describes_is_flagged(tmp_path):
     """Loss additive in ln K: every form is wrong; the residuals against the noise floor say so."""
     fabricate.p1_sweep(tmp_path, law="lnK", **SMALL)
@@ -103,6 +107,7 @@ def test_a_law_no_form_describes_is_flagged(tmp_path):
     assert report.index("**misfit**") < report.index("### dilution (all)")
 
 
+@pytest.mark.slow  # three analyses of a P3 sweep
 def test_p3_twins_are_of_the_same_sampling_arm(tmp_path, capsys):
     fabricate.p3_sweep(tmp_path, tag_gain=0.005)
     msg = one_line_error(analyze.main, [str(tmp_path), "--n_boot", "0", "--no_baselines"], capsys)
@@ -123,6 +128,7 @@ def test_p3_twins_are_of_the_same_sampling_arm(tmp_path, capsys):
         assert (out / g / "report.md").is_file()
 
 
+@pytest.mark.slow  # a full analysis (cross-validation, mixing laws, plots)
 def test_two_stores_are_refused_or_selected(tmp_path, capsys):
     import numpy as np
     rng = np.random.default_rng(0)
@@ -136,6 +142,7 @@ def test_two_stores_are_refused_or_selected(tmp_path, capsys):
     assert result["runs"]["used"] == 2
 
 
+@pytest.mark.slow  # two full analyses
 def test_broken_runs_are_each_named_and_none_silently_dropped(tmp_path):
     fabricate.p1_sweep(tmp_path, Ks=(1, 3), k11_seeds=(0,), budgets=(10e6, 30e6, 90e6), replicate_Ks=(),
                        seeds=range(11))
@@ -181,6 +188,7 @@ def test_broken_runs_are_each_named_and_none_silently_dropped(tmp_path):
     assert "complete without test results" in rows  # excluded runs keep their rows, marked
 
 
+@pytest.mark.slow  # a full analysis with bootstrap, cross-validation and plots
 def test_a_floor_on_the_optimiser_bound_is_flagged(tmp_path):
     truth = dict(fabricate.TRUTH, E=dict(fabricate.TRUTH["E"], **{"cs.IT": 1e-6}))
     import numpy as np

@@ -305,6 +305,7 @@ def fake_mem_query(monkeypatch, free, total):
     monkeypatch.setattr(torch.cuda, "mem_get_info", no_context)
 
 
+@pytest.mark.slow  # sweeps: train.py processes
 def test_sweep_places_runs_on_visible_gpus_with_threads_and_a_memory_check(synthetic_store, tmp_path, monkeypatch,
                                                                            capsys):
     import sweep

@@ -112,6 +112,7 @@ SMALL = {"name": "small", "store": {"data_dir": "fabricated"},
          "fixed": {"sampling": "balanced", "batch_size": 320, "learning_rate": 1e-3}}
 
 
+@pytest.mark.slow  # 11 design simulations
 def test_h3_decided_at_low_noise_not_at_high_noise_and_widths_match_spread(tmp_path):
     plan = tmp_path / "small.yaml"
     plan.write_text(yaml.safe_dump(SMALL))
@@ -135,6 +136,7 @@ def test_h3_decided_at_low_noise_not_at_high_noise_and_widths_match_spread(tmp_p
     assert f"| H3 dilution law | {h3['p_decided']:.2f} ± {h3['se']:.2f} [{h3['ci95'][0]:.2f}, {h3['ci95'][1]:.2f}] |" in (tmp_path / "lo" / "design.md").read_text()
 
 
+@pytest.mark.slow  # design simulations of a plan and 3 variants
 def test_variants_find_the_budget_that_decides_h4(tmp_path):
     """H4 needs specialists of >= 100 optimizer steps: the plan's largest specialist pairs with K = 3 at 9e6
     tokens and has 3e6 / 32,000 = 94 steps, so H4 is undecided; one more budget (2.7e7) gives a pair of 282

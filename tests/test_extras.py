@@ -21,6 +21,7 @@ def analyse(root, *extra, n_boot=30):
     return out, json.loads((out / "fits.json").read_text()), (out / "report.md").read_text()
 
 
+@pytest.mark.slow  # a full analysis with bootstrap, cross-validation and plots and --hilberg
 def test_transfer_similarity_and_h7_in_the_report(tmp_path, sample_store):
     """Pair runs and specialists of 5 categories with known t_ij: the report's matrix holds them within its
     intervals (most cells), the pairs of a category without specialists are listed, pair runs of a second

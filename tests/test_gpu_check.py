@@ -21,6 +21,7 @@ import model as mdl  # noqa: E402
 CHILD = ROOT / "tests" / "gpu_check_child.py"
 
 
+@pytest.mark.slow  # benchmarks/gpu_check.sh: a chain of python processes
 def test_gpu_check_runs_up_to_its_first_gpu_step(tmp_path):
     # the interpreter running the tests, not whichever python3 PATH finds (a venv run without activating it)
     r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--work", str(tmp_path / "w")],

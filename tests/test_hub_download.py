@@ -69,6 +69,7 @@ def assert_no_ref_store(path, commit, version, n_per_split=None):
     return meta
 
 
+@pytest.mark.slow  # fetch_arxiv.py processes against the Hub emulation
 def test_dev_run_full_run_and_dev_run_on_the_filled_cache(hub, hf_home, tmp_path):
     head = hub.shas["v2"]
     dev = fetch(["--output_dir", str(tmp_path / "dev"), "--max_examples_per_split", "11"], hub.url, hf_home)
@@ -92,6 +93,7 @@ def test_dev_run_full_run_and_dev_run_on_the_filled_cache(hub, hf_home, tmp_path
     assert m1["store_id"] == m2["store_id"]
 
 
+@pytest.mark.slow  # fetch_arxiv.py processes against the Hub emulation
 def test_pinned_conversion_commit(hub, hf_home, tmp_path):
     old = hub.shas["v1"]
     r = fetch(["--output_dir", str(tmp_path / "pin"), "--full_dataset", "--dataset_revision", old], hub.url, hf_home)
@@ -101,6 +103,7 @@ def test_pinned_conversion_commit(hub, hf_home, tmp_path):
     assert meta["variant"]["revision"] == old and meta["variant_id"].endswith(f"rev{old[:12]}")
 
 
+@pytest.mark.slow  # fetch_arxiv.py processes against the Hub emulation
 def test_non_script_dataset_loads_through_load_dataset(hub, hf_home, tmp_path):
     """A parquet upload with configs in its card (what push_to_hub writes) goes to plain load_dataset."""
     r = fetch(["--output_dir", str(tmp_path / "pq"), "--full_dataset", "--dataset_name", "someone/arxiv-parquet"],
@@ -118,6 +121,7 @@ def _one_line_failure(r):
     return lines[0]
 
 
+@pytest.mark.slow  # fetch_arxiv.py processes against the Hub emulation
 def test_missing_repository_revision_and_config(hub, hf_home, tmp_path):
     out = str(tmp_path / "o")
     msg = _one_line_failure(fetch(["--output_dir", out, "--dataset_name", "nobody/nothing"], hub.url, hf_home))
@@ -133,6 +137,7 @@ def test_missing_repository_revision_and_config(hub, hf_home, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow  # fetch_arxiv.py processes against the Hub emulation
 def test_script_dataset_without_conversion(hf_home, tmp_path):
     h = HubEmulator()
     repo = h.add_repo(REPO)
@@ -145,6 +150,7 @@ def test_script_dataset_without_conversion(hf_home, tmp_path):
     assert "no parquet conversion" in msg and "datasets<4" in msg and "--dataset_path" in msg
 
 
+@pytest.mark.slow  # fetch_arxiv.py processes against the Hub emulation
 def test_unreachable_hub_fails_in_seconds(hf_home, tmp_path):
     # nothing listens: refused at once
     with socket.socket() as s:

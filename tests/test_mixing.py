@@ -59,6 +59,7 @@ def test_gradients_match_finite_differences(form, with_n):
                 assert num == pytest.approx(g[i], rel=1e-4, abs=1e-8), (form, with_n, law.names[i])
 
 
+@pytest.mark.slow  # bootstrapped fits of all six mixing-law forms
 def test_exponential_truth_recovered_within_intervals_and_picked(tmp_path):
     d = sweep_data(tmp_path, "exponential")
     law = mixing.make_law("exponential", len(d["categories"]), False)
@@ -79,6 +80,7 @@ def test_exponential_truth_recovered_within_intervals_and_picked(tmp_path):
         analyze.compare_forms(d, list(analyze.FORMS), False, 100, 0)
 
 
+@pytest.mark.slow  # bootstrapped fits of all six mixing-law forms
 @pytest.mark.parametrize("truth", ["dilution", "multiplicative", "transfer"])
 def test_comparison_picks_the_truth_or_says_undecided(tmp_path, truth):
     cmp, _ = compare_all(sweep_data(tmp_path, truth, noise_seed=3))

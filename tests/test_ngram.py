@@ -267,6 +267,7 @@ def test_baselines_kn_loss_near_the_markov_floor(kn_store):
         assert r["kn3_test_bpb"] > 0
 
 
+@pytest.mark.slow  # a sweep of 4 runs, then an analysis
 def test_ngram_plan_runs_through_sweep_and_analyze(kn_store, tmp_path, capsys):
     """A plan with `script: ngram.py` runs through sweep.py (subprocesses, run ids, status) and analyze.py
     reads its runs unchanged, as model kn2."""

@@ -94,6 +94,7 @@ def test_distinct_configurations_never_share_a_run_id(tmp_path, capsys):
     assert "share the id" in msg and '"a b"' in msg and '"a-b"' in msg
 
 
+@pytest.mark.slow  # a sweep: train.py processes
 def test_corrected_plan_retries_failed_runs(tmp_path, synthetic_store, capsys):
     """A bad value in fixed: (train.py refuses it, the runs fail); the plan is corrected; --retry_failed runs
     them with the corrected plan instead of calling them a conflict."""

@@ -25,6 +25,8 @@ import sweep
 import train
 from conftest import ROOT, TINY_CONFIG, one_line_error
 
+pytestmark = pytest.mark.slow  # every test trains (in process or in a killed-and-resumed subprocess)
+
 CATS = ["math.AC", "cs.CV", "cs.AI"]
 # 6 steps of 4 windows: validation every 2 steps, a step checkpoint every 3, the last step is 6
 SHORT = ["--batch_size", "4", "--token_budget", "2400", "--eval_interval_steps", "2", "--checkpoint_interval_steps", "3",

@@ -12,6 +12,8 @@ import store as st
 import sweep
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # 19 tiny training runs through sweep.py, then a full analysis with plots
+
 SMOKE = ROOT / "plans" / "smoke.yaml"
 
 

@@ -104,6 +104,7 @@ def test_emit_slurm_is_valid_bash_and_indexes_the_runs(tmp_path):
     assert sorted(_probe(packed, tmp_path, 4)) == sorted(cmds[16:19])
 
 
+@pytest.mark.slow  # a sweep: train.py processes
 def test_failed_run_is_recorded_and_sweep_goes_on(tmp_path, synthetic_store, capsys):
     plan_file = _plan(tmp_path, grid={"model_config": [str(TINY_CONFIG)], "categories": [["math.AC", "cs.CV"]],
                                       "learning_rate": [0.01, 1e30]},
@@ -148,6 +149,7 @@ def _quick_plan(tmp_path, n_seeds, budget, **fixed):
                         "eval_windows": 4, "eval_interval_steps": 10 ** 6, **fixed})
 
 
+@pytest.mark.slow  # a sweep: train.py processes
 def test_runs_are_placed_on_the_named_gpus(tmp_path, synthetic_store, capsys):
     """--gpus 0,1 --runs_per_gpu 2: four workers, each run with CUDA_VISIBLE_DEVICES of its slot, never
     more than two runs on a GPU at once (on this CPU machine the runs train on the CPU all the same)."""
@@ -170,6 +172,7 @@ def test_runs_are_placed_on_the_named_gpus(tmp_path, synthetic_store, capsys):
         assert not list((out / "runs" / rid).glob("step_*"))  # complete runs are pruned by default
 
 
+@pytest.mark.slow  # a sweep of training runs, interrupted and resumed
 def test_ctrl_c_interrupts_and_the_next_run_resumes(tmp_path, synthetic_store):
     plan_file = _quick_plan(tmp_path, 2, 400000, checkpoint_interval_steps=20, log_interval_steps=5)
     out = tmp_path / "out"
@@ -198,6 +201,7 @@ def test_ctrl_c_interrupts_and_the_next_run_resumes(tmp_path, synthetic_store):
         assert json.loads((d / "summary.json").read_text())["status"] == "complete"
 
 
+@pytest.mark.slow  # a sweep: train.py processes
 def test_changed_fixed_value_is_a_conflict_not_a_reuse(tmp_path, synthetic_store, capsys):
     plan_file = _quick_plan(tmp_path, 1, 4000, learning_rate=0.01)
     out = tmp_path / "out"

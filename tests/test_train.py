@@ -38,6 +38,7 @@ def _weights(run_dir, sub="final"):
     return load_file(str(Path(run_dir) / sub / "model.safetensors"))
 
 
+@pytest.mark.slow  # 200 training steps
 def test_learns_toward_floor_checkpoints_rotate_final_loads(synthetic_store, tmp_path):
     run = train.main(_args(synthetic_store, tmp_path, "learn", "--batch_size", "16", "--token_budget", "320000",
                            "--learning_rate", "1e-2", "--checkpoint_interval_steps", "50",
@@ -92,6 +93,7 @@ def _wait_until(condition, proc, timeout=120):
         time.sleep(0.01)
 
 
+@pytest.mark.slow  # three train.py processes
 def test_kill9_and_resume_equals_uninterrupted(synthetic_store, tmp_path):
     common = ["--batch_size", "8", "--token_budget", "320000", "--checkpoint_interval_steps", "100",
               "--eval_interval_steps", "1000", "--skip_test_eval", "--learning_rate", "3e-3"]
@@ -138,6 +140,7 @@ def test_resume_without_checkpoint_starts_from_scratch(synthetic_store, tmp_path
     assert "no checkpoint yet, starting from scratch" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # torchrun with 2 processes
 def test_ddp_two_cpu_processes_match_one(synthetic_store, tmp_path):
     port = free_port()
     common = ["--token_budget", "48000", "--skip_test_eval", "--eval_interval_steps", "1000",
@@ -160,6 +163,7 @@ def test_ddp_two_cpu_processes_match_one(synthetic_store, tmp_path):
     assert (ddp / "train.log").read_text().count("complete:") == 1  # only rank 0 writes
 
 
+@pytest.mark.slow  # trains pythia-14m
 def test_named_pythia_config_on_sample_store(sample_store, tmp_path):
     run = train.main(["--data_dir", str(sample_store), "--K", "3", "--seed", "0", "--model_config", "pythia-14m",
                       "--batch_size", "2", "--token_budget", "600", "--eval_windows", "2",
@@ -223,6 +227,7 @@ def test_bad_input(synthetic_store, sample_store, tmp_path, capsys):
     assert "exists; use --resume" in msg
 
 
+@pytest.mark.slow  # torch.compile
 def test_compile_runs_and_learns(synthetic_store, tmp_path):
     """--compile (inductor on CPU here) through the whole step, the custom fused head included."""
     run = train.main(_args(synthetic_store, tmp_path, "compiled", "--batch_size", "8", "--token_budget", "16000",
@@ -255,6 +260,7 @@ def test_lr_schedule_warmup_and_cosine_end_exactly_at_min():
     assert lrs[warm - 1 + (total - warm) // 2] == pytest.approx(0.55, abs=1e-3)  # cosine midpoint
 
 
+@pytest.mark.slow  # two training runs
 def test_grad_accumulation_equals_the_larger_batch(synthetic_store, tmp_path):
     """4 micro-steps of 4 windows draw the same 16 windows as one batch of 16 (the sampler's item index is
     global) and average the same gradients: the same weights up to float summation order."""
@@ -268,6 +274,7 @@ def test_grad_accumulation_equals_the_larger_batch(synthetic_store, tmp_path):
     assert worst < 1e-5, worst  # stated tolerance: 1e-5 absolute after 20 AdamW steps at lr 3e-3 (fp32)
 
 
+@pytest.mark.slow  # a training run with evaluations
 def test_bf16_autocast_trains_and_evaluates_on_cpu(synthetic_store, tmp_path):
     run = train.main(_args(synthetic_store, tmp_path, "bf16", "--batch_size", "8", "--token_budget", "24000",
                            "--learning_rate", "1e-2", "--dtype", "bfloat16"))
@@ -279,6 +286,7 @@ def test_bf16_autocast_trains_and_evaluates_on_cpu(synthetic_store, tmp_path):
     assert test["dtype"] == "bfloat16" and test["overall"]["in_training_macro_loss"] < evals[0]["val_loss"] - 1.0
 
 
+@pytest.mark.slow  # three train.py processes
 def test_ctrl_c_checkpoints_and_resume_matches_uninterrupted(synthetic_store, tmp_path):
     common = ["--batch_size", "8", "--token_budget", "240000", "--checkpoint_interval_steps", "1000",
               "--eval_interval_steps", "1000", "--skip_test_eval", "--learning_rate", "3e-3"]
@@ -320,6 +328,7 @@ def _descendants(pid):
     return found
 
 
+@pytest.mark.slow  # torchrun runs, killed and resumed
 def test_ddp_kill_and_resume_equals_uninterrupted_ddp(synthetic_store, tmp_path):
     """torchrun with 2 CPU processes (gloo, through the same device-tensor collectives as NCCL): killed
     after a checkpoint and resumed under torchrun, the weights equal an uninterrupted DDP run's."""

@@ -14,6 +14,8 @@ from hypothesis import strategies as hs
 import analyze
 import fabricate
 
+pytestmark = pytest.mark.slow  # dozens of analyses of random designs (hypothesis)
+
 BUDGETS = (10e6, 30e6, 90e6, 270e6)
 
 

@@ -61,6 +61,7 @@ def test_one_run_per_k_gives_no_interval_and_no_verdict(tmp_path):
         assert verdict == "undecided" and "1 / 1 runs" in why
 
 
+@pytest.mark.slow  # a full analysis with bootstrap, cross-validation and plots
 def test_k1_only_sweep_does_not_identify_s_or_claim_a_k_effect(tmp_path):
     """Only K = 1 runs: D_c = D, s has no effect. s is 'not identified' with no interval, H3 undecided with
     that reason first, and nothing in the report claims a K effect."""
@@ -119,6 +120,7 @@ def test_p0_style_lr_arms_are_never_pooled(tmp_path, capsys):
     one_line_error(analyze.main, [str(tmp_path), "--where", "lr=1", "--no_baselines"], capsys)
 
 
+@pytest.mark.slow  # analyses of several fabricated sweeps
 def test_bootstrap_spread_matches_independent_noise_draws(tmp_path):
     """P1-shaped K = 1 floor sub-fit ('shared' form, 11 categories, 5 budgets, init-seed replicates): the
     bootstrap SD of beta must match the SD of the estimates over independent noise draws. Refits with an
@@ -147,6 +149,7 @@ def test_bootstrap_spread_matches_independent_noise_draws(tmp_path):
     assert 0.6 < sd_boot / sd_draws < 1.8, (sd_boot, sd_draws)
 
 
+@pytest.mark.slow  # a full analysis with bootstrap, cross-validation and plots
 def test_h1_can_reject_at_200_resamples_when_floors_rise_with_k(tmp_path):
     """Floors rising by 0.2 nats from K = 1 to K = 11: the smallest percentile p at 200 resamples (2/201)
     could never pass Holm's 0.05/11; the p from the bootstrap SD can, and H1 says the floors differ."""
@@ -184,6 +187,7 @@ def test_misspecified_law_without_replicates_is_undecided(tmp_path, law):
     assert "The data show a K effect" not in head
 
 
+@pytest.mark.slow  # a full analysis (cross-validation, mixing laws, plots)
 def test_report_says_the_floor_is_unknown(tmp_path):
     fabricate.p1_sweep(tmp_path, Ks=(1, 3), seeds=range(4), k11_seeds=(0,), budgets=(10e6, 90e6), replicate_Ks=())
     result, report = analyse(tmp_path, n_boot=0)
@@ -202,6 +206,7 @@ def test_headline_never_contradicts_h2():
     assert "The data do not show a K effect" in head and head.count("do not show a K effect") == 1
 
 
+@pytest.mark.slow  # a full analysis (cross-validation, mixing laws, plots)
 def test_h4_contradiction_thin_categories_and_exclusion_reasons(tmp_path):
     """Observed mixing gain against a law that predicts another one: flagged. A category with 3 test papers:
     in runs.csv and warned. A summary that says 'incomplete' after every step: said as such."""
