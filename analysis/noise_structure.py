@@ -30,7 +30,6 @@ the init seed varies), "data" (share the init seed; only the data order varies) 
 """
 import math
 from collections import defaultdict
-from itertools import combinations
 
 import numpy as np
 

@@ -112,7 +112,7 @@ def main(argv=None):
                   f"{_fmt(e['frac_shared_across_budgets'], e['ci']['frac_shared_across_budgets'], 3)}  "
                   f"{_fmt(e['frac_run_level'], e['ci']['frac_run_level'], 3)}  "
                   f"{_fmt(e['frac_cluster'], e['ci']['frac_cluster'], 3)}")
-            print(f"    sd by budget: " + ", ".join(f"{b}: {v:.4f}" for b, v in e["sd_by_budget"].items())
+            print("    sd by budget: " + ", ".join(f"{b}: {v:.4f}" for b, v in e["sd_by_budget"].items())
                   + " | by K: " + ", ".join(f"{k}: {v:.4f}" for k, v in e["sd_by_K"].items()))
     print("model  K  beta [95%]  B  runs  epochs/category at the largest budget (mean, max)")
     for model, byK in curves.items():
