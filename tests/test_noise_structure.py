@@ -1,0 +1,120 @@
+"""analysis/noise_structure.py against data drawn from a known variance-components model. The generator is
+written here, independently of simulate.py: log losses of replicate runs with a cluster effect, a per-category
+effect shared across budgets, a run-level effect shared across categories, and idiosyncratic noise; and, for
+the replicate families, separate init-seed and data-seed effects."""
+import math
+
+import numpy as np
+import pytest
+
+from analysis.noise_structure import noise_model, noise_structure, replicate_panels
+
+CATS = ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9", "c10"]
+BUDGETS = [1000, 3000, 9000]
+
+
+def _rows(sd_a, sd_u, sd_w, sd_v, n_groups=60, n_reps=4, K=3, seed=0, model="m"):
+    """Rows in analysis.runs.run_rows' shape: n_groups category sets of K, n_reps replicate runs each (data seed
+    varies) at every budget; log L = mu[g,b,c] + a[g,r] + u[g,r,c] + w[g,r,b] + v[g,r,b,c]."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for g in range(n_groups):
+        cats = [CATS[(g + j) % len(CATS)] for j in range(K)]
+        sets = " ".join(cats) + f" x{g}"  # a distinct set per group (a fake 12th name keeps them apart)
+        for r in range(n_reps):
+            a = rng.normal(0, sd_a)
+            u = {c: rng.normal(0, sd_u) for c in cats}
+            for b in BUDGETS:
+                w = rng.normal(0, sd_w)
+                for c in cats:
+                    mu = math.log(3 + 100 * b ** -0.5) + 0.1 * CATS.index(c)
+                    rows.append({"run_id": f"g{g}_r{r}_b{b}", "excluded": None, "model": model, "categories": sets,
+                                 "tagged": False, "in_training": True, "seed": g, "init_seed": g,
+                                 "data_seed": 100 + r, "token_budget_planned": b, "category": c,
+                                 "test_loss": math.exp(mu + a + u[c] + w + rng.normal(0, sd_v))})
+    return rows
+
+
+def _inside(ci, truth):
+    return ci[0] <= truth <= ci[1]
+
+
+def test_recovers_known_components_within_intervals():
+    sd_a, sd_u, sd_w, sd_v = 0.006, 0.008, 0.004, 0.01
+    total = sd_a**2 + sd_u**2 + sd_w**2 + sd_v**2
+    truth = {"sd": math.sqrt(total), "frac_shared_across_budgets": (sd_a**2 + sd_u**2) / total,
+             "frac_run_level": (sd_a**2 + sd_w**2) / total, "frac_cluster": sd_a**2 / total}
+    out = noise_structure(_rows(sd_a, sd_u, sd_w, sd_v), "data", n_boot=500)
+    assert out["n_groups"] == 60 and out["n_replicates"] == 240
+    for k, t in truth.items():
+        assert _inside(out["ci"][k], t), (k, t, out[k], out["ci"][k])
+        assert out["ci"][k][1] - out["ci"][k][0] < 0.25  # informative, not a [0, 1] interval
+    assert abs(out["sd"] - truth["sd"]) < 0.1 * truth["sd"]
+
+
+def test_no_shared_component_reads_near_zero_and_all_shared_near_one():
+    # independent noise only: nothing is shared across budgets or categories
+    out = noise_structure(_rows(0, 0, 0, 0.02, seed=1), "data", n_boot=300)
+    assert _inside(out["ci"]["frac_shared_across_budgets"], 0.0)
+    assert abs(out["frac_shared_across_budgets"]) < 0.1 and abs(out["frac_run_level"]) < 0.1
+    # a cluster effect only: every observation of a replicate moves together
+    out = noise_structure(_rows(0.02, 0, 0, 0.001, seed=2), "data", n_boot=300)
+    assert out["frac_shared_across_budgets"] > 0.95 and out["frac_run_level"] > 0.95
+
+
+def test_init_and_data_families_separate_their_seeds():
+    """Runs with crossed init and data seeds: log L = mu + i[init] + d[data] + v. The init family (same data
+    seed) sees var i + var v, the data family var d + var v, the any family all of them."""
+    rng = np.random.default_rng(3)
+    sd_i, sd_d, sd_v = 0.02, 0.005, 0.002
+    rows = []
+    for g in range(40):
+        cats = [CATS[g % 11], CATS[(g + 1) % 11]]
+        i_eff = {s: rng.normal(0, sd_i) for s in (1, 2, 3)}
+        d_eff = {s: rng.normal(0, sd_d) for s in (1, 2, 3)}
+        for s_i in (1, 2, 3):
+            for s_d in (1, 2, 3):
+                if s_i != 1 and s_d != 1 and s_i != s_d:
+                    continue  # the plan's shape: init-only, data-only and both-varied replicates of a base run
+                for b in BUDGETS:
+                    for c in cats:
+                        rows.append({"run_id": f"{g}_{s_i}_{s_d}_{b}", "excluded": None, "model": "m",
+                                     "categories": " ".join(cats) + f" x{g}", "tagged": False, "in_training": True,
+                                     "seed": g, "init_seed": s_i, "data_seed": s_d, "token_budget_planned": b,
+                                     "category": c, "test_loss": math.exp(1.5 + i_eff[s_i] + d_eff[s_d]
+                                                                          + rng.normal(0, sd_v))})
+    fams = noise_model(rows, n_boot=300)["m"]
+    init, data = fams["init"], fams["data"]
+    assert init["n_groups"] == 40 * 3 and data["n_groups"] == 40 * 3  # one group per shared seed value
+    assert _inside(init["ci"]["sd"], math.hypot(sd_i, sd_v))
+    assert _inside(data["ci"]["sd"], math.hypot(sd_d, sd_v))
+    assert init["sd"] > 2.5 * data["sd"]
+    # a seed effect is shared by every budget and category of its runs
+    assert init["frac_shared_across_budgets"] > 0.9 and init["frac_run_level"] > 0.9
+
+
+def test_panels_keep_only_replicates_at_every_budget_and_skip_singletons():
+    rows = _rows(0, 0, 0, 0.01, n_groups=3, n_reps=3, K=1)
+    # group 0: replicate 0 misses budget 3000, so that budget (2 replicates) leaves the panel, the others keep 3;
+    # group 1: only one replicate left, no panel; group 2: replicates 0 and 1 only at the largest budget
+    rows = [r for r in rows if not (r["seed"] == 0 and r["data_seed"] == 100 and r["token_budget_planned"] == 3000)]
+    rows = [r for r in rows if not (r["seed"] == 1 and r["data_seed"] != 100)]
+    rows = [r for r in rows if not (r["seed"] == 2 and r["data_seed"] == 102 and r["token_budget_planned"] == 9000)]
+    panels = replicate_panels(rows, "data")
+    got = sorted((p["y"].shape, tuple(p["budgets"])) for p in panels.values())
+    assert got == [((3, 2, 1), (1000, 3000)), ((3, 2, 1), (1000, 9000))]
+    assert noise_structure(rows, "init") is None  # no two runs share a data seed and differ in init
+
+
+def test_excluded_heldout_and_tagged_rows_do_not_enter():
+    rows = _rows(0, 0, 0, 0.01, n_groups=4, n_reps=3, K=2, seed=4)
+    base = noise_structure(rows, "data", n_boot=0)
+    # the same rows again with a 50x loss, each marked in one way that keeps it out of the estimate
+    marks = [{"excluded": "failed"}, {"in_training": False}, {"tagged": True}]
+    extra = [dict(r, test_loss=r["test_loss"] * 50, **marks[i % 3]) for i, r in enumerate(rows)]
+    out = noise_structure(rows + extra, "data", n_boot=0)
+    assert out["sd"] == pytest.approx(base["sd"], rel=1e-12)
+    assert out["n_replicates"] == base["n_replicates"]
+    # and unmarked, they would enter (the check above can fail)
+    assert noise_structure(rows + [dict(r, data_seed=999, test_loss=r["test_loss"] * 50) for r in rows], "data",
+                           n_boot=0)["sd"] > 10 * base["sd"]
