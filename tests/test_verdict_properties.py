@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as hs
 
 import analyze
-import fabricate
+import simulate
 
 BUDGETS = (10e6, 30e6, 90e6, 270e6)
 
@@ -40,8 +40,8 @@ def build(root, dz):
                     if rng.random() < dz["drop"]:
                         continue
                     init = None if i == 0 else 100 + i
-                    fabricate.make_run(root, fabricate.rid_of("pythia-31m", K, seed, D, init_seed=init),
-                                       fabricate.select(K, seed), D, seed, rng, law=dz["law"], init_seed=init)
+                    simulate.make_run(root, simulate.rid_of("pythia-31m", K, seed, D, init_seed=init),
+                                       simulate.select(K, seed), D, seed, rng, law=dz["law"], init_seed=init)
                     made += 1
     return made
 
@@ -113,8 +113,8 @@ def build_design(root, dz, law):
                                                         and (i or j)):
                         continue
                     init = None if i == 0 else 100 + i
-                    fabricate.make_run(root, fabricate.rid_of("pythia-31m", K, seed, D, init_seed=init),
-                                       fabricate.select(K, seed), D, seed, rng, law=law, init_seed=init)
+                    simulate.make_run(root, simulate.rid_of("pythia-31m", K, seed, D, init_seed=init),
+                                       simulate.select(K, seed), D, seed, rng, law=law, init_seed=init)
 
 
 def h3_of(rows, runs, n_boot):
