@@ -44,6 +44,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -361,9 +362,13 @@ def make_run(root, rid, cats, budget, seed, rng, law="dilution", init_seed=None,
             "overall": {"macro_loss": float(np.mean([v["loss"] for v in per_category.values()]))}}
     rd = Path(root) / "runs" / rid
     rd.mkdir(parents=True, exist_ok=True)
-    # summary.json last: a run directory is complete only once it exists (as train.py writes it)
+    # summary.json last: a run directory is complete only once it exists (as train.py writes it); renamed
+    # into place like train.py's files, but not fsynced: a fabricated sweep is rebuilt from its seed, and
+    # the fsyncs were a tenth of a design check's time (3 per run)
     for name, obj in (("run_config.json", cfg), ("test_results.json", test), ("summary.json", summary)):
-        st.write_json_atomic(rd / name, obj)
+        tmp = rd / (name + ".tmp")
+        tmp.write_text(json.dumps(obj) + "\n")
+        os.replace(tmp, rd / name)
     return rd
 
 
