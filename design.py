@@ -132,9 +132,9 @@ def one_simulation(job):
     simulate.fabricate(plan, law, noise, root, np.random.default_rng([seed, i]))
     try:
         result = summarise_fits(verdicts_analysis(root, n_boot, i))
-    except SystemExit as e:  # analyze.py refused the sweep: say so, count it as undecided
+    except (SystemExit, Exception) as e:  # analyze.py refused the sweep (or failed): say so, count it undecided
         result = {"verdicts": {h: "missing" for h in HYPOTHESES}, "params": {}, "h4": {},
-                  "error": f"analyze.py exited {e.code}"}
+                  "error": f"analyze.py exited {e.code}" if isinstance(e, SystemExit) else f"{type(e).__name__}: {e}"}
     shutil.rmtree(root, ignore_errors=True)
     return result
 
@@ -152,6 +152,7 @@ def simulate_plan(plan, law, noise, n_sim, n_boot, workdir, seed=0, label="plan"
     from tqdm import tqdm
     work = [(plan, law, noise, n_boot, workdir, seed, i) for i in range(n_sim)]
     results = []
+    import model  # noqa: F401 -- torch (simulate.py's Pythia sizes), once here: every forked worker inherits it
     pool = multiprocessing.get_context("fork").Pool(jobs, initializer=_worker_init) if jobs > 1 else None
     stop = signal.signal(signal.SIGTERM, _sigterm)  # SIGTERM: stop the workers too, never orphan them
     try:
@@ -349,6 +350,8 @@ def main(argv=None):
           + f"; noise: total SD {noise.sd:.4g} ({noise.frac_shared_across_budgets:.2f} shared across budgets, "
           f"{noise.frac_run_level:.2f} run level); {jobs} processes")
     base = summarise(simulate_plan(plan, law, noise, args.n_sim, args.n_boot, work, args.seed, plan["name"], jobs), law)
+    if base["failed"]:
+        print(f"warning: {base['failed']} of {args.n_sim} simulations failed (their errors: simulations.jsonl); counted undecided")
     report = {"plan": args.plan, "n_runs": runs, "law": law, "law_text": args.law, "noise": noise.sd,
               "noise_model": dataclasses.asdict(noise), "n_boot": args.n_boot, "seed": args.seed, "jobs": jobs,
               "base": base, "variants": {}, "smallest_change": {}}

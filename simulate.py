@@ -430,11 +430,7 @@ def fabricate(plan, law, noise, root, rng, store_id="f" * 64):
     script = plan.get("script", sweep.TRAIN)
     out = []
     for rid, p in sweep.expand(plan):
-        if p.get("categories"):
-            cats = list(p["categories"])
-        else:
-            from random_window_dataset import select_categories
-            cats = select_categories(int(p["K"]), int(p.get("seed", 0)))
+        cats = list(p["categories"]) if p.get("categories") else select(int(p["K"]), int(p.get("seed", 0)))
         seed = int(p.get("seed", 0))
         model = f"kn{p.get('order', 3)}" if script == "ngram.py" else p.get("model_config", "pythia-14m")
         N = n_nonembedding(model)

@@ -52,6 +52,7 @@ def components(res):
             "none": np.mean(other)}
 
 
+@pytest.mark.slow
 def test_clustered_noise_has_the_declared_variance_components(tmp_path):
     """sd 0.05, 40% shared across budgets (a quarter of it with the init seed, the rest with the data seed),
     30% run level, 30% per (run, category): 3 noise seeds of 132 runs x 11 categories. The tolerances are
@@ -134,3 +135,10 @@ def test_repetition_follows_the_effective_token_law_and_writes_epochs(tmp_path):
     law = simulate.parse_law("B=40,beta=0.3,s=0.5,E=2,U=1e6,Rstar=15.4")
     assert simulate.effective_tokens(18e6, law["U"], law["Rstar"]) < 18e6
     assert simulate.effective_tokens(0.5e6, 1e6, 15.4) == 0.5e6
+
+
+def test_subsets_are_the_trainers_balanced_cyclic_design():
+    """simulate.select (no torch import) is random_window_dataset.select_categories, which train.py uses."""
+    from random_window_dataset import CATEGORY_PERMUTATION, select_categories
+    assert simulate.PERM == CATEGORY_PERMUTATION and sorted(simulate.CATEGORIES) == sorted(CATEGORY_PERMUTATION)
+    assert all(simulate.select(K, s) == select_categories(K, s) for K in range(1, 12) for s in range(22))
