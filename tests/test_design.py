@@ -122,7 +122,7 @@ def test_h3_decided_at_low_noise_not_at_high_noise_and_widths_match_spread(tmp_p
     hi = design.main([str(plan), "--law", LAW, "--noise", "0.3", "--n_sim", "3", "--n_boot", "20",
                       "--no_variants", "--out", str(tmp_path / "hi")])
     assert lo["base"]["hypotheses"]["H3 dilution law"]["p_supported"] >= 0.75  # "most": >= 6 of 8
-    assert hi["base"]["hypotheses"]["H3 dilution law"]["p_decided"] <= 1 / 3  # "mostly not": <= 1 of 3
+    assert round(3 * hi["base"]["hypotheses"]["H3 dilution law"]["p_decided"]) <= 1  # "mostly not": <= 1 of 3
     # the bootstrap's mean 95% interval width against the spread of the estimates over simulations (3.92 SD):
     # 8 simulations know an SD to within ~ +-25% (1 SE), so the check allows a factor 2 either way
     for k in ("s", "beta"):
