@@ -52,7 +52,6 @@ def components(res):
             "none": np.mean(other)}
 
 
-@pytest.mark.slow
 def test_clustered_noise_has_the_declared_variance_components(tmp_path):
     """sd 0.05, 40% shared across budgets (a quarter of it with the init seed, the rest with the data seed),
     30% run level, 30% per (run, category): 3 noise seeds of 132 runs x 11 categories. The tolerances are
