@@ -1,31 +1,42 @@
 """
 The design check: can this plan decide its hypotheses? For exactly the runs a plan file expands to,
 fabricate per-category test losses from a known law plus noise (simulate.py) many times, analyse each
-fabricated sweep with analyze.py's own fits and verdicts, and report per hypothesis how often it is decided
-(supported / not supported vs undecided), the expected 95% interval widths of s, beta and the H4 gains, and
-which small change of the plan (more seeds, another budget) would decide what stays undecided.
+fabricated sweep with analyze.py's own fits and verdicts, and report per hypothesis how often the verdict is
+correct, wrong, or undecided (the truth of each hypothesis follows from the law: truths()), the expected
+95% interval widths of s, beta and the H4 gains, and which small change of the plan (more seeds, another
+budget) would decide what stays undecided.
 
     python design.py plans/p1_core_31m.yaml --law "B=410.7,beta=0.28,s=0.5,E=3.9" --noise 0.01 --n_sim 50 --out design/p1
     python design.py plans/p1_core_31m.yaml --law sweeps/ngram_smoke/analysis/fits.json --out design/p1_kn
+    python design.py plans/p1_core_31m.yaml --law "..." --repetition 25e6,15.4 --noise_model independent --noise 0.01 --out DIR
 
 The law: L_c = E_c + B * (D_c^s * D^(1-s))^(-beta) [+ A * N^(-alpha)] (EXPERIMENT_PLAN.md, H3); `E=` sets
 every category's floor, `E[math.AC]=` one category's; the N term (`A=..,alpha=..`) matters only when the
-plan has several model sizes. Or a pilot's fits.json (a KN pilot sweep's or P0's): its dilution fit, and its
-measured seed-to-seed noise unless --noise is given. --noise is the SD of log test loss per run and
-category (what analyze.py's noise floor measures).
+plan has several model sizes; `--repetition U,R*` (or U=, Rstar=) evaluates it on effective tokens of finite
+category pools (simulate.py). Or a pilot's fits.json (a KN pilot sweep's or P0's): its dilution fit, and its
+measured seed-to-seed noise unless --noise is given. The noise: simulate.py's clustered model
+(plans/noise_model_abstracts.json, or --noise_model FILE | independent); --noise is its TOTAL SD of log test
+loss per run and category, the fractions kept.
+
+Speed: the simulations run in --jobs processes (one BLAS thread each), and each analysis computes only what
+the verdicts read (verdicts_analysis: no figures, no competing mixing laws, no bootstrap of fits no verdict
+reads); its verdicts equal analyze.py's on the same sweep (tests/test_design.py checks it).
 
 What it can and cannot say: every simulated sweep obeys the law exactly (no misfit, no outliers, no failed
-runs), so decide-probabilities are upper bounds for real data at that noise; held-out losses carry no K
-effect (H5 is not checked), and P1 has no tagged twins (H6). Each estimate is from n_sim simulations: a
-probability p has a standard error of about sqrt(p(1-p)/n_sim).
+runs), so probabilities of a correct verdict are upper bounds for real data at that noise; held-out losses
+carry no K effect (H5 is not checked), and P1 has no tagged twins (H6). Each estimate is from n_sim
+simulations: [..] is its exact (Clopper-Pearson) 95% interval.
 """
-import argparse
 import contextlib
 import copy
+import dataclasses
 import io
 import json
 import math
+import multiprocessing
+import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -39,24 +50,44 @@ import store as st
 import sweep
 
 HYPOTHESES = ("H1 floors", "H2 loss vs K at fixed D", "H3 dilution law", "H4 mixing gain")
-DECIDE = 0.8  # a hypothesis "is decided by the plan" when at least this share of simulations decides it
+DECIDE = 0.8  # a hypothesis "is decided by the plan" when at least this share of simulations gets it right
+WRONG = 0.05  # ... and at most this share gets it wrong
 
 
 @contextlib.contextmanager
 def quiet_analysis():
-    """analyze.py without its figures (seconds per sweep that nobody looks at here) and its printing, with
-    one BLAS thread: scipy's L-BFGS-B calls OpenBLAS on vectors of ~15 numbers, and OpenBLAS's threads
-    spinning on a shared 2-core machine made one fit ~35-80x slower in CPU time (20 s instead of 0.26-0.6 s,
-    measured; notes_s19design.md). analyze.py's bootstrap workers already run single-threaded; its own
-    process did not."""
+    """analyze.py reduced to what the verdicts read, silent, with one BLAS thread. Left out (measured with
+    cProfile on P1, notes.md): the figures (analyze's and the transfer heatmap's); the competing mixing laws
+    (half the cross-validation's cost and their equivalence fits: the three-form comparison H3 reads is
+    bit-identical without them, analysis/forms.py); the bootstrap of the shared and disjoint fits on all data
+    (no verdict reads their intervals; each fit seeds its own resamples, so the others' are unchanged).
+    One BLAS thread: scipy's L-BFGS-B calls OpenBLAS on vectors of ~15 numbers, and OpenBLAS's threads
+    spinning on a shared 2-core machine made one fit ~35-80x slower in CPU time (notes_s19design.md)."""
     import scipy.optimize  # noqa: F401 -- load scipy's own OpenBLAS first: a limit reaches only loaded libraries
-    plots = analyze.make_plots
+    saved = {(analyze, "make_plots"): analyze.make_plots, (analyze.extras, "plots"): analyze.extras.plots,
+             (analyze, "compare_all_forms"): analyze.compare_all_forms, (analyze, "fit_law"): analyze.fit_law}
+    fit_law = analyze.fit_law
+
+    def lean_fit_law(d, form, n_boot=1000, seed=0, with_n=None, jobs=1):
+        # the main fits on all data are the ones called with with_n=None (run_fits); H1's floors pass False
+        main_other = form in ("shared", "disjoint") and with_n is None
+        return fit_law(d, form, n_boot=0 if main_other else n_boot, seed=seed, with_n=with_n, jobs=jobs)
+
+    def three_forms(d, main, with_n, args):
+        if len(main) != len(analyze.FORMS):
+            return None, None
+        return analyze.compare_forms(d, list(main), with_n, args.n_boot, args.seed), None
+
     analyze.make_plots = lambda *a, **k: []
+    analyze.extras.plots = lambda *a, **k: []
+    analyze.compare_all_forms = three_forms
+    analyze.fit_law = lean_fit_law
     try:
         with contextlib.redirect_stdout(io.StringIO()), threadpool_limits(1, user_api="blas"):
             yield
     finally:
-        analyze.make_plots = plots
+        for (mod, name), f in saved.items():
+            setattr(mod, name, f)
 
 
 def summarise_fits(fits):
@@ -84,25 +115,64 @@ def outcome(verdict):
     return "supported" if "not supported" not in verdict else "not supported"
 
 
-def simulate_plan(plan, law, noise, n_sim, n_boot, workdir, seed=0, label="plan"):
-    """n_sim fabricated sweeps of `plan`, each analysed by analyze.py; returns the per-simulation outcomes."""
+def verdicts_analysis(root, n_boot, seed):
+    """The one analysis of a simulated sweep: analyze.py's own code, minus what no verdict reads (figures,
+    the report's competing mixing laws; quiet_analysis), with one BLAS thread. Returns its fits.json. (When
+    analyze.py has a --verdicts_only flag, it goes here.)"""
+    with quiet_analysis():
+        analyze.main([str(root), "--n_boot", str(n_boot), "--seed", str(seed), "--jobs", "1", "--no_baselines"])
+    return json.loads((Path(root) / "analysis" / "fits.json").read_text())
+
+
+def one_simulation(job):
+    """Fabricate simulation i of a plan, analyse it, summarise its verdicts; the sweep is removed after."""
+    plan, law, noise, n_boot, workdir, seed, i = job
+    root = Path(workdir) / f"sim{i:03d}"
+    shutil.rmtree(root, ignore_errors=True)
+    simulate.fabricate(plan, law, noise, root, np.random.default_rng([seed, i]))
+    try:
+        result = summarise_fits(verdicts_analysis(root, n_boot, i))
+    except (SystemExit, Exception) as e:  # analyze.py refused the sweep (or failed): say so, count it undecided
+        result = {"verdicts": {h: "missing" for h in HYPOTHESES}, "params": {}, "h4": {},
+                  "error": f"analyze.py exited {e.code}" if isinstance(e, SystemExit) else f"{type(e).__name__}: {e}"}
+    shutil.rmtree(root, ignore_errors=True)
+    return result
+
+
+def _worker_init():
+    # Ctrl-C reaches the whole process group: the parent stops the pool; a worker's own traceback is noise
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def simulate_plan(plan, law, noise, n_sim, n_boot, workdir, seed=0, label="plan", jobs=1):
+    """n_sim fabricated sweeps of `plan`, each analysed by analyze.py, in `jobs` processes (a simulation's
+    result does not depend on which process ran it: its noise and bootstrap seeds are its index); returns the
+    per-simulation outcomes in order, and logs each to simulations.jsonl as it comes."""
     from tqdm import tqdm
+    work = [(plan, law, noise, n_boot, workdir, seed, i) for i in range(n_sim)]
     results = []
-    for i in tqdm(range(n_sim), desc=f"simulating {label}", file=sys.stderr, unit="sweep"):
-        root = Path(workdir) / f"sim{i:03d}"
-        shutil.rmtree(root, ignore_errors=True)
-        simulate.fabricate(plan, law, noise, root, np.random.default_rng([seed, i]))
-        try:
-            with quiet_analysis():
-                analyze.main([str(root), "--n_boot", str(n_boot), "--seed", str(i), "--jobs", "1", "--no_baselines"])
-            results.append(summarise_fits(json.loads((root / "analysis" / "fits.json").read_text())))
-        except SystemExit as e:  # analyze.py refused the sweep: say so, count it as undecided
-            results.append({"verdicts": {h: "missing" for h in HYPOTHESES}, "params": {}, "h4": {},
-                            "error": f"analyze.py exited {e.code}"})
-        shutil.rmtree(root, ignore_errors=True)
-        with open(Path(workdir).parent / "simulations.jsonl", "a") as f:  # each outcome as it comes (a log)
-            f.write(json.dumps(dict(results[-1], label=label, sim=i)) + "\n")
+    import model  # noqa: F401 -- torch (simulate.py's Pythia sizes), once here: every forked worker inherits it
+    pool = multiprocessing.get_context("fork").Pool(jobs, initializer=_worker_init) if jobs > 1 else None
+    stop = signal.signal(signal.SIGTERM, _sigterm)  # SIGTERM: stop the workers too, never orphan them
+    try:
+        it = pool.imap(one_simulation, work) if pool else map(one_simulation, work)
+        for i, r in enumerate(tqdm(it, total=n_sim, desc=f"simulating {label}", file=sys.stderr, unit="sweep")):
+            results.append(r)
+            with open(Path(workdir).parent / "simulations.jsonl", "a") as f:  # each outcome as it comes (a log)
+                f.write(json.dumps(dict(r, label=label, sim=i)) + "\n")
+        if pool:
+            pool.close()
+            pool.join()
+    finally:
+        if pool:
+            pool.terminate()
+        signal.signal(signal.SIGTERM, stop)
     return results
+
+
+def _sigterm(signum, frame):
+    raise SystemExit(143)
 
 
 def _spread(values):
@@ -127,19 +197,49 @@ def clopper_pearson(k, n):
             float(beta.ppf(0.975, k + 1, n - k)) if k < n else 1.0]
 
 
+def truths(law):
+    """{hypothesis: (true verdict, why)} under the fabricated law (EXPERIMENT_PLAN.md's statements). The law
+    gives every category one floor E_c at every K, so H1 holds; the K effect on in-training loss at fixed D is
+    the reducible part times K^(s beta) (repetition only adds to it), so H2 holds iff s > 0; H3 claims a
+    sharing exponent strictly between 0 (one shared source) and 1 (disjoint components); H4's gain
+    G = B d^-beta (1 - K^(-(1-s) beta)) is positive iff s < 1."""
+    s = law["s"]
+    return {"H1 floors": ("supported", "the law's floors E_c do not depend on K"),
+            "H2 loss vs K at fixed D": ("supported", f"s = {s:g} > 0: loss rises with K") if s > 0 else
+            ("not supported", "s = 0: no K effect at fixed D"),
+            "H3 dilution law": ("supported", f"0 < s = {s:g} < 1") if 0 < s < 1 else
+            ("not supported", f"s = {s:g} is a limit (shared or disjoint)"),
+            "H4 mixing gain": ("supported", f"s = {s:g} < 1: G > 0") if s < 1 else ("not supported", "s = 1: G = 0")}
+
+
 def summarise(results, law):
+    """Per hypothesis: P(correct verdict), P(wrong verdict), P(undecided) against truths(law), each with its
+    exact 95% interval; P(supported), P(not supported) and P(decided) (= correct + wrong) beside them."""
     n = len(results)
     hyp = {}
+    truth = truths(law)
     for h in HYPOTHESES:
         counts = {k: sum(outcome(r["verdicts"][h]) == k for r in results) for k in ("supported", "not supported", "undecided")}
+        right = counts[truth[h][0]]
+        wrong = n - right - counts["undecided"]
         p = 1 - counts["undecided"] / n
-        hyp[h] = {**{f"p_{k.replace(' ', '_')}": counts[k] / n for k in counts}, "p_decided": p,
+        hyp[h] = {"truth": truth[h][0], "truth_why": truth[h][1],
+                  "p_correct": right / n, "p_correct_ci95": clopper_pearson(right, n),
+                  "p_wrong": wrong / n, "p_wrong_ci95": clopper_pearson(wrong, n),
+                  **{f"p_{k.replace(' ', '_')}": counts[k] / n for k in counts},
+                  "p_undecided_ci95": clopper_pearson(counts["undecided"], n), "p_decided": p,
                   "se": math.sqrt(max(p * (1 - p), 1 / n) / n), "ci95": clopper_pearson(n - counts["undecided"], n)}
     params = {k: dict(_interval_stats([r["params"][k] for r in results if k in r["params"]]), true=law[k])
               for k in ("s", "beta")}
     cells = sorted({c for r in results for c in r["h4"]})
     h4 = {c: _interval_stats([r["h4"][c] for r in results if c in r["h4"]]) for c in cells}
     return {"n_sim": n, "failed": sum("error" in r for r in results), "hypotheses": hyp, "params": params, "h4": h4}
+
+
+def decides(x):
+    """A plan decides a hypothesis when the verdict is correct with probability >= DECIDE and wrong with at
+    most WRONG (issue 22's bar)."""
+    return x["p_correct"] >= DECIDE and x["p_wrong"] <= WRONG
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -178,17 +278,27 @@ def variants(plan):
     return sorted(out, key=lambda nv: n_tokens(nv[1]))
 
 
+def _p(x, k):
+    lo, hi = x[f"{k}_ci95"]
+    return f"{x[k]:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
 def write_markdown(path, report):
+    nm = report["noise_model"]
     L = [f"# Design check: {report['plan']}", "",
-         f"Law: {report['law_text']}; noise (SD of log test loss): {report['noise']}; {report['base']['n_sim']} "
-         f"simulations of {report['n_runs']} runs, analyze.py with --n_boot {report['n_boot']}. A probability from "
-         f"n_sim simulations has a standard error of about sqrt(p(1-p)/n_sim); [..] is its exact (Clopper-Pearson) 95% interval. Simulated data obey the law exactly: "
-         "these are upper bounds for real data at this noise.", "",
-         "| hypothesis | P(decided) | P(supported) | P(not supported) | P(undecided) | smallest change that decides it |",
-         "|---|---|---|---|---|---|"]
+         f"Law: {report['law_text']}" + (f" (repetition: U = {report['law']['U']:.4g} per category, R* = {report['law']['Rstar']:g})"
+                                          if "U" in report["law"] else "")
+         + f"; noise: total SD of log test loss {nm['sd']:.4g} per (run, category), {nm['frac_shared_across_budgets']:.2f} of "
+         f"its variance shared across a seed cluster's budgets, {nm['frac_run_level']:.2f} run level ({nm['source']}); "
+         f"{report['base']['n_sim']} simulations of {report['n_runs']} runs, analyze.py with --n_boot {report['n_boot']}. "
+         "A verdict is correct when it matches the law's truth (design.truths), wrong when it is the opposite "
+         "decision; [..] is the exact (Clopper-Pearson) 95% interval of each probability. Simulated data obey the "
+         "law exactly: these are upper bounds for real data at this noise.", "",
+         "| hypothesis | truth | P(correct) | P(wrong) | P(undecided) | P(supported) | P(not supported) | smallest change that decides it |",
+         "|---|---|---|---|---|---|---|---|"]
     for h, x in report["base"]["hypotheses"].items():
-        L.append(f"| {h} | {x['p_decided']:.2f} ± {x['se']:.2f} [{x['ci95'][0]:.2f}, {x['ci95'][1]:.2f}] | {x['p_supported']:.2f} | {x['p_not_supported']:.2f} | "
-                 f"{x['p_undecided']:.2f} | {report['smallest_change'].get(h, '–')} |")
+        L.append(f"| {h} | {x['truth']} ({x['truth_why']}) | {_p(x, 'p_correct')} | {_p(x, 'p_wrong')} | {_p(x, 'p_undecided')} | "
+                 f"{x['p_supported']:.2f} | {x['p_not_supported']:.2f} | {report['smallest_change'].get(h, '–')} |")
     L += ["", "| parameter | true | mean estimate | mean 95% interval width | spread of estimates (3.92 SD) | sims with an interval |",
           "|---|---|---|---|---|---|"]
     fmt = lambda v: "–" if v is None else f"{v:.4g}"
@@ -200,38 +310,29 @@ def write_markdown(path, report):
                  f"{fmt(x['spread_of_estimates'])} | {x['n_with_interval']} of {x['n']} |")
     for name, v in report["variants"].items():
         L += ["", f"Variant: {name} ({v['n_runs']} runs, {v['added']}): " + "; ".join(
-            f"{h} P(decided) {x['p_decided']:.2f}" for h, x in v["summary"]["hypotheses"].items())]
+            f"{h} P(correct) {x['p_correct']:.2f}, P(wrong) {x['p_wrong']:.2f}" for h, x in v["summary"]["hypotheses"].items())]
+    L += ["", f"Wall time {report['wall_time_s']:.0f} s, {report['jobs']} processes."]
     Path(path).write_text("\n".join(L) + "\n")
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=st.HelpFormatter,
-                                allow_abbrev=False)
+    p = st.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=st.HelpFormatter, allow_abbrev=False)
     p.add_argument("plan", help="a sweep.py plan file (YAML or JSON)")
     p.add_argument("--law", required=True,
-                   help='"B=..,beta=..,s=..,E=..[,E[math.AC]=..][,A=..,alpha=..]" or a pilot\'s analysis/fits.json')
-    p.add_argument("--noise", type=float, default=None,
-                   help="SD of log test loss per run and category (default: the fits.json's measured noise floor)")
+                   help='"B=..,beta=..,s=..,E=..[,E[math.AC]=..][,A=..,alpha=..][,U=..,Rstar=..]" or a pilot\'s analysis/fits.json')
+    simulate.add_noise_arguments(p)  # --noise, --noise_model, --repetition
     p.add_argument("--n_sim", type=int, default=50, help="simulated sweeps per plan (and per variant)")
     p.add_argument("--n_boot", type=int, default=100, help="bootstrap resamples of each analysis (analyze.py --n_boot)")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated noise")
+    p.add_argument("--jobs", type=st.number(int, 1), default=os.cpu_count() or 1,
+                   help="processes: simulations run in parallel, each analysis on one core")
     p.add_argument("--no_variants", action="store_true", help="do not try variants of the plan for undecided hypotheses")
     p.add_argument("--out", required=True, help="directory for design.json and design.md")
     args = p.parse_args(argv)
     if args.n_sim < 2 or args.n_boot < 2:
         st.die(f"--n_sim and --n_boot must be >= 2 (got {args.n_sim}, {args.n_boot}): intervals need resamples")
     plan = sweep.load_plan(args.plan)
-    try:
-        if Path(args.law).suffix == ".json" or Path(args.law).is_file():
-            law, measured = simulate.law_from_fits(args.law)
-        else:
-            law, measured = simulate.parse_law(args.law), None
-    except simulate.LawError as e:
-        st.die(str(e))
-    noise = args.noise if args.noise is not None else measured
-    if noise is None or not 0 <= noise < math.inf:  # nan, inf: every loss non-finite, every simulation refused
-        st.die("--noise: needed (>= 0): the law has no measured noise floor" if noise is None else
-               f"--noise must be a finite number >= 0 (got {noise})")
+    law, noise = simulate.law_and_noise(args, plan)
     if plan.get("script") != "ngram.py" and len({g2 for g in plan["grid"] for g2 in g.get("model_config", [None])}) > 1 \
             and "A" not in law:
         print("note: the plan has several model sizes and the law no N term (A=..,alpha=..): every size gets the same losses")
@@ -239,23 +340,31 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     work = out / ".simulations"
     t0 = time.time()
+    jobs = min(args.jobs, args.n_sim)
     runs, tokens = n_runs(plan), n_tokens(plan)
     (out / "simulations.jsonl").unlink(missing_ok=True)  # this invocation's simulations only
     print(f"plan {plan['name']}: {runs} runs; law B={law['B']:.4g} beta={law['beta']:.4g} s={law['s']:.4g} "
           f"E={min(law['E'].values()):.3g}..{max(law['E'].values()):.3g}"
-          + (f" A={law['A']:.4g} alpha={law['alpha']:.4g}" if "A" in law else "") + f"; noise {noise:.4g}")
-    base = summarise(simulate_plan(plan, law, noise, args.n_sim, args.n_boot, work, args.seed, plan["name"]), law)
-    report = {"plan": args.plan, "n_runs": runs, "law": law, "law_text": args.law, "noise": noise,
-              "n_boot": args.n_boot, "seed": args.seed, "base": base, "variants": {}, "smallest_change": {}}
-    undecided = [h for h, x in base["hypotheses"].items() if x["p_decided"] < DECIDE]
+          + (f" A={law['A']:.4g} alpha={law['alpha']:.4g}" if "A" in law else "")
+          + (f" U={law['U']:.4g} R*={law['Rstar']:g}" if "U" in law else "")
+          + f"; noise: total SD {noise.sd:.4g} ({noise.frac_shared_across_budgets:.2f} shared across budgets, "
+          f"{noise.frac_run_level:.2f} run level); {jobs} processes")
+    base = summarise(simulate_plan(plan, law, noise, args.n_sim, args.n_boot, work, args.seed, plan["name"], jobs), law)
+    if base["failed"]:
+        print(f"warning: {base['failed']} of {args.n_sim} simulations failed (their errors: simulations.jsonl); counted undecided")
+    report = {"plan": args.plan, "n_runs": runs, "law": law, "law_text": args.law, "noise": noise.sd,
+              "noise_model": dataclasses.asdict(noise), "n_boot": args.n_boot, "seed": args.seed, "jobs": jobs,
+              "base": base, "variants": {}, "smallest_change": {}}
+    undecided = [h for h, x in base["hypotheses"].items() if not decides(x)]
     if undecided and not args.no_variants:
         for name, v in variants(plan):
-            s = summarise(simulate_plan(v, law, noise, args.n_sim, args.n_boot, work, args.seed, name), law)
+            s = summarise(simulate_plan(v, law, noise, args.n_sim, args.n_boot, work, args.seed, name, jobs), law)
             extra = f"+{n_runs(v) - runs} runs, +{(n_tokens(v) - tokens) / tokens:.0%} tokens"
             report["variants"][name] = {"n_runs": n_runs(v), "added": extra, "summary": s}
             for h in undecided:
-                if h not in report["smallest_change"] and s["hypotheses"][h]["p_decided"] >= DECIDE:
-                    report["smallest_change"][h] = f"{name} ({extra}): P(decided) {s['hypotheses'][h]['p_decided']:.2f}"
+                x = s["hypotheses"][h]
+                if h not in report["smallest_change"] and decides(x):
+                    report["smallest_change"][h] = f"{name} ({extra}): P(correct) {x['p_correct']:.2f}, P(wrong) {x['p_wrong']:.2f}"
         for h in undecided:
             report["smallest_change"].setdefault(h, "none of the variants tried")
     shutil.rmtree(work, ignore_errors=True)
@@ -264,12 +373,12 @@ def main(argv=None):
     write_markdown(out / "design.md.tmp", report)
     (out / "design.md.tmp").replace(out / "design.md")
     for h, x in base["hypotheses"].items():
-        print(f"{h}: P(decided) {x['p_decided']:.2f} ± {x['se']:.2f} [{x['ci95'][0]:.2f}, {x['ci95'][1]:.2f}] (supported {x['p_supported']:.2f}, "
-              f"not supported {x['p_not_supported']:.2f})" + (f" -> {report['smallest_change'][h]}" if h in report["smallest_change"] else ""))
+        print(f"{h} (truth: {x['truth']}): P(correct) {_p(x, 'p_correct')}, P(wrong) {_p(x, 'p_wrong')}, "
+              f"P(undecided) {_p(x, 'p_undecided')}" + (f" -> {report['smallest_change'][h]}" if h in report["smallest_change"] else ""))
     for k, x in base["params"].items():
         print(f"{k}: mean 95% interval width {x['mean_ci_width']}, spread of estimates {x['spread_of_estimates']} "
               f"({x['n_with_interval']} of {x['n']} with an interval)")
-    print(f"wrote {out / 'design.json'} and {out / 'design.md'} in {report['wall_time_s']:.0f} s")
+    print(f"wrote {out / 'design.json'} and {out / 'design.md'} in {report['wall_time_s']:.0f} s ({jobs} processes)")
     return report
 
 

@@ -1,5 +1,5 @@
 """
-Coverage of analyze.py's 95% bootstrap intervals on P1-shaped fabricated sweeps (tests/fabricate.py): the
+Coverage of analyze.py's 95% bootstrap intervals on P1-shaped fabricated sweeps (simulate.py): the
 plan's design (K in {1, 2, 3, 5, 11}, budgets 10M..810M rounded up to 320-window steps, 11 subset seeds,
 replicate init seeds) with test losses from the dilution law plus run-level and per-category noise. For
 each noise seed it counts the seeds whose interval covers the truth (goal: >= 90% per parameter):
@@ -23,10 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 import analyze  # noqa: E402
-import fabricate  # noqa: E402
+import simulate  # noqa: E402
 
-SIZES = (("pythia-14m", 1_200_000), ("pythia-31m", fabricate.N_NONEMB), ("pythia-70m", 19_000_000 * 3))
-N_TRUTH = dict(fabricate.TRUTH, A=30.0, alpha=0.35)
+SIZES = (("pythia-14m", 1_200_000), ("pythia-31m", simulate.N_NONEMB), ("pythia-70m", 19_000_000 * 3))
+N_TRUTH = dict(simulate.TRUTH, A=30.0, alpha=0.35)
 
 
 def cover(fit, truth, tally, key):
@@ -53,15 +53,15 @@ def main(argv=None):
     p.add_argument("--jobs", type=int, default=2, help="processes for the bootstrap")
     p.add_argument("--n_term", action="store_true", help="also the N-term fit on a three-size sweep (slow)")
     args = p.parse_args(argv)
-    base = {"s": fabricate.TRUTH["s"], "beta": fabricate.TRUTH["beta"], "B": fabricate.TRUTH["B"],
-            **{f"E[{c}]": e for c, e in fabricate.TRUTH["E"].items()}}
+    base = {"s": simulate.TRUTH["s"], "beta": simulate.TRUTH["beta"], "B": simulate.TRUTH["B"],
+            **{f"E[{c}]": e for c, e in simulate.TRUTH["E"].items()}}
     tally, h1_not_supported, h4 = {}, 0, [0, 0]
     t0 = time.time()
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     for seed in seeds:
         root = Path(tempfile.mkdtemp(prefix="coverage"))
         try:
-            fabricate.p1_sweep(root, noise_seed=seed)
+            simulate.p1_sweep(root, noise_seed=seed)
             rows = analyze.run_rows(analyze.collect_runs(root))
             d = analyze.fit_data(rows)
             fit = analyze.fit_law(d, "dilution", n_boot=args.n_boot, seed=seed, jobs=args.jobs)
@@ -81,14 +81,14 @@ def main(argv=None):
             h1_not_supported += h1["verdict"] == "not supported"
             gain = analyze.mixing_gain(rows, fit, args.n_boot, seed)
             for t in gain["table"]:
-                g = fabricate.TRUTH["B"] * t["d"] ** -0.3 * (1 - t["K"] ** (-(1 - 0.5) * 0.3))
+                g = simulate.TRUTH["B"] * t["d"] ** -0.3 * (1 - t["K"] ** (-(1 - 0.5) * 0.3))
                 h4[0] += t["ci95"][0] is not None and t["ci95"][0] <= g <= t["ci95"][1]
                 h4[1] += 1
             if args.n_term:
                 rn = Path(tempfile.mkdtemp(prefix="coverage_n"))
                 try:
-                    fabricate.p1_sweep(rn, noise_seed=seed, models=SIZES, truth=N_TRUTH, Ks=(1, 3, 5),
-                                       replicate_Ks=(1,), budgets=fabricate.P1_BUDGETS[:4])
+                    simulate.p1_sweep(rn, noise_seed=seed, models=SIZES, truth=N_TRUTH, Ks=(1, 3, 5),
+                                       replicate_Ks=(1,), budgets=simulate.P1_BUDGETS[:4])
                     dn = analyze.fit_data(analyze.run_rows(analyze.collect_runs(rn)))
                     fn = analyze.fit_law(dn, "dilution", n_boot=args.n_boot, seed=seed, jobs=args.jobs)
                     miss += [f"N-term {m}" for m in cover(fn, dict(base, A=N_TRUTH["A"], alpha=N_TRUTH["alpha"]),

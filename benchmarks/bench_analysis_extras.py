@@ -10,7 +10,7 @@ Coverage of the 95% intervals of analysis/ (issue 17) over fabricated truths (an
   N_opt     IsoFLOP sweeps: 9 sizes 3e6..3e8 x 7 budgets 1e8..1e11 of Hoffmann et al.'s law, 0.5% noise;
             the compute-optimal N at C = 3e17, 1e18, 3e18 against the closed-form optimum
 
-  mixing    P1-shaped sweeps (tests/fabricate.py: K in {1, 2, 3, 5} x 5 subset seeds and K = 11 x 2, budgets
+  mixing    P1-shaped sweeps (simulate.py: K in {1, 2, 3, 5} x 5 subset seeds and K = 11 x 2, budgets
             10M..270M, run + category noise) from Ye et al.'s exponential mixing law (analysis/mixing.py), t = 1:
             bootstrap intervals (runs within K) of t, beta, B and every E_c; and the six-form held-out
             comparison: the exponential form picked, undecided with it among the best, or a wrong form decided
@@ -76,14 +76,14 @@ def mixing_coverage(seeds, n_boot):
     import tempfile
 
     import analyze
-    import fabricate
+    import simulate
     tally, outcome = {}, {"picked": 0, "undecided": 0, "wrong": 0}
     forms = list(analyze.FORMS) + list(mixing.FORMS)
-    truth = fabricate.MIXING_TRUTH
+    truth = simulate.MIXING_TRUTH
     for seed in range(seeds):
         root = tempfile.mkdtemp()
         try:
-            fabricate.p1_sweep(root, law="exponential", noise_seed=3000 + seed, seeds=range(5), Ks=(1, 2, 3, 5),
+            simulate.p1_sweep(root, law="exponential", noise_seed=3000 + seed, seeds=range(5), Ks=(1, 2, 3, 5),
                                k11_seeds=(0, 1), budgets=(10e6, 30e6, 90e6, 270e6), replicate_Ks=(), truth=truth)
             d = analyze.fit_data(analyze.run_rows(analyze.collect_runs(root)))
         finally:

@@ -1,6 +1,6 @@
 """
 How often H3 says "supported" (a K effect claimed) when there is none: draws of a null truth (s = 0, i.e.
-the shared form L_c = E_c + B * D^-beta, plus tests/fabricate.py's run-level and per-category noise and
+the shared form L_c = E_c + B * D^-beta, plus simulate.py's run-level and per-category noise and
 balanced sampling's multinomial D_c) on small random designs on which H3 can be decided (2-3 K values from
 {1, 2, 3, 5, 11}, 2-3 subset seeds, 2-3 budgets, one init-seed replicate per run, up to 15% of runs
 missing). H3 is computed as analyze.analyse does (tests/test_verdict_properties.py: h3_of). Goal: the rate

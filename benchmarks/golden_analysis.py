@@ -1,6 +1,6 @@
 """
 Golden outputs of analyze.py, to prove that a refactor of the analysis changes no result, bit for bit:
-analyses a few fabricated sweeps (tests/fabricate.py: P1-shaped, K = 1 only, lr arms with --where and
+analyses a few fabricated sweeps (simulate.py: P1-shaped, K = 1 only, lr arms with --where and
 --per_group, several model sizes (the N term), P3 twins, broken runs) and, if given, a finished smoke sweep,
 and copies every file analyze.py writes (runs.csv, fits.json, report.md, groups.md, the PNG figures) under
 OUT. With --compare GOLDEN it then compares OUT with an earlier OUT byte for byte and lists what differs.
@@ -25,22 +25,22 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import analyze  # noqa: E402
-import fabricate  # noqa: E402
+import simulate  # noqa: E402
 
 N_BOOT = "12"  # few resamples: the bootstrap path runs (probe + rest) at a small CPU cost
 
 
 def p1(root):
-    fabricate.p1_sweep(root, Ks=(1, 3), seeds=range(6), k11_seeds=(0, 1), budgets=(10e6, 30e6, 90e6, 270e6),
+    simulate.p1_sweep(root, Ks=(1, 3), seeds=range(6), k11_seeds=(0, 1), budgets=(10e6, 30e6, 90e6, 270e6),
                        replicate_Ks=(1,), replicate_subsets=(0, 1))
 
 
 def k1_only(root):
-    fabricate.p1_sweep(root, Ks=(1,), k11_seeds=(), budgets=(10e6, 90e6, 810e6), replicate_Ks=(1,))
+    simulate.p1_sweep(root, Ks=(1,), k11_seeds=(), budgets=(10e6, 90e6, 810e6), replicate_Ks=(1,))
 
 
 def lnk(root):
-    fabricate.p1_sweep(root, law="lnK", Ks=(1, 3), seeds=range(4), k11_seeds=(0,), budgets=(10e6, 90e6, 810e6),
+    simulate.p1_sweep(root, law="lnK", Ks=(1, 3), seeds=range(4), k11_seeds=(0,), budgets=(10e6, 90e6, 810e6),
                        replicate_Ks=())
 
 
@@ -50,23 +50,23 @@ def lr_arms(root):
         for K in (1, 3):
             for seed in (0, 1, 2):
                 for D in (10e6, 90e6):
-                    fabricate.make_run(root, f"lr{lr}_" + fabricate.rid_of("pythia-31m", K, seed, D),
-                                       fabricate.select(K, seed), D, seed, rng, lr=lr)
+                    simulate.make_run(root, f"lr{lr}_" + simulate.rid_of("pythia-31m", K, seed, D),
+                                       simulate.select(K, seed), D, seed, rng, lr=lr)
 
 
 def sizes(root):
-    truth = dict(fabricate.TRUTH, A=400.0, alpha=0.34)
-    fabricate.p1_sweep(root, Ks=(1, 3), seeds=range(4), k11_seeds=(), budgets=(10e6, 30e6, 90e6), replicate_Ks=(),
-                       truth=truth, models=(("pythia-14m", 1.2e6), ("pythia-31m", fabricate.N_NONEMB),
+    truth = dict(simulate.TRUTH, A=400.0, alpha=0.34)
+    simulate.p1_sweep(root, Ks=(1, 3), seeds=range(4), k11_seeds=(), budgets=(10e6, 30e6, 90e6), replicate_Ks=(),
+                       truth=truth, models=(("pythia-14m", 1.2e6), ("pythia-31m", simulate.N_NONEMB),
                                             ("pythia-70m", 19e6 * 2.5)))
 
 
 def p3(root):
-    fabricate.p3_sweep(root, tag_gain=0.005)
+    simulate.p3_sweep(root, tag_gain=0.005)
 
 
 def broken(root):
-    fabricate.p1_sweep(root, Ks=(1, 3), seeds=range(5), k11_seeds=(0,), budgets=(10e6, 30e6, 90e6), replicate_Ks=())
+    simulate.p1_sweep(root, Ks=(1, 3), seeds=range(5), k11_seeds=(0,), budgets=(10e6, 30e6, 90e6), replicate_Ks=())
     runs = sorted((Path(root) / "runs").iterdir())
     (runs[0] / "test_results.json").unlink()
     (runs[1] / "summary.json").write_text("{not json")

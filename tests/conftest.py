@@ -76,13 +76,13 @@ def sample_store(outputs):
 
 @pytest.fixture(scope="session")
 def p1_analysis(tmp_path_factory):
-    """The P1-shaped fabricated sweep (tests/fabricate.py: the dilution law, noise seed 0, 295 runs) analysed
+    """The P1-shaped fabricated sweep (simulate.p1_sweep: the dilution law, noise seed 0, 295 runs) analysed
     once per session at --n_boot 100: (sweep root, fits.json as a dict, report.md). One analysis is ~20 s of
     CPU, so tests that only read it share it. Read-only."""
     import analyze
-    import fabricate
+    import simulate
     root = tmp_path_factory.mktemp("p1") / "sweep"
-    fabricate.p1_sweep(root, noise_seed=0)
+    simulate.p1_sweep(root, noise_seed=0)
     out = analyze.main([str(root), "--n_boot", "100", "--no_baselines", "--jobs", "2"])
     fits, report = json.loads((out / "fits.json").read_text()), (out / "report.md").read_text()
     for _ in read_only(root, "p1_analysis"):

@@ -1,4 +1,4 @@
-"""analyze.py against known truths, on fabricated sweeps in the run-directory format (tests/fabricate.py):
+"""analyze.py against known truths, on fabricated sweeps in the run-directory format (simulate.py):
 a P1-shaped sweep from the dilution law, a sweep with no K effect, a sweep from a law no form describes,
 a P3-shaped sweep with tagged twins and sampling arms, mixed stores, and a sweep full of broken runs."""
 import json
@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 import analyze
-import fabricate
+import simulate
 from conftest import one_line_error
 
 SMALL = dict(Ks=(1, 3), k11_seeds=(0, 1, 2), budgets=(10e6, 30e6, 90e6, 270e6))
@@ -31,8 +31,8 @@ def test_p1_shaped_sweep_recovers_the_law(p1):
     assert result["runs"]["total"] == result["runs"]["used"] == 295
     fit = result["fits"][0]
     assert (fit["form"], fit["subset"]) == ("dilution", "all")
-    truth = {"s": fabricate.TRUTH["s"], "beta": fabricate.TRUTH["beta"], "B": fabricate.TRUTH["B"],
-             **{f"E[{c}]": e for c, e in fabricate.TRUTH["E"].items()}}
+    truth = {"s": simulate.TRUTH["s"], "beta": simulate.TRUTH["beta"], "B": simulate.TRUTH["B"],
+             **{f"E[{c}]": e for c, e in simulate.TRUTH["E"].items()}}
     for name, value in truth.items():
         p = fit["params"][name]
         lo, hi = p["ci95"]
@@ -74,7 +74,7 @@ def test_p1_mixing_gain_pairs_on_the_planned_budget(p1):
     assert set(cells) == {(3, 10e6), (3, 30e6), (3, 90e6), (3, 270e6)}  # D/3 on the grid only for K = 3
     inside = 0
     for (K, d), t in cells.items():
-        truth = fabricate.TRUTH["B"] * d ** -0.3 * (1 - K ** (-(1 - 0.5) * 0.3))
+        truth = simulate.TRUTH["B"] * d ** -0.3 * (1 - K ** (-(1 - 0.5) * 0.3))
         assert t["G"] > 0 and t["ci95"][0] > 0 and t["predicted"] == pytest.approx(truth, rel=0.35)
         inside += t["ci95"][0] <= t["predicted"] <= t["ci95"][1]
     assert inside >= 3  # 95% intervals: the law's prediction in (nearly) every cell
@@ -86,7 +86,7 @@ def test_p1_mixing_gain_pairs_on_the_planned_budget(p1):
 
 @pytest.mark.slow  # a full analysis with bootstrap, cross-validation and plots
 def test_no_k_effect_is_reported_as_none(tmp_path):
-    fabricate.p1_sweep(tmp_path, law="null", **SMALL)
+    simulate.p1_sweep(tmp_path, law="null", **SMALL)
     result, report = analyse(tmp_path)
     s = result["fits"][0]["params"]["s"]
     assert s["ci95"][0] <= 0.01  # the interval reaches 0
@@ -98,7 +98,7 @@ def test_no_k_effect_is_reported_as_none(tmp_path):
 @pytest.mark.slow  # a full analysis with bootstrap, cross-validation and plots
 def test_a_law_no_form_describes_is_flagged(tmp_path):
     """Loss additive in ln K: every form is wrong; the residuals against the noise floor say so."""
-    fabricate.p1_sweep(tmp_path, law="lnK", **SMALL)
+    simulate.p1_sweep(tmp_path, law="lnK", **SMALL)
     result, report = analyse(tmp_path)
     diag = result["diagnostics"]["dilution"]
     assert diag["verdict"] == "misfit", diag["reason"]
@@ -109,7 +109,7 @@ def test_a_law_no_form_describes_is_flagged(tmp_path):
 
 @pytest.mark.slow  # three analyses of a P3 sweep
 def test_p3_twins_are_of_the_same_sampling_arm(tmp_path, capsys):
-    fabricate.p3_sweep(tmp_path, tag_gain=0.005)
+    simulate.p3_sweep(tmp_path, tag_gain=0.005)
     msg = one_line_error(analyze.main, [str(tmp_path), "--n_boot", "0", "--no_baselines"], capsys)
     assert "mix sampling" in msg and "--sampling" in msg and "--per_group" in msg
     result, report = analyse(tmp_path, "--sampling", "balanced")
@@ -134,7 +134,7 @@ def test_two_stores_are_refused_or_selected(tmp_path, capsys):
     rng = np.random.default_rng(0)
     for K, store in ((1, "a" * 64), (3, "b" * 64)):
         for D in (10e6, 30e6):
-            fabricate.make_run(tmp_path, fabricate.rid_of("pythia-31m", K, 0, D), fabricate.select(K, 0), D, 0, rng,
+            simulate.make_run(tmp_path, simulate.rid_of("pythia-31m", K, 0, D), simulate.select(K, 0), D, 0, rng,
                                store_id=store)
     msg = one_line_error(analyze.main, [str(tmp_path), "--n_boot", "0", "--no_baselines"], capsys)
     assert "mix store_id" in msg and "--store_id" in msg
@@ -144,7 +144,7 @@ def test_two_stores_are_refused_or_selected(tmp_path, capsys):
 
 @pytest.mark.slow  # two full analyses
 def test_broken_runs_are_each_named_and_none_silently_dropped(tmp_path):
-    fabricate.p1_sweep(tmp_path, Ks=(1, 3), k11_seeds=(0,), budgets=(10e6, 30e6, 90e6), replicate_Ks=(),
+    simulate.p1_sweep(tmp_path, Ks=(1, 3), k11_seeds=(0,), budgets=(10e6, 30e6, 90e6), replicate_Ks=(),
                        seeds=range(11))
     runs = tmp_path / "runs"
     names = sorted(p.name for p in runs.iterdir())
@@ -190,13 +190,13 @@ def test_broken_runs_are_each_named_and_none_silently_dropped(tmp_path):
 
 @pytest.mark.slow  # a full analysis with bootstrap, cross-validation and plots
 def test_a_floor_on_the_optimiser_bound_is_flagged(tmp_path):
-    truth = dict(fabricate.TRUTH, E=dict(fabricate.TRUTH["E"], **{"cs.IT": 1e-6}))
+    truth = dict(simulate.TRUTH, E=dict(simulate.TRUTH["E"], **{"cs.IT": 1e-6}))
     import numpy as np
     rng = np.random.default_rng(1)
     for K in (1, 3):
         for seed in range(11):
             for D in (10e6, 30e6, 90e6):
-                fabricate.make_run(tmp_path, fabricate.rid_of("pythia-31m", K, seed, D), fabricate.select(K, seed),
+                simulate.make_run(tmp_path, simulate.rid_of("pythia-31m", K, seed, D), simulate.select(K, seed),
                                    D, seed, rng, truth=truth)
     result, report = analyse(tmp_path, n_boot=20)
     fit = result["fits"][0]

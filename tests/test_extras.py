@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import analyze
-import fabricate
+import simulate
 import store as st
 from analysis import extras
 from analysis import synthetic as sy
@@ -76,8 +76,8 @@ def test_isoflop_section_with_three_model_sizes(tmp_path):
     """Three sizes x four budgets at K = 1 and 3 (a truth with an N term): the IsoFLOP section has its table
     per K and its figure (extras on analyze.py's rows: the full analysis of 24 runs with an N term is too slow
     for the suite); without pair runs the transfer section says in one line what it would need."""
-    truth = dict(fabricate.TRUTH, A=400.0, alpha=0.34)
-    fabricate.p1_sweep(tmp_path, seeds=(0,), Ks=(1, 3), k11_seeds=(), budgets=(10e6, 30e6, 90e6, 270e6),
+    truth = dict(simulate.TRUTH, A=400.0, alpha=0.34)
+    simulate.p1_sweep(tmp_path, seeds=(0,), Ks=(1, 3), k11_seeds=(), budgets=(10e6, 30e6, 90e6, 270e6),
                        replicate_Ks=(), truth=truth,
                        models=(("pythia-14m", 1_200_000), ("pythia-31m", 4_700_000), ("pythia-70m", 19_000_000)))
     runs = analyze.collect_runs(tmp_path)
@@ -100,12 +100,12 @@ def test_isoflop_section_with_three_model_sizes(tmp_path):
 def ratio_test(root, truth, n_boot=60):
     """H2's ratio test on a P1-like sweep (K = 1 and 11 at three budgets, low noise), with E_c and beta from
     a dilution fit on the same runs."""
-    fabricate.p1_sweep(root, Ks=(1,), budgets=(10e6, 90e6, 810e6), replicate_Ks=(1,), init_seeds=(100,),
-                       noise=(0.001, 0.002), truth=truth)
+    simulate.p1_sweep(root, Ks=(1,), budgets=(10e6, 90e6, 810e6), replicate_Ks=(1,), init_seeds=(100,),
+                       noise=simulate.NoiseModel.parts(0.001, 0.002), truth=truth)
     runs = analyze.collect_runs(root)
     rows = analyze.run_rows(runs)
     fit = analyze.fit_law(analyze.fit_data(rows), "dilution", n_boot=16, seed=0)
-    return extras.h2_ratio(analyze.cells_by_K(rows, "in"), fit, {"pythia-31m": fabricate.N_NONEMB},
+    return extras.h2_ratio(analyze.cells_by_K(rows, "in"), fit, {"pythia-31m": simulate.N_NONEMB},
                            analyze.equal_weight, n_boot, 0)
 
 
@@ -114,8 +114,8 @@ def test_h2_ratio_against_the_disjoint_prediction(tmp_path, s):
     """Disjoint truth (s = 1: the reducible loss grows as K^beta): never 'slower', the difference's interval
     holds 0. Dilution truth s = 0.5: the loss grows as K^(s beta), slower, decided at every budget, the
     interval holding the true difference (s - 1) beta."""
-    beta = fabricate.TRUTH["beta"]
-    h = ratio_test(tmp_path, dict(fabricate.TRUTH, s=s))
+    beta = simulate.TRUTH["beta"]
+    h = ratio_test(tmp_path, dict(simulate.TRUTH, s=s))
     assert [(t["K_low"], t["K_high"]) for t in h["table"]] == [(1, 11)] * 3
     for t in h["table"]:
         lo, hi = t["ci95"]
@@ -132,7 +132,7 @@ def test_h2_ratio_against_the_disjoint_prediction(tmp_path, s):
 
 def test_h2_ratio_too_few_runs_is_undecided(tmp_path):
     """One run per side at each budget: no interval, undecided, and the report row says why."""
-    fabricate.p1_sweep(tmp_path, seeds=(0,), Ks=(1,), k11_seeds=(0,), budgets=(10e6, 90e6, 810e6), replicate_Ks=())
+    simulate.p1_sweep(tmp_path, seeds=(0,), Ks=(1,), k11_seeds=(0,), budgets=(10e6, 90e6, 810e6), replicate_Ks=())
     rows = analyze.run_rows(analyze.collect_runs(tmp_path))
     fit = analyze.fit_law(analyze.fit_data(rows), "dilution", n_boot=0, seed=0)
     h = extras.h2_ratio(analyze.cells_by_K(rows, "in"), fit, {}, analyze.equal_weight, 50, 0)
@@ -144,12 +144,12 @@ def test_h2_ratio_single_budget_is_undecided(tmp_path):
     """A single budget (K = 1 and 11 at 90M): beta and the floors are not identified, so there is no K^beta
     to compare with. On a disjoint truth (s = 1) the ratio test said 'supported' (slower than K^beta,
     interval [-0.30, -0.15]) from an unidentified beta; now every row is undecided and says why."""
-    fabricate.p1_sweep(tmp_path, Ks=(1,), seeds=range(4), k11_seeds=(0, 1, 2), budgets=(90e6,), replicate_Ks=(1,),
-                       init_seeds=(100,), noise=(0.001, 0.002), truth=dict(fabricate.TRUTH, s=1.0))
+    simulate.p1_sweep(tmp_path, Ks=(1,), seeds=range(4), k11_seeds=(0, 1, 2), budgets=(90e6,), replicate_Ks=(1,),
+                       init_seeds=(100,), noise=simulate.NoiseModel.parts(0.001, 0.002), truth=dict(simulate.TRUTH, s=1.0))
     rows = analyze.run_rows(analyze.collect_runs(tmp_path))
     fit = analyze.fit_law(analyze.fit_data(rows), "dilution", n_boot=16, seed=0)
     assert not fit["params"]["beta"]["identified"]
-    h = extras.h2_ratio(analyze.cells_by_K(rows, "in"), fit, {"pythia-31m": fabricate.N_NONEMB},
+    h = extras.h2_ratio(analyze.cells_by_K(rows, "in"), fit, {"pythia-31m": simulate.N_NONEMB},
                         analyze.equal_weight, 40, 0)
     assert h["verdict"] == "undecided" and len(h["table"]) == 1
     assert h["table"][0]["ci95"] == [None, None] and "beta not identified" in h["table"][0]["note"]
@@ -158,12 +158,12 @@ def test_h2_ratio_single_budget_is_undecided(tmp_path):
 def test_h2_ratio_floor_with_an_unidentified_n_term_is_undecided(tmp_path):
     """Two model sizes: A and alpha are not identified, so neither is the floor E_c + A N^-alpha the ratio
     subtracts; the ratio test used their point values and decided."""
-    fabricate.p1_sweep(tmp_path, Ks=(1,), budgets=(10e6, 90e6, 810e6), replicate_Ks=(1,), init_seeds=(100,),
-                       noise=(0.001, 0.002), truth=dict(fabricate.TRUTH, s=1.0))
+    simulate.p1_sweep(tmp_path, Ks=(1,), budgets=(10e6, 90e6, 810e6), replicate_Ks=(1,), init_seeds=(100,),
+                       noise=simulate.NoiseModel.parts(0.001, 0.002), truth=dict(simulate.TRUTH, s=1.0))
     rows = analyze.run_rows(analyze.collect_runs(tmp_path))
     fit = analyze.fit_law(analyze.fit_data(rows), "dilution", n_boot=16, seed=0)
     fit["params"]["A"] = {"estimate": 50.0, "identified": False}
     fit["params"]["alpha"] = {"estimate": 0.3, "identified": False}
-    h = extras.h2_ratio(analyze.cells_by_K(rows, "in"), fit, {"pythia-31m": fabricate.N_NONEMB},
+    h = extras.h2_ratio(analyze.cells_by_K(rows, "in"), fit, {"pythia-31m": simulate.N_NONEMB},
                         analyze.equal_weight, 40, 0)
     assert h["verdict"] == "undecided" and all("A, alpha not identified" in t["note"] for t in h["table"])

@@ -8,7 +8,7 @@ import pytest
 
 import analyze
 import evaluate
-import fabricate
+import simulate
 import model as mdl
 import store as st
 from conftest import TINY_CONFIG, make_synthetic_store, one_line_error
@@ -77,8 +77,8 @@ def _sweep(root, model_names=("pythia-31m",), sha=None):
     for m in model_names:
         for K in (1, 3):
             for D in (10e6, 30e6):
-                rid = fabricate.rid_of(m, K, 0, D)
-                fabricate.make_run(root, rid, fabricate.select(K, 0), D, 0, rng, sampling="balanced")
+                rid = simulate.rid_of(m, K, 0, D)
+                simulate.make_run(root, rid, simulate.select(K, 0), D, 0, rng, sampling="balanced")
     return root
 
 
@@ -108,7 +108,7 @@ def test_model_configs_keyed_by_content_not_file_stem(tmp_path):
     for which in ("A", "B"):
         for K in (1, 3):
             for D in (10e6, 30e6):
-                rd = fabricate.make_run(root, fabricate.rid_of("tiny", K, 0, D) + which, fabricate.select(K, 0), D, 0,
+                rd = simulate.make_run(root, simulate.rid_of("tiny", K, 0, D) + which, simulate.select(K, 0), D, 0,
                                         rng, model="tiny")
                 cfg = json.loads((rd / "run_config.json").read_text())
                 cfg["identity"]["model_config_sha256"] = which.lower() * 64
@@ -120,7 +120,7 @@ def test_model_configs_keyed_by_content_not_file_stem(tmp_path):
     by_run = {r["run_id"]: r["model"] for r in rows}
     assert all(m.endswith(rid[-1].lower() * 8) for rid, m in by_run.items())
     single = tmp_path / "one"
-    fabricate.make_run(single, "x", fabricate.select(1, 0), 10e6, 0, rng, model="tiny")
+    simulate.make_run(single, "x", simulate.select(1, 0), 10e6, 0, rng, model="tiny")
     assert {r["model"] for r in analyze.run_rows(analyze.collect_runs(single))} == {"tiny"}
 
 

@@ -1,12 +1,12 @@
 """The competing mixing laws (analysis/mixing.py, issue 17 item 2) on P1-shaped fabricated sweeps with known
-truths (tests/fabricate.py): analytic gradients, recovery of an exponential-law truth within its intervals,
+truths (simulate.py): analytic gradients, recovery of an exponential-law truth within its intervals,
 a held-out comparison that picks the true form or says undecided (never a wrong form decided), and forms the
 design cannot tell apart reported as equivalent."""
 import numpy as np
 import pytest
 
 import analyze
-import fabricate
+import simulate
 from analysis import mixing
 
 FORMS = list(analyze.FORMS) + list(mixing.FORMS)
@@ -16,7 +16,7 @@ SMALL = dict(seeds=range(5), Ks=(1, 2, 3, 5), k11_seeds=(0, 1), budgets=(10e6, 3
 def sweep_data(root, law, noise_seed=0, **design):
     """fit_data of a fabricated sweep (run directories read by analyze.py's own collector) of `law`."""
     kw = dict(SMALL, **design)
-    fabricate.p1_sweep(root, law=law, noise_seed=noise_seed, replicate_Ks=(), truth=fabricate.MIXING_TRUTH, **kw)
+    simulate.p1_sweep(root, law=law, noise_seed=noise_seed, replicate_Ks=(), truth=simulate.MIXING_TRUTH, **kw)
     return analyze.fit_data(analyze.run_rows(analyze.collect_runs(root)))
 
 
@@ -65,8 +65,8 @@ def test_exponential_truth_recovered_within_intervals_and_picked(tmp_path):
     law = mixing.make_law("exponential", len(d["categories"]), False)
     weights, _ = analyze.bootstrap_weights(d, 40, seed=0)
     fit = mixing.fit_intervals(law, d, analyze._minimize, weights)
-    truth = {"t": fabricate.MIXING_TRUTH["t"], "beta": fabricate.MIXING_TRUTH["beta"], "B": fabricate.MIXING_TRUTH["B"],
-             **{f"E[{c}]": fabricate.MIXING_TRUTH["E"][c] for c in d["categories"]}}
+    truth = {"t": simulate.MIXING_TRUTH["t"], "beta": simulate.MIXING_TRUTH["beta"], "B": simulate.MIXING_TRUTH["B"],
+             **{f"E[{c}]": simulate.MIXING_TRUTH["E"][c] for c in d["categories"]}}
     assert fit["n_boot"] == 40
     for k, v in truth.items():
         lo, hi = fit["params"][k]["ci95"]
@@ -163,7 +163,7 @@ def test_one_k11_subset_seed_does_not_decide_among_equivalent_forms(tmp_path):
     """K = 1 (three subset seeds) and one K = 11 subset seed at two budgets: two share levels, so dilution,
     exponential and transfer are one law; analyze.py named dilution 'best' while exponential and transfer
     (equivalent to it) were beaten by disjoint and shared."""
-    fabricate.p1_sweep(tmp_path, Ks=(1,), seeds=range(3), k11_seeds=(0,), budgets=(10e6, 90e6), replicate_Ks=())
+    simulate.p1_sweep(tmp_path, Ks=(1,), seeds=range(3), k11_seeds=(0,), budgets=(10e6, 90e6), replicate_Ks=())
     out = analyze.main([str(tmp_path), "--n_boot", "8", "--jobs", "1"])
     m = __import__("json").loads((out / "fits.json").read_text())["mixing_laws"]
     assert ["dilution", "transfer"] in m["equivalent_pairs"]

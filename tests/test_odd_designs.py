@@ -3,7 +3,7 @@ identified, and a verdict needs at least one unit to compare."""
 import numpy as np
 
 import analyze
-import fabricate as fb
+import simulate
 from analysis import hypotheses, laws
 
 
@@ -12,13 +12,13 @@ def split_categories_sweep(root):
     two design points, at its own K. Each difference is B g(K) (D1^-beta - D2^-beta), so B, beta (and s,
     which enters as beta * s) trade off freely: the profile of the fit's objective in beta is flat."""
     rng = np.random.default_rng(0)
-    P = fb.PERM
+    P = simulate.PERM
     for D in (10e6, 90e6):
         for i in range(5):
-            fb.make_run(root, fb.rid_of("pythia-31m", 1, i, D), [P[i]], D, i, rng)
+            simulate.make_run(root, simulate.rid_of("pythia-31m", 1, i, D), [P[i]], D, i, rng)
         for j, seed in enumerate((5, 7, 9)):
             cats = [P[5 + 2 * j], P[min(6 + 2 * j, 10)]]
-            fb.make_run(root, fb.rid_of("pythia-31m", 2, seed, D, cats=cats), cats, D, seed, rng)
+            simulate.make_run(root, simulate.rid_of("pythia-31m", 2, seed, D, cats=cats), cats, D, seed, rng)
     return analyze.fit_data(analyze.run_rows(analyze.collect_runs(root)))
 
 
@@ -35,7 +35,7 @@ def test_two_budget_pairs_at_one_k_still_pin_beta(tmp_path):
     rng = np.random.default_rng(1)
     for i, budgets in enumerate([(10e6, 30e6)] * 3 + [(30e6, 90e6)] * 3):
         for D in budgets:
-            fb.make_run(tmp_path, fb.rid_of("pythia-31m", 1, i, D), [fb.PERM[i]], D, i, rng)
+            simulate.make_run(tmp_path, simulate.rid_of("pythia-31m", 1, i, D), [simulate.PERM[i]], D, i, rng)
     d = analyze.fit_data(analyze.run_rows(analyze.collect_runs(tmp_path)))
     assert "beta" not in laws.identification(laws.Law("shared", len(d["categories"]), False), d)
 
@@ -60,8 +60,8 @@ def test_one_run_at_k_above_one_decides_no_form():
     rng = np.random.default_rng(0)
     for D in (10e6, 90e6, 810e6):
         for s in range(4):
-            fb.make_run(root, fb.rid_of("pythia-31m", 1, s, D), [fb.PERM[s]], D, s, rng)
-    fb.make_run(root, fb.rid_of("pythia-31m", 3, 0, 90e6), fb.select(3, 0), 90e6, 0, rng)
+            simulate.make_run(root, simulate.rid_of("pythia-31m", 1, s, D), [simulate.PERM[s]], D, s, rng)
+    simulate.make_run(root, simulate.rid_of("pythia-31m", 3, 0, 90e6), simulate.select(3, 0), 90e6, 0, rng)
     d = analyze.fit_data(analyze.run_rows(analyze.collect_runs(root)))
     c = forms.compare_forms(d, ["dilution", "disjoint", "shared"], False, 100, 0)
     assert all(p["better"] == "undecided" and p["ci95"] == [None, None] for p in c["pairs"])

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as hs
 
 import analyze
-import fabricate
+import simulate
 
 pytestmark = pytest.mark.slow  # dozens of analyses of random designs (hypothesis)
 
@@ -42,8 +42,8 @@ def build(root, dz):
                     if rng.random() < dz["drop"]:
                         continue
                     init = None if i == 0 else 100 + i
-                    fabricate.make_run(root, fabricate.rid_of("pythia-31m", K, seed, D, init_seed=init),
-                                       fabricate.select(K, seed), D, seed, rng, law=dz["law"], init_seed=init)
+                    simulate.make_run(root, simulate.rid_of("pythia-31m", K, seed, D, init_seed=init),
+                                       simulate.select(K, seed), D, seed, rng, law=dz["law"], init_seed=init)
                     made += 1
     return made
 
@@ -115,8 +115,8 @@ def build_design(root, dz, law):
                                                         and (i or j)):
                         continue
                     init = None if i == 0 else 100 + i
-                    fabricate.make_run(root, fabricate.rid_of("pythia-31m", K, seed, D, init_seed=init),
-                                       fabricate.select(K, seed), D, seed, rng, law=law, init_seed=init)
+                    simulate.make_run(root, simulate.rid_of("pythia-31m", K, seed, D, init_seed=init),
+                                       simulate.select(K, seed), D, seed, rng, law=law, init_seed=init)
 
 
 def h3_of(rows, runs, n_boot):

@@ -1,5 +1,5 @@
 """Verdicts that never claim more than the data hold (issue 15): fabricated sweeps of the shapes a real
-programme produces when runs fail, plans change or a phase is half done (tests/fabricate.py), each
+programme produces when runs fail, plans change or a phase is half done (simulate.py), each
 reproducing one way the analysis used to give a confident wrong answer."""
 import csv
 import json
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import analyze
-import fabricate
+import simulate
 from conftest import one_line_error
 
 
@@ -26,18 +26,18 @@ def analyse(root, *extra, n_boot=20):
 def law_difference(D, K_high, law="dilution"):
     """The true equal-weight difference: mean over categories of L_c(K_high) - L_c(1) at budget D (whole
     steps, D_c = D / K: balanced sampling's expectation)."""
-    steps = math.ceil(D / fabricate.TOKENS_PER_STEP)
-    Deff = steps * fabricate.TOKENS_PER_STEP
-    return float(np.mean([fabricate.law_loss(law, c, Deff, Deff / K_high, K_high)
-                          - fabricate.law_loss(law, c, Deff, Deff, 1) for c in fabricate.CATEGORIES]))
+    steps = math.ceil(D / simulate.TOKENS_PER_STEP)
+    Deff = steps * simulate.TOKENS_PER_STEP
+    return float(np.mean([simulate.form_loss(law, c, Deff, Deff / K_high, K_high)
+                          - simulate.form_loss(law, c, Deff, Deff, 1) for c in simulate.CATEGORIES]))
 
 
 def test_h2_weights_categories_equally_with_extra_k1_replicates(tmp_path):
     """P1-shaped: the K = 1 cell holds 11 subsets plus init-seed replicates of subsets 0-2. A plain mean over
     runs counts those 3 categories three times at K = 1 (bias ~+0.04 at 10M); equal weight per category
     recovers the law's difference within 0.01 at every budget."""
-    fabricate.p1_sweep(tmp_path, Ks=(1,), budgets=(10e6, 90e6, 810e6), replicate_Ks=(1,),
-                       init_seeds=(100, 101, 102, 103), noise=(0.001, 0.002))
+    simulate.p1_sweep(tmp_path, Ks=(1,), budgets=(10e6, 90e6, 810e6), replicate_Ks=(1,),
+                       init_seeds=(100, 101, 102, 103), noise=simulate.NoiseModel.parts(0.001, 0.002))
     _, rows = rows_of(tmp_path)
     table, verdict, why = analyze.k_contrast(rows, "in", 200, 0, 0.02, smaller_is_lower=False)
     assert [t["D"] for t in table] == [10e6, 90e6, 810e6]
@@ -53,7 +53,7 @@ def test_h2_weights_categories_equally_with_extra_k1_replicates(tmp_path):
 def test_one_run_per_k_gives_no_interval_and_no_verdict(tmp_path):
     """One run at each K per budget: no interval (it used to be [0.001, 0.001], 'supported'; with the sign
     flipped 'not supported')."""
-    fabricate.p1_sweep(tmp_path, seeds=(0,), Ks=(1, 3), k11_seeds=(0,), budgets=(10e6, 90e6), replicate_Ks=())
+    simulate.p1_sweep(tmp_path, seeds=(0,), Ks=(1, 3), k11_seeds=(0,), budgets=(10e6, 90e6), replicate_Ks=())
     _, rows = rows_of(tmp_path)
     for kind, lower in (("in", False), ("in", True), ("out", True)):
         table, verdict, why = analyze.k_contrast(rows, kind, 100, 0, 0.02, smaller_is_lower=lower)
@@ -65,7 +65,7 @@ def test_one_run_per_k_gives_no_interval_and_no_verdict(tmp_path):
 def test_k1_only_sweep_does_not_identify_s_or_claim_a_k_effect(tmp_path):
     """Only K = 1 runs: D_c = D, s has no effect. s is 'not identified' with no interval, H3 undecided with
     that reason first, and nothing in the report claims a K effect."""
-    fabricate.p1_sweep(tmp_path, Ks=(1,), k11_seeds=(), budgets=(10e6, 810e6), replicate_Ks=(1,))
+    simulate.p1_sweep(tmp_path, Ks=(1,), k11_seeds=(), budgets=(10e6, 810e6), replicate_Ks=(1,))
     result, report = analyse(tmp_path, n_boot=16)
     fit = result["fits"][0]
     assert (fit["form"], fit["subset"]) == ("dilution", "all")
@@ -84,12 +84,12 @@ def test_noise_floor_groups_seeds_of_one_set_and_never_pools_arms(tmp_path):
     """K = 11 runs of different subset seeds are replicates (rotations of one set); runs of another lr are
     not (they used to be pooled: a floor of ~0.07 against ~0.01 within one arm)."""
     rng = np.random.default_rng(0)
-    arm2 = dict(fabricate.TRUTH, E={c: e + 0.15 for c, e in fabricate.TRUTH["E"].items()})
-    for lr, truth in ((1e-3, fabricate.TRUTH), (2e-3, arm2)):
+    arm2 = dict(simulate.TRUTH, E={c: e + 0.15 for c, e in simulate.TRUTH["E"].items()})
+    for lr, truth in ((1e-3, simulate.TRUTH), (2e-3, arm2)):
         for seed in (0, 1, 2):
             for D in (10e6, 90e6):
-                fabricate.make_run(tmp_path, f"lr{lr}_" + fabricate.rid_of("pythia-31m", 11, seed, D),
-                                   fabricate.select(11, seed), D, seed, rng, lr=lr, truth=truth)
+                simulate.make_run(tmp_path, f"lr{lr}_" + simulate.rid_of("pythia-31m", 11, seed, D),
+                                   simulate.select(11, seed), D, seed, rng, lr=lr, truth=truth)
     runs, rows = rows_of(tmp_path)
     sd, df, n, groups = analyze.noise_floor(rows, runs)
     assert len(groups) == 4 and all(len(g["runs"]) == 3 and g["K"] == 11 for g in groups)
@@ -105,8 +105,8 @@ def test_p0_style_lr_arms_are_never_pooled(tmp_path, capsys):
     for lr in (6e-4, 2e-3):
         for K in (1, 11):
             for seed in (0, 1):
-                fabricate.make_run(tmp_path, f"lr{lr}_" + fabricate.rid_of("pythia-31m", K, seed, 90e6),
-                                   fabricate.select(K, seed), 90e6, seed, rng, lr=lr)
+                simulate.make_run(tmp_path, f"lr{lr}_" + simulate.rid_of("pythia-31m", K, seed, 90e6),
+                                   simulate.select(K, seed), 90e6, seed, rng, lr=lr)
     msg = one_line_error(analyze.main, [str(tmp_path), "--n_boot", "0", "--no_baselines"], capsys)
     assert "mix learning_rate" in msg and "--where learning_rate=" in msg and "--per_group" in msg
     result, _ = analyse(tmp_path, "--where", "learning_rate=6e-4", n_boot=0)
@@ -127,7 +127,7 @@ def test_bootstrap_spread_matches_independent_noise_draws(tmp_path):
     absolute tolerance on an objective of ~1e-3 stopped next to their start: SD ~1/3 of the truth."""
     def data(seed):
         root = tmp_path / f"draw{seed}"
-        fabricate.p1_sweep(root, noise_seed=seed, Ks=(1,), k11_seeds=(), replicate_Ks=(1,))
+        simulate.p1_sweep(root, noise_seed=seed, Ks=(1,), k11_seeds=(), replicate_Ks=(1,))
         return analyze.fit_data(analyze.run_rows(analyze.collect_runs(root)))
     d99 = data(99)
     fit = analyze.fit_law(d99, "shared", n_boot=60, seed=1, jobs=2)
@@ -139,9 +139,9 @@ def test_bootstrap_spread_matches_independent_noise_draws(tmp_path):
     for w, b in list(zip(weights, fit["_boot"]))[:8]:
         tight = analyze._minimize(law, d99, law.starts(d99), w, tol=(1e-15, 1e-12))
         assert abs(tight.x[law.C + 1] - b["beta"]) < 0.005, (tight.x[law.C + 1], b["beta"])
-    truth = np.array([math.log(fabricate.TRUTH["E"][c]) for c in analyze.fit_data(
+    truth = np.array([math.log(simulate.TRUTH["E"][c]) for c in analyze.fit_data(
         analyze.run_rows(analyze.collect_runs(tmp_path / "draw99")))["categories"]]
-        + [math.log(fabricate.TRUTH["B"]), fabricate.TRUTH["beta"]])
+        + [math.log(simulate.TRUTH["B"]), simulate.TRUTH["beta"]])
     # the estimator's own spread: independent noise draws, each fitted tightly (from the truth: one start)
     draws = [analyze._minimize(law, d, [truth]).x[law.C + 1] for d in map(data, range(10))]
     sd_draws = float(np.std(draws, ddof=1))
@@ -153,7 +153,7 @@ def test_bootstrap_spread_matches_independent_noise_draws(tmp_path):
 def test_h1_can_reject_at_200_resamples_when_floors_rise_with_k(tmp_path):
     """Floors rising by 0.2 nats from K = 1 to K = 11: the smallest percentile p at 200 resamples (2/201)
     could never pass Holm's 0.05/11; the p from the bootstrap SD can, and H1 says the floors differ."""
-    fabricate.p1_sweep(tmp_path, law="floorK", Ks=(1,), replicate_Ks=(), noise=(0.002, 0.004))
+    simulate.p1_sweep(tmp_path, law="floorK", Ks=(1,), replicate_Ks=(), noise=simulate.NoiseModel.parts(0.002, 0.004))
     _, rows = rows_of(tmp_path)
     a = analyze.fit_law(analyze.fit_data(rows, lambda r: r["K"] == 1), "shared", n_boot=200, with_n=False, jobs=2)
     b = analyze.fit_law(analyze.fit_data(rows, lambda r: r["K"] == 11), "shared", n_boot=200, with_n=False, jobs=2)
@@ -168,7 +168,7 @@ def test_misspecified_law_without_replicates_is_undecided(tmp_path, law):
     """Laws no form describes (a saturating K penalty, + gamma ln K, floors rising with K) and no replicate
     runs: the noise floor is unknown, so the fit quality is unknown and H3 cannot be supported ('unknown'
     used to count as no objection, and H3 came out 'supported')."""
-    fabricate.p1_sweep(tmp_path, law=law, Ks=(1, 3), k11_seeds=(0,), budgets=(10e6, 90e6, 810e6), replicate_Ks=())
+    simulate.p1_sweep(tmp_path, law=law, Ks=(1, 3), k11_seeds=(0,), budgets=(10e6, 90e6, 810e6), replicate_Ks=())
     runs, rows = rows_of(tmp_path)
     sigma = analyze.noise_floor(rows)
     assert sigma[0] is None and sigma[1] == 0
@@ -189,7 +189,7 @@ def test_misspecified_law_without_replicates_is_undecided(tmp_path, law):
 
 @pytest.mark.slow  # a full analysis (cross-validation, mixing laws, plots)
 def test_report_says_the_floor_is_unknown(tmp_path):
-    fabricate.p1_sweep(tmp_path, Ks=(1, 3), seeds=range(4), k11_seeds=(0,), budgets=(10e6, 90e6), replicate_Ks=())
+    simulate.p1_sweep(tmp_path, Ks=(1, 3), seeds=range(4), k11_seeds=(0,), budgets=(10e6, 90e6), replicate_Ks=())
     result, report = analyse(tmp_path, n_boot=0)
     assert result["noise_floor"]["status"] == "unknown" and result["noise_floor"]["replicate_groups"] == []
     assert "noise floor is **unknown**" in report
@@ -210,8 +210,8 @@ def test_headline_never_contradicts_h2():
 def test_h4_contradiction_thin_categories_and_exclusion_reasons(tmp_path):
     """Observed mixing gain against a law that predicts another one: flagged. A category with 3 test papers:
     in runs.csv and warned. A summary that says 'incomplete' after every step: said as such."""
-    truth = dict(fabricate.TRUTH, s=1.0)  # disjoint: mixing gains nothing (G = 0)
-    fabricate.p1_sweep(tmp_path, Ks=(1, 3), k11_seeds=(), budgets=(10e6, 30e6, 90e6), replicate_Ks=(), truth=truth)
+    truth = dict(simulate.TRUTH, s=1.0)  # disjoint: mixing gains nothing (G = 0)
+    simulate.p1_sweep(tmp_path, Ks=(1, 3), k11_seeds=(), budgets=(10e6, 30e6, 90e6), replicate_Ks=(), truth=truth)
     _, rows = rows_of(tmp_path)
     fit = {"form": "dilution", "_with_n": False,
            "params": {"B": {"estimate": 40.0}, "beta": {"estimate": 0.3}, "s": {"estimate": 0.0}}}
