@@ -123,8 +123,13 @@ def load_noise_model(path=NOISE_MODEL_FILE, kind=None):
         d = json.loads(Path(path).read_text())
         m = dict(d, **((d.get("per_model") or {}).get(kind) or {}))
         si, sdo = float(m.get("sd_init") or 0.0), float(m.get("sd_data_order") or 0.0)
-        return NoiseModel(float(m["sd_run_category"]), float(m["frac_shared_across_budgets"]),
-                          float(m["frac_run_level"]), si ** 2 / (si ** 2 + sdo ** 2) if si or sdo else 0.5,
+        # measured fractions are moment estimates: a component whose true share is ~0 can come out slightly
+        # negative (the KN pilot's run level: -0.02), and the shares can add up past 1 by sampling error.
+        # Clip to [0, 1] and, past 1, scale both down so the per-(run, category) part is 0.
+        f, r = (min(max(float(m[k]), 0.0), 1.0) for k in ("frac_shared_across_budgets", "frac_run_level"))
+        f, r = (f / (f + r), r / (f + r)) if f + r > 1 else (f, r)
+        return NoiseModel(float(m["sd_run_category"]), f, r,
+                          si ** 2 / (si ** 2 + sdo ** 2) if si or sdo else 0.5,
                           f"{path}{f' ({kind})' if kind else ''}: {d.get('source', 'no source given')}")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise LawError(f"--noise_model {path}: not a noise model file ({type(e).__name__}: {e}); it needs "
