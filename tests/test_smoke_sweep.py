@@ -66,9 +66,12 @@ def test_analysis_outputs(smoke):
             assert int(r["tokens_category"]) > 0 and float(r["epochs_category"]) > 0
     result = json.loads((out / "fits.json").read_text())
     fits = result["fits"]
+    # no "epochs_category <= 4" refit: on 260 real abstracts per category every run stays under one epoch
+    # (the template corpus, a few papers per category, was repeated many times and needed it)
     assert [(f["form"], f["subset"]) for f in fits] == [
         ("dilution", "all"), ("disjoint", "all"), ("shared", "all"), ("shared", "tiny-50k, K == 1"),
-        ("shared", "tiny-50k, K == 11"), ("dilution", "epochs_category <= 4")]
+        ("shared", "tiny-50k, K == 11")]
+    assert max(float(r["epochs_category"]) for r in rows if r["in_training"] == "True" and r["tagged"] == "False") < 1
     n_fit = sum(1 for r in rows if r["in_training"] == "True" and r["tagged"] == "False")
     assert fits[3]["n_points"] == 6 and fits[4]["n_points"] == 66 and fits[3]["data_filter"].endswith("K == 1")
     for f in fits:
