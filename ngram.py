@@ -18,8 +18,9 @@ The model (the exactness test in tests/test_ngram.py restates it with plain dict
   (BOS included). Counts at the highest order, and of grams that begin with BOS, are raw counts; any other
   lower-order gram's count is its continuation count: the number of distinct symbols seen before it.
 - discounts per order from the counts of counts n1..n4 of those counts: Y = n1 / (n1 + 2 n2),
-  D_r = r - (r + 1) Y n_{r+1} / n_r (r = 1, 2, 3+; a ratio with n_r = 0 counts as 0); when any of the three
-  falls outside (0, r] (small or odd data) the order takes KenLM's fallback discounts (0.5, 1, 1.5).
+  D_r = r - (r + 1) Y n_{r+1} / n_r (r = 1, 2, 3+). As in KenLM's lmplz, when any of n1, n2, n3 is zero or
+  any D_r falls outside (0, r] (small or odd data; KenLM keeps D_r = 0) the order takes KenLM's fallback
+  discounts (0.5, 1, 1.5).
 - p_k(w | h) = max(c(hw) - D(c(hw)), 0) / c(h.) + gamma(h) p_{k-1}(w | h'),
   gamma(h) = (D1 N1(h.) + D2 N2(h.) + D3 N3+(h.)) / c(h.); an unseen context passes p_{k-1} through;
   p_0 = 1 / vocab. Every distribution sums to 1 over the store's vocabulary.
@@ -60,10 +61,15 @@ FALLBACK_DISCOUNTS = np.array([0.5, 1.0, 1.5])  # KenLM's --discount_fallback
 def discounts(counts):
     """Modified KN discounts (D1, D2, D3+) from the counts of counts of `counts` (see the module doc)."""
     n = np.bincount(np.minimum(counts, 5), minlength=6)[1:5].astype(np.float64)  # n1..n4
-    y = n[0] / (n[0] + 2 * n[1]) if n[0] + 2 * n[1] > 0 else 0.0
-    d = np.array([r - (r + 1) * y * (n[r] / n[r - 1] if n[r - 1] > 0 else 0.0) for r in (1, 2, 3)])
-    # small or odd counts can put an estimate outside (0, r]; a zero discount would leave a context no mass
-    # for unseen tokens (an infinite loss), so the order takes KenLM's fallback discounts instead
+    # KenLM (lmplz, adjust_counts.cc) refuses the estimate and takes the fallback when any of n1, n2, n3 is
+    # zero (n4 = 0 only makes D3+ = 3, which it keeps): reading a missing ratio as 0 instead kept D near
+    # (1, 2, 3) on tiny corpora, far from KenLM's (0.5, 1, 1.5)
+    if np.any(n[:3] == 0):
+        return FALLBACK_DISCOUNTS.copy()
+    y = n[0] / (n[0] + 2 * n[1])
+    d = np.array([r - (r + 1) * y * n[r] / n[r - 1] for r in (1, 2, 3)])
+    # KenLM also falls back when an estimate leaves [0, r]; we fall back at exactly 0 too, where KenLM keeps
+    # it: a zero discount leaves a context no mass for unseen tokens (an infinite loss)
     return d if np.all((d > 0) & (d <= [1, 2, 3])) else FALLBACK_DISCOUNTS.copy()
 
 

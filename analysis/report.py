@@ -8,7 +8,7 @@ import numpy as np
 from analysis import extras, mixing
 from analysis.hypotheses import MIN_STEPS_H4, macro, run_level
 from analysis.laws import DATA_FILTER, _ci, _fmt
-from analysis.runs import _finite, group_of, used
+from analysis.runs import _finite, corpora, group_of, used
 
 THIN_PAPERS, THIN_TOKENS = 10, 20_000  # test split per category below which its loss is flagged as noisy
 SAMPLE_CORPUS_NOTE = (
@@ -17,6 +17,13 @@ SAMPLE_CORPUS_NOTE = (
     "(a few optimizer steps). It checks that the pipeline runs end to end — training, exact evaluation, "
     "fits, intervals, report. Its numbers say nothing about arXiv text or about the hypotheses: every "
     "verdict below is about template text and a handful of steps.")
+ABSTRACTS_NOTE = (
+    "**What this sweep can and cannot show.** It trains on real arXiv text: the titles and abstracts of {papers:,} "
+    "papers in 11 categories (`data/arxiv_abstracts_subset`, cut from arXiv's metadata as archived in "
+    "staeiou/arxiv_archive, CC0; see its NOTICE.md), not the full papers of ccdv/arxiv-classification that the "
+    "study runs on, with budgets of a few thousand tokens (a few optimizer steps). It checks the pipeline end to "
+    "end on real scientific English; its numbers are not the study's, and every verdict below is about a "
+    "handful of steps on abstracts.")
 
 
 def thin_categories(rows):
@@ -36,8 +43,11 @@ def _data_section(runs, rows, sample):
     inc = [r for r in runs if not r["excluded"]]
     exc = [r for r in runs if r["excluded"]]
     L = ["# Ergodic-component scaling: analysis report", ""]
+    stores = corpora(runs)
     if sample:
         L += [SAMPLE_CORPUS_NOTE, ""]
+    elif any(src == "arxiv_abstracts_subset" for src, _ in stores):
+        L += [ABSTRACTS_NOTE.format(papers=sum(n for src, n in stores if src == "arxiv_abstracts_subset")), ""]
     groups = sorted({group_of(r)[:3] for r in inc}, key=str)
     budgets = sorted({r["token_budget_planned"] for r in used(rows)})
     L += ["## Data", "",
@@ -46,7 +56,9 @@ def _data_section(runs, rows, sample):
           "Store / sampling / evaluation dtype: " + "; ".join(f"{str(g[0])[:12]} / {g[1]} / {g[2]}" for g in groups) + ".",
           f"Models: {', '.join(sorted({str(r['model']) for r in used(rows)}))}; K: "
           f"{', '.join(map(str, sorted({r['K'] for r in used(rows)})))}; planned budgets: "
-          f"{', '.join(f'{b:,.0f}' for b in budgets)}.", ""]
+          f"{', '.join(f'{b:,.0f}' for b in budgets)}.",
+          "Corpus: " + ("; ".join(f"{src} ({n:,} papers)" for src, n in stores) or "unknown (no readable store)") + ".",
+          ""]
     thin = thin_categories(rows)
     if thin:
         L += ["**Thin test sets**: " + "; ".join(f"{c}: {t['papers']} papers, {t['tokens']:,} tokens" for c, t in thin.items())

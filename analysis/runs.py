@@ -109,16 +109,25 @@ def label_models(runs):
         r["model"] = f"{name}-{sha[:8]}" if sha and len(shas[name]) > 1 else name
 
 
-def is_sample_corpus(runs):
-    """Whether the runs' store was built from the shipped sample corpus (template text)."""
-    for data_dir in {r["config"].get("data_dir") for r in runs if r["config"].get("data_dir")}:
+def corpora(runs):
+    """[(source, papers)] of the runs' stores, from their meta.json: source is the local folder's name
+    (e.g. sample_corpus, arxiv_abstracts_subset) or the hub id; unreadable stores are left out."""
+    out = []
+    for data_dir in sorted({r["config"].get("data_dir") for r in runs if r["config"].get("data_dir")}):
         try:
-            ds = (st.read_meta(data_dir) or {}).get("dataset") or {}
+            meta = st.read_meta(data_dir) or {}
         except st.StoreError:  # an unreadable store says nothing either way
             continue
-        if (ds.get("path") or "").rstrip("/").endswith("sample_corpus"):
-            return True
-    return False
+        ds = meta.get("dataset") or {}
+        source = Path(ds["path"].rstrip("/")).name if ds.get("path") else ds.get("name")
+        if source:
+            out.append((source, sum(c.get("papers", 0) for c in (meta.get("counts") or {}).values())))
+    return out
+
+
+def is_sample_corpus(runs):
+    """Whether the runs' store was built from the shipped sample corpus (template text)."""
+    return any(source == "sample_corpus" for source, _ in corpora(runs))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -6,6 +6,10 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
 
 import fetch_arxiv
 import store as st
@@ -31,6 +35,57 @@ def test_sample_corpus_layout_splits_features_labels(outputs):
     for s in st.SPLITS:  # every category in every split, texts non-trivial
         assert {r["label"] for r in rows[s]} == set(range(11))
         assert all(len(r["text"]) > 200 for r in rows[s])
+
+
+ABSTRACTS = ROOT / "data" / "arxiv_abstracts_subset"
+SHARED_ABSTRACTS = next((p for p in (ROOT.parent / "shared" / "data" / "arxiv-abstracts",
+                                     Path("/work/shared/data/arxiv-abstracts")) if p.is_dir()), None)
+needs_shared = pytest.mark.skipif(SHARED_ABSTRACTS is None, reason="the shared arXiv abstracts (../shared/data/"
+                                  "arxiv-abstracts beside the repository) are not here to compare against")
+
+
+def test_shipped_abstracts_layout_and_coverage(outputs):
+    """The real-text corpus the main job runs on, as fetch_arxiv reads it: plain int labels meaning the 11
+    names, every category in every split, >= 300 papers per category, real-length texts, unique ids, and
+    each paper's label among its arXiv categories."""
+    ds, names, _ = fetch_arxiv.load_source(_args(ABSTRACTS))
+    write_summary(outputs / "inspect_raw_data_arxiv_abstracts.txt", ABSTRACTS, names, summary(ds, names))
+    assert names == st.CATEGORIES
+    rows = {s: list(ds[s]) for s in st.SPLITS}
+    assert {"text", "label", "arxiv_id"} <= set(ds["train"].features)
+    per_cat = Counter()
+    for s in st.SPLITS:
+        assert {r["label"] for r in rows[s]} == set(range(11)), s
+        per_cat.update(r["label"] for r in rows[s])
+        assert all(len(r["text"]) > 50 and "\n\n" in r["text"] for r in rows[s])  # title, blank line, abstract
+        assert all(st.CATEGORIES[r["label"]] in r["categories"].split() for r in rows[s])
+    assert min(per_cat.values()) >= 300
+    ids = [r["arxiv_id"] for s in st.SPLITS for r in rows[s]]
+    assert len(set(ids)) == len(ids)
+    assert sum(f.stat().st_size for f in ABSTRACTS.glob("*.parquet")) < 3_000_000  # a few MB at most
+
+
+@needs_shared
+def test_shipped_abstracts_are_verbatim_shared_text_in_their_own_split():
+    """>= 95% (in fact all) of the shipped texts occur verbatim in the shared corpus, in the same split and
+    with the same id and label: real text, and no paper moved split."""
+    import pyarrow.parquet as pq
+    for s in st.SPLITS:
+        (src,) = SHARED_ABSTRACTS.glob(f"{s}-*.parquet")
+        shared = {r["arxiv_id"]: (r["text"], r["label"]) for r in pq.read_table(src).to_pylist()}
+        (ours,) = ABSTRACTS.glob(f"{s}-*.parquet")
+        got = pq.read_table(ours).to_pylist()
+        same = sum(shared.get(r["arxiv_id"]) == (r["text"], r["label"]) for r in got)
+        assert same >= 0.95 * len(got) and same == len(got), (s, same, len(got))
+
+
+@needs_shared
+def test_make_subset_regenerates_the_shipped_files_bit_for_bit(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "data" / "arxiv_abstracts" / "make_subset.py"),
+                        "--source", str(SHARED_ABSTRACTS), "--out", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for f in sorted(ABSTRACTS.glob("*.parquet")):
+        assert (tmp_path / f.name).read_bytes() == f.read_bytes(), f.name
 
 
 def test_plain_int_label_means_the_11_names(tmp_path):

@@ -19,11 +19,12 @@ from conftest import make_synthetic_store, one_line_error
 def dict_discounts(values):
     n = Counter(min(v, 5) for v in values)
     n1, n2, n3, n4 = (n.get(r, 0) for r in (1, 2, 3, 4))
-    y = n1 / (n1 + 2 * n2) if n1 + 2 * n2 > 0 else 0.0
-    ratio = lambda a, b: a / b if b > 0 else 0.0
-    d1 = 1 - 2 * y * ratio(n2, n1)
-    d2 = 2 - 3 * y * ratio(n3, n2)
-    d3 = 3 - 4 * y * ratio(n4, n3)
+    if 0 in (n1, n2, n3):  # KenLM: no estimate without grams of adjusted count 1, 2 and 3
+        return 0.5, 1.0, 1.5
+    y = n1 / (n1 + 2 * n2)
+    d1 = 1 - 2 * y * n2 / n1
+    d2 = 2 - 3 * y * n3 / n2
+    d3 = 3 - 4 * y * n4 / n3
     if not (0 < d1 <= 1 and 0 < d2 <= 2 and 0 < d3 <= 3):
         return 0.5, 1.0, 1.5
     return d1, d2, d3
@@ -118,6 +119,56 @@ def test_odd_counts_take_fallback_discounts_and_every_token_keeps_mass(order):
     ref = DictKN(train, order, V)
     want = [[-math.log(ref.prob([V] + list(w[:i]), int(w[i]))) for i in range(1, len(w))] for w in test]
     np.testing.assert_allclose(nll, want, rtol=0, atol=1e-9)
+
+
+def _counts(n1, n2, n3, n4, n5=0):
+    return np.repeat([1, 2, 3, 4, 5], [n1, n2, n3, n4, n5])
+
+
+@pytest.mark.parametrize("n, want", [
+    ((10, 4, 2, 1), (1 - 2 * 10 / 18 * 4 / 10, 2 - 3 * 10 / 18 * 2 / 4, 3 - 4 * 10 / 18 * 1 / 2)),  # Chen-Goodman (26)
+    ((4, 2, 1, 0), (0.5, 1.25, 3.0)),        # n4 = 0: D3+ = 3 is in range, KenLM keeps the estimate
+    ((3, 0, 2, 0), (0.5, 1.0, 1.5)),         # n2 = 0: a missing ratio read as 0 gave D = (1, 2, 3); KenLM falls back
+    ((0, 3, 2, 1), (0.5, 1.0, 1.5)),         # n1 = 0
+    ((5, 3, 0, 2), (0.5, 1.0, 1.5)),         # n3 = 0
+    ((1, 1, 5, 1), (0.5, 1.0, 1.5)),         # D2 = 2 - 3 (1/3) 5 < 0: out of [0, 2]
+])
+def test_discounts_follow_kenlm_rule(n, want):
+    """lmplz (adjust_counts.cc): estimate from n1..n4 unless one of n1, n2, n3 is zero or an estimate leaves
+    [0, r]; then --discount_fallback's 0.5, 1, 1.5. Counts of 5 and more do not enter."""
+    np.testing.assert_allclose(ngram.discounts(_counts(*n, n5=7)), want, rtol=0, atol=1e-12)
+
+
+def test_tiny_corpus_takes_fallback_not_one_two_three(monkeypatch):
+    """Issue 21: on a handful of short lines every order but the highest lacks some n_r, so KenLM uses the
+    fallback discounts; the old rule kept D ~ (1, 2, 3), which drains the seen tokens' mass into the
+    lower orders and doubles the perplexity on the training lines themselves."""
+    V = 12
+    lines = np.array([[1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 9, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6, 10, 8],
+                      [11, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 9, 6, 7, 0], [1, 2, 3, 4, 5, 6, 7, 8]])
+    lm = ngram.KneserNey(3, V).fit(lines)
+    for t in lm.orders.values():
+        n = np.bincount(np.minimum(t.counts, 5), minlength=6)[1:4]
+        if np.any(n == 0):
+            np.testing.assert_array_equal(t.d, ngram.FALLBACK_DISCOUNTS)
+    assert any(np.array_equal(t.d, ngram.FALLBACK_DISCOUNTS) for t in lm.orders.values())
+    nll = lm.window_nll(lines)
+    ref = DictKN(lines, 3, V)
+    want = [[-math.log(ref.prob([V] + list(w[:i]), int(w[i]))) for i in range(1, len(w))] for w in lines]
+    np.testing.assert_allclose(nll, want, rtol=0, atol=1e-9)
+    ppl = math.exp(nll.mean())
+    assert abs(ppl - 1.5482) < 1e-4, ppl
+
+    def old_rule(counts):  # the rule before issue 21: a ratio with n_r = 0 read as 0, no fallback for it
+        n = np.bincount(np.minimum(counts, 5), minlength=6)[1:5].astype(np.float64)
+        y = n[0] / (n[0] + 2 * n[1]) if n[0] + 2 * n[1] > 0 else 0.0
+        d = np.array([r - (r + 1) * y * (n[r] / n[r - 1] if n[r - 1] > 0 else 0.0) for r in (1, 2, 3)])
+        return d if np.all((d > 0) & (d <= [1, 2, 3])) else ngram.FALLBACK_DISCOUNTS.copy()
+
+    monkeypatch.setattr(ngram, "discounts", old_rule)
+    old = ngram.KneserNey(3, V).fit(lines)
+    np.testing.assert_array_equal(old.orders[3].d, [1.0, 2.0, 3.0])
+    assert math.exp(old.window_nll(lines).mean()) > 1.9 * ppl  # 3.08: the issue's symptom, in small
 
 
 @settings(max_examples=25, deadline=None)

@@ -95,7 +95,7 @@ def test_emit_slurm_is_valid_bash_and_indexes_the_runs(tmp_path):
         assert _probe(text_run, tmp_path, i) == ["setup-ran", cmds[i]]
         argv = shlex.split(cmds[i])
         assert argv[:2] == ["/opt/venv/bin/python", "train.py"]  # the interpreter named; paths of the project
-        assert argv[argv.index("--data_dir") + 1] == "preprocessed_sample"
+        assert argv[argv.index("--data_dir") + 1] == "preprocessed_abstracts"
     # several small runs per GPU: 19 runs, 4 per array task side by side
     packed = sweep.main(["emit", "--format", "slurm", str(SMOKE), "--out", str(sw), "--runs_per_gpu", "4",
                          "--python", "/opt/venv/bin/python"])
