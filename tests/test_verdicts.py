@@ -58,7 +58,7 @@ def test_one_run_per_k_gives_no_interval_and_no_verdict(tmp_path):
     for kind, lower in (("in", False), ("in", True), ("out", True)):
         table, verdict, why = analyze.k_contrast(rows, kind, 100, 0, 0.02, smaller_is_lower=lower)
         assert table and all(t["ci95"] == [None, None] for t in table)
-        assert verdict == "undecided" and "1 / 1 runs" in why
+        assert verdict == "undecided" and "1 / 1 seed cluster" in why
 
 
 def test_k1_only_sweep_does_not_identify_s_or_claim_a_k_effect(tmp_path):
