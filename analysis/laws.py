@@ -1,5 +1,5 @@
 """Laws and fitting (EXPERIMENT_PLAN.md, H3): the arrays a fit reads, the dilution / disjoint / shared law
-with its Huber objective and analytic gradient, L-BFGS-B from a grid of starts, the bootstrap over runs
+with its Huber objective and analytic gradient, L-BFGS-B from a grid of starts, the bootstrap over seed clusters
 (resampled within each K, refitted from the point estimate and a second start, in a pool of processes),
 what the design cannot identify, and fit_law, which puts them together. Also the 95% intervals and how they
 are printed, shared by the modules that decide the hypotheses."""
@@ -10,6 +10,7 @@ import numpy as np
 
 import store as st
 from analysis.huber import HUBER_DELTA, huber
+from analysis.inference import cluster_counts, seed_cluster
 from analysis.runs import used
 
 FORMS = {"dilution": None, "disjoint": 1.0, "shared": 0.0}  # form -> fixed s (None: free)
@@ -32,6 +33,7 @@ def fit_data(rows, where=None):
     cats = sorted({r["category"] for r in use}, key=lambda c: st.CATEGORIES.index(c) if c in st.CATEGORIES else 99)
     runs = sorted({r["run_id"] for r in use})
     seeds = sorted({str(r["seed"]) for r in use})
+    clusters = sorted({seed_cluster(r) for r in use}, key=str)
     return {"L": np.array([r["test_loss"] for r in use], dtype=float),
             "D": np.array([r["tokens_seen"] for r in use], dtype=float),
             "Dc": np.array([r["tokens_category"] for r in use], dtype=float),
@@ -41,6 +43,8 @@ def fit_data(rows, where=None):
             "budget": np.array([r["token_budget_planned"] for r in use], dtype=float),
             "K": np.array([r["K"] for r in use], dtype=int),
             "fold": np.array([seeds.index(str(r["seed"])) for r in use], dtype=int),
+            # the seed cluster (all budgets of one K, subset seed, init seed): the bootstrap's unit
+            "cluster": np.array([clusters.index(seed_cluster(r)) for r in use], dtype=int),
             "categories": cats, "runs": runs}
 
 
@@ -181,27 +185,24 @@ def at_bounds(law, th, d, categories):
 
 
 # ----------------------------------------------------------------------------------------------------
-# the bootstrap over runs
+# the bootstrap over seed clusters
 
 def bootstrap_weights(d, n_boot, seed):
-    """Run-multiplicity weights per point for each resample: runs are drawn with replacement within each
-    K (the design's strata). A resample in which some category has no point is dropped and counted (its
-    floor would sit at the point estimate with no spread)."""
-    rng = np.random.default_rng(seed)
-    run_K = np.zeros(len(d["runs"]), dtype=int)
-    run_K[d["run"]] = d["K"]
-    strata = [np.flatnonzero(run_K == k) for k in np.unique(run_K)]
-    out, dropped = [], 0
-    for _ in range(n_boot):
-        counts = np.zeros(len(d["runs"]))
-        for members in strata:
-            np.add.at(counts, rng.choice(members, len(members)), 1)
-        w = counts[d["run"]]
-        if np.bincount(d["cat"], weights=w, minlength=len(d["categories"])).min() <= 0:
-            dropped += 1
-            continue
-        out.append(w)
-    return out, dropped
+    """Multiplicity weights per point for each resample: seed clusters (all budgets of one K, subset seed,
+    init seed and data seed: they share initialisation and data prefix, so their noise is shared) drawn with
+    replacement within each K (the design's strata); data without clusters fall back to runs. A resample
+    in which some category has no point is dropped and counted (its floor would sit at the point estimate
+    with no spread)."""
+    unit = d["cluster"] if "cluster" in d else d["run"]
+    n_units = int(unit.max()) + 1 if len(unit) else 0
+    unit_K = np.zeros(n_units, dtype=int)
+    unit_K[unit] = d["K"]
+    counts = cluster_counts(None, unit_K, n_boot, np.random.default_rng(seed))
+    W = counts[:, unit]                                                     # (n_boot, points)
+    per_cat = np.stack([W[:, d["cat"] == c].sum(axis=1) for c in range(len(d["categories"]))], axis=1) \
+        if len(d["categories"]) else np.ones((n_boot, 1))
+    keep = per_cat.min(axis=1) > 0
+    return [w for w in W[keep]], int((~keep).sum())
 
 
 def boot_starts(law, d, th):
@@ -351,7 +352,7 @@ FORMULAS = {"dilution": "L_c = E_c + B * (D_c^s * D^(1-s))^-beta", "disjoint": "
 
 
 def fit_law(d, form, n_boot=1000, seed=0, with_n=None, jobs=1):
-    """Point estimate, bootstrap 95% intervals over runs (counts of dropped resamples and refits), the
+    """Point estimate, bootstrap 95% intervals over seed clusters (counts of dropped resamples and refits), the
     parameters left on a bound, and the residuals."""
     if with_n is None:
         with_n = len(np.unique(d["N"])) > 1
@@ -384,6 +385,7 @@ def fit_law(d, form, n_boot=1000, seed=0, with_n=None, jobs=1):
             "fit_error": float(np.sqrt(np.mean(resid ** 2))), "n_points": int(len(d["L"])), "n_runs": len(d["runs"]),
             "bootstrap": {"requested": n_boot, "used": len(boots), "dropped_missing_category": dropped_missing,
                           "dropped_not_converged": len(refits) - len(boots), "strata": "K",
+                          "unit": "seed cluster (all budgets of one K, subset seed, init seed, data seed)",
                           "refit": (f"tolerances relative to the objective; the first {BOOT_PROBE} resamples from 2 "
                                     f"starts, the rest from {n_starts}")},
             "at_bound": bound, "_theta": th.tolist(), "_with_n": with_n, "_resid": resid, "_boot": boots}
