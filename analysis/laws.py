@@ -187,13 +187,10 @@ def at_bounds(law, th, d, categories):
 # ----------------------------------------------------------------------------------------------------
 # the bootstrap over seed clusters
 
-def bootstrap_weights(d, n_boot, seed):
-    """Multiplicity weights per point for each resample: seed clusters (all budgets of one K, subset seed,
-    init seed and data seed: they share initialisation and data prefix, so their noise is shared) drawn with
-    replacement within each K (the design's strata); data without clusters fall back to runs. A resample
-    in which some category has no point is dropped and counted (its floor would sit at the point estimate
-    with no spread)."""
-    unit = d["cluster"] if "cluster" in d else d["run"]
+MAX_DROP = 0.2  # a cluster bootstrap that loses a category in more resamples than this falls back to runs
+
+
+def _unit_weights(d, unit, n_boot, seed):
     n_units = int(unit.max()) + 1 if len(unit) else 0
     unit_K = np.zeros(n_units, dtype=int)
     unit_K[unit] = d["K"]
@@ -203,6 +200,22 @@ def bootstrap_weights(d, n_boot, seed):
         if len(d["categories"]) else np.ones((n_boot, 1))
     keep = per_cat.min(axis=1) > 0
     return [w for w in W[keep]], int((~keep).sum())
+
+
+def bootstrap_weights(d, n_boot, seed, with_unit=False):
+    """Multiplicity weights per point for each resample: seed clusters (all budgets of one K, subset seed,
+    init seed and data seed: they share initialisation and data prefix, so their noise is shared) drawn with
+    replacement within each K (the design's strata). A resample in which some category has no point is
+    dropped and counted (its floor would sit at the point estimate with no spread). When that would drop
+    more than MAX_DROP of the resamples (a category held by one or two clusters, as in a K = 1-only fit),
+    runs are resampled instead, and with_unit says so: (weights, dropped[, unit])."""
+    unit = "seed cluster"
+    w, dropped = _unit_weights(d, d["cluster"], n_boot, seed) if "cluster" in d else ([], n_boot + 1)
+    if dropped > MAX_DROP * n_boot:
+        unit = ("run (some category is held by too few seed clusters to resample them: clusters would drop "
+                "it from most resamples)" if "cluster" in d else "run")
+        w, dropped = _unit_weights(d, d["run"], n_boot, seed)
+    return (w, dropped, unit) if with_unit else (w, dropped)
 
 
 def boot_starts(law, d, th):
@@ -361,7 +374,7 @@ def fit_law(d, form, n_boot=1000, seed=0, with_n=None, jobs=1):
     th = res.x
     point = named_params(law, th, d["categories"])
     resid = np.log(law.predict(th, d)) - np.log(d["L"])
-    weights, dropped_missing = bootstrap_weights(d, n_boot, seed)
+    weights, dropped_missing, unit = bootstrap_weights(d, n_boot, seed, with_unit=True)
     refits, n_starts = run_bootstrap(law, d, th, weights, jobs) if weights else ([], 0)
     boots = [b for b in refits if b is not None]
     params = {}
@@ -385,7 +398,8 @@ def fit_law(d, form, n_boot=1000, seed=0, with_n=None, jobs=1):
             "fit_error": float(np.sqrt(np.mean(resid ** 2))), "n_points": int(len(d["L"])), "n_runs": len(d["runs"]),
             "bootstrap": {"requested": n_boot, "used": len(boots), "dropped_missing_category": dropped_missing,
                           "dropped_not_converged": len(refits) - len(boots), "strata": "K",
-                          "unit": "seed cluster (all budgets of one K, subset seed, init seed, data seed)",
+                          "unit": unit, "unit_defined": "seed cluster: all budgets of one K, subset seed, init "
+                                                        "seed and data seed",
                           "refit": (f"tolerances relative to the objective; the first {BOOT_PROBE} resamples from 2 "
                                     f"starts, the rest from {n_starts}")},
             "at_bound": bound, "_theta": th.tolist(), "_with_n": with_n, "_resid": resid, "_boot": boots}

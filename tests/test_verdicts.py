@@ -244,5 +244,5 @@ def test_h4_interval_counts_the_noise_the_categories_of_a_mixed_run_share():
                     "m1": {c: 1.7 + rng.normal(0, 1e-3) for c in cats}}}
     lo, hi = gain_ci(cell, cats, 400, 0)
     assert lo <= 0.15 and hi >= 0.25  # the mixed runs' disagreement (0.2 nats) is in the interval's width
-    old_lo, old_hi = analyze.boot_mean_ci([2.0 - np.mean([1.9, 1.7])] * 6, 400, 0)
-    assert old_hi - old_lo < 1e-9  # what categories alone saw: no width at all
+    # what categories alone saw: no width at all, which the inference core's guard refuses to print
+    assert analyze.boot_mean_ci([2.0 - np.mean([1.9, 1.7])] * 6, 400, 0) == [None, None]
