@@ -51,7 +51,7 @@ def write_run(root, rid, cats, D, seed, init_seed, losses):
            "identity": ident, "learning_rate": 1e-3}
     per_category = {c: {"loss": v, "perplexity": math.exp(v), "bits_per_byte": v / math.log(2) / 3.3,
                         "n_tokens": 100000, "n_papers": 100, "n_bytes": 330000, "in_training": c in cats,
-                        "loss_by_position": [v] * 10} for c, v in losses.items()}
+                        "loss_by_position": [v] * 100} for c, v in losses.items()}
     summary = {"status": "complete", "error": None, "run_name": rid, "store_id": store, "categories": cats, "K": K,
                "steps": int(D // 32000), "total_steps": int(D // 32000), "schedule_complete": True, "tokens_seen": D,
                "tokens_per_category": per, "epochs_per_category": {c: per[c] / 3e7 for c in cats},
