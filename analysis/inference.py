@@ -217,6 +217,28 @@ def two_way(spec, M, n_boot, seed, level=LEVEL):
     return est, percentile(draws, est, level), draws
 
 
+def paired_two_way(high, low, cats, stat, n_boot, seed, level=LEVEL):
+    """A nonlinear statistic of two sides' per-category levels (e.g. H2's growth exponent against K^beta,
+    analysis/extras.py's h2_ratio: stat(levels_high, levels_low, categories) -> float) with a two-way
+    bootstrap: categories drawn with replacement (the same draw on both sides), and each side's seed
+    clusters (high, low: lists of (subset key, {category: value}) as for contrast()) drawn with replacement
+    within the side; a category a side's draw lacks drops out of that replicate. Both sides' noise counts
+    (the K = 1 side's through the categories and its clusters: conservative). Returns (estimate, guarded
+    interval, draws); fewer than 2 clusters a side or 2 categories: no interval."""
+    est = stat(side_levels(high), side_levels(low), list(cats))
+    if min(len(high), len(low)) < MIN_UNITS or len(cats) < MIN_UNITS or not n_boot:
+        return est, [None, None], []
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        cs = [cats[i] for i in rng.integers(0, len(cats), len(cats))]
+        lh = side_levels([high[i] for i in rng.integers(0, len(high), len(high))])
+        ll = side_levels([low[i] for i in rng.integers(0, len(low), len(low))])
+        keep = [c for c in cs if c in lh and c in ll]
+        draws.append(stat(lh, ll, keep) if keep else float("nan"))
+    return est, percentile(draws, est, level), draws
+
+
 # ----------------------------------------------------------------------------------------------------
 # families
 

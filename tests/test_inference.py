@@ -132,6 +132,19 @@ def test_contrast_counts_both_sides_noise(noise):
     assert 0.91 <= np.mean(cover) <= 0.99, np.mean(cover)
 
 
+def test_paired_two_way_for_a_nonlinear_statistic():
+    """The hook H2's ratio (analysis/extras.py) is to use: a statistic of both sides' category levels, here
+    the equal-weight difference, whose two-way bootstrap interval must hold the zero truth about as often
+    as contrast()'s (conservative: the K = 1 side's noise enters twice)."""
+    rng = np.random.default_rng(1)
+    diff = lambda h, l, cs: float(np.mean([h[c] - l[c] for c in cs]))
+    cover = []
+    for k in range(60):
+        est, ci, _ = inference.paired_two_way(*_cell(rng, CLUSTERED, n_high=5), CATS, diff, 100, k)
+        cover.append(ci[0] is not None and ci[0] <= 0 <= ci[1])
+    assert np.mean(cover) >= 0.85, np.mean(cover)
+
+
 def test_best_form_must_beat_every_other():
     pairs = [{"a": "A", "b": "C", "better": "A"}, {"a": "C", "b": "B", "better": "C"},
              {"a": "A", "b": "B", "better": "undecided"}]
