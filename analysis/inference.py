@@ -170,9 +170,9 @@ def unit_counts(n_units, n_boot, rng):
     return rng.multinomial(n_units, [1.0 / n_units] * n_units, size=n_boot).astype(float)
 
 
-def cluster_counts(cluster_of, strata_of, n_boot, rng):
-    """(n_boot, n_clusters) multiplicities: seed clusters drawn with replacement within each stratum (K).
-    cluster_of: nothing but the number of clusters is needed; strata_of[k] is cluster k's stratum."""
+def cluster_counts(strata_of, n_boot, rng):
+    """(n_boot, n_clusters) multiplicities: seed clusters drawn with replacement within each stratum (K);
+    strata_of[k] is cluster k's stratum."""
     strata_of = np.asarray(strata_of)
     out = np.zeros((n_boot, len(strata_of)))
     for s in np.unique(strata_of):

@@ -194,7 +194,7 @@ def _unit_weights(d, unit, n_boot, seed):
     n_units = int(unit.max()) + 1 if len(unit) else 0
     unit_K = np.zeros(n_units, dtype=int)
     unit_K[unit] = d["K"]
-    counts = cluster_counts(None, unit_K, n_boot, np.random.default_rng(seed))
+    counts = cluster_counts(unit_K, n_boot, np.random.default_rng(seed))
     W = counts[:, unit]                                                     # (n_boot, points)
     per_cat = np.stack([W[:, d["cat"] == c].sum(axis=1) for c in range(len(d["categories"]))], axis=1) \
         if len(d["categories"]) else np.ones((n_boot, 1))
