@@ -377,7 +377,8 @@ def markdown_section(res, sim=None):
               + (f" Descriptive index Σ|t_ij − t_ji| / Σ|t_ij + t_ji| = {a['index']:.3f} (no interval: noise alone "
                  "makes it > 0)." if a["index"] is not None else "")]
     if sim is not None:
-        rho = "n/a" if sim["rho"] is None else f"{sim['rho']:.3f} [{sim['ci'][0]:.3f}, {sim['ci'][1]:.3f}]"
+        rho = ("n/a" if sim["rho"] is None else f"{sim['rho']:.3f} " + (
+            f"[{sim['ci'][0]:.3f}, {sim['ci'][1]:.3f}]" if sim["ci"][0] is not None else "(no interval)"))
         L += ["", f"Spearman ρ(t_ij, JSD of unigram distributions) over {sim['n_pairs']} ordered pairs: {rho} "
               f"({sim['verdict']})."]
     if res["missing"]:
