@@ -137,6 +137,7 @@ def evaluate(runs, rows, d, args):
     comparison, mix = compare_all_forms(d, main, with_n, args)
     sigma = noise_floor(rows, runs)
     diagnostics = {f: residual_diagnostics(fit, d, sigma[0]) for f, fit in main.items()}
+    mix = mixing.withhold_misfit(mix, diagnostics)  # no 'best' among forms the report calls misfits
     h1 = [dict(h1_floors(a, b, args.margin), model=m) for m, a, b in h1_pairs]
     h2 = k_contrast(rows, "in", args.n_boot, args.seed, args.margin, smaller_is_lower=False)
     h5 = k_contrast(rows, "out", args.n_boot, args.seed, args.margin, smaller_is_lower=True)

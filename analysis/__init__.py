@@ -18,4 +18,7 @@
     mixing.py     competing mixing laws (Ye et al.'s exponential, He et al.'s multiplicative, one shared
                   transfer tau) beside the dilution forms, and which forms the design cannot tell apart
     huber.py      the Huber loss on log residuals that every law fit minimises
+    inference.py  the one inference core: independent units (seed clusters, categories, both), t intervals
+                  for few units, the two-way contrast of H2 / H5, the guard no degenerate interval passes,
+                  Holm families and 'best only if it beats every other'
 """

@@ -1,12 +1,12 @@
 """Comparing the forms of the law: cross-validation over subset seeds (all runs of a seed held out together),
-the held-out error of each form and, per pair of forms, the difference with a bootstrap interval over runs;
-'undecided' when it contains 0."""
+the held-out error of each form and, per pair of forms, the difference with a t interval over the folds;
+'undecided' unless Holm across the pairs rejects 'no difference'."""
 import math
 
 import numpy as np
 
-from analysis import mixing
-from analysis.laws import FORMS, Law, _minimize, _pct, _subset
+from analysis import inference, mixing
+from analysis.laws import FORMS, Law, _minimize, _subset
 
 CV_TOL = (1e-12, 1e-9)     # of the cross-validation fits (from the grid of starts)
 
@@ -47,57 +47,91 @@ def cv_errors(d, forms, with_n):
     return err
 
 
+def cv_folds(d):
+    """The cross-validation's folds (cv_errors): subset seeds, or every 5th run with one subset seed."""
+    return d["fold"] if len(np.unique(d["fold"])) >= 2 else d["run"] % 5
+
+
+def _ratio_t(num, den, level=0.95):
+    """sum(num) / sum(den) over units (folds) with a t interval (units - 1 df) from the linearised ratio
+    estimator: var = n / (n - 1) * sum (num_f - R den_f)^2 / (sum den)^2. Returns (estimate, se, df)."""
+    n = len(num)
+    R = float(num.sum() / den.sum())
+    if n < 2:
+        return R, None, 0
+    se = math.sqrt(n / (n - 1) * float(((num - R * den) ** 2).sum())) / float(den.sum())
+    return R, se, n - 1
+
+
 def compare_forms(d, forms, with_n, n_boot, seed, err=None):
-    """Held-out RMSE per form and, per pair, the difference of mean squared held-out errors with a
-    bootstrap interval over runs: 'A' or 'B' when the interval excludes 0, 'undecided' otherwise. `err`:
-    cv_errors already computed for (at least) these forms."""
+    """Held-out RMSE per form and, per pair, the difference of mean squared held-out errors with an interval
+    over the folds (the independent units: a fold's errors share one fit, and a subset seed's runs its
+    noise), a t interval of the ratio estimator with folds - 1 df (inference.guard applied). A pair's
+    'better' is decided with Holm across the comparison's pairs (one family); 'undecided' otherwise. `err`:
+    cv_errors already computed for (at least) these forms. n_boot and seed: kept for the callers (n_boot 0:
+    no intervals)."""
+    from scipy.stats import t as t_dist
     err = cv_errors(d, forms, with_n) if err is None else err
     ok = np.all([np.isfinite(err[f]) for f in forms], axis=0)
-    rng = np.random.default_rng(seed)
-    runs = np.unique(d["run"][ok])
-    per_run = {f: np.array([err[f][ok & (d["run"] == r)].sum() for r in runs]) for f in forms}
-    n_pts = np.array([(ok & (d["run"] == r)).sum() for r in runs])
+    fold = cv_folds(d)
+    units = np.unique(fold[ok])
+    per_fold = {f: np.array([err[f][ok & (fold == u)].sum() for u in units]) for f in forms}
+    n_pts = np.array([(ok & (fold == u)).sum() for u in units], dtype=float)
     # the forms differ in how K matters: a comparison without two K values held out, each in >= 2 runs, has
     # no K contrast to decide on (one run at K = 3 beside specialists decided 'shared best' on a dilution truth)
     run_K = {int(r): int(k) for r, k in zip(d["run"][ok], d["K"][ok])}
     n_K = sum(n >= 2 for n in np.unique(list(run_K.values()), return_counts=True)[1]) if run_K else 0
-    idx = [rng.integers(0, len(runs), len(runs)) for _ in range(n_boot if len(runs) > 1 and n_K >= 2 else 0)]
-    out = {"method": "cross-validation over subset seeds (a seed's runs held out together)",
-           "n_points": int(ok.sum()), "n_skipped": int((~ok).sum()), "rmse": {}, "pairs": [],
-           "why_no_interval": None if idx or not n_boot else
-           f"held-out runs at {n_K} K value(s) with >= 2 runs each: no K contrast to compare the forms on"}
+    can = bool(n_boot) and len(units) >= inference.MIN_UNITS and n_K >= 2
+    out = {"method": "cross-validation over subset seeds (a seed's runs held out together); intervals over "
+                     f"the {len(units)} folds (t, folds - 1 df); Holm across the pairs",
+           "n_points": int(ok.sum()), "n_skipped": int((~ok).sum()), "rmse": {}, "pairs": [], "n_folds": len(units),
+           "why_no_interval": None if can or not n_boot else
+           (f"held-out runs at {n_K} K value(s) with >= 2 runs each: no K contrast to compare the forms on" if n_K < 2
+            else f"{len(units)} fold(s): an interval needs >= {inference.MIN_UNITS}")}
     if not ok.any():  # nothing could be predicted (each category in one fold only): no comparison
         out["rmse"] = {f: {"estimate": None, "ci95": [None, None]} for f in forms}
-        out["pairs"] = [{"a": a, "b": b, "mse_difference": None, "ci95": [None, None], "better": "undecided"}
+        out["pairs"] = [{"a": a, "b": b, "mse_difference": None, "ci95": [None, None], "p": None, "better": "undecided"}
                         for i, a in enumerate(forms) for b in forms[i + 1:]]
         return out
     for f in forms:
-        boots = [math.sqrt(per_run[f][i].sum() / n_pts[i].sum()) for i in idx]
-        out["rmse"][f] = {"estimate": math.sqrt(per_run[f].sum() / n_pts.sum()),
-                          "ci95": _pct(boots)}
+        mse, se, df = _ratio_t(per_fold[f], n_pts)
+        ci = [None, None]
+        if can and se:
+            h = float(t_dist.ppf(0.975, df)) * se
+            ci = inference.guarded([math.sqrt(max(mse - h, 0.0)), math.sqrt(mse + h)], math.sqrt(mse))
+        out["rmse"][f] = {"estimate": math.sqrt(mse), "ci95": ci}
     for i, a in enumerate(forms):
         for b in forms[i + 1:]:
-            diff = [(per_run[a][j].sum() - per_run[b][j].sum()) / n_pts[j].sum() for j in idx]
-            est = (per_run[a].sum() - per_run[b].sum()) / n_pts.sum()
-            ci = _pct(diff)
+            est, se, df = _ratio_t(per_fold[a] - per_fold[b], n_pts)
+            ci, p = [None, None], None
             # float noise between identical predictions is not a difference
-            better = ("undecided" if ci[0] is None or ci[0] <= 1e-12 and ci[1] >= -1e-12 else
-                      (a if ci[1] < 0 else b))
-            out["pairs"].append({"a": a, "b": b, "mse_difference": float(est), "ci95": ci, "better": better})
+            if can and se and se > 1e-12 * max(abs(est), 1e-300) and (abs(est) > 1e-12 or se > 1e-12):
+                h = float(t_dist.ppf(0.975, df)) * se
+                ci = inference.guarded([est - h, est + h], est)
+                p = float(2 * t_dist.sf(abs(est) / se, df)) if ci[0] is not None else None
+            out["pairs"].append({"a": a, "b": b, "mse_difference": float(est), "ci95": ci, "p": p})
+    decide_pairs(out["pairs"])
     return out
 
 
+def decide_pairs(pairs):
+    """Each pair's 'better': the form with the lower held-out error when Holm across the pairs (one family)
+    rejects 'no difference'; 'undecided' otherwise (also for pairs without an interval)."""
+    tested = [p for p in pairs if p.get("p") is not None and not p.get("equivalent")]
+    for p in pairs:
+        p["better"], p["holm_rejected"] = "undecided", None
+    for p, rej in zip(tested, inference.holm([p["p"] for p in tested])):
+        p["holm_rejected"] = bool(rej)
+        if rej:
+            p["better"] = p["a"] if p["mse_difference"] < 0 else p["b"]
+    return pairs
+
+
 def preferred_form(comparison):
-    """The form no other form beats (by its interval); None when that is undecided."""
-    forms = list(comparison["rmse"])
-    beaten = {f: False for f in forms}
-    wins = {f: 0 for f in forms}
-    for p in comparison["pairs"]:
-        if p["better"] == p["a"]:
-            beaten[p["b"]] = True
-            wins[p["a"]] += 1
-        elif p["better"] == p["b"]:
-            beaten[p["a"]] = True
-            wins[p["b"]] += 1
-    top = [f for f in forms if not beaten[f]]
-    return top[0] if len(top) == 1 else None
+    """The form that beats every other (Holm-corrected pairs); None otherwise (forms.not_beaten names the set)."""
+    return inference.undominated(list(comparison["rmse"]), comparison["pairs"])[0]
+
+
+def not_beaten(comparison):
+    """The forms no other form beats."""
+    return inference.undominated(list(comparison["rmse"]), comparison["pairs"])[1]

@@ -7,32 +7,19 @@ import math
 
 import numpy as np
 
-from analysis.laws import _ci, _fmt, _interval, _pct
+from analysis import inference
+from analysis.inference import holm  # noqa: F401 -- analyze.holm
+from analysis.laws import _ci, _fmt, _interval
 from analysis.runs import run_key, used
 
 MIN_STEPS_H4 = 100  # a specialist with fewer optimizer steps measures optimisation, not mixing
 
 
-def boot_mean_ci(groups, n_boot, seed, stat=np.mean):
-    """95% interval of stat over resampled units: groups is a list of per-unit values."""
-    v = np.asarray(groups, dtype=float)
-    if len(v) == 0:
-        return [None, None]
-    if len(v) < 2:  # one unit: no spread to resample, no interval
-        return [None, None]
-    rng = np.random.default_rng(seed)
-    return _pct([stat(v[rng.integers(0, len(v), len(v))]) for _ in range(n_boot)])
-
-
-def holm(pvalues, alpha=0.05):
-    """Holm's step-down: which hypotheses are rejected at family-wise level alpha."""
-    order = np.argsort(pvalues)
-    reject = np.zeros(len(pvalues), dtype=bool)
-    for rank, i in enumerate(order):
-        if pvalues[i] > alpha / (len(pvalues) - rank):
-            break
-        reject[i] = True
-    return reject
+def boot_mean_ci(groups, n_boot=None, seed=None, stat=None):
+    """95% interval of the mean over units (groups: one value per unit): a t interval with n - 1 df
+    (inference.t_mean). A percentile bootstrap of 2-5 units covered 49-85%; n_boot and seed are kept for
+    the callers and not used. Fewer than 2 units: [None, None]."""
+    return inference.t_mean(groups)["ci95"]
 
 
 def h1_floors(a, b, margin):
@@ -52,7 +39,7 @@ def h1_floors(a, b, margin):
         sd = float(np.std(diffs, ddof=1)) if n >= 2 else 0.0
         p = float(2 * norm.sf(abs(est) / sd)) if sd > 0 else 1.0
         ident = a["params"][k].get("identified", True) and b["params"][k].get("identified", True)
-        ci = _interval(diffs) if ident else [None, None]
+        ci = inference.guarded(_interval(diffs), est) if ident else [None, None]
         table.append({"category": k[2:-1], "difference": est, "ci95": ci, "p": p, "identified": bool(ident),
                       "at_bound": bool(a["params"][k].get("at_bound") or b["params"][k].get("at_bound"))})
         pvals.append(p)
@@ -132,10 +119,11 @@ def cells_by_K(rows, kind):
 def k_contrast(rows, kind, n_boot, seed, margin, smaller_is_lower):
     """Per model and budget: equal-weight macro loss (kind: in / out) at the largest K minus at the smallest
     K that has it, both over the categories the two share (the nested design: K = 11 holds every K = 1
-    category), with a bootstrap interval that resamples runs within each side. An interval needs >= 2 runs
-    on each side. Returns table and verdict (H2: the difference > 0; H5 < 0)."""
+    category), with inference.contrast's two-way interval (categories x seed clusters, both sides' noise,
+    t with Welch-Satterthwaite df; analytic, so n_boot and seed are not used). An interval needs >= 2 seed
+    clusters on each side. The budgets are one family: 'not supported' needs a Holm rejection with the
+    opposite sign. Returns table, verdict, why (H2: the difference > 0; H5 < 0)."""
     table = []
-    rng = np.random.default_rng(seed)
     for (m, D), byK in sorted(cells_by_K(rows, kind).items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
         if len(byK) < 2:
             continue
@@ -144,46 +132,29 @@ def k_contrast(rows, kind, n_boot, seed, margin, smaller_is_lower):
         cats = sorted(set(equal_weight(a, kind)) & set(equal_weight(b, kind)))
         if not cats:
             continue
-        diff = macro(b, kind, cats) - macro(a, kind, cats)
-        row = {"model": m, "D": D, "K_low": k0, "K_high": k1, "difference": diff, "ci95": [None, None],
-               "n_runs": [len(a), len(b)], "n_categories": len(cats), "note": None}
-        if min(len(a), len(b)) < 2:
-            row["note"] = f"undecided: {len(a)} / {len(b)} runs (an interval needs >= 2 independent runs on each side)"
-        elif n_boot:
-            # Resampled runs are centred on per-category means first: a resample that draws a K = 1 run twice
-            # and misses another changes which categories it holds, and the floors' spread across categories
-            # (0.8 nats in P1) would then swamp the noise. The centre is the side with more runs per category
-            # (its means are the more precise; the other side's centred values carry its own noise).
-            per_a, per_b = equal_weight(a, kind), equal_weight(b, kind)
-            ref = per_a if len(a) / len(per_a) >= len(b) / len(per_b) else per_b
-            boots = []
-            for _ in range(n_boot):
-                ra = equal_weight([a[i] for i in rng.integers(0, len(a), len(a))], kind)
-                rb = equal_weight([b[i] for i in rng.integers(0, len(b), len(b))], kind)
-                za = [ra[c] - ref[c] for c in cats if c in ra]
-                zb = [rb[c] - ref[c] for c in cats if c in rb]
-                if za and zb:
-                    boots.append(float(np.mean(zb)) - float(np.mean(za)))
-            row["ci95"] = _interval(boots)
-            if row["ci95"][0] is None:
-                row["note"] = "undecided: the resamples do not vary (no spread to make an interval from)"
-        table.append(row)
+        c = inference.contrast([(v["subset"], v[kind]) for v in b], [(v["subset"], v[kind]) for v in a], cats)
+        table.append({"model": m, "D": D, "K_low": k0, "K_high": k1, "difference": c["estimate"], "ci95": c["ci95"],
+                      "p": c["p"], "df": c["df"], "n_runs": [len(a), len(b)], "n_categories": len(cats),
+                      "note": c["note"]})
     want_pos = not smaller_is_lower
+    cells = [dict(t, estimate=t["difference"]) for t in table]
+    verdict, what, family = inference.direction_family(cells, want_pos, margin, "budgets")
+    for t, c in zip(table, cells):
+        t["holm_rejected"] = c["holm_rejected"]
+    fam = f" (family: {len(table)} budgets, Holm)"
     decided = [t for t in table if t["ci95"][0] is not None]
     if not decided:
         why = "; ".join(sorted({t["note"] for t in table if t["note"]})) if table else "no budget has two K values"
-        return table, "undecided", (why or "no bootstrap, so no interval")
-    good = [t for t in decided if (t["ci95"][0] > 0 if want_pos else t["ci95"][1] < 0)]
-    bad = [t for t in decided if (t["ci95"][1] < 0 if want_pos else t["ci95"][0] > 0)]
-    null = [t for t in decided if -margin <= t["ci95"][0] and t["ci95"][1] <= margin]
+        return table, "undecided", (why or "no interval")
     sign = "rises" if want_pos else "falls"
-    if len(good) == len(table):
-        return table, "supported", f"the loss {sign} from the smallest to the largest K at every budget (all intervals exclude 0)"
-    if bad or len(null) == len(table):
-        return table, "not supported", (f"{len(bad)} budget(s) with the opposite sign" if bad else
-                                        f"every interval lies within ±{margin} nats: no change with K")
+    if verdict == "supported":
+        return table, verdict, f"the loss {sign} from the smallest to the largest K at every budget (all intervals exclude 0)"
+    if verdict == "not supported":
+        return table, verdict, what + fam
+    good = [t for t in decided if (t["ci95"][0] > 0 if want_pos else t["ci95"][1] < 0)]
     return table, "undecided", (f"{len(good)} of {len(table)} budgets show it; " +
-                                f"{len(decided) - len(good)} interval(s) contain 0" +
+                                f"{len(decided) - len(good)} interval(s) contain 0 or have the other sign without a "
+                                "Holm rejection" + fam +
                                 (f", {len(table) - len(decided)} budget(s) have no interval (too few runs)"
                                  if len(decided) < len(table) else ""))
 
@@ -225,7 +196,6 @@ def mixing_gain(rows, fit, n_boot, seed, tol=0.01):
         steps = sorted(cell["steps"])
         n_spec = len({rid for c in cell["spec"].values() for rid in c})
         ci = gain_ci(cell, list(per_c), n_boot, seed) if min(n_spec, len(cell["mix"])) >= 2 else [None, None]
-        ci = ci if ci[0] is None or ci[1] - ci[0] > 1e-12 else [None, None]
         p_ = pred(K, d) if pred else None
         table.append({"model": m, "K": K, "d": d, "G": float(np.mean(vals)), "ci95": ci,
                       "units_note": (None if min(n_spec, len(cell["mix"])) >= 2 else
@@ -243,23 +213,13 @@ def mixing_gain(rows, fit, n_boot, seed, tol=0.01):
 
 
 def gain_ci(cell, cats, n_boot, seed):
-    """H4's 95% interval of G: a two-way bootstrap that resamples the categories (each with its specialist
-    mean) and, independently, the mixed runs. The categories of one mixed run share that run's noise, so
+    """H4's 95% interval of G: inference.two_way, a crossed bootstrap over the categories (each with its
+    specialist mean) and the mixed runs. The categories of one mixed run share that run's noise, so
     categories alone are not independent units (their interval covered the true gain 86% of the time);
     the crossed resampling counts both sources, slightly conservatively."""
     spec = np.array([np.mean(list(cell["spec"][c].values())) for c in cats])
-    runs = list(cell["mix"])
-    M = np.array([[cell["mix"][r].get(c, np.nan) for c in cats] for r in runs])
-    rng = np.random.default_rng(seed)
-    vals = []
-    for _ in range(n_boot):
-        ci_, ri = rng.integers(0, len(cats), len(cats)), rng.integers(0, len(runs), len(runs))
-        m = M[ri][:, ci_]
-        seen = np.isfinite(m).any(axis=0)  # a category none of the drawn mixed runs trained on drops out
-        if seen.any():
-            mix_mean = np.nansum(m[:, seen], axis=0) / np.isfinite(m[:, seen]).sum(axis=0)
-            vals.append(float(np.mean(spec[ci_][seen] - mix_mean)))
-    return _pct(vals)
+    M = np.array([[cell["mix"][r].get(c, np.nan) for c in cats] for r in cell["mix"]])
+    return inference.two_way(spec, M, n_boot, seed)[1]
 
 
 def h4_verdict(gain):
@@ -267,8 +227,12 @@ def h4_verdict(gain):
     if not gain["table"]:
         return "undecided", "no specialist / mixed pairs at equal tokens per category"
     if not t:
-        return "undecided", (f"every pair's specialist ran fewer than {MIN_STEPS_H4} optimizer steps: G measures "
-                             "the mixed run's extra steps, not mixing")
+        if all(x["too_few_steps"] for x in gain["table"]):
+            return "undecided", (f"every pair's specialist ran fewer than {MIN_STEPS_H4} optimizer steps: G "
+                                 "measures the mixed run's extra steps, not mixing")
+        notes = sorted({x["units_note"] for x in gain["table"] if not x["too_few_steps"] and x["units_note"]})
+        return "undecided", ("no cell with enough steps has an interval" + (f" ({'; '.join(notes)})" if notes else
+                                                                             " (no spread between the resamples)"))
     pos = [x for x in t if x["ci95"][0] > 0]
     neg = [x for x in t if x["ci95"][1] < 0]
     bad = [x for x in t if x.get("contradicts_law")]

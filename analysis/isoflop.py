@@ -8,8 +8,10 @@ MIN_SIZES sizes. The optimum is the minimum of a cubic spline in log N through t
 fit a parabola; vertex() says why not here); a slice whose lowest loss is at the smallest or largest size
 has its optimum at an edge of the ladder, reported as such, not extrapolated.
 
-Interval: residual bootstrap (each size's curve refitted on fitted + resampled residuals, pooled within
-K), the slice and its optimum recomputed; percentile interval of log N_opt. "edge" gives the share of
+Interval: parametric bootstrap (each size's curve refitted on its fitted values moved by noise), the slice
+and its optimum recomputed; percentile interval of log N_opt. The noise comes from the noise floor or
+replicate runs, or residuals only when no size curve interpolates its points (point_noise); otherwise
+there is no interval. "edge" gives the share of
 replicates whose optimum fell at an edge of the sizes (then the interval is open on that side).
 
 N is what the points carry: analyze.py's rows give the non-embedding parameters (the fits' N).
@@ -20,6 +22,7 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 from scipy.optimize import minimize_scalar
 
+from analysis import inference
 from analysis import powerlaw as pl
 
 MIN_BUDGETS = 3
@@ -91,31 +94,54 @@ def vertex(x, y):
     return float(r.x), True
 
 
-def _boot_vertices(curves, Cs, n_boot, rng):
-    """Replicates of (log N_opt, inside) at every C (residual bootstrap of the size curves)."""
-    pool = np.concatenate([f["resid"] for f in curves.values()])
+def point_noise(points, curves, noise_log_sd=None):
+    """(SD of log loss of one point, where it came from): the noise floor passed in; else replicate points
+    (the same K, N and budget, different seeds); else the residuals of the size curves when every one of
+    them has more than 3 budgets (pooled df >= 3); else (None, why). A curve through 3 points with 3
+    parameters interpolates them: its residuals are 0 and say nothing of the noise."""
+    if noise_log_sd:
+        return float(noise_log_sd), "the noise floor (replicate runs of the sweep)"
+    groups = {}
+    for p in points:
+        groups.setdefault((p["K"], p["N"], round(math.log(p["D"]), 2)), []).append(math.log(p["L"]))
+    ss = sum(float(((np.asarray(v) - np.mean(v)) ** 2).sum()) for v in groups.values() if len(v) > 1)
+    df = sum(len(v) - 1 for v in groups.values() if len(v) > 1)
+    if df:
+        return math.sqrt(ss / df), f"replicate runs ({df} df)"
+    df = sum(len(f["D"]) - 3 for f in curves.values())
+    if curves and all(len(f["D"]) > 3 for f in curves.values()) and df >= 3:
+        ss = sum(float((((f["L"] - pl.predict(f, f["D"])) / f["L"]) ** 2).sum()) for f in curves.values())
+        return math.sqrt(ss / df), f"residuals of the size curves ({df} df)"
+    return None, ("no noise estimate: no replicate runs, and a size curve with 3 budgets and 3 parameters "
+                  "interpolates its points (residuals 0)")
+
+
+def _boot_vertices(curves, Cs, n_boot, rng, sd):
+    """Replicates of (log N_opt, inside) at every C (parametric bootstrap of the size curves: each point
+    moved by log-normal noise of SD sd, each curve refitted)."""
     reps = []
     for _ in range(n_boot):
         refit = {}
         for N, f in curves.items():
-            refit[N] = {**pl.fit_power_law(f["D"], pl.predict(f, f["D"]) + rng.choice(pool, len(f["D"]))),
-                        "D": f["D"]}
+            y = pl.predict(f, f["D"]) * np.exp(rng.normal(0, sd, len(f["D"])))
+            refit[N] = {**pl.fit_power_law(f["D"], y), "D": f["D"]}
         reps.append([vertex(*slice_at(refit, C)) for C in Cs])
     return reps
 
 
-def isoflop_K(points, compute=None, n_boot=500, seed=0, level=0.95):
-    """The slices of one K: {"sizes", "slices": [{"C", "N", "L", "N_opt", "N_opt_ci", "inside", "edge"}]} or
-    {"reason"} when the sweep cannot support them."""
+def isoflop_K(points, compute=None, n_boot=500, seed=0, level=0.95, noise_log_sd=None):
+    """The slices of one K: {"sizes", "slices": [{"C", "N", "L", "N_opt", "N_opt_ci", "inside", "edge"}],
+    "noise_sd", "noise_source"} or {"reason"} when the sweep cannot support them."""
     curves = size_curves(points)
     if len(curves) < MIN_SIZES:
         return {"sizes": sorted(curves), "slices": [],
                 "reason": f"{len(curves)} model size(s) with >= {MIN_BUDGETS} budgets; slices need {MIN_SIZES}"}
     Cs = list(compute) if compute is not None else compute_grid(curves)
-    # three points per size and three parameters: the curves interpolate, the residuals are 0 and a residual
-    # bootstrap would give a zero-width interval from noisy data; no interval then
-    df = sum(len(f["D"]) - 3 for f in curves.values())
-    reps = _boot_vertices(curves, Cs, n_boot, np.random.default_rng(seed)) if df > 0 else None
+    if not Cs:
+        return {"sizes": sorted(curves), "slices": [],
+                "reason": f"no compute at which {MIN_SIZES} sizes' budgets overlap (within {COVER_TOL}x)"}
+    sd, source = point_noise(points, curves, noise_log_sd)
+    reps = _boot_vertices(curves, Cs, n_boot, np.random.default_rng(seed), sd) if sd and n_boot else None
     slices = []
     for c, C in enumerate(Cs):
         x, y = slice_at(curves, C)
@@ -123,23 +149,23 @@ def isoflop_K(points, compute=None, n_boot=500, seed=0, level=0.95):
         if v is None:
             slices.append({"C": C, "N": [], "L": [], "reason": f"fewer than {MIN_SIZES} sizes cover this compute"})
             continue
-        lo, hi = pl.interval([r[c][0] for r in reps if r[c][0] is not None] if reps else [], level)
+        ci = inference.percentile([r[c][0] for r in reps if r[c][0] is not None], v, level) if reps else [None, None]
         slices.append({"C": float(C), "N": np.exp(x).tolist(), "L": y.tolist(), "N_opt": math.exp(v),
-                       "inside": inside, "N_opt_ci": [None, None] if lo is None else [math.exp(lo), math.exp(hi)],
+                       "inside": inside, "N_opt_ci": [None, None] if ci[0] is None else [math.exp(ci[0]), math.exp(ci[1])],
                        "edge": float(np.mean([not r[c][1] for r in reps])) if reps else None})
-    return {"sizes": sorted(curves), "slices": slices}
+    return {"sizes": sorted(curves), "slices": slices, "noise_sd": sd, "noise_source": source}
 
 
-def isoflop(points, compute=None, n_boot=500, seed=0, level=0.95):
+def isoflop(points, compute=None, n_boot=500, seed=0, level=0.95, noise_log_sd=None):
     """{K: isoflop_K(...)} over the Ks present in the points."""
     Ks = sorted({p["K"] for p in points})
-    return {K: isoflop_K([p for p in points if p["K"] == K], compute, n_boot, seed, level) for K in Ks}
+    return {K: isoflop_K([p for p in points if p["K"] == K], compute, n_boot, seed, level, noise_log_sd) for K in Ks}
 
 
 def markdown_section(res):
     L = ["## IsoFLOP slices", "",
          "Loss against N at fixed compute C = 6·N·D (each size's loss-vs-tokens curve read at D = C/(6N)); "
-         "N_opt: minimum of a cubic spline in log N, 95% residual-bootstrap interval; edge: share of replicates "
+         "N_opt: minimum of a cubic spline in log N, 95% parametric-bootstrap interval (noise: noise floor, replicates, or residuals of curves that do not interpolate); edge: share of replicates "
          "whose optimum lay outside the sizes (the interval is then open on that side).", "",
          "| K | C (FLOPs) | sizes | N_opt | interval | edge |", "|---|---|---|---|---|---|"]
     for K, r in res.items():
@@ -150,9 +176,14 @@ def markdown_section(res):
                 L.append(f"| {K} | {s['C']:.3g} | {len(s['N'])} | n/a | {s['reason']} | |")
                 continue
             flag = "" if s["inside"] else " (at the edge of the sizes)"
+            if not s["inside"]:
+                edge = "" if s["edge"] is None else f"{100 * s['edge']:.0f}%"
+                L.append(f"| {K} | {s['C']:.3g} | {len(s['N'])} | {s['N_opt']:.3g}{flag} | open: the optimum lies "
+                         f"beyond the sizes | {edge} |")
+                continue
             if s["N_opt_ci"][0] is None:
-                L.append(f"| {K} | {s['C']:.3g} | {len(s['N'])} | {s['N_opt']:.3g}{flag} | none: no residual degrees "
-                         "of freedom (each size's curve has 3 parameters and 3 points) | — |")
+                L.append(f"| {K} | {s['C']:.3g} | {len(s['N'])} | {s['N_opt']:.3g}{flag} | none: "
+                         f"{r.get('noise_source') or 'no spread between the replicates'} | — |")
                 continue
             ci = f"[{s['N_opt_ci'][0]:.3g}, {s['N_opt_ci'][1]:.3g}]"
             if not s["inside"]:

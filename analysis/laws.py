@@ -1,5 +1,5 @@
 """Laws and fitting (EXPERIMENT_PLAN.md, H3): the arrays a fit reads, the dilution / disjoint / shared law
-with its Huber objective and analytic gradient, L-BFGS-B from a grid of starts, the bootstrap over runs
+with its Huber objective and analytic gradient, L-BFGS-B from a grid of starts, the bootstrap over seed clusters
 (resampled within each K, refitted from the point estimate and a second start, in a pool of processes),
 what the design cannot identify, and fit_law, which puts them together. Also the 95% intervals and how they
 are printed, shared by the modules that decide the hypotheses."""
@@ -10,6 +10,7 @@ import numpy as np
 
 import store as st
 from analysis.huber import HUBER_DELTA, huber
+from analysis.inference import cluster_counts, seed_cluster
 from analysis.runs import used
 
 FORMS = {"dilution": None, "disjoint": 1.0, "shared": 0.0}  # form -> fixed s (None: free)
@@ -32,6 +33,7 @@ def fit_data(rows, where=None):
     cats = sorted({r["category"] for r in use}, key=lambda c: st.CATEGORIES.index(c) if c in st.CATEGORIES else 99)
     runs = sorted({r["run_id"] for r in use})
     seeds = sorted({str(r["seed"]) for r in use})
+    clusters = sorted({seed_cluster(r) for r in use}, key=str)
     return {"L": np.array([r["test_loss"] for r in use], dtype=float),
             "D": np.array([r["tokens_seen"] for r in use], dtype=float),
             "Dc": np.array([r["tokens_category"] for r in use], dtype=float),
@@ -41,6 +43,8 @@ def fit_data(rows, where=None):
             "budget": np.array([r["token_budget_planned"] for r in use], dtype=float),
             "K": np.array([r["K"] for r in use], dtype=int),
             "fold": np.array([seeds.index(str(r["seed"])) for r in use], dtype=int),
+            # the seed cluster (all budgets of one K, subset seed, init seed): the bootstrap's unit
+            "cluster": np.array([clusters.index(seed_cluster(r)) for r in use], dtype=int),
             "categories": cats, "runs": runs}
 
 
@@ -181,27 +185,37 @@ def at_bounds(law, th, d, categories):
 
 
 # ----------------------------------------------------------------------------------------------------
-# the bootstrap over runs
+# the bootstrap over seed clusters
 
-def bootstrap_weights(d, n_boot, seed):
-    """Run-multiplicity weights per point for each resample: runs are drawn with replacement within each
-    K (the design's strata). A resample in which some category has no point is dropped and counted (its
-    floor would sit at the point estimate with no spread)."""
-    rng = np.random.default_rng(seed)
-    run_K = np.zeros(len(d["runs"]), dtype=int)
-    run_K[d["run"]] = d["K"]
-    strata = [np.flatnonzero(run_K == k) for k in np.unique(run_K)]
-    out, dropped = [], 0
-    for _ in range(n_boot):
-        counts = np.zeros(len(d["runs"]))
-        for members in strata:
-            np.add.at(counts, rng.choice(members, len(members)), 1)
-        w = counts[d["run"]]
-        if np.bincount(d["cat"], weights=w, minlength=len(d["categories"])).min() <= 0:
-            dropped += 1
-            continue
-        out.append(w)
-    return out, dropped
+MAX_DROP = 0.2  # a cluster bootstrap that loses a category in more resamples than this falls back to runs
+
+
+def _unit_weights(d, unit, n_boot, seed):
+    n_units = int(unit.max()) + 1 if len(unit) else 0
+    unit_K = np.zeros(n_units, dtype=int)
+    unit_K[unit] = d["K"]
+    counts = cluster_counts(unit_K, n_boot, np.random.default_rng(seed))
+    W = counts[:, unit]                                                     # (n_boot, points)
+    per_cat = np.stack([W[:, d["cat"] == c].sum(axis=1) for c in range(len(d["categories"]))], axis=1) \
+        if len(d["categories"]) else np.ones((n_boot, 1))
+    keep = per_cat.min(axis=1) > 0
+    return [w for w in W[keep]], int((~keep).sum())
+
+
+def bootstrap_weights(d, n_boot, seed, with_unit=False):
+    """Multiplicity weights per point for each resample: seed clusters (all budgets of one K, subset seed,
+    init seed and data seed: they share initialisation and data prefix, so their noise is shared) drawn with
+    replacement within each K (the design's strata). A resample in which some category has no point is
+    dropped and counted (its floor would sit at the point estimate with no spread). When that would drop
+    more than MAX_DROP of the resamples (a category held by one or two clusters, as in a K = 1-only fit),
+    runs are resampled instead, and with_unit says so: (weights, dropped[, unit])."""
+    unit = "seed cluster"
+    w, dropped = _unit_weights(d, d["cluster"], n_boot, seed) if "cluster" in d else ([], n_boot + 1)
+    if dropped > MAX_DROP * n_boot:
+        unit = ("run (some category is held by too few seed clusters to resample them: clusters would drop "
+                "it from most resamples)" if "cluster" in d else "run")
+        w, dropped = _unit_weights(d, d["run"], n_boot, seed)
+    return (w, dropped, unit) if with_unit else (w, dropped)
 
 
 def boot_starts(law, d, th):
@@ -351,7 +365,7 @@ FORMULAS = {"dilution": "L_c = E_c + B * (D_c^s * D^(1-s))^-beta", "disjoint": "
 
 
 def fit_law(d, form, n_boot=1000, seed=0, with_n=None, jobs=1):
-    """Point estimate, bootstrap 95% intervals over runs (counts of dropped resamples and refits), the
+    """Point estimate, bootstrap 95% intervals over seed clusters (counts of dropped resamples and refits), the
     parameters left on a bound, and the residuals."""
     if with_n is None:
         with_n = len(np.unique(d["N"])) > 1
@@ -360,7 +374,7 @@ def fit_law(d, form, n_boot=1000, seed=0, with_n=None, jobs=1):
     th = res.x
     point = named_params(law, th, d["categories"])
     resid = np.log(law.predict(th, d)) - np.log(d["L"])
-    weights, dropped_missing = bootstrap_weights(d, n_boot, seed)
+    weights, dropped_missing, unit = bootstrap_weights(d, n_boot, seed, with_unit=True)
     refits, n_starts = run_bootstrap(law, d, th, weights, jobs) if weights else ([], 0)
     boots = [b for b in refits if b is not None]
     params = {}
@@ -384,6 +398,8 @@ def fit_law(d, form, n_boot=1000, seed=0, with_n=None, jobs=1):
             "fit_error": float(np.sqrt(np.mean(resid ** 2))), "n_points": int(len(d["L"])), "n_runs": len(d["runs"]),
             "bootstrap": {"requested": n_boot, "used": len(boots), "dropped_missing_category": dropped_missing,
                           "dropped_not_converged": len(refits) - len(boots), "strata": "K",
+                          "unit": unit, "unit_defined": "seed cluster: all budgets of one K, subset seed, init "
+                                                        "seed and data seed",
                           "refit": (f"tolerances relative to the objective; the first {BOOT_PROBE} resamples from 2 "
                                     f"starts, the rest from {n_starts}")},
             "at_bound": bound, "_theta": th.tolist(), "_with_n": with_n, "_resid": resid, "_boot": boots}

@@ -341,6 +341,7 @@ def judge(comparison, equiv, fits=None, categories=None):
     """The held-out comparison (analyze.compare_forms) with the equivalences applied — a pair of forms that
     are one law on this design is 'equivalent', never decided — and the verdict: the best form (the only one
     no other beats) with its interval, or 'undecided' among the forms no other beats."""
+    from analysis import inference
     eq = {(e["a"], e["b"]): e for e in equiv}
     for p in comparison["pairs"]:
         e = eq.get((p["a"], p["b"]))
@@ -349,10 +350,13 @@ def judge(comparison, equiv, fits=None, categories=None):
             p["better"] = "undecided"
             p["why"] = ("the same law on this design: each reproduces the other's fit to "
                         f"{max(e['reproduce']):.1e} (RMS log)")
+    if any("p" in p for p in comparison["pairs"]):  # the family: the non-equivalent pairs, Holm-corrected
+        from analysis.forms import decide_pairs
+        decide_pairs(comparison["pairs"])
     forms = list(comparison["rmse"])
-    beaten = {f for p in comparison["pairs"] if p["better"] in (p["a"], p["b"])
-              for f in (p["a"], p["b"]) if f != p["better"]}
-    top = [f for f in forms if f not in beaten]
+    # best: the form that beats every other; otherwise the set no other form beats (A beats C, C beats B,
+    # A vs B undecided: not 'best A')
+    best, top = inference.undominated(forms, comparison["pairs"])
     same = [(p["a"], p["b"]) for p in comparison["pairs"] if p["equivalent"]]
     # a form equivalent on this design to another cannot be the best alone: they are one law here, so a
     # form beating one of them while the other "wins" is optimiser noise; undecided among the class
@@ -360,7 +364,7 @@ def judge(comparison, equiv, fits=None, categories=None):
         twins = {f for a, b in same if top[0] in (a, b) for f in (a, b)}
         top = [f for f in forms if f in twins] or top
     comparison["equivalent_pairs"] = same
-    comparison["best"] = top[0] if len(top) == 1 and comparison["n_points"] else None
+    comparison["best"] = best if best is not None and len(top) == 1 and comparison["n_points"] else None
     comparison["undecided_among"] = [] if comparison["best"] else top
     comparison["verdict"] = _verdict(comparison, top, same)
     if fits:
@@ -381,8 +385,10 @@ def _verdict(cmp, top, same):
                     f"{(1 if p['a'] == f else -1) * p['mse_difference']:+.2e}, 95% "
                     f"{_ci(sorted((1 if p['a'] == f else -1) * x for x in p['ci95']))}" for p in wins) + ")")
     eqs = [f"{a} = {b}" for a, b in same if a in top and b in top]
-    return (f"**undecided** among {', '.join(top)}: "
-            + (cmp.get("why_no_interval") or "no interval of their held-out differences excludes 0")
+    beats_some = [f for f in top if any(p["better"] == f for p in cmp["pairs"])]
+    return (f"**undecided** among {', '.join(top)} (no other form beats them; none beats every other)" + ": "
+            + (cmp.get("why_no_interval") or ("no form beats every other after Holm across the pairs" if beats_some
+                                              else "no interval of their held-out differences excludes 0 after Holm"))
             + (f"; equivalent on this design (reparametrisations of one law here): {', '.join(eqs)}" if eqs else ""))
 
 
@@ -411,3 +417,19 @@ def report_lines(cmp):
           + f" | {_ci(p['ci95'])} | " + ("equivalent on this design" if p.get("equivalent") else p["better"]) + " |"
           for p in cmp["pairs"]]
     return L + ["", cmp["verdict"], ""]
+
+
+def withhold_misfit(cmp, diagnostics):
+    """No 'best' form when the report calls that form's fit a misfit (its residuals against the noise floor):
+    predicting held-out runs best among misfits is not a law that fits."""
+    if not cmp or not cmp.get("best") or not diagnostics:
+        return cmp
+    bad = (diagnostics.get(cmp["best"], {}).get("verdict") == "misfit"
+           or all(v.get("verdict") == "misfit" for v in diagnostics.values()))
+    if bad:
+        f = cmp["best"]
+        cmp["best"], cmp["undecided_among"] = None, [f]
+        cmp["verdict"] = (f"**undecided**: {f} predicts held-out runs best, but the residual diagnostics call "
+                          + ("every dilution form's fit" if f not in diagnostics else f"{f}'s fit")
+                          + " a misfit, so no form is named best")
+    return cmp

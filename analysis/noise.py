@@ -15,15 +15,18 @@ def replicate_key(r, values):
 
 def noise_floor(rows, runs=None):
     """Pooled SD of log test loss among replicate runs (replicate_key: the same run but for its seeds) per
-    category: the scatter no law can explain. Returns (sd or None, degrees of freedom, number of groups,
+    category: the scatter no law can explain. Every kind of replicate enters (init seed only; data and init
+    seed, e.g. K = 11 subsets that are rotations of one set), each group marked with its kind. Returns (sd or None, degrees of freedom, number of groups,
     the groups: [{model, K, budget, runs, df}]). Without replicates the floor is unknown (None)."""
     conflicts = _model_config_conflicts(runs) if runs else frozenset()
     values = {r["run_id"]: run_values(r, conflicts) for r in (runs or [])}
-    groups = {}
+    groups, seeds = {}, {}
     for r in used(rows):
         if r["in_training"] and not r["tagged"]:
             key = replicate_key(r, values) + (r["category"],)
             groups.setdefault(key, {}).setdefault(r["run_id"], math.log(r["test_loss"]))
+            seeds[r["run_id"]] = (str(r.get("data_seed") if r.get("data_seed") is not None else r.get("seed")),
+                                  str(r.get("init_seed")))
     ss, df, n, listing = 0.0, 0, 0, {}
     for key, by_run in groups.items():
         if len(by_run) > 1:
@@ -31,16 +34,20 @@ def noise_floor(rows, runs=None):
             ss += float(((v - v.mean()) ** 2).sum())
             df += len(v) - 1
             n += 1
+            data = {seeds[rid][0] for rid in by_run}
             g = listing.setdefault(key[:-1], {"model": key[0], "K": len(key[1]), "budget": key[2],
-                                              "runs": sorted(by_run), "df": 0})
+                                              "runs": sorted(by_run), "df": 0,
+                                              # which noise the replicates see: init-seed replicates share their
+                                              # data order and miss its noise (the floor is then too small)
+                                              "kind": "init seed only" if len(data) == 1 else "data and init seed"})
             g["df"] += len(v) - 1
     return (math.sqrt(ss / df) if df else None), df, n, list(listing.values())
 
 
 def residual_diagnostics(fit, d, sigma):
     """Mean log residual (prediction − observation) by K, by budget and by K × budget, each against the
-    noise floor: z = mean / (sigma / sqrt(runs in the cell)) (a run's categories counted as one draw, the
-    conservative choice). A misfit: residual RMSE > 1.5 sigma, or a cell beyond the Bonferroni threshold."""
+    noise floor: z = mean / (sigma / sqrt(seed clusters in the cell)) (a run's categories counted as one draw,
+    and a seed's runs at several budgets as one: the conservative choice). A misfit: residual RMSE > 1.5 sigma, or a cell beyond the Bonferroni threshold."""
     from scipy.stats import norm
     resid = fit["_resid"]
     cells = []
@@ -49,10 +56,13 @@ def residual_diagnostics(fit, d, sigma):
         for combo in combos:
             m = np.all([k == v for k, v in zip(keys, combo)], axis=0)
             n_runs = len(np.unique(d["run"][m]))
+            # the independent draws of a cell are its seed clusters: a seed's runs at several budgets share
+            # their noise, so counting runs overstated |z| in the by-K cells
+            n_units = len(np.unique(d["cluster"][m])) if "cluster" in d else n_runs
             mean = float(resid[m].mean())
-            z = mean / (sigma / math.sqrt(n_runs)) if sigma else None
+            z = mean / (sigma / math.sqrt(n_units)) if sigma else None
             cells.append({"by": label, "cell": [float(c) for c in combo], "mean_residual": mean, "n_runs": n_runs,
-                          "z": z})
+                          "n_clusters": n_units, "z": z})
     rmse = float(np.sqrt(np.mean(resid ** 2)))
     out = {"rmse": rmse, "noise_floor": sigma, "cells": cells}
     if not sigma:

@@ -115,17 +115,24 @@ def plot_collapse(fit, d, path):
 def plot_baselines(rows, baselines, path):
     plt = _plt()
     cats = list(baselines["per_category"])
-    best = {}
-    for r in used(rows):  # the best (lowest) in-training test bits per byte any run reached, per category
+    # the model's bits per byte at the largest budget that trained the category (mean of those runs): a
+    # choice fixed by the design, never the lowest test value over all runs (a selection on the test set)
+    top, vals = {}, {}
+    for r in used(rows):
         if r["in_training"] and r["test_bits_per_byte"] is not None and not r["tagged"]:
-            best[r["category"]] = min(best.get(r["category"], 1e9), r["test_bits_per_byte"])
+            top[r["category"]] = max(top.get(r["category"], 0), r["token_budget_planned"] or 0)
+    for r in used(rows):
+        if (r["in_training"] and r["test_bits_per_byte"] is not None and not r["tagged"]
+                and (r["token_budget_planned"] or 0) == top.get(r["category"])):
+            vals.setdefault(r["category"], []).append(r["test_bits_per_byte"])
+    best = {c: float(np.mean(v)) for c, v in vals.items()}
     x = np.arange(len(cats))
     fig, ax = plt.subplots(figsize=(9, 4.8))
     wdt = 0.2
     for i, comp in enumerate(("gzip", "bz2", "lzma")):
         vals = [baselines["per_category"][c]["compress_bpb"][comp] or np.nan for c in cats]
         ax.bar(x + (i - 1.5) * wdt, vals, wdt, label=comp)
-    ax.bar(x + 1.5 * wdt, [best.get(c, np.nan) for c in cats], wdt, label="best model (in training)")
+    ax.bar(x + 1.5 * wdt, [best.get(c, np.nan) for c in cats], wdt, label="model, largest budget (mean of its runs)")
     ax.set_xticks(x)
     ax.set_xticklabels(cats, rotation=45, ha="right")
     _style(ax, "category", "bits per byte (test text)", "model vs compressors, per category")

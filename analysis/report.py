@@ -94,9 +94,10 @@ def _fit_sections(fits, comparison, diagnostics, with_n):
               + (f", {comparison['n_skipped']} not predictable" if comparison["n_skipped"] else "") + ")", "",
               "| form | held-out RMSE (log L) | 95% CI |", "|---|---|---|"]
         L += [f"| {f} | {_fmt(v['estimate'])} | {_ci(v['ci95'])} |" for f, v in comparison["rmse"].items()]
-        L += ["", "| A vs B | MSE(A) − MSE(B) | 95% CI | better |", "|---|---|---|---|"]
-        L += [f"| {p['a']} vs {p['b']} | {_fmt(p['mse_difference'], 3)} | {_ci(p['ci95'], 3)} | {p['better']} |"
-              for p in comparison["pairs"]]
+        L += ["", f"Family: the {len(comparison['pairs'])} pairs, Holm; 'better' only after Holm.", "",
+              "| A vs B | MSE(A) − MSE(B) | 95% CI | p | better |", "|---|---|---|---|---|"]
+        L += [f"| {p['a']} vs {p['b']} | {_fmt(p['mse_difference'], 3)} | {_ci(p['ci95'], 3)} | "
+              f"{_fmt(p.get('p'), 3)} | {p['better']} |" for p in comparison["pairs"]]
     L += ["", "## Fitted laws", "",
           "| form | data | formula | converged | fit error (RMSE log L) | points | runs | bootstrap used / dropped |",
           "|---|---|---|---|---|---|---|---|"]
@@ -123,8 +124,12 @@ def _diag_section(diagnostics, sigma_info):
           f"groups), {df} degrees of freedom): {sigma:.4f}." if sigma else
           "No replicate runs (runs that differ only in their seeds): the noise floor is **unknown**, so no fit "
           "can be called good."),
-         ("Replicate sets: " + "; ".join(f"{g['model']} K={g['K']} D={g['budget']:,.0f}: {len(g['runs'])} runs "
-                                          f"({g['df']} df)" for g in groups[:20])
+         ("Replicate kinds that entered: " + ", ".join(sorted({g.get("kind", "?") for g in groups}))
+          + ("" if any(g.get("kind") != "init seed only" for g in groups) else
+             " — init-seed replicates share their data order, so this floor misses data-order noise and the "
+             "misfit threshold is too strict") + ". " if groups else "")
+         + ("Replicate sets: " + "; ".join(f"{g['model']} K={g['K']} D={g['budget']:,.0f}: {len(g['runs'])} runs "
+                                          f"({g['df']} df, {g.get('kind', '?')})" for g in groups[:20])
           + (f"; … {len(groups) - 20} more (fits.json)" if len(groups) > 20 else "") + ".") if groups else "",
          "Mean residual = mean of log(prediction) − log(observation); z against the noise floor.", ""]
     for form, dg in diagnostics.items():
@@ -151,17 +156,23 @@ def _hypothesis_sections(h1, h2, h5, gain, h6, h2_extra=()):
         if table:
             L += ["", f"## {name}", "", f"**{v}** — {why}.", "",
                   "Categories weighted equally (replicates averaged within subset and category first), over the "
-                  "categories both K share; the interval resamples runs within each side.", "",
-                  f"| model | D (planned) | K low → high | {lab} macro loss difference | 95% CI | runs | categories | note |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "categories both K share. Interval (analysis/inference.py): two-way over categories and seed "
+                  "clusters, both sides' noise, t with Welch-Satterthwaite df; none from fewer than 2 seed clusters "
+                  f"a side. Family: the {len(table)} budgets, Holm — 'not supported' needs a Holm rejection with "
+                  "the opposite sign; 'supported' needs every budget's interval on the predicted side.", "",
+                  f"| model | D (planned) | K low → high | {lab} macro loss difference | 95% CI | p | rejected (Holm) | "
+                  "runs | categories | note |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
             L += [f"| {t['model']} | {t['D']:,.0f} | {t['K_low']} → {t['K_high']} | {t['difference']:+.4f} | "
-                  f"{_ci(t['ci95'])} | {t['n_runs'][0]} / {t['n_runs'][1]} | {t['n_categories']} | {t['note'] or ''} |"
+                  f"{_ci(t['ci95'])} | {_fmt(t.get('p'), 3)} | "
+                  f"{'–' if t.get('holm_rejected') is None else t['holm_rejected']} | "
+                  f"{t['n_runs'][0]} / {t['n_runs'][1]} | {t['n_categories']} | {t['note'] or ''} |"
                   for t in table]
             L += list(h2_extra) if lab == "in-training" else []  # H2's second half (analysis/extras.py)
     if gain["table"] or gain["missing"]:
         L += ["", "## H4: mixing gain at equal tokens per category", "",
               "G = L_c(K = 1, d) − L_c(K, K·d), paired on the planned budget (within 1%); mean over categories and "
-              "seeds, 95% CI over categories; > 0: mixing helped. The mixed run trains on K·d tokens, so it takes K "
+              "seeds, 95% CI from a two-way bootstrap over categories and mixed runs; > 0: mixing helped. The mixed run trains on K·d tokens, so it takes K "
               f"times the specialist's optimizer steps: cells whose specialist ran < {MIN_STEPS_H4} steps measure "
               "optimisation as much as mixing and decide nothing.", "",
               f"{gain['pairs_made']} pairs made; {len(gain['missing'])} mixed (run, category) without a specialist.", "",
@@ -184,6 +195,7 @@ def _hypothesis_sections(h1, h2, h5, gain, h6, h2_extra=()):
                 for need, g in sorted(groups.items())) + "."]
     if h6:
         L += ["", "## H6: identification cost (untagged − tagged twins: same sampling arm, seeds and budget)", "",
+              "95% CI: t interval over the twin pairs (n − 1 df); none from one pair.", "",
               "| model | K | twin pairs | mean gap (nats/token) | 95% CI | bound ln(K)/100 | verdict |",
               "|---|---|---|---|---|---|---|"]
         L += [f"| {t['model']} | {t['K']} | {t['pairs']} | {t['gap']:+.4f} | {_ci(t['ci95'])} | {t['bound']:.4f} | "

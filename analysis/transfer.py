@@ -12,12 +12,13 @@ below i's fitted floor E_i has no finite t_ij and is listed (a bootstrap replica
 intervals keep it). Only pairs whose effective data lie inside the range of i's
 specialist budgets (COVER_TOL beyond each end) get a value; the others are listed with the reason.
 
-Intervals: a residual bootstrap. The plan runs one specialist per (category, budget) and one run per pair,
-so resampling whole runs would show no spread at all; instead each replicate refits every specialist
-curve on fitted + resampled residuals and perturbs each pair loss by a resampled residual, so the
-specialist-fit uncertainty and the pair run's own noise both propagate into t_ij. Residuals are pooled
-over categories (the noise of one model's test loss is much the same across categories, and one
-category's 5 budgets leave only 2 degrees of freedom) and scaled by sqrt(n / (n - 3)).
+Intervals: a parametric bootstrap. The plan runs one specialist per (category, budget) and one run per
+pair, so resampling whole runs would show no spread at all; instead each replicate refits every specialist
+curve on its fitted values moved by noise and moves each pair loss by noise, so the specialist-fit
+uncertainty and the pair run's own noise both propagate into t_ij. The noise (an SD of log loss) comes from
+the sweep's noise floor, or replicate runs, or residuals of curves that do not interpolate (noise_model);
+with none of these there is no interval (3 budgets and 3 parameters: zero residuals, which gave
+"0.62 [0.62, 0.62]").
 
 Input: a list of run records {"run_id", "model", "categories", "budget", "seed", "tagged", "tokens": {c: D_c},
 "loss": {c: test loss}}; runs_from_rows() builds them from analyze.py's rows, runs_from_sweep() from run
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 import store as st
+from analysis import inference
 from analysis import powerlaw as pl
 
 MIN_BUDGETS = 3     # a specialist curve has 3 parameters
@@ -169,43 +171,86 @@ def point_estimates(fits, why, pairs):
     return t, missing
 
 
-def _replicate(fits, pairs, keys, pool, rng):
-    """One bootstrap replicate of every t_ij in keys."""
+MIN_NOISE_DF = 3     # residual degrees of freedom (pooled) before residuals may serve as the noise estimate
+
+
+def replicate_noise(runs):
+    """(SD of log loss, df) among replicate records (the same categories and budget, different seeds), pooled
+    over categories; (None, 0) without replicates."""
+    groups = {}
+    for r in runs:
+        if not r["tagged"]:
+            for c, v in r["loss"].items():
+                groups.setdefault((tuple(sorted(r["categories"])), r["budget"], c), []).append(math.log(v))
+    ss, df = 0.0, 0
+    for v in groups.values():
+        if len(v) > 1:
+            ss += float(((np.asarray(v) - np.mean(v)) ** 2).sum())
+            df += len(v) - 1
+    return (math.sqrt(ss / df), df) if df else (None, 0)
+
+
+def noise_model(fits, runs, noise_log_sd=None):
+    """The noise of one test loss, as an SD of log loss, and where it came from: the noise floor passed in
+    (replicates of the whole sweep), else replicates among these runs, else the residuals of the specialist
+    curves that do not interpolate their points (> 3 budgets; pooled df >= MIN_NOISE_DF). Never from curves
+    with 3 points and 3 parameters (their residuals are 0: the intervals had zero width). Residuals miss
+    any noise a seed's runs share across budgets, so they come last. (None, why) when none is available."""
+    if noise_log_sd:
+        return float(noise_log_sd), "the noise floor (replicate runs of the sweep)"
+    sd, df = replicate_noise(runs)
+    if sd:
+        return sd, f"replicate runs among the specialists / pairs ({df} df)"
+    rel = [(f["y"] - pl.predict(f, f["x"])) / f["y"] for f in fits.values() if len(f["x"]) > MIN_BUDGETS]
+    df = sum(len(f["x"]) - MIN_BUDGETS for f in fits.values() if len(f["x"]) > MIN_BUDGETS)
+    if df >= MIN_NOISE_DF:
+        return math.sqrt(float(sum((r ** 2).sum() for r in rel)) / df), (
+            f"residuals of the specialist curves with more than {MIN_BUDGETS} budgets ({df} df; misses noise a "
+            "seed shares across its budgets)")
+    return None, (f"no noise estimate: no replicate runs and no specialist curve with more than {MIN_BUDGETS} "
+                  f"budgets (a curve through {MIN_BUDGETS} points interpolates them: residuals 0)")
+
+
+def _replicate(fits, pairs, keys, sd, rng):
+    """One parametric bootstrap replicate of every t_ij in keys: each specialist point and each pair mean
+    moved by log-normal noise of SD sd (a pair mean of n runs by sd / sqrt(n))."""
     refit = {}
     for c, f in fits.items():
-        y = pl.predict(f, f["x"]) + rng.choice(pool, len(f["x"]))
+        y = pl.predict(f, f["x"]) * np.exp(rng.normal(0, sd, len(f["x"])))
         refit[c] = pl.fit_power_law(f["x"], y)
     out = {}
     for i, j in keys:
         pr = pairs[tuple(sorted((i, j)))]
         L, Di, Dj = _pair_means(pr, i, j)
-        L = L + rng.choice(pool, len(pr)).mean()
+        L = L * math.exp(rng.normal(0, sd / math.sqrt(len(pr))))
         out[(i, j)] = t_value(refit[i], L, Di, Dj)
     return out
 
 
-def bootstrap(fits, pairs, keys, n_boot, seed):
-    """{(i, j): array of n_boot replicates} (residual bootstrap, see the module doc)."""
+def bootstrap(fits, pairs, keys, n_boot, seed, sd):
+    """{(i, j): array of n_boot replicates} (parametric bootstrap with noise sd, see noise_model)."""
     rng = np.random.default_rng(seed)
-    pool = np.concatenate([f["resid"] for f in fits.values()]) if fits else np.zeros(1)
-    reps = [_replicate(fits, pairs, keys, pool, rng) for _ in range(n_boot)]
+    reps = [_replicate(fits, pairs, keys, sd, rng) for _ in range(n_boot)] if sd else []
     return {k: np.array([r[k] for r in reps]) for k in keys}
 
 
-def transfer_matrix(runs, n_boot=1000, seed=0, level=0.95):
+def transfer_matrix(runs, n_boot=1000, seed=0, level=0.95, noise_log_sd=None):
     """The transfer matrix with intervals. Returns {"categories", "t": {(i, j): value}, "ci": {(i, j): [lo, hi]},
     "boot": {(i, j): replicates}, "missing": [{"i", "j", "reason"}], "specialists": {c: {E, B, beta,
-    at_bound}}, "asymmetry": see asymmetry(), "n_boot", "level"}."""
+    at_bound}}, "asymmetry": see asymmetry(), "noise_sd", "noise_source", "n_boot", "level"}. noise_log_sd:
+    the sweep's noise floor (SD of log test loss), when known."""
     spec, pairs = _design(runs)
     fits, why = fit_specialists(spec)
     t, missing = point_estimates(fits, why, pairs)
-    boot = bootstrap(fits, pairs, sorted(t), n_boot, seed)
+    sd, source = noise_model(fits, runs, noise_log_sd)
+    boot = bootstrap(fits, pairs, sorted(t), n_boot, seed, sd)
     cats = sorted(set(spec) | {c for p in pairs for c in p}, key=_order)
-    res = {"categories": cats, "t": t, "ci": {k: pl.interval(v, level) for k, v in boot.items()},
-           "boot": boot, "missing": missing, "n_boot": n_boot, "level": level,
+    res = {"categories": cats, "t": t, "ci": {k: inference.guarded(pl.interval(boot[k], level), t[k]) if len(boot[k])
+                                               else [None, None] for k in t},
+           "boot": boot, "missing": missing, "n_boot": n_boot if sd else 0, "level": level,
            "specialists": {c: {"E": f["E"], "B": f["B"], "beta": f["a"], "at_bound": f["at_bound"],
                                "n": len(f["x"])} for c, f in fits.items()},
-           "noise_sd": float(np.std(np.concatenate([f["resid"] for f in fits.values()]))) if fits else None}
+           "noise_sd": sd, "noise_source": source}
     res["asymmetry"] = asymmetry(res)
     return res
 
@@ -214,25 +259,39 @@ def transfer_matrix(runs, n_boot=1000, seed=0, level=0.95):
 # asymmetry and similarity
 
 def asymmetry(res):
-    """Per unordered pair with both directions: t_ij - t_ji with its interval (same replicates); overall
-    A = sum |t_ij - t_ji| / sum |t_ij + t_ji| over those pairs (0: symmetric), with its interval."""
-    both = sorted((i, j) for i, j in res["t"] if i < j and (j, i) in res["t"])
+    """Signed statistics, whose intervals hold 0 under symmetry: per unordered pair (i before j in the
+    category order) t_ij - t_ji with its interval (same replicates) and a p from the replicates' SD, Holm
+    across the pairs (one family: "decided" counts the Holm rejections); and the mean of t_ij - t_ji over
+    the pairs with its interval. The index A = sum |t_ij - t_ji| / sum |t_ij + t_ji| is descriptive only:
+    noise alone makes it > 0, so its bootstrap interval excluded a symmetric truth every time."""
+    order = {c: k for k, c in enumerate(res["categories"])}
+    both = sorted(((i, j) for i, j in res["t"] if order[i] < order[j] and (j, i) in res["t"]),
+                  key=lambda p: (order[p[0]], order[p[1]]))
+    if not both:
+        return {"pairs": [], "index": None, "mean_diff": None, "mean_diff_ci": [None, None], "decided": 0,
+                "family": "transfer pairs, Holm"}
     per = []
     for i, j in both:
-        diff = res["boot"][(i, j)] - res["boot"][(j, i)]
-        per.append({"i": i, "j": j, "diff": res["t"][(i, j)] - res["t"][(j, i)], "ci": pl.interval(diff)})
-    if not both:
-        return {"pairs": [], "index": None, "index_ci": [None, None], "decided": 0}
-
-    def index(get):  # nan when a replicate has t = inf (a loss below the floor): dropped from the interval
+        est = res["t"][(i, j)] - res["t"][(j, i)]
         with np.errstate(invalid="ignore"):
-            num = sum(abs(get(i, j) - get(j, i)) for i, j in both)
-            den = sum(abs(get(i, j) + get(j, i)) for i, j in both)
-            return float(num / den) if den > 0 and np.isfinite(den) else float("nan")
-    idx = index(lambda i, j: res["t"][(i, j)])
-    reps = [index(lambda i, j: res["boot"][(i, j)][b]) for b in range(res["n_boot"])]
-    return {"pairs": per, "index": idx, "index_ci": pl.interval(reps),
-            "decided": sum(pl.decided(p["ci"]) != "undecided" for p in per)}
+            diff = res["boot"][(i, j)] - res["boot"][(j, i)] if res["n_boot"] else np.array([])
+        ci = inference.guarded(pl.interval(diff), est) if len(diff) else [None, None]
+        per.append({"i": i, "j": j, "diff": est, "ci": ci,
+                    "p": inference.boot_p(est, diff) if ci[0] is not None else None})
+    tested = [p for p in per if p["p"] is not None]
+    for p in per:
+        p["holm_rejected"] = None
+    for p, r in zip(tested, inference.holm([p["p"] for p in tested])):
+        p["holm_rejected"] = bool(r)
+    with np.errstate(invalid="ignore"):
+        num = sum(abs(res["t"][(i, j)] - res["t"][(j, i)]) for i, j in both)
+        den = sum(abs(res["t"][(i, j)] + res["t"][(j, i)]) for i, j in both)
+        mean = float(np.mean([p["diff"] for p in per]))
+        reps = (np.mean([res["boot"][(i, j)] - res["boot"][(j, i)] for i, j in both], axis=0)
+                if res["n_boot"] else np.array([]))
+    return {"pairs": per, "index": float(num / den) if den > 0 and np.isfinite(den) else None,
+            "mean_diff": mean, "mean_diff_ci": inference.guarded(pl.interval(reps), mean) if len(reps) else [None, None],
+            "decided": sum(bool(p["holm_rejected"]) for p in per), "family": "transfer pairs, Holm"}
 
 
 def unigram_counts(store, categories=None, split="train"):
@@ -286,6 +345,8 @@ def _cell(res, i, j, d=2):
     if (i, j) not in res["t"]:
         return "n/a"
     lo, hi = res["ci"][(i, j)]
+    if lo is None:
+        return f"{res['t'][(i, j)]:.{d}f} [no interval]"
     return f"{res['t'][(i, j)]:.{d}f} [{lo:.{d}f}, {hi:.{d}f}]"
 
 
@@ -302,15 +363,22 @@ def markdown_section(res, sim=None):
     pct = int(round(100 * res["level"]))
     L = ["## Transfer matrix t_ij", "",
          f"Effective-data form L_i = E_i + B_i·(D_i + t_ij·D_j)^(−β_i), (E_i, B_i, β_i) from i's specialists; "
-         f"{pct}% residual-bootstrap intervals ({res['n_boot']} replicates; an end at inf: some replicates put "
-         "the pair's loss below i's fitted floor). t_ij < 0: interference.", ""] + markdown_table(res)
+         f"{pct}% parametric-bootstrap intervals ({res['n_boot']} replicates; an end at inf: some replicates put "
+         "the pair's loss below i's fitted floor). t_ij < 0: interference. Noise: "
+         + (f"SD of log loss {res['noise_sd']:.4f} from {res['noise_source']}." if res.get("noise_sd") else
+            f"{res.get('noise_source')}: no intervals."), ""] + markdown_table(res)
     a = res["asymmetry"]
-    if a["index"] is not None:
-        L += ["", f"Asymmetry A = Σ|t_ij − t_ji| / Σ|t_ij + t_ji| = {a['index']:.3f} "
-              f"[{a['index_ci'][0]:.3f}, {a['index_ci'][1]:.3f}]; {a['decided']} of {len(a['pairs'])} pairs "
-              "have t_ij − t_ji with an interval excluding 0."]
+    if a["pairs"]:
+        ci = a["mean_diff_ci"]
+        L += ["", f"Asymmetry (signed; 0 under symmetry): mean over pairs of t_ij − t_ji (i before j in the table's "
+              f"order) = {a['mean_diff']:+.3f} " + (f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci[0] is not None else
+                                                    "(no interval)")
+              + f"; {a['decided']} of {len(a['pairs'])} pairs have t_ij − t_ji ≠ 0 after Holm across the pairs."
+              + (f" Descriptive index Σ|t_ij − t_ji| / Σ|t_ij + t_ji| = {a['index']:.3f} (no interval: noise alone "
+                 "makes it > 0)." if a["index"] is not None else "")]
     if sim is not None:
-        rho = "n/a" if sim["rho"] is None else f"{sim['rho']:.3f} [{sim['ci'][0]:.3f}, {sim['ci'][1]:.3f}]"
+        rho = ("n/a" if sim["rho"] is None else f"{sim['rho']:.3f} " + (
+            f"[{sim['ci'][0]:.3f}, {sim['ci'][1]:.3f}]" if sim["ci"][0] is not None else "(no interval)"))
         L += ["", f"Spearman ρ(t_ij, JSD of unigram distributions) over {sim['n_pairs']} ordered pairs: {rho} "
               f"({sim['verdict']})."]
     if res["missing"]:
@@ -327,7 +395,11 @@ def plot_heatmap(res, path):
     cats = res["categories"]
     M = np.full((len(cats), len(cats)), np.nan)
     for (i, j), v in res["t"].items():
-        M[cats.index(i), cats.index(j)] = v if math.isfinite(v) else np.nan
+        lo, hi = res["ci"].get((i, j), [None, None])
+        # only a cell whose interval excludes 0 is coloured: an undecided cell (or one whose interval runs to
+        # inf) is not shown as transfer or interference
+        decided = lo is not None and math.isfinite(v) and (lo > 0 or hi < 0)
+        M[cats.index(i), cats.index(j)] = v if decided else np.nan
     fig, ax = plt.subplots(figsize=(1.1 * len(cats) + 3, 0.9 * len(cats) + 2))
     lim = max(1.0, float(np.nanmax(np.abs(M)))) if np.isfinite(M).any() else 1.0
     im = ax.imshow(M, cmap="RdBu", vmin=-lim, vmax=lim)
@@ -338,7 +410,7 @@ def plot_heatmap(res, path):
     ax.set_yticks(range(len(cats)), cats)
     ax.set_xlabel("partner j")
     ax.set_ylabel("evaluated category i")
-    ax.set_title("transfer t_ij (< 0: interference; n/a: not estimated)")
+    ax.set_title("transfer t_ij (coloured where the interval excludes 0; < 0: interference)")
     fig.colorbar(im, ax=ax, shrink=0.8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -58,7 +58,7 @@ def test_one_run_per_k_gives_no_interval_and_no_verdict(tmp_path):
     for kind, lower in (("in", False), ("in", True), ("out", True)):
         table, verdict, why = analyze.k_contrast(rows, kind, 100, 0, 0.02, smaller_is_lower=lower)
         assert table and all(t["ci95"] == [None, None] for t in table)
-        assert verdict == "undecided" and "1 / 1 runs" in why
+        assert verdict == "undecided" and "1 / 1 seed cluster" in why
 
 
 @pytest.mark.slow  # a full analysis with bootstrap, cross-validation and plots
@@ -249,5 +249,5 @@ def test_h4_interval_counts_the_noise_the_categories_of_a_mixed_run_share():
                     "m1": {c: 1.7 + rng.normal(0, 1e-3) for c in cats}}}
     lo, hi = gain_ci(cell, cats, 400, 0)
     assert lo <= 0.15 and hi >= 0.25  # the mixed runs' disagreement (0.2 nats) is in the interval's width
-    old_lo, old_hi = analyze.boot_mean_ci([2.0 - np.mean([1.9, 1.7])] * 6, 400, 0)
-    assert old_hi - old_lo < 1e-9  # what categories alone saw: no width at all
+    # what categories alone saw: no width at all, which the inference core's guard refuses to print
+    assert analyze.boot_mean_ci([2.0 - np.mean([1.9, 1.7])] * 6, 400, 0) == [None, None]
