@@ -526,22 +526,24 @@ def fit_repetition(rows, plain, n_boot, seed, jobs=1, with_n=None, r_star=R_STAR
 # beta by K (issue 22): one exponent against one per K
 
 class LawBetaK(Law):
-    """The dilution law with s fixed (at the one-beta fit's estimate) and an exponent per K value:
-    L = E_cat + B * X^-beta_K [+ A N^-alpha]; vector [log E_0.., log B, beta_K1.., (log A, alpha)]."""
+    """Separate learning curves per K with shared floors: L = E_cat + B_K * X^-beta_K [+ A N^-alpha], X as in
+    the dilution law with s fixed (at the one-beta fit's estimate); vector [log E_0.., log B_K.., beta_K..,
+    (log A, alpha)]. With B_K = B and beta_K = beta it is the one-beta law at that s (nested); an amplitude
+    per K too, because with B shared a wrong s would have to be absorbed by the exponents."""
 
     def __init__(self, n_cats, Ks, s, with_n):
         super().__init__("shared", n_cats, with_n)
         self.form, self.fixed_s, self.Ks = "dilution_beta_by_K", float(s), [int(k) for k in Ks]
-        nk = len(self.Ks)
-        self.names = ["logE"] * n_cats + ["logB"] + [f"beta[K={k}]" for k in self.Ks] + \
+        self._nk = len(self.Ks)
+        self.names = ["logE"] * n_cats + [f"logB[K={k}]" for k in self.Ks] + [f"beta[K={k}]" for k in self.Ks] + \
             (["logA", "alpha"] if with_n else [])
-        self._nk = nk
 
     def unpack(self, th):
         C, nk = self.C, self._nk
-        out = {"logE": th[:C], "logB": th[C], "betas": np.asarray(th[C + 1:C + 1 + nk]), "s": self.fixed_s}
+        out = {"logE": th[:C], "logB": np.asarray(th[C:C + nk]), "betas": np.asarray(th[C + nk:C + 2 * nk]),
+               "s": self.fixed_s}
         if self.with_n:
-            out["logA"], out["alpha"] = th[C + 1 + nk], th[C + 2 + nk]
+            out["logA"], out["alpha"] = th[C + 2 * nk], th[C + 2 * nk + 1]
         return out
 
     def _parts(self, th, d):
@@ -549,7 +551,7 @@ class LawBetaK(Law):
         k = np.searchsorted(self.Ks, d["K"])
         logX = self.fixed_s * np.log(d["Dc"]) + (1 - self.fixed_s) * np.log(d["D"])
         E = np.exp(p["logE"][d["cat"]])
-        dterm = np.exp(p["logB"] - p["betas"][k] * logX)
+        dterm = np.exp(p["logB"][k] - p["betas"][k] * logX)
         nterm = np.exp(p["logA"] - p["alpha"] * np.log(d["N"])) if self.with_n else 0.0
         return p, k, logX, E, dterm, nterm
 
@@ -567,22 +569,22 @@ class LawBetaK(Law):
         C, nk = self.C, self._nk
         g = np.zeros_like(np.asarray(th, dtype=float))
         g[:C] = np.bincount(d["cat"], weights=dh * E, minlength=C)
-        g[C] = np.sum(dh * dterm)
-        g[C + 1:C + 1 + nk] = np.bincount(k, weights=dh * dterm * -logX, minlength=nk)
+        g[C:C + nk] = np.bincount(k, weights=dh * dterm, minlength=nk)
+        g[C + nk:C + 2 * nk] = np.bincount(k, weights=dh * dterm * -logX, minlength=nk)
         if self.with_n:
-            g[C + 1 + nk] = np.sum(dh * nterm)
-            g[C + 2 + nk] = np.sum(dh * nterm * -np.log(d["N"]))
+            g[C + 2 * nk] = np.sum(dh * nterm)
+            g[C + 2 * nk + 1] = np.sum(dh * nterm * -np.log(d["N"]))
         return float(hub.sum()), g
 
     def bounds(self, d):
         b = Law.bounds(self, d)  # the one-beta law with s fixed: [E.., B, beta, (A, alpha)]
         C = self.C
-        return b[:C + 1] + [b[C + 1]] * self._nk + b[C + 2:]
+        return b[:C] + [b[C]] * self._nk + [b[C + 1]] * self._nk + b[C + 2:]
 
     def start_from(self, plain_theta):
-        """From the one-beta fit (s fixed): every beta_K at its beta; the nested model's point is a start."""
+        """From the one-beta fit (s fixed): every B_K at B, every beta_K at beta — the nested model's point."""
         C = self.C
-        th = list(plain_theta[:C + 1]) + [plain_theta[C + 1]] * self._nk
+        th = list(plain_theta[:C]) + [plain_theta[C]] * self._nk + [plain_theta[C + 1]] * self._nk
         if self.with_n:
             th += list(plain_theta[-2:])
         return np.array(th, dtype=float)
@@ -592,7 +594,8 @@ BETA_K_BOOT = 200  # resamples at most for the per-K betas: a diagnostic, refitt
 
 
 def beta_by_K(d, fit, n_boot, seed):
-    """The nested comparison of one beta (fit: the dilution fit on d) against one per K value at the same s:
+    """The nested comparison of one learning curve (fit: the dilution fit on d) against one per K value
+    (LawBetaK: an amplitude and an exponent per K, shared floors, the same s):
     each beta_K with its 95% interval over seed clusters (bootstrap_weights; refits from the point estimate),
     the difference beta_Kmin - beta_Kmax with its interval, and both objectives (Huber; the per-K model
     nests the one-beta model, so its objective is never larger). A finding when the difference's interval
@@ -607,7 +610,12 @@ def beta_by_K(d, fit, n_boot, seed):
     if base.fixed_s is None:  # drop s from the one-beta vector: [E.., B, beta, (A, alpha)]
         C = base.C
         th0 = np.concatenate([th0[:C + 2], th0[C + 3:]])
-    res = _minimize(law, d, [law.start_from(th0)])
+    # from the nested point and from the grid of starts of the law with one beta (every K at the same
+    # start): a misfitting one-beta point sits in the wrong part of the floor-exponent valley. Tolerances
+    # relative to the objective (_minimize's scale): unscaled, L-BFGS-B stopped 0.07 short in a poorly
+    # pinned beta_K on a valley whose objective changed by 1e-7 of ~4e-4 (measured)
+    starts = [law.start_from(th0)] + [law.start_from(t) for t in Law("shared", law.C, law.with_n).starts(d)]
+    res = _minimize(law, d, starts, scale=max(min(law.objective(t, d)[0] for t in starts), 1e-300))
     point = res.x
     flat = identification(base, d)
     weights, dropped, unit = bootstrap_weights(d, n_boot, seed, with_unit=True)
@@ -617,11 +625,11 @@ def beta_by_K(d, fit, n_boot, seed):
         scale = max(law.objective(point, d, w)[0], 1e-300)
         r = _minimize(law, d, [point], w, tol=BOOT_TOL, scale=scale)
         if r.success and np.all(np.isfinite(r.x)):
-            boots.append(r.x[C + 1:C + 1 + nk])
+            boots.append(r.x[C + nk:C + 2 * nk])
     boots = np.array(boots).reshape(-1, nk)
-    betas = [{"K": k, "estimate": float(point[C + 1 + i]), "ci95": _interval(boots[:, i]),
+    betas = [{"K": k, "estimate": float(point[C + nk + i]), "ci95": _interval(boots[:, i]),
               "n_points": int(np.sum(d["K"] == k))} for i, k in enumerate(Ks)]
-    diff = float(point[C + 1] - point[C + nk])
+    diff = float(point[C + nk] - point[C + 2 * nk - 1])
     diff_ci = _interval(boots[:, 0] - boots[:, -1]) if len(boots) else [None, None]
     obj1 = base.objective(np.asarray(fit["_theta"]), d)[0]
     objK = law.objective(point, d)[0]
@@ -639,7 +647,7 @@ def beta_by_K(d, fit, n_boot, seed):
                    f"{betas[-1]['estimate']:.3g} at K = {Ks[-1]}, difference 95% {_ci(diff_ci, 3)} includes 0")
     return {"name": "dilution_beta_by_K", "of_fit": f"{fit['form']} [{fit.get('subset', 'all')}]", "s_fixed": float(s),
             "betas": betas, "difference": {"between": [Ks[0], Ks[-1]], "estimate": diff, "ci95": diff_ci},
-            "objective_one_beta": obj1, "objective_beta_by_K": objK, "extra_parameters": nk - 1,
+            "objective_one_beta": obj1, "objective_beta_by_K": objK, "extra_parameters": 2 * (nk - 1),
             "converged": bool(res.success), "fit_error": float(np.sqrt(np.mean((np.log(law.predict(point, d)) - np.log(d["L"])) ** 2))),
             "bootstrap": {"requested": n_boot, "used": len(boots), "dropped_missing_category": dropped, "unit": unit},
             "finding": finding}

@@ -83,3 +83,36 @@ def test_repetition_aware_fit_holds_the_truth_and_h1_is_not_rejected(tmp_path):
     assert [r["K"] for r in bk["betas"]] == [1, 2, 6]
     assert bk["difference"]["ci95"][0] <= 0 <= bk["difference"]["ci95"][1], bk
     assert bk["objective_beta_by_K"] <= bk["objective_one_beta"] + 1e-12
+
+
+def _arrays(betas, rng):
+    """fit_data-shaped arrays of the dilution law (s = 0.5) with an exponent per K, clustered noise."""
+    rows = []
+    for K, n_seeds in ((1, 12), (2, 6), (6, 4)):
+        for s in range(n_seeds):
+            cats = [(s + j) % 6 for j in range(K)]
+            shared = {c: rng.normal(0, NOISE["cluster"]) for c in cats}
+            for D in BUDGETS:
+                for c in cats:
+                    X = (D / K) ** 0.5 * D ** 0.5
+                    # amplitude 0.5 nats at X = 3e7 whatever the exponent: every curve visible above the noise
+                    L = 1.8 + 0.08 * c + 0.5 * (X / 3e7) ** -betas[K] + shared[c] + rng.normal(0, NOISE["cell"])
+                    rows.append((L, D, D / K, c, K, (K, s), (K, s, D)))
+    L, D, Dc, cat, K, cl, run = zip(*rows)
+    cls, runs = sorted(set(cl)), sorted(set(run))
+    return {"L": np.array(L), "D": np.array(D), "Dc": np.array(Dc), "N": np.ones(len(L)), "cat": np.array(cat),
+            "K": np.array(K), "run": np.array([runs.index(r) for r in run]), "budget": np.array(D),
+            "cluster": np.array([cls.index(c) for c in cl]), "fold": np.zeros(len(L), dtype=int),
+            "categories": CATS, "runs": runs, "epochs": np.ones(len(L))}
+
+
+@pytest.mark.parametrize("betas,finding", [({1: 0.45, 2: 0.3, 6: 0.2}, "flatten"), ({1: 0.2, 2: 0.3, 6: 0.45}, "steepen"),
+                                           ({1: 0.3, 2: 0.3, 6: 0.3}, "no evidence")])
+def test_beta_by_K_reads_the_exponents(betas, finding):
+    from analysis.laws import beta_by_K, fit_law
+    d = _arrays(betas, np.random.default_rng(3))
+    out = beta_by_K(d, fit_law(d, "dilution", n_boot=0, with_n=False), 40, 0)
+    assert finding in out["finding"], out["finding"]
+    if finding != "no evidence":  # the per-K exponents are read, not only their order
+        for r in out["betas"]:
+            assert abs(r["estimate"] - betas[r["K"]]) < 0.05, out["betas"]
