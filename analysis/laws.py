@@ -648,6 +648,7 @@ def beta_by_K(d, fit, n_boot, seed):
     return {"name": "dilution_beta_by_K", "of_fit": f"{fit['form']} [{fit.get('subset', 'all')}]", "s_fixed": float(s),
             "betas": betas, "difference": {"between": [Ks[0], Ks[-1]], "estimate": diff, "ci95": diff_ci},
             "objective_one_beta": obj1, "objective_beta_by_K": objK, "extra_parameters": 2 * (nk - 1),
-            "converged": bool(res.success), "fit_error": float(np.sqrt(np.mean((np.log(law.predict(point, d)) - np.log(d["L"])) ** 2))),
+            "converged": bool(res.success),
+            "fit_error": float(np.sqrt(np.mean((np.log(law.predict(point, d)) - np.log(d["L"])) ** 2))),
             "bootstrap": {"requested": n_boot, "used": len(boots), "dropped_missing_category": dropped, "unit": unit},
             "finding": finding}

@@ -113,7 +113,8 @@ def _repetition_section(rep, beta_k):
         L += ["", "## Repetition: the dilution law on effective tokens", "",
               f"{c['points']} of {c['of_points']} (run, category) points in {c['runs']} of {c['of_runs']} runs are past "
               f"one epoch (at most {_fmt(c['max_epochs'], 3)} epochs; categories: {', '.join(c['categories'])})"
-              + (f"; {c['epochs_unknown']} points have no epoch count and count every token once" if c["epochs_unknown"] else "")
+              + (f"; {c['epochs_unknown']} points have no epoch count and count every token once"
+                 if c["epochs_unknown"] else "")
               + f". Effective tokens: {rep['rule']}; R* = {rep['r_star']:g} fixed (not fitted; the rows below "
               "halve and double it). H1's floors are compared on effective tokens.", "",
               "| parameter | tokens seen | 95% CI | effective tokens | 95% CI |", "|---|---|---|---|---|"]
