@@ -59,7 +59,7 @@ from analysis.hypotheses import (MIN_STEPS_H4, boot_mean_ci, cells_by_K, equal_w
 from analysis.laws import (BOOT_PROBE, BOOT_TOL, DATA_FILTER, FORMS, FORMULAS, HUBER_DELTA, Law,  # noqa: F401
                            _boot_fits, _ci, _fmt, _interval, _minimize, _pct, _pool, _subset, at_bounds,
                            boot_starts, bootstrap_weights, fit_data, fit_law, identification, named_params,
-                           run_bootstrap)
+                           run_bootstrap, BETA_K_BOOT, R_STAR, beta_by_K, fit_repetition, repetition_counts)
 from analysis.noise import noise_floor, replicate_key, residual_diagnostics  # noqa: F401
 from analysis.plots import (make_plots, plot_baselines, plot_collapse, plot_loss_vs_K,  # noqa: F401
                             plot_loss_vs_tokens, plot_positions)
@@ -94,12 +94,16 @@ def run_fits(rows, d, args):
     for form in FORMS:
         add(d, form, "all")
     h1_pairs = []
+    # H1's floors where repetition is modelled: on effective tokens when any category is past one epoch
+    rs = R_STAR if repetition_counts(d)["points"] else None
+    on = f", effective tokens (R* = {R_STAR:g})" if rs else ""
     for model in sorted({r["model"] for r in used(rows)}, key=str):
         Ks = sorted({r["K"] for r in used(rows) if r["model"] == model and not r["tagged"]})
         if len(Ks) > 1 and Ks[0] == 1:
-            a = add(fit_data(rows, lambda r, m=model: r["model"] == m and r["K"] == 1), "shared", f"{model}, K == 1")
-            b = add(fit_data(rows, lambda r, m=model, k=Ks[-1]: r["model"] == m and r["K"] == k), "shared",
-                    f"{model}, K == {Ks[-1]}")
+            a = add(fit_data(rows, lambda r, m=model: r["model"] == m and r["K"] == 1, r_star=rs), "shared",
+                    f"{model}, K == 1{on}")
+            b = add(fit_data(rows, lambda r, m=model, k=Ks[-1]: r["model"] == m and r["K"] == k, r_star=rs), "shared",
+                    f"{model}, K == {Ks[-1]}{on}")
             if a and b:
                 h1_pairs.append((model, a, b))
     few = fit_data(rows, lambda r: r["epochs_category"] is not None and r["epochs_category"] <= 4)
@@ -139,6 +143,14 @@ def evaluate(runs, rows, d, args):
     diagnostics = {f: residual_diagnostics(fit, d, sigma[0]) for f, fit in main.items()}
     mix = mixing.withhold_misfit(mix, diagnostics)  # no 'best' among forms the report calls misfits
     h1 = [dict(h1_floors(a, b, args.margin), model=m) for m, a, b in h1_pairs]
+    repetition = fit_repetition(rows, main.get("dilution"), args.n_boot, args.seed, jobs=args.jobs)
+    if repetition:
+        fits.append(repetition["fit"])
+    # one beta against one per K, on the tokens seen and (where repetition is modelled) on effective tokens
+    nb = min(args.n_boot, BETA_K_BOOT)
+    beta_k = [b for b in ([beta_by_K(d, main["dilution"], nb, args.seed)] if "dilution" in main else []) +
+              ([beta_by_K(fit_data(rows, r_star=repetition["r_star"]), repetition["fit"], nb, args.seed)]
+               if repetition else []) if b]
     h2 = k_contrast(rows, "in", args.n_boot, args.seed, args.margin, smaller_is_lower=False)
     h5 = k_contrast(rows, "out", args.n_boot, args.seed, args.margin, smaller_is_lower=True)
     x = extras.compute(rows, runs, main, args, cells_by_K(rows, "in"), equal_weight)  # transfer, H7, IsoFLOP, H2 ratio
@@ -150,7 +162,7 @@ def evaluate(runs, rows, d, args):
     a = {"runs": runs, "rows": rows, "sample": is_sample_corpus(runs), "fits": fits, "comparison": comparison,
          "diagnostics": diagnostics, "sigma": sigma, "with_n": with_n, "h1": h1, "h2": h2, "h5": h5,
          "gain": gain, "h6": h6, "verdicts": verdicts, "k_effect": k_effect_statement(v3, main.get("dilution"), h2[1:]),
-         "baselines": None, "plots": [], "mixing": mix, "extras": x}
+         "baselines": None, "plots": [], "mixing": mix, "extras": x, "repetition": repetition, "beta_by_K": beta_k}
     return a, main, pairs
 
 
@@ -180,7 +192,10 @@ def fits_json(a, pairs, n_used):
             "comparison": a["comparison"], "mixing_laws": a["mixing"], "noise_floor": {"sd_log_loss": sigma[0], "df": sigma[1], "groups": sigma[2],
                                                            "replicate_groups": sigma[3],
                                                            "status": "known" if sigma[0] else "unknown"},
-            "diagnostics": a["diagnostics"], "h1": a["h1"], "h2": a["h2"][0], "h4": a["gain"], "h5": a["h5"][0],
+            "diagnostics": a["diagnostics"],
+            "dilution_repetition": ({k: v for k, v in a["repetition"].items() if k != "fit"} if a.get("repetition")
+                                    else None),
+            "beta_by_K": a.get("beta_by_K") or [], "h1": a["h1"], "h2": a["h2"][0], "h4": a["gain"], "h5": a["h5"][0],
             "h6": a["h6"], "h6_pairs": [{k: v for k, v in p.items() if k != "gap_by_position"} for p in pairs],
             "verdicts": {k: {"verdict": v, "why": w} for k, (v, w) in verdicts.items()}, **extras.public(a["extras"])}
 

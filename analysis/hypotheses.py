@@ -70,7 +70,12 @@ def h1_floors(a, b, margin):
                + (f"; {n_bound} floor(s) on the optimiser's bound, not identified or without an interval"
                   if n_bound else "")
                + ": the check cannot call the floors equal")
-    return {"subsets": [a["subset"], b["subset"]], "margin": margin, "table": table, "verdict": verdict, "why": why,
+    rep = a.get("repetition") or b.get("repetition")
+    return {"subsets": [a["subset"], b["subset"]], "margin": margin,
+            # where repetition is modelled the floors are the effective-token fits': a K = 1 specialist that
+            # repeats its category flattens, and on tokens seen that flattening would leak into its floor
+            "basis": f"effective tokens (R* = {rep['r_star']:g})" if rep else "tokens seen (no category past one epoch)",
+            "table": table, "verdict": verdict, "why": why,
             "p_method": "two-sided normal approximation from the bootstrap SD of the difference (resolution not "
                         "limited by the number of resamples), Holm across the testable categories"}
 

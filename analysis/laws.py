@@ -22,8 +22,39 @@ BOOT_TOL = (1e-9, 1e-6)    # (ftol, gtol) of the bootstrap refits, relative to t
 # ----------------------------------------------------------------------------------------------------
 # fitting
 
-def fit_data(rows, where=None):
-    """Arrays for the fits: in-training categories of included, untagged runs (and `where`, if given)."""
+R_STAR = 15.4  # Muennighoff et al. 2023 (arXiv:2305.16264): repeats of a token lose value with this decay constant
+
+
+def effective_tokens(Dc, epochs, r_star=R_STAR):
+    """Data-constrained scaling's effective tokens: U unique tokens seen R = epochs - 1 extra times are worth
+    U + U R* (1 - exp(-R / R*)); at most one epoch (or epochs unknown), every token counts once."""
+    Dc = np.asarray(Dc, dtype=float)
+    ep = np.asarray([np.nan if e is None else e for e in np.atleast_1d(epochs)], dtype=float).reshape(Dc.shape)
+    rep = np.isfinite(ep) & (ep > 1)
+    U = np.where(rep, Dc / np.where(rep, ep, 1.0), Dc)
+    R = np.where(rep, ep - 1.0, 0.0)
+    return np.where(rep, U + U * r_star * (1 - np.exp(-R / r_star)), Dc)
+
+
+def _effective_run_totals(rows, r_star):
+    """{run_id: the run's effective total D'}: its tokens minus what repetition took from each in-training
+    category (D - sum_c (D_c - D'_c)). From every in-training row of the run, not only those a fit keeps,
+    so that a category dropped from a fit (say, a non-finite test loss) still counts in its run's total."""
+    lost = {}
+    for r in used(rows):
+        if r["in_training"] and (r["tokens_category"] or 0) > 0:
+            eff = float(effective_tokens([r["tokens_category"]], [r["epochs_category"]], r_star)[0])
+            lost[r["run_id"]] = lost.get(r["run_id"], 0.0) + r["tokens_category"] - eff
+    return lost
+
+
+def fit_data(rows, where=None, r_star=None):
+    """Arrays for the fits: in-training categories of included, untagged runs (and `where`, if given).
+    With r_star, on effective tokens (repetition-aware): D_c becomes D'_c (effective_tokens, from the
+    category's epochs in the run: U = D_c / epochs) and D the run's effective total D' = D - sum_c (D_c - D'_c),
+    i.e. the sum of D'_c over its categories — the run's data as the law values it, so that X = D'_c^s D'^(1-s)
+    is the same law on the data that counts. The tokens seen stay in D_seen / Dc_seen (identification reads
+    the design from them)."""
     use = [r for r in used(rows) if r["in_training"] and not r["tagged"] and (r["tokens_category"] or 0) > 0
            and (where is None or where(r))]
     # points in an order fixed by their content, not by run names or directory order: on a flat objective
@@ -34,7 +65,7 @@ def fit_data(rows, where=None):
     runs = sorted({r["run_id"] for r in use})
     seeds = sorted({str(r["seed"]) for r in use})
     clusters = sorted({seed_cluster(r) for r in use}, key=str)
-    return {"L": np.array([r["test_loss"] for r in use], dtype=float),
+    out = {"L": np.array([r["test_loss"] for r in use], dtype=float),
             "D": np.array([r["tokens_seen"] for r in use], dtype=float),
             "Dc": np.array([r["tokens_category"] for r in use], dtype=float),
             "N": np.array([r["n_params_nonembedding"] or 1 for r in use], dtype=float),
@@ -45,7 +76,15 @@ def fit_data(rows, where=None):
             "fold": np.array([seeds.index(str(r["seed"])) for r in use], dtype=int),
             # the seed cluster (all budgets of one K, subset seed, init seed): the bootstrap's unit
             "cluster": np.array([clusters.index(seed_cluster(r)) for r in use], dtype=int),
+            "epochs": np.array([np.nan if r["epochs_category"] is None else r["epochs_category"] for r in use], dtype=float),
             "categories": cats, "runs": runs}
+    if r_star is not None:
+        lost = _effective_run_totals(rows, r_star)
+        out["D_seen"], out["Dc_seen"] = out["D"], out["Dc"]
+        out["Dc"] = effective_tokens(out["Dc_seen"], out["epochs"], r_star)
+        out["D"] = out["D_seen"] - np.array([lost.get(r["run_id"], 0.0) for r in use])
+        out["r_star"] = float(r_star)
+    return out
 
 
 class Law:
@@ -314,6 +353,7 @@ def identification(law, d):
     effect at all); beta and B need two budgets; a floor E_c needs its category at two budgets and in two
     runs; the N term (A, alpha) needs three model sizes."""
     out = {}
+    d = dict(d, D=d.get("D_seen", d["D"]))  # the design's budgets, not the effective totals of a repetition fit
     Ks = np.unique(d["K"])
     budgets = np.unique(d["D"])
     if law.fixed_s is None and len(Ks) < 2:
@@ -392,7 +432,11 @@ def fit_law(d, form, n_boot=1000, seed=0, with_n=None, jobs=1):
     bound = at_bounds(law, th, d, d["categories"])
     for k, side in bound.items():
         params[k]["at_bound"] = side
-    return {"form": form, "formula": FORMULAS[form] + (" + A * N^-alpha" if with_n else ""),
+    formula = FORMULAS[form] + (" + A * N^-alpha" if with_n else "")
+    if "r_star" in d:
+        formula = formula.replace("D_c", "D'_c").replace("D^", "D'^") + \
+            f", on effective tokens (D'_c = U + U R* (1 - exp(-R/R*)), R* = {d['r_star']:g})"
+    return {"form": form, "formula": formula,
             "data_filter": DATA_FILTER, "params": params, "converged": bool(res.success),
             "optimizer_message": str(res.message), "huber_delta": HUBER_DELTA,
             "fit_error": float(np.sqrt(np.mean(resid ** 2))), "n_points": int(len(d["L"])), "n_runs": len(d["runs"]),
@@ -402,7 +446,8 @@ def fit_law(d, form, n_boot=1000, seed=0, with_n=None, jobs=1):
                                                         "seed and data seed",
                           "refit": (f"tolerances relative to the objective; the first {BOOT_PROBE} resamples from 2 "
                                     f"starts, the rest from {n_starts}")},
-            "at_bound": bound, "_theta": th.tolist(), "_with_n": with_n, "_resid": resid, "_boot": boots}
+            "at_bound": bound, "repetition": {"r_star": d["r_star"]} if "r_star" in d else None,
+            "_theta": th.tolist(), "_with_n": with_n, "_resid": resid, "_boot": boots}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -430,3 +475,180 @@ def _fmt(v, d=4):
 
 def _ci(ci, d=4):
     return "–" if ci is None or ci[0] is None else f"[{_fmt(ci[0], d)}, {_fmt(ci[1], d)}]"
+
+
+# ----------------------------------------------------------------------------------------------------
+# repetition (issue 22): the law on effective tokens, and what it changes
+
+def repetition_counts(d):
+    """How much of the data is past one epoch: points (run x category), runs and categories, the most epochs."""
+    ep = d["epochs"]
+    past = np.isfinite(ep) & (ep > 1)
+    return {"points": int(past.sum()), "of_points": int(len(ep)), "runs": len(np.unique(d["run"][past])),
+            "of_runs": len(d["runs"]), "categories": sorted({d["categories"][i] for i in d["cat"][past]}),
+            "epochs_unknown": int((~np.isfinite(ep)).sum()),
+            "max_epochs": float(ep[past].max()) if past.any() else None}
+
+
+def _short(fit):
+    """s, beta and the floors of a fit: estimates and intervals."""
+    return {k: {"estimate": v["estimate"], "ci95": v["ci95"]} for k, v in fit["params"].items()
+            if k in ("s", "beta") or k.startswith("E[")}
+
+
+def fit_repetition(rows, plain, n_boot, seed, jobs=1, with_n=None, r_star=R_STAR):
+    """The dilution law on effective tokens (fit_data(r_star=...)) with its bootstrap intervals; the same at
+    R* halved and doubled (point estimates: how much s, beta and the floors lean on R*) with each one's
+    objective (a coarse profile of R*: fitting R* itself is not done); and the plain dilution fit's s, beta
+    and floors beside it (before / after). None when no point is past one epoch (the fit would be the plain
+    one)."""
+    d = fit_data(rows, r_star=r_star)
+    counts = repetition_counts(d)
+    if not counts["points"] or len(d["L"]) < len(d["categories"]) + 4:
+        return None
+    fit = fit_law(d, "dilution", n_boot=n_boot, seed=seed, with_n=with_n, jobs=jobs)
+    fit["subset"] = f"all, effective tokens (R* = {r_star:g})"
+    sens = []
+    for rs in (r_star / 2, r_star, r_star * 2):
+        dd = fit_data(rows, r_star=rs)
+        f = fit if rs == r_star else fit_law(dd, "dilution", n_boot=0, with_n=fit["_with_n"])
+        law = Law("dilution", len(dd["categories"]), fit["_with_n"])
+        sens.append({"r_star": rs, "objective": law.objective(np.asarray(f["_theta"]), dd)[0],
+                     "fit_error": f["fit_error"], "params": {k: v["estimate"] for k, v in _short(f).items()}})
+    return {"name": "dilution_repetition", "r_star": r_star, "r_star_fitted": False,
+            "rule": "D'_c = U + U R* (1 - exp(-R/R*)), U = D_c / epochs, R = epochs - 1 (D'_c = D_c up to one epoch); "
+                    "D' = D - sum_c (D_c - D'_c) over the run's in-training categories",
+            "counts": counts, "fit": fit, "sensitivity": sens,
+            "before": _short(plain) if plain else None, "after": _short(fit)}
+
+
+# ----------------------------------------------------------------------------------------------------
+# beta by K (issue 22): one exponent against one per K
+
+class LawBetaK(Law):
+    """Separate learning curves per K with shared floors: L = E_cat + B_K * X^-beta_K [+ A N^-alpha], X as in
+    the dilution law with s fixed (at the one-beta fit's estimate); vector [log E_0.., log B_K.., beta_K..,
+    (log A, alpha)]. With B_K = B and beta_K = beta it is the one-beta law at that s (nested); an amplitude
+    per K too, because with B shared a wrong s would have to be absorbed by the exponents."""
+
+    def __init__(self, n_cats, Ks, s, with_n):
+        super().__init__("shared", n_cats, with_n)
+        self.form, self.fixed_s, self.Ks = "dilution_beta_by_K", float(s), [int(k) for k in Ks]
+        self._nk = len(self.Ks)
+        self.names = ["logE"] * n_cats + [f"logB[K={k}]" for k in self.Ks] + [f"beta[K={k}]" for k in self.Ks] + \
+            (["logA", "alpha"] if with_n else [])
+
+    def unpack(self, th):
+        C, nk = self.C, self._nk
+        out = {"logE": th[:C], "logB": np.asarray(th[C:C + nk]), "betas": np.asarray(th[C + nk:C + 2 * nk]),
+               "s": self.fixed_s}
+        if self.with_n:
+            out["logA"], out["alpha"] = th[C + 2 * nk], th[C + 2 * nk + 1]
+        return out
+
+    def _parts(self, th, d):
+        p = self.unpack(th)
+        k = np.searchsorted(self.Ks, d["K"])
+        logX = self.fixed_s * np.log(d["Dc"]) + (1 - self.fixed_s) * np.log(d["D"])
+        E = np.exp(p["logE"][d["cat"]])
+        dterm = np.exp(p["logB"][k] - p["betas"][k] * logX)
+        nterm = np.exp(p["logA"] - p["alpha"] * np.log(d["N"])) if self.with_n else 0.0
+        return p, k, logX, E, dterm, nterm
+
+    def predict(self, th, d):
+        _, _, _, E, dterm, nterm = self._parts(th, d)
+        return E + dterm + nterm
+
+    def objective(self, th, d, w=None):
+        p, k, logX, E, dterm, nterm = self._parts(th, d)
+        pred = E + dterm + nterm
+        hub, dh = huber(np.log(pred) - np.log(d["L"]))
+        dh = dh / pred
+        if w is not None:
+            hub, dh = hub * w, dh * w
+        C, nk = self.C, self._nk
+        g = np.zeros_like(np.asarray(th, dtype=float))
+        g[:C] = np.bincount(d["cat"], weights=dh * E, minlength=C)
+        g[C:C + nk] = np.bincount(k, weights=dh * dterm, minlength=nk)
+        g[C + nk:C + 2 * nk] = np.bincount(k, weights=dh * dterm * -logX, minlength=nk)
+        if self.with_n:
+            g[C + 2 * nk] = np.sum(dh * nterm)
+            g[C + 2 * nk + 1] = np.sum(dh * nterm * -np.log(d["N"]))
+        return float(hub.sum()), g
+
+    def bounds(self, d):
+        b = Law.bounds(self, d)  # the one-beta law with s fixed: [E.., B, beta, (A, alpha)]
+        C = self.C
+        return b[:C] + [b[C]] * self._nk + [b[C + 1]] * self._nk + b[C + 2:]
+
+    def start_from(self, plain_theta):
+        """From the one-beta fit (s fixed): every B_K at B, every beta_K at beta — the nested model's point."""
+        C = self.C
+        th = list(plain_theta[:C]) + [plain_theta[C]] * self._nk + [plain_theta[C + 1]] * self._nk
+        if self.with_n:
+            th += list(plain_theta[-2:])
+        return np.array(th, dtype=float)
+
+
+BETA_K_BOOT = 200  # resamples at most for the per-K betas: a diagnostic, refitted serially from one start
+
+
+def beta_by_K(d, fit, n_boot, seed):
+    """The nested comparison of one learning curve (fit: the dilution fit on d) against one per K value
+    (LawBetaK: an amplitude and an exponent per K, shared floors, the same s):
+    each beta_K with its 95% interval over seed clusters (bootstrap_weights; refits from the point estimate),
+    the difference beta_Kmin - beta_Kmax with its interval, and both objectives (Huber; the per-K model
+    nests the one-beta model, so its objective is never larger). A finding when the difference's interval
+    excludes 0: learning curves steepen (beta grows) or flatten with K."""
+    Ks = sorted({int(k) for k in d["K"]})
+    if len(Ks) < 2 or "s" not in fit["params"] and fit["form"] == "dilution":
+        return None
+    s = fit["params"]["s"]["estimate"] if "s" in fit["params"] else FORMS[fit["form"]]
+    base = Law(fit["form"], len(d["categories"]), fit["_with_n"])
+    law = LawBetaK(len(d["categories"]), Ks, s, fit["_with_n"])
+    th0 = np.asarray(fit["_theta"], dtype=float)
+    if base.fixed_s is None:  # drop s from the one-beta vector: [E.., B, beta, (A, alpha)]
+        C = base.C
+        th0 = np.concatenate([th0[:C + 2], th0[C + 3:]])
+    # from the nested point and from the grid of starts of the law with one beta (every K at the same
+    # start): a misfitting one-beta point sits in the wrong part of the floor-exponent valley. Tolerances
+    # relative to the objective (_minimize's scale): unscaled, L-BFGS-B stopped 0.07 short in a poorly
+    # pinned beta_K on a valley whose objective changed by 1e-7 of ~4e-4 (measured)
+    starts = [law.start_from(th0)] + [law.start_from(t) for t in Law("shared", law.C, law.with_n).starts(d)]
+    res = _minimize(law, d, starts, scale=max(min(law.objective(t, d)[0] for t in starts), 1e-300))
+    point = res.x
+    flat = identification(base, d)
+    weights, dropped, unit = bootstrap_weights(d, n_boot, seed, with_unit=True)
+    C, nk = law.C, len(Ks)
+    boots = []
+    for w in weights:
+        scale = max(law.objective(point, d, w)[0], 1e-300)
+        r = _minimize(law, d, [point], w, tol=BOOT_TOL, scale=scale)
+        if r.success and np.all(np.isfinite(r.x)):
+            boots.append(r.x[C + nk:C + 2 * nk])
+    boots = np.array(boots).reshape(-1, nk)
+    betas = [{"K": k, "estimate": float(point[C + nk + i]), "ci95": _interval(boots[:, i]),
+              "n_points": int(np.sum(d["K"] == k))} for i, k in enumerate(Ks)]
+    diff = float(point[C + nk] - point[C + 2 * nk - 1])
+    diff_ci = _interval(boots[:, 0] - boots[:, -1]) if len(boots) else [None, None]
+    obj1 = base.objective(np.asarray(fit["_theta"]), d)[0]
+    objK = law.objective(point, d)[0]
+    if "beta" in flat:
+        finding = f"beta is not identified ({flat['beta']}): no per-K comparison"
+        diff_ci = [None, None]
+    elif diff_ci[0] is None:
+        finding = "no interval for the difference (too few resamples)"
+    elif diff_ci[0] > 0 or diff_ci[1] < 0:
+        finding = (f"learning curves {'flatten' if diff > 0 else 'steepen'} with K: beta {betas[0]['estimate']:.3g} "
+                   f"at K = {Ks[0]} vs {betas[-1]['estimate']:.3g} at K = {Ks[-1]} (difference {diff:.3g}, 95% "
+                   f"{_ci(diff_ci, 3)}): one beta for every K misdescribes these data")
+    else:
+        finding = (f"no evidence that beta changes with K: beta {betas[0]['estimate']:.3g} at K = {Ks[0]} vs "
+                   f"{betas[-1]['estimate']:.3g} at K = {Ks[-1]}, difference 95% {_ci(diff_ci, 3)} includes 0")
+    return {"name": "dilution_beta_by_K", "of_fit": f"{fit['form']} [{fit.get('subset', 'all')}]", "s_fixed": float(s),
+            "betas": betas, "difference": {"between": [Ks[0], Ks[-1]], "estimate": diff, "ci95": diff_ci},
+            "objective_one_beta": obj1, "objective_beta_by_K": objK, "extra_parameters": 2 * (nk - 1),
+            "converged": bool(res.success),
+            "fit_error": float(np.sqrt(np.mean((np.log(law.predict(point, d)) - np.log(d["L"])) ** 2))),
+            "bootstrap": {"requested": n_boot, "used": len(boots), "dropped_missing_category": dropped, "unit": unit},
+            "finding": finding}

@@ -116,6 +116,39 @@ def _fit_sections(fits, comparison, diagnostics, with_n):
     return L
 
 
+def _repetition_section(rep, beta_k):
+    """Repetition (issue 22): how much data is past one epoch, what the effective-token law changes, how
+    much it leans on R*; and one beta against one per K, as a finding."""
+    L = []
+    if rep:
+        c = rep["counts"]
+        L += ["", "## Repetition: the dilution law on effective tokens", "",
+              f"{c['points']} of {c['of_points']} (run, category) points in {c['runs']} of {c['of_runs']} runs are past "
+              f"one epoch (at most {_fmt(c['max_epochs'], 3)} epochs; categories: {', '.join(c['categories'])})"
+              + (f"; {c['epochs_unknown']} points have no epoch count and count every token once"
+                 if c["epochs_unknown"] else "")
+              + f". Effective tokens: {rep['rule']}; R* = {rep['r_star']:g} fixed (not fitted; the rows below "
+              "halve and double it). H1's floors are compared on effective tokens.", "",
+              "| parameter | tokens seen | 95% CI | effective tokens | 95% CI |", "|---|---|---|---|---|"]
+        before = rep["before"] or {}
+        for k, v in rep["after"].items():
+            b = before.get(k, {})
+            L.append(f"| {k} | {_fmt(b.get('estimate'))} | {_ci(b.get('ci95'))} | {_fmt(v['estimate'])} | {_ci(v['ci95'])} |")
+        keys = list(rep["sensitivity"][0]["params"])
+        L += ["", "Sensitivity to R* (point estimates; the Huber objective is a coarse profile of R*):", "",
+              "| R* | objective | fit error | " + " | ".join(keys) + " |", "|---" * (len(keys) + 3) + "|"]
+        L += [f"| {r['r_star']:g} | {_fmt(r['objective'])} | {_fmt(r['fit_error'])} | "
+              + " | ".join(_fmt(r["params"].get(k)) for k in keys) + " |" for r in rep["sensitivity"]]
+    for b in beta_k or []:
+        L += ["", f"## Beta by K ({b['of_fit']}, s fixed at {b['s_fixed']:.3g})", "", f"**{b['finding']}.**", "",
+              "| K | beta_K | 95% CI | points |", "|---|---|---|---|"]
+        L += [f"| {r['K']} | {_fmt(r['estimate'], 3)} | {_ci(r['ci95'], 3)} | {r['n_points']} |" for r in b["betas"]]
+        L += ["", f"Huber objective: one beta {_fmt(b['objective_one_beta'])}, beta per K {_fmt(b['objective_beta_by_K'])} "
+              f"({b['extra_parameters']} more parameters); bootstrap {b['bootstrap']['used']} resamples by "
+              f"{b['bootstrap']['unit'].split(' (')[0]}."]
+    return L
+
+
 def _diag_section(diagnostics, sigma_info):
     sigma, df, n, groups = sigma_info
     L = ["", "## Residual diagnostics", "",
@@ -239,6 +272,7 @@ def write_report(path, a):
     L += _verdict_section(a["verdicts"])
     L += _fit_sections(a["fits"], a["comparison"], a["diagnostics"], a["with_n"])
     L += mixing.report_lines(a.get("mixing"))
+    L += _repetition_section(a.get("repetition"), a.get("beta_by_K"))
     L += _hypothesis_sections(a["h1"], a["h2"], a["h5"], a["gain"], a["h6"], extras.h2_lines(a.get("extras")))
     L += _diag_section(a["diagnostics"], a["sigma"])
     L += _loss_vs_K_table(a["rows"])
