@@ -49,26 +49,18 @@ from pathlib import Path
 import numpy as np
 
 import store as st
-# The work lives in analysis/, one concern per module; analyze.py is the command line. Every name other
-# code reaches as analyze.<name> (tests, design.py, benchmarks) is re-exported here.
-from analysis import extras, mixing
-from analysis.forms import CV_TOL, compare_forms, cv_errors, make_law, preferred_form  # noqa: F401
-from analysis.hypotheses import (MIN_STEPS_H4, boot_mean_ci, cells_by_K, equal_weight, h1_floors,  # noqa: F401
-                                 h3_verdict, h4_verdict, holm, identification_cost, k_contrast,
-                                 k_effect_statement, macro, mixing_gain, run_level, twin_key, verdict_table)
-from analysis.laws import (BOOT_PROBE, BOOT_TOL, DATA_FILTER, FORMS, FORMULAS, HUBER_DELTA, Law,  # noqa: F401
-                           _boot_fits, _ci, _fmt, _interval, _minimize, _pct, _pool, _subset, at_bounds,
-                           boot_starts, bootstrap_weights, fit_data, fit_law, identification, named_params,
-                           run_bootstrap)
-from analysis.noise import noise_floor, replicate_key, residual_diagnostics  # noqa: F401
-from analysis.plots import (make_plots, plot_baselines, plot_collapse, plot_loss_vs_K,  # noqa: F401
-                            plot_loss_vs_tokens, plot_positions)
-from analysis.report import (SAMPLE_CORPUS_NOTE, THIN_PAPERS, THIN_TOKENS, thin_categories,  # noqa: F401
-                             write_groups_table, write_report)
-from analysis.runs import (CSV_COLUMNS, GROUP_FIELDS, HOMOGENEOUS, _finite, _matches,  # noqa: F401
-                           _model_config_conflicts, _read, collect_runs, group_label, group_of,
-                           is_sample_corpus, label_models, parse_where, run_key, run_rows, run_values,
-                           select_runs, used, write_csv)
+# The work lives in analysis/, one concern per module (analysis/__init__.py lists them); this is the command line.
+from analysis import hilberg, isoflop, mixing, transfer
+from analysis.forms import CV_TOL, compare_forms, cv_errors, make_law
+from analysis.h2ratio import h2_ratio
+from analysis.hypotheses import (cells_by_K, h1_floors, h3_verdict, identification_cost, k_contrast,
+                                 k_effect_statement, mixing_gain, verdict_table)
+from analysis.laws import DATA_FILTER, FORMS, _ci, _minimize, fit_data, fit_law
+from analysis.noise import noise_floor, residual_diagnostics
+from analysis.plots import make_plots
+from analysis.report import fits_json, thin_categories, write_groups_table, write_report
+from analysis.runs import (GROUP_FIELDS, _model_config_conflicts, collect_runs, group_label, group_of,
+                           is_sample_corpus, parse_where, run_rows, select_runs, used, write_csv)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -122,7 +114,7 @@ def analyse(runs, out, args):
     st.write_json_atomic(out / "fits.json", fits_json(a, pairs, n_used), indent=1)
     print_summary(a["fits"], a["verdicts"])
     a["baselines"] = store_baselines(runs, out, args)
-    a["plots"] = make_plots(a, d, main, pairs, out) + extras.plots(a["extras"], out)
+    a["plots"] = make_plots(a, d, main, pairs, out) + transfer.plots(a["transfer"], out) + isoflop.plots(a["isoflop"], out)
     write_report(out / "report.md", a)
     print(f"wrote {out / 'report.md'} with {len(a['plots'])} figures")
     return out
@@ -140,17 +132,46 @@ def evaluate(runs, rows, d, args):
     h1 = [dict(h1_floors(a, b, args.margin), model=m) for m, a, b in h1_pairs]
     h2 = k_contrast(rows, "in", args.n_boot, args.seed, args.margin, smaller_is_lower=False)
     h5 = k_contrast(rows, "out", args.n_boot, args.seed, args.margin, smaller_is_lower=True)
-    x = extras.compute(rows, runs, main, args, cells_by_K(rows, "in"), equal_weight)  # transfer, H7, IsoFLOP, H2 ratio
+    x = further_analyses(rows, runs, main, args)  # transfer, H7, IsoFLOP, H2 ratio
     gain = mixing_gain(rows, main.get("dilution"), args.n_boot, args.seed)
     pairs, h6 = identification_cost(runs, args.n_boot, args.seed)
     v3 = h3_verdict(main.get("dilution"), comparison, diagnostics.get("dilution"))
     verdicts = verdict_table(h1, h2, v3, gain, h5, h6)
-    verdicts["H7 Hilberg (exploratory)"] = extras.h7_verdict(x, verdicts["H7 Hilberg (exploratory)"])
+    verdicts["H7 Hilberg (exploratory)"] = hilberg.h7_verdict(x["h7"], verdicts["H7 Hilberg (exploratory)"])
     a = {"runs": runs, "rows": rows, "sample": is_sample_corpus(runs), "fits": fits, "comparison": comparison,
          "diagnostics": diagnostics, "sigma": sigma, "with_n": with_n, "h1": h1, "h2": h2, "h5": h5,
          "gain": gain, "h6": h6, "verdicts": verdicts, "k_effect": k_effect_statement(v3, main.get("dilution"), h2[1:]),
-         "baselines": None, "plots": [], "mixing": mix, "extras": x}
+         "baselines": None, "plots": [], "mixing": mix, **x}
     return a, main, pairs
+
+
+def further_analyses(rows, runs, main, args):
+    """The analyses each sweep design supports or names as missing in one line: the transfer matrix t_ij
+    (pair runs), H7's Hilberg exponents (cached compression curves), the IsoFLOP slices (several model sizes)
+    and H2's second half (the growth with K against the disjoint prediction K^beta). Nothing here is slow
+    by default: the matrix and the slices are power-law refits (seconds), the store is read only when
+    analyze.py reads it anyway (no --no_baselines), H7's curves come from their cache unless --hilberg."""
+    store, store_why = open_store(runs, args)
+    models = {r["model"]: r["n_params_nonembedding"] for r in rows if not r["excluded"]}
+    fit = main.get("dilution") or main.get("disjoint")
+    return {"transfer": transfer.transfer_matrices(rows, store, store_why, args.n_boot, args.seed),
+            "h7": hilberg.h7(rows, store, store_why, args),
+            "isoflop": isoflop.isoflop_slices(rows, args.n_boot, args.seed),
+            "h2_ratio": h2_ratio(cells_by_K(rows, "in"), fit, models, args.n_boot, args.seed)}
+
+
+def open_store(runs, args):
+    """(Store, None) for the first readable store of the included runs, else (None, why). Not opened with
+    --no_baselines: that flag keeps analyze.py off the store."""
+    if getattr(args, "no_baselines", False):
+        return None, "--no_baselines (the store is not read)"
+    why = "the runs name no store (data_dir)"
+    for sd in sorted({str(r["config"].get("data_dir")) for r in runs if not r["excluded"] and r["config"].get("data_dir")}):
+        try:
+            return st.Store(sd), None
+        except (st.StoreError, TypeError, OSError) as e:
+            why = f"store {sd} not readable ({e})"
+    return None, why
 
 
 def compare_all_forms(d, main, with_n, args):
@@ -167,21 +188,6 @@ def compare_all_forms(d, main, with_n, args):
                        d["categories"])
     print(f"mixing laws: {mix['verdict']}")
     return comparison, mix
-
-
-def fits_json(a, pairs, n_used):
-    """fits.json: everything the report states, without the bootstrap draws and residual arrays."""
-    runs, sigma, verdicts = a["runs"], a["sigma"], a["verdicts"]
-    return {"data_filter": DATA_FILTER, "sample_corpus": a["sample"],
-            "runs": {"total": len(runs), "used": n_used,
-                     "excluded": [{"run_id": r["run_id"], "reason": r["excluded"]} for r in runs if r["excluded"]]},
-            "fits": [{k: v for k, v in f.items() if not k.startswith("_")} for f in a["fits"]],
-            "comparison": a["comparison"], "mixing_laws": a["mixing"], "noise_floor": {"sd_log_loss": sigma[0], "df": sigma[1], "groups": sigma[2],
-                                                           "replicate_groups": sigma[3],
-                                                           "status": "known" if sigma[0] else "unknown"},
-            "diagnostics": a["diagnostics"], "h1": a["h1"], "h2": a["h2"][0], "h4": a["gain"], "h5": a["h5"][0],
-            "h6": a["h6"], "h6_pairs": [{k: v for k, v in p.items() if k != "gap_by_position"} for p in pairs],
-            "verdicts": {k: {"verdict": v, "why": w} for k, (v, w) in verdicts.items()}, **extras.public(a["extras"])}
 
 
 def print_summary(fits, verdicts):
@@ -234,7 +240,7 @@ def run(argv=None):
                    "write analysis/groups.md (validation loss by group)")
     p.add_argument("--margin", type=st.number(float, 0), default=0.02,
                    help="equivalence margin (nats): differences whose 95%% interval lies within it count as none")
-    extras.add_arguments(p)  # --hilberg, --cache_dir (H7's compression curves)
+    hilberg.add_arguments(p)  # --hilberg, --cache_dir (H7's compression curves)
     args = p.parse_args(argv)
     if args.n_boot < 0 or args.jobs < 1:
         st.die(f"--n_boot must be >= 0 and --jobs >= 1 (got {args.n_boot}, {args.jobs})")

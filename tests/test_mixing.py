@@ -8,8 +8,11 @@ import pytest
 import analyze
 import fabricate
 from analysis import mixing
+from analysis.forms import CV_TOL, compare_forms, cv_errors, make_law
+from analysis.laws import FORMS, _minimize, bootstrap_weights, fit_data
+from analysis.runs import collect_runs, run_rows
 
-FORMS = list(analyze.FORMS) + list(mixing.FORMS)
+FORMS = list(FORMS) + list(mixing.FORMS)
 SMALL = dict(seeds=range(5), Ks=(1, 2, 3, 5), k11_seeds=(0, 1), budgets=(10e6, 30e6, 90e6, 270e6))
 
 
@@ -17,14 +20,14 @@ def sweep_data(root, law, noise_seed=0, **design):
     """fit_data of a fabricated sweep (run directories read by analyze.py's own collector) of `law`."""
     kw = dict(SMALL, **design)
     fabricate.p1_sweep(root, law=law, noise_seed=noise_seed, replicate_Ks=(), truth=fabricate.MIXING_TRUTH, **kw)
-    return analyze.fit_data(analyze.run_rows(analyze.collect_runs(root)))
+    return fit_data(run_rows(collect_runs(root)))
 
 
 def compare_all(d, n_boot=100):
     """analyze.analyse's hook, as it runs there: one cross-validation of all six forms, the equivalences."""
-    err = analyze.cv_errors(d, FORMS, False)
-    fits, equiv = mixing.equivalences(d, FORMS, False, analyze.make_law, analyze._minimize, analyze.CV_TOL)
-    return mixing.judge(analyze.compare_forms(d, FORMS, False, n_boot, 0, err=err), equiv, fits, d["categories"]), err
+    err = cv_errors(d, FORMS, False)
+    fits, equiv = mixing.equivalences(d, FORMS, False, make_law, _minimize, CV_TOL)
+    return mixing.judge(compare_forms(d, FORMS, False, n_boot, 0, err=err), equiv, fits, d["categories"]), err
 
 
 def assert_never_wrongly_decided(cmp, truth):
@@ -62,8 +65,8 @@ def test_gradients_match_finite_differences(form, with_n):
 def test_exponential_truth_recovered_within_intervals_and_picked(tmp_path):
     d = sweep_data(tmp_path, "exponential")
     law = mixing.make_law("exponential", len(d["categories"]), False)
-    weights, _ = analyze.bootstrap_weights(d, 40, seed=0)
-    fit = mixing.fit_intervals(law, d, analyze._minimize, weights)
+    weights, _ = bootstrap_weights(d, 40, seed=0)
+    fit = mixing.fit_intervals(law, d, _minimize, weights)
     truth = {"t": fabricate.MIXING_TRUTH["t"], "beta": fabricate.MIXING_TRUTH["beta"], "B": fabricate.MIXING_TRUTH["B"],
              **{f"E[{c}]": fabricate.MIXING_TRUTH["E"][c] for c in d["categories"]}}
     assert fit["n_boot"] == 40
@@ -75,8 +78,8 @@ def test_exponential_truth_recovered_within_intervals_and_picked(tmp_path):
     assert cmp["best"] == "exponential", cmp["verdict"]
     assert cmp["verdict"].startswith("best form: **exponential**") and "95%" in cmp["verdict"]
     # the hook's shared cross-validation leaves analyze's three-form comparison exactly as before
-    assert analyze.compare_forms(d, list(analyze.FORMS), False, 100, 0, err=err) == \
-        analyze.compare_forms(d, list(analyze.FORMS), False, 100, 0)
+    assert compare_forms(d, list(FORMS), False, 100, 0, err=err) == \
+        compare_forms(d, list(FORMS), False, 100, 0)
 
 
 @pytest.mark.parametrize("truth", ["dilution", "multiplicative", "transfer"])
@@ -120,10 +123,10 @@ def test_a_loss_that_rises_with_data_still_gets_a_start_and_a_fit(tmp_path, form
     d = dict(d, L=d["L"] * (d["D"] / 10e6) ** 0.2)  # the loss rises with D: no positive B fits
     if with_n:
         d = dict(d, N=np.where(d["run"] % 2 == 0, 1e6, 4e6))
-    law = analyze.make_law(form, len(d["categories"]), with_n)
+    law = make_law(form, len(d["categories"]), with_n)
     starts = law.starts(d)
     assert starts and all(np.all(np.isfinite(s)) for s in starts)
-    r = analyze._minimize(law, d, starts)
+    r = _minimize(law, d, starts)
     assert np.all(np.isfinite(law.predict(r.x, d)))
 
 
@@ -177,4 +180,4 @@ def test_starts_exist_when_loss_rises_with_data(form):
          "N": np.full(6, 1.9e7), "categories": ["a", "b"]}
     law = mixing.make_law(form, 2, False)
     starts = law.starts(d)
-    assert starts and analyze._minimize(law, d, starts) is not None
+    assert starts and _minimize(law, d, starts) is not None
