@@ -36,7 +36,7 @@ What makes the numbers trustworthy (and what the report states):
   fold keeps every budget, so the forms stay identified), the held-out error difference between two forms
   with a bootstrap interval over runs; "undecided" when it contains 0.
   The same cross-validation ranks three published mixing laws beside them (analysis/mixing.py: exponential,
-  multiplicative, transfer); forms the design cannot tell apart are said to be one law there, never ranked.
+  multiplicative, effective_data); forms the design cannot tell apart are said to be one law there, never ranked.
 - Fit quality: residuals against the seed-to-seed noise floor (from replicate runs that differ only in
   their seeds, the category set compared as a set), by K, by budget and by K x budget, with a Bonferroni
   threshold; a misfit is said before any parameter table; without replicates it is "unknown".

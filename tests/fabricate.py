@@ -49,7 +49,7 @@ def law_loss(law, c, D, Dc, K, truth=TRUTH, N=None):
         return E + B * D ** -beta * math.exp(-truth["t"] * p)
     if law == "multiplicative":  # He et al.'s law: the whole loss scales with p^-gamma
         return (E + B * D ** -beta) * p ** -truth["gamma_p"]
-    if law == "transfer":  # effective data with one shared transfer tau
+    if law == "effective_data":  # effective data with one shared tau (analysis/mixing.py)
         return E + B * (Dc + truth["tau"] * (D - Dc)) ** -beta
     raise ValueError(law)
 

@@ -57,7 +57,7 @@ def test_p1_competing_mixing_laws_never_decide_against_the_dilution_truth(p1):
     result, report = p1
     m = result["mixing_laws"]
     assert "## Competing mixing laws" in report and m["verdict"] in report
-    assert set(m["rmse"]) == {"dilution", "disjoint", "shared", "exponential", "multiplicative", "transfer"}
+    assert set(m["rmse"]) == {"dilution", "disjoint", "shared", "exponential", "multiplicative", "effective_data"}
     assert m["best"] in ("dilution", None) and (m["best"] or "dilution" in m["undecided_among"])
     assert all(p["better"] in ("dilution", "undecided") for p in m["pairs"] if "dilution" in (p["a"], p["b"]))
     # analyze's own three-form comparison is the same pairs of the same cross-validation

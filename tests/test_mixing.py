@@ -82,7 +82,7 @@ def test_exponential_truth_recovered_within_intervals_and_picked(tmp_path):
         compare_forms(d, list(FORMS), False, 100, 0)
 
 
-@pytest.mark.parametrize("truth", ["dilution", "multiplicative", "transfer"])
+@pytest.mark.parametrize("truth", ["dilution", "multiplicative", "effective_data"])
 def test_comparison_picks_the_truth_or_says_undecided(tmp_path, truth):
     cmp, _ = compare_all(sweep_data(tmp_path, truth, noise_seed=3))
     assert_never_wrongly_decided(cmp, truth)
@@ -91,13 +91,13 @@ def test_comparison_picks_the_truth_or_says_undecided(tmp_path, truth):
 
 @pytest.mark.parametrize("truth", ["dilution", "exponential"])
 def test_two_share_levels_make_three_forms_one_law(tmp_path, truth):
-    """K in {1, 3} only: one share level besides p = 1, where dilution, exponential and transfer each have one
+    """K in {1, 3} only: one share level besides p = 1, where dilution, exponential and effective_data each have one
     free factor: reparametrisations of one law (within their bounds). The comparison must say so."""
     cmp, _ = compare_all(sweep_data(tmp_path, truth, Ks=(1, 3), k11_seeds=()))
     assert_never_wrongly_decided(cmp, truth)
-    assert ("exponential", "transfer") in cmp["equivalent_pairs"]
+    assert ("exponential", "effective_data") in cmp["equivalent_pairs"]
     if truth == "dilution":  # s inside (0, 1): all three reproduce one another
-        assert {("dilution", "exponential"), ("dilution", "transfer")} <= set(cmp["equivalent_pairs"])
+        assert {("dilution", "exponential"), ("dilution", "effective_data")} <= set(cmp["equivalent_pairs"])
         assert cmp["best"] is None and "equivalent on this design" in cmp["verdict"]
     pairs = {(p["a"], p["b"]): p for p in cmp["pairs"]}
     for a, b in cmp["equivalent_pairs"]:
@@ -148,27 +148,27 @@ def test_judge_never_names_one_of_two_equivalent_forms_best():
     """Forms equivalent on the design are one law there: when one of them is beaten and the other beats the
     rest, the comparison used to name the other 'best' (decided); it is undecided among the class."""
     pairs = [{"a": a, "b": b, "better": w, "mse_difference": 0.0, "ci95": [0.0, 0.0]}
-             for a, b, w in [("dilution", "shared", "dilution"), ("dilution", "transfer", "undecided"),
-                             ("shared", "transfer", "shared")]]
-    cmp = {"rmse": {f: {"estimate": 0.01, "ci95": [0.01, 0.02]} for f in ("dilution", "shared", "transfer")},
+             for a, b, w in [("dilution", "shared", "dilution"), ("dilution", "effective_data", "undecided"),
+                             ("shared", "effective_data", "shared")]]
+    cmp = {"rmse": {f: {"estimate": 0.01, "ci95": [0.01, 0.02]} for f in ("dilution", "shared", "effective_data")},
            "pairs": pairs, "n_points": 10}
-    equiv = [{"a": "dilution", "b": "transfer", "reproduce": [1e-9, 1e-9], "equivalent": True},
+    equiv = [{"a": "dilution", "b": "effective_data", "reproduce": [1e-9, 1e-9], "equivalent": True},
              {"a": "dilution", "b": "shared", "reproduce": [1.0, 1.0], "equivalent": False},
-             {"a": "shared", "b": "transfer", "reproduce": [1.0, 1.0], "equivalent": False}]
+             {"a": "shared", "b": "effective_data", "reproduce": [1.0, 1.0], "equivalent": False}]
     out = mixing.judge(cmp, equiv)
-    assert out["best"] is None and out["undecided_among"] == ["dilution", "transfer"]
-    assert out["verdict"].startswith("**undecided**") and "dilution = transfer" in out["verdict"]
+    assert out["best"] is None and out["undecided_among"] == ["dilution", "effective_data"]
+    assert out["verdict"].startswith("**undecided**") and "dilution = effective_data" in out["verdict"]
 
 
 def test_one_k11_subset_seed_does_not_decide_among_equivalent_forms(tmp_path):
     """K = 1 (three subset seeds) and one K = 11 subset seed at two budgets: two share levels, so dilution,
-    exponential and transfer are one law; analyze.py named dilution 'best' while exponential and transfer
+    exponential and effective_data are one law; analyze.py named dilution 'best' while exponential and effective_data
     (equivalent to it) were beaten by disjoint and shared."""
     fabricate.p1_sweep(tmp_path, Ks=(1,), seeds=range(3), k11_seeds=(0,), budgets=(10e6, 90e6), replicate_Ks=())
     out = analyze.main([str(tmp_path), "--n_boot", "8", "--jobs", "1"])
     m = __import__("json").loads((out / "fits.json").read_text())["mixing_laws"]
-    assert ["dilution", "transfer"] in m["equivalent_pairs"]
-    assert m["best"] is None and {"dilution", "exponential", "transfer"} <= set(m["undecided_among"])
+    assert ["dilution", "effective_data"] in m["equivalent_pairs"]
+    assert m["best"] is None and {"dilution", "exponential", "effective_data"} <= set(m["undecided_among"])
 
 
 @pytest.mark.parametrize("form", list(mixing.FORMS))
