@@ -43,7 +43,11 @@ What makes the numbers trustworthy (and what the report states):
 - Verdicts: each hypothesis is supported / not supported / undecided by its falsifier in
   EXPERIMENT_PLAN.md, with the interval that decided it.
 """
+import contextlib
 import os
+import signal
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -55,9 +59,10 @@ from analysis.forms import CV_TOL, compare_forms, cv_errors, make_law
 from analysis.h2ratio import h2_ratio
 from analysis.hypotheses import (cells_by_K, h1_floors, h3_verdict, identification_cost, k_contrast,
                                  k_effect_statement, mixing_gain, verdict_table)
-from analysis.laws import DATA_FILTER, FORMS, _ci, _minimize, fit_data, fit_law
+from analysis.laws import DATA_FILTER, FORMS, _ci, _minimize, close_pools, fit_data, fit_law
 from analysis.noise import noise_floor, residual_diagnostics
 from analysis.plots import make_plots
+from analysis.progress import Step, warn_once
 from analysis.report import fits_json, thin_categories, write_groups_table, write_report
 from analysis.runs import (GROUP_FIELDS, _model_config_conflicts, collect_runs, group_label, group_of,
                            is_sample_corpus, parse_where, run_rows, select_runs, used, write_csv)
@@ -65,6 +70,11 @@ from analysis.runs import (GROUP_FIELDS, _model_config_conflicts, collect_runs, 
 
 # ----------------------------------------------------------------------------------------------------
 # main
+
+# what --verdicts_only leaves out (the report says it in this line): nothing any verdict reads
+SKIPPED = ("Skipped (--verdicts_only): the figures, the store baselines, the competing mixing laws (their "
+           "cross-validation and comparison), the intervals of the disjoint and shared fits, the fit on <= 4 "
+           "epochs, the transfer matrix, the IsoFLOP slices and H2's ratio against K^beta.")
 
 def run_fits(rows, d, args):
     """The fits: the three forms on all data; per model, the floors at K = 1 and at the largest K (H1: at
@@ -75,8 +85,12 @@ def run_fits(rows, d, args):
         if len(dd["L"]) < len(dd["categories"]) + 4 or len(np.unique(dd["D"])) < 2:
             print(f"fit {form} [{label}]: too few complete runs or budgets, skipped")
             return None
-        f = fit_law(dd, form, n_boot=args.n_boot, seed=args.seed, jobs=args.jobs,
-                    with_n=None if label == "all" or label.startswith("epochs") else False)
+        # --verdicts_only: the verdicts read the intervals of dilution (H3) and of the H1 floor fits only
+        n_boot = 0 if args.verdicts_only and label == "all" and form != "dilution" else args.n_boot
+        with Step(f"fit {form} [{label}], {n_boot} resamples"):
+            f = fit_law(dd, form, n_boot=n_boot, seed=args.seed, jobs=args.jobs,
+                        with_n=None if label == "all" or label.startswith("epochs") else False,
+                        what=f"bootstrap {form} [{label}]")
         f["subset"] = label
         if label != "all":
             f["data_filter"] = f"{DATA_FILTER}, and {label}"
@@ -95,7 +109,7 @@ def run_fits(rows, d, args):
             if a and b:
                 h1_pairs.append((model, a, b))
     few = fit_data(rows, lambda r: r["epochs_category"] is not None and r["epochs_category"] <= 4)
-    if len(few["L"]) < len(d["L"]):
+    if len(few["L"]) < len(d["L"]) and not args.verdicts_only:
         add(few, "dilution", "epochs_category <= 4")
     return fits, h1_pairs
 
@@ -107,14 +121,19 @@ def analyse(runs, out, args):
     write_csv(rows, out / "runs.csv")
     n_used = sum(1 for r in runs if not r["excluded"])
     print(f"{len(runs)} runs ({n_used} used, {len(runs) - n_used} excluded), {len(rows)} rows -> {out / 'runs.csv'}")
-    for c, t in thin_categories(rows).items():
-        print(f"warning: category {c} has a thin test split ({t['papers']} papers, {t['tokens']:,} tokens): its loss is noisy")
+    thin = thin_categories(rows)
+    if thin:  # one line for all of them (it was one per category: 11 lines on the sample store)
+        warn_once(f"{len(thin)} categor{'y has' if len(thin) == 1 else 'ies have'} a thin test split, so a noisy "
+                  "loss: " + ", ".join(f"{c} ({t['papers']} papers, {t['tokens']:,} tokens)" for c, t in thin.items()))
     d = fit_data(rows)
     a, main, pairs = evaluate(runs, rows, d, args)
     st.write_json_atomic(out / "fits.json", fits_json(a, pairs, n_used), indent=1)
     print_summary(a["fits"], a["verdicts"])
-    a["baselines"] = store_baselines(runs, out, args)
-    a["plots"] = make_plots(a, d, main, pairs, out) + transfer.plots(a["transfer"], out) + isoflop.plots(a["isoflop"], out)
+    if not args.verdicts_only:
+        a["baselines"] = store_baselines(runs, out, args)
+        with Step("figures"):
+            a["plots"] = (make_plots(a, d, main, pairs, out) + transfer.plots(a["transfer"], out) +
+                          isoflop.plots(a["isoflop"], out))
     write_report(out / "report.md", a)
     print(f"wrote {out / 'report.md'} with {len(a['plots'])} figures")
     return out
@@ -132,7 +151,8 @@ def evaluate(runs, rows, d, args):
     h1 = [dict(h1_floors(a, b, args.margin), model=m) for m, a, b in h1_pairs]
     h2 = k_contrast(rows, "in", args.n_boot, args.seed, args.margin, smaller_is_lower=False)
     h5 = k_contrast(rows, "out", args.n_boot, args.seed, args.margin, smaller_is_lower=True)
-    x = further_analyses(rows, runs, main, args)  # transfer, H7, IsoFLOP, H2 ratio
+    with Step("further analyses (transfer matrix, H7, IsoFLOP, H2 ratio)"):
+        x = further_analyses(rows, runs, main, args)
     gain = mixing_gain(rows, main.get("dilution"), args.n_boot, args.seed)
     pairs, h6 = identification_cost(runs, args.n_boot, args.seed)
     v3 = h3_verdict(main.get("dilution"), comparison, diagnostics.get("dilution"))
@@ -141,7 +161,8 @@ def evaluate(runs, rows, d, args):
     a = {"runs": runs, "rows": rows, "sample": is_sample_corpus(runs), "fits": fits, "comparison": comparison,
          "diagnostics": diagnostics, "sigma": sigma, "with_n": with_n, "h1": h1, "h2": h2, "h5": h5,
          "gain": gain, "h6": h6, "verdicts": verdicts, "k_effect": k_effect_statement(v3, main.get("dilution"), h2[1:]),
-         "baselines": None, "plots": [], "mixing": mix, **x}
+         "baselines": None, "plots": [], "mixing": mix, **x,
+         "skipped": SKIPPED if args.verdicts_only else None}
     return a, main, pairs
 
 
@@ -152,6 +173,8 @@ def further_analyses(rows, runs, main, args):
     by default: the matrix and the slices are power-law refits (seconds), the store is read only when
     analyze.py reads it anyway (no --no_baselines), H7's curves come from their cache unless --hilberg."""
     store, store_why = open_store(runs, args)
+    if args.verdicts_only:  # H7's exploratory verdict is the only one of them that a verdict reads
+        return {"transfer": None, "h7": hilberg.h7(rows, store, store_why, args), "isoflop": None, "h2_ratio": None}
     models = {r["model"]: r["n_params_nonembedding"] for r in rows if not r["excluded"]}
     fit = main.get("dilution") or main.get("disjoint")
     return {"transfer": transfer.transfer_matrices(rows, store, store_why, args.n_boot, args.seed),
@@ -179,9 +202,12 @@ def compare_all_forms(d, main, with_n, args):
     cross-validation: the three-form comparison is bit-identical to one computed alone."""
     if len(main) != len(FORMS):
         return None, None
-    forms = list(main) + list(mixing.FORMS)
-    err = cv_errors(d, forms, with_n)
+    forms = list(main) + ([] if args.verdicts_only else list(mixing.FORMS))  # H3 reads the three forms' only
+    with Step(f"cross-validation of {len(forms)} forms"):
+        err = cv_errors(d, forms, with_n)
     comparison = compare_forms(d, list(main), with_n, args.n_boot, args.seed, err=err)
+    if args.verdicts_only:
+        return comparison, None
     fits_all, equiv = mixing.equivalences(d, forms, with_n, make_law, _minimize, CV_TOL,
                                           {f: fit["_theta"] for f, fit in main.items()})
     mix = mixing.judge(compare_forms(d, forms, with_n, args.n_boot, args.seed, err=err), equiv, fits_all,
@@ -217,8 +243,34 @@ def main(argv=None):
     OpenBLAS threads made each 35-80x dearer in CPU on a 2-core machine (notes.md)."""
     import scipy.optimize  # noqa: F401 -- scipy's own OpenBLAS must be loaded for the limit to reach it
     from threadpoolctl import threadpool_limits
-    with threadpool_limits(1, user_api="blas"):
+    with threadpool_limits(1, user_api="blas"), workers_end_with_us():
         return run(argv)
+
+
+class Terminated(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def workers_end_with_us():
+    """SIGTERM (a scheduler's or `timeout`'s stop) and Ctrl-C end the analysis with its bootstrap workers:
+    left alone, the pool's spawned processes outlived their parent. SIGTERM ends in one line, exit 143."""
+    def on_term(signum, frame):
+        raise Terminated()
+    old = signal.signal(signal.SIGTERM, on_term) if threading.current_thread() is threading.main_thread() else None
+    try:
+        yield
+    except Terminated:
+        close_pools()
+        print("analyze.py: stopped by SIGTERM; its bootstrap workers are stopped too, and the analysis directory "
+              "may be incomplete", file=sys.stderr)
+        raise SystemExit(143) from None
+    except BaseException:  # Ctrl-C, an error: the workers go first, then it goes on as it would
+        close_pools()
+        raise
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
 
 
 def run(argv=None):
@@ -238,6 +290,8 @@ def run(argv=None):
                    help="analyse each group of runs that share every run-defining value other than the design "
                    "axes (store, sampling, dtype, lr, betas, ...) on its own, into analysis/<group>/, and "
                    "write analysis/groups.md (validation loss by group)")
+    p.add_argument("--verdicts_only", action="store_true",
+                   help="compute only what the verdicts read: " + SKIPPED.split(": ", 1)[1])
     p.add_argument("--margin", type=st.number(float, 0), default=0.02,
                    help="equivalence margin (nats): differences whose 95%% interval lies within it count as none")
     hilberg.add_arguments(p)  # --hilberg, --cache_dir (H7's compression curves)

@@ -44,19 +44,15 @@ DECIDE = 0.8  # a hypothesis "is decided by the plan" when at least this share o
 
 @contextlib.contextmanager
 def quiet_analysis():
-    """analyze.py without its figures (seconds per sweep that nobody looks at here) and its printing, with
-    one BLAS thread: scipy's L-BFGS-B calls OpenBLAS on vectors of ~15 numbers, and OpenBLAS's threads
-    spinning on a shared 2-core machine made one fit ~35-80x slower in CPU time (20 s instead of 0.26-0.6 s,
-    measured; notes_s19design.md). analyze.py's bootstrap workers already run single-threaded; its own
-    process did not."""
+    """analyze.py without its printing (stdout: the results, read here from fits.json; stderr: its
+    progress), with one BLAS thread: scipy's L-BFGS-B calls OpenBLAS on vectors of ~15 numbers, and OpenBLAS's
+    threads spinning on a shared 2-core machine made one fit ~35-80x slower in CPU time (20 s instead of
+    0.26-0.6 s, measured; notes_s19design.md). analyze.py's bootstrap workers already run single-threaded;
+    its own process did not. What is not computed (analyze.py --verdicts_only) is in simulate_plan."""
     import scipy.optimize  # noqa: F401 -- load scipy's own OpenBLAS first: a limit reaches only loaded libraries
-    plots = analyze.make_plots
-    analyze.make_plots = lambda *a, **k: []
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), threadpool_limits(1, user_api="blas"):
-            yield
-    finally:
-        analyze.make_plots = plots
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+            threadpool_limits(1, user_api="blas"):
+        yield
 
 
 def summarise_fits(fits):
@@ -94,7 +90,10 @@ def simulate_plan(plan, law, noise, n_sim, n_boot, workdir, seed=0, label="plan"
         simulate.fabricate(plan, law, noise, root, np.random.default_rng([seed, i]))
         try:
             with quiet_analysis():
-                analyze.main([str(root), "--n_boot", str(n_boot), "--seed", str(i), "--jobs", "1", "--no_baselines"])
+                # --verdicts_only: what summarise_fits reads (verdicts, the dilution fit, H4), none of the figures,
+                # mixing laws or other intervals nobody looks at here
+                analyze.main([str(root), "--n_boot", str(n_boot), "--seed", str(i), "--jobs", "1", "--no_baselines",
+                              "--verdicts_only"])
             results.append(summarise_fits(json.loads((root / "analysis" / "fits.json").read_text())))
         except SystemExit as e:  # analyze.py refused the sweep: say so, count it as undecided
             results.append({"verdicts": {h: "missing" for h in HYPOTHESES}, "params": {}, "h4": {},

@@ -214,14 +214,17 @@ def write_report(path, a):
     parameter table, then the hypotheses' tables, diagnostics, figures and baselines."""
     L = _data_section(a["runs"], a["rows"], a["sample"])
     L += [a["k_effect"], ""]
+    L += [a["skipped"], ""] if a.get("skipped") else []
     L += _verdict_section(a["verdicts"])
     L += _fit_sections(a["fits"], a["comparison"], a["diagnostics"], a["with_n"])
     L += mixing.report_lines(a.get("mixing"))
     L += _hypothesis_sections(a["h1"], a["h2"], a["h5"], a["gain"], a["h6"], h2_lines(a.get("h2_ratio")))
     L += _diag_section(a["diagnostics"], a["sigma"])
     L += _loss_vs_K_table(a["rows"])
-    if a.get("transfer"):  # the transfer matrix, H7, the IsoFLOP slices: one line each when the sweep has none
-        L += transfer.report_section(a["transfer"]) + hilberg.report_section(a["h7"]) + isoflop.report_section(a["isoflop"])
+    # the transfer matrix, H7, the IsoFLOP slices: one line each when the sweep has none (None: not computed)
+    L += transfer.report_section(a["transfer"]) if a.get("transfer") else []
+    L += hilberg.report_section(a["h7"]) if a.get("h7") else []
+    L += isoflop.report_section(a["isoflop"]) if a.get("isoflop") else []
     L += ["", "## Figures", ""]
     for title, name in a["plots"]:
         L += [f"### {title}", "", f"![{title}]({name})", ""]
@@ -243,8 +246,10 @@ def fits_json(a, pairs, n_used):
                                                            "status": "known" if sigma[0] else "unknown"},
             "diagnostics": a["diagnostics"], "h1": a["h1"], "h2": a["h2"][0], "h4": a["gain"], "h5": a["h5"][0],
             "h6": a["h6"], "h6_pairs": [{k: v for k, v in p.items() if k != "gap_by_position"} for p in pairs],
-            "verdicts": {k: {"verdict": v, "why": w} for k, (v, w) in verdicts.items()}, **json_ready({"transfer": transfer.public(a["transfer"]), "h7": hilberg.public(a["h7"]),
-                                                                  "isoflop": a["isoflop"], "h2_ratio": a["h2_ratio"]})}
+            "verdicts": {k: {"verdict": v, "why": w} for k, (v, w) in verdicts.items()},
+            **json_ready({"transfer": transfer.public(a["transfer"]) if a["transfer"] else None,
+                          "h7": hilberg.public(a["h7"]), "isoflop": a["isoflop"], "h2_ratio": a["h2_ratio"]}),
+            **({"skipped": a["skipped"]} if a.get("skipped") else {})}
 
 
 def json_ready(v):

@@ -94,7 +94,8 @@ def test_isoflop_section_with_three_model_sizes(tmp_path):
                        models=(("pythia-14m", 1_200_000), ("pythia-31m", 4_700_000), ("pythia-70m", 19_000_000)))
     runs = collect_runs(tmp_path)
     rows = run_rows(runs)
-    args = type("Args", (), {"n_boot": 20, "seed": 0, "no_baselines": True, "hilberg": False, "cache_dir": str(tmp_path)})()
+    args = type("Args", (), {"n_boot": 20, "seed": 0, "no_baselines": True, "hilberg": False, "cache_dir": str(tmp_path),
+                             "verdicts_only": False})()
     x = analyze.further_analyses(rows, runs, {}, args)
     by_K = json.loads(json.dumps(json_ready(x["isoflop"])))["by_K"]
     assert set(by_K) == {"1", "3"}
