@@ -36,43 +36,46 @@ What makes the numbers trustworthy (and what the report states):
   fold keeps every budget, so the forms stay identified), the held-out error difference between two forms
   with a bootstrap interval over runs; "undecided" when it contains 0.
   The same cross-validation ranks three published mixing laws beside them (analysis/mixing.py: exponential,
-  multiplicative, transfer); forms the design cannot tell apart are said to be one law there, never ranked.
+  multiplicative, effective_data); forms the design cannot tell apart are said to be one law there, never ranked.
 - Fit quality: residuals against the seed-to-seed noise floor (from replicate runs that differ only in
   their seeds, the category set compared as a set), by K, by budget and by K x budget, with a Bonferroni
   threshold; a misfit is said before any parameter table; without replicates it is "unknown".
 - Verdicts: each hypothesis is supported / not supported / undecided by its falsifier in
   EXPERIMENT_PLAN.md, with the interval that decided it.
 """
+import contextlib
 import os
+import signal
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 
 import store as st
-# The work lives in analysis/, one concern per module; analyze.py is the command line. Every name other
-# code reaches as analyze.<name> (tests, design.py, benchmarks) is re-exported here.
-from analysis import extras, mixing
-from analysis.forms import CV_TOL, compare_forms, cv_errors, make_law, preferred_form  # noqa: F401
-from analysis.hypotheses import (MIN_STEPS_H4, boot_mean_ci, cells_by_K, equal_weight, h1_floors,  # noqa: F401
-                                 h3_verdict, h4_verdict, holm, identification_cost, k_contrast,
-                                 k_effect_statement, macro, mixing_gain, run_level, twin_key, verdict_table)
-from analysis.laws import (BOOT_PROBE, BOOT_TOL, DATA_FILTER, FORMS, FORMULAS, HUBER_DELTA, Law,  # noqa: F401
-                           _boot_fits, _ci, _fmt, _interval, _minimize, _pct, _pool, _subset, at_bounds,
-                           boot_starts, bootstrap_weights, fit_data, fit_law, identification, named_params,
-                           run_bootstrap, BETA_K_BOOT, R_STAR, beta_by_K, fit_repetition, repetition_counts)
-from analysis.noise import noise_floor, replicate_key, residual_diagnostics  # noqa: F401
-from analysis.plots import (make_plots, plot_baselines, plot_collapse, plot_loss_vs_K,  # noqa: F401
-                            plot_loss_vs_tokens, plot_positions)
-from analysis.report import (SAMPLE_CORPUS_NOTE, THIN_PAPERS, THIN_TOKENS, thin_categories,  # noqa: F401
-                             write_groups_table, write_report)
-from analysis.runs import (CSV_COLUMNS, GROUP_FIELDS, HOMOGENEOUS, _finite, _matches,  # noqa: F401
-                           _model_config_conflicts, _read, collect_runs, group_label, group_of,
-                           is_sample_corpus, label_models, parse_where, run_key, run_rows, run_values,
-                           select_runs, used, write_csv)
+# The work lives in analysis/, one concern per module (analysis/__init__.py lists them); this is the command line.
+from analysis import hilberg, isoflop, mixing, transfer
+from analysis.forms import CV_TOL, compare_forms, cv_errors, make_law
+from analysis.h2ratio import h2_ratio
+from analysis.hypotheses import (cells_by_K, h1_floors, h3_verdict, identification_cost, k_contrast,
+                                 k_effect_statement, mixing_gain, verdict_table)
+from analysis.laws import (BETA_K_BOOT, DATA_FILTER, FORMS, R_STAR, _ci, _minimize, beta_by_K, close_pools, fit_data,
+                           fit_law, fit_repetition, repetition_counts)
+from analysis.noise import noise_floor, residual_diagnostics
+from analysis.plots import make_plots
+from analysis.progress import Step, warn_once
+from analysis.report import fits_json, thin_categories, write_groups_table, write_report
+from analysis.runs import (GROUP_FIELDS, _model_config_conflicts, collect_runs, group_label, group_of,
+                           is_sample_corpus, parse_where, run_rows, select_runs, used, write_csv)
 
 
 # ----------------------------------------------------------------------------------------------------
 # main
+
+# what --verdicts_only leaves out (the report says it in this line): nothing any verdict reads
+SKIPPED = ("Skipped (--verdicts_only): the figures, the store baselines, the competing mixing laws (their "
+           "cross-validation and comparison), the intervals of the disjoint and shared fits, the fit on <= 4 "
+           "epochs, the transfer matrix, the IsoFLOP slices and H2's ratio against K^beta.")
 
 def run_fits(rows, d, args):
     """The fits: the three forms on all data; per model, the floors at K = 1 and at the largest K (H1: at
@@ -83,8 +86,12 @@ def run_fits(rows, d, args):
         if len(dd["L"]) < len(dd["categories"]) + 4 or len(np.unique(dd["D"])) < 2:
             print(f"fit {form} [{label}]: too few complete runs or budgets, skipped")
             return None
-        f = fit_law(dd, form, n_boot=args.n_boot, seed=args.seed, jobs=args.jobs,
-                    with_n=None if label == "all" or label.startswith("epochs") else False)
+        # --verdicts_only: the verdicts read the intervals of dilution (H3) and of the H1 floor fits only
+        n_boot = 0 if args.verdicts_only and label == "all" and form != "dilution" else args.n_boot
+        with Step(f"fit {form} [{label}], {n_boot} resamples"):
+            f = fit_law(dd, form, n_boot=n_boot, seed=args.seed, jobs=args.jobs,
+                        with_n=None if label == "all" or label.startswith("epochs") else False,
+                        what=f"bootstrap {form} [{label}]")
         f["subset"] = label
         if label != "all":
             f["data_filter"] = f"{DATA_FILTER}, and {label}"
@@ -107,7 +114,7 @@ def run_fits(rows, d, args):
             if a and b:
                 h1_pairs.append((model, a, b))
     few = fit_data(rows, lambda r: r["epochs_category"] is not None and r["epochs_category"] <= 4)
-    if len(few["L"]) < len(d["L"]):
+    if len(few["L"]) < len(d["L"]) and not args.verdicts_only:
         add(few, "dilution", "epochs_category <= 4")
     return fits, h1_pairs
 
@@ -119,14 +126,19 @@ def analyse(runs, out, args):
     write_csv(rows, out / "runs.csv")
     n_used = sum(1 for r in runs if not r["excluded"])
     print(f"{len(runs)} runs ({n_used} used, {len(runs) - n_used} excluded), {len(rows)} rows -> {out / 'runs.csv'}")
-    for c, t in thin_categories(rows).items():
-        print(f"warning: category {c} has a thin test split ({t['papers']} papers, {t['tokens']:,} tokens): its loss is noisy")
+    thin = thin_categories(rows)
+    if thin:  # one line for all of them (it was one per category: 11 lines on the sample store)
+        warn_once(f"{len(thin)} categor{'y has' if len(thin) == 1 else 'ies have'} a thin test split, so a noisy "
+                  "loss: " + ", ".join(f"{c} ({t['papers']} papers, {t['tokens']:,} tokens)" for c, t in thin.items()))
     d = fit_data(rows)
     a, main, pairs = evaluate(runs, rows, d, args)
     st.write_json_atomic(out / "fits.json", fits_json(a, pairs, n_used), indent=1)
     print_summary(a["fits"], a["verdicts"])
-    a["baselines"] = store_baselines(runs, out, args)
-    a["plots"] = make_plots(a, d, main, pairs, out) + extras.plots(a["extras"], out)
+    if not args.verdicts_only:
+        a["baselines"] = store_baselines(runs, out, args)
+        with Step("figures"):
+            a["plots"] = (make_plots(a, d, main, pairs, out) + transfer.plots(a["transfer"], out) +
+                          isoflop.plots(a["isoflop"], out))
     write_report(out / "report.md", a)
     print(f"wrote {out / 'report.md'} with {len(a['plots'])} figures")
     return out
@@ -148,22 +160,56 @@ def evaluate(runs, rows, d, args):
         fits.append(repetition["fit"])
     # one beta against one per K, on the tokens seen and (where repetition is modelled) on effective tokens
     nb = min(args.n_boot, BETA_K_BOOT)
-    beta_k = [b for b in ([beta_by_K(d, main["dilution"], nb, args.seed)] if "dilution" in main else []) +
-              ([beta_by_K(fit_data(rows, r_star=repetition["r_star"]), repetition["fit"], nb, args.seed)]
-               if repetition else []) if b]
+    beta_k = [] if args.verdicts_only else [  # a diagnostic, no verdict reads it
+        b for b in ([beta_by_K(d, main["dilution"], nb, args.seed)] if "dilution" in main else []) +
+        ([beta_by_K(fit_data(rows, r_star=repetition["r_star"]), repetition["fit"], nb, args.seed)]
+         if repetition else []) if b]
     h2 = k_contrast(rows, "in", args.n_boot, args.seed, args.margin, smaller_is_lower=False)
     h5 = k_contrast(rows, "out", args.n_boot, args.seed, args.margin, smaller_is_lower=True)
-    x = extras.compute(rows, runs, main, args, cells_by_K(rows, "in"), equal_weight)  # transfer, H7, IsoFLOP, H2 ratio
+    with Step("further analyses (transfer matrix, H7, IsoFLOP, H2 ratio)"):
+        x = further_analyses(rows, runs, main, args)
     gain = mixing_gain(rows, main.get("dilution"), args.n_boot, args.seed)
     pairs, h6 = identification_cost(runs, args.n_boot, args.seed)
     v3 = h3_verdict(main.get("dilution"), comparison, diagnostics.get("dilution"))
     verdicts = verdict_table(h1, h2, v3, gain, h5, h6)
-    verdicts["H7 Hilberg (exploratory)"] = extras.h7_verdict(x, verdicts["H7 Hilberg (exploratory)"])
+    verdicts["H7 Hilberg (exploratory)"] = hilberg.h7_verdict(x["h7"], verdicts["H7 Hilberg (exploratory)"])
     a = {"runs": runs, "rows": rows, "sample": is_sample_corpus(runs), "fits": fits, "comparison": comparison,
          "diagnostics": diagnostics, "sigma": sigma, "with_n": with_n, "h1": h1, "h2": h2, "h5": h5,
          "gain": gain, "h6": h6, "verdicts": verdicts, "k_effect": k_effect_statement(v3, main.get("dilution"), h2[1:]),
-         "baselines": None, "plots": [], "mixing": mix, "extras": x, "repetition": repetition, "beta_by_K": beta_k}
+         "baselines": None, "plots": [], "mixing": mix, **x, "repetition": repetition, "beta_by_K": beta_k,
+         "skipped": SKIPPED if args.verdicts_only else None}
     return a, main, pairs
+
+
+def further_analyses(rows, runs, main, args):
+    """The analyses each sweep design supports or names as missing in one line: the transfer matrix t_ij
+    (pair runs), H7's Hilberg exponents (cached compression curves), the IsoFLOP slices (several model sizes)
+    and H2's second half (the growth with K against the disjoint prediction K^beta). Nothing here is slow
+    by default: the matrix and the slices are power-law refits (seconds), the store is read only when
+    analyze.py reads it anyway (no --no_baselines), H7's curves come from their cache unless --hilberg."""
+    store, store_why = open_store(runs, args)
+    if args.verdicts_only:  # H7's exploratory verdict is the only one of them that a verdict reads
+        return {"transfer": None, "h7": hilberg.h7(rows, store, store_why, args), "isoflop": None, "h2_ratio": None}
+    models = {r["model"]: r["n_params_nonembedding"] for r in rows if not r["excluded"]}
+    fit = main.get("dilution") or main.get("disjoint")
+    return {"transfer": transfer.transfer_matrices(rows, store, store_why, args.n_boot, args.seed),
+            "h7": hilberg.h7(rows, store, store_why, args),
+            "isoflop": isoflop.isoflop_slices(rows, args.n_boot, args.seed),
+            "h2_ratio": h2_ratio(cells_by_K(rows, "in"), fit, models, args.n_boot, args.seed)}
+
+
+def open_store(runs, args):
+    """(Store, None) for the first readable store of the included runs, else (None, why). Not opened with
+    --no_baselines: that flag keeps analyze.py off the store."""
+    if getattr(args, "no_baselines", False):
+        return None, "--no_baselines (the store is not read)"
+    why = "the runs name no store (data_dir)"
+    for sd in sorted({str(r["config"].get("data_dir")) for r in runs if not r["excluded"] and r["config"].get("data_dir")}):
+        try:
+            return st.Store(sd), None
+        except (st.StoreError, TypeError, OSError) as e:
+            why = f"store {sd} not readable ({e})"
+    return None, why
 
 
 def compare_all_forms(d, main, with_n, args):
@@ -171,33 +217,18 @@ def compare_all_forms(d, main, with_n, args):
     cross-validation: the three-form comparison is bit-identical to one computed alone."""
     if len(main) != len(FORMS):
         return None, None
-    forms = list(main) + list(mixing.FORMS)
-    err = cv_errors(d, forms, with_n)
+    forms = list(main) + ([] if args.verdicts_only else list(mixing.FORMS))  # H3 reads the three forms' only
+    with Step(f"cross-validation of {len(forms)} forms"):
+        err = cv_errors(d, forms, with_n)
     comparison = compare_forms(d, list(main), with_n, args.n_boot, args.seed, err=err)
+    if args.verdicts_only:
+        return comparison, None
     fits_all, equiv = mixing.equivalences(d, forms, with_n, make_law, _minimize, CV_TOL,
                                           {f: fit["_theta"] for f, fit in main.items()})
     mix = mixing.judge(compare_forms(d, forms, with_n, args.n_boot, args.seed, err=err), equiv, fits_all,
                        d["categories"])
     print(f"mixing laws: {mix['verdict']}")
     return comparison, mix
-
-
-def fits_json(a, pairs, n_used):
-    """fits.json: everything the report states, without the bootstrap draws and residual arrays."""
-    runs, sigma, verdicts = a["runs"], a["sigma"], a["verdicts"]
-    return {"data_filter": DATA_FILTER, "sample_corpus": a["sample"],
-            "runs": {"total": len(runs), "used": n_used,
-                     "excluded": [{"run_id": r["run_id"], "reason": r["excluded"]} for r in runs if r["excluded"]]},
-            "fits": [{k: v for k, v in f.items() if not k.startswith("_")} for f in a["fits"]],
-            "comparison": a["comparison"], "mixing_laws": a["mixing"], "noise_floor": {"sd_log_loss": sigma[0], "df": sigma[1], "groups": sigma[2],
-                                                           "replicate_groups": sigma[3],
-                                                           "status": "known" if sigma[0] else "unknown"},
-            "diagnostics": a["diagnostics"],
-            "dilution_repetition": ({k: v for k, v in a["repetition"].items() if k != "fit"} if a.get("repetition")
-                                    else None),
-            "beta_by_K": a.get("beta_by_K") or [], "h1": a["h1"], "h2": a["h2"][0], "h4": a["gain"], "h5": a["h5"][0],
-            "h6": a["h6"], "h6_pairs": [{k: v for k, v in p.items() if k != "gap_by_position"} for p in pairs],
-            "verdicts": {k: {"verdict": v, "why": w} for k, (v, w) in verdicts.items()}, **extras.public(a["extras"])}
 
 
 def print_summary(fits, verdicts):
@@ -227,8 +258,34 @@ def main(argv=None):
     OpenBLAS threads made each 35-80x dearer in CPU on a 2-core machine (notes.md)."""
     import scipy.optimize  # noqa: F401 -- scipy's own OpenBLAS must be loaded for the limit to reach it
     from threadpoolctl import threadpool_limits
-    with threadpool_limits(1, user_api="blas"):
+    with threadpool_limits(1, user_api="blas"), workers_end_with_us():
         return run(argv)
+
+
+class Terminated(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def workers_end_with_us():
+    """SIGTERM (a scheduler's or `timeout`'s stop) and Ctrl-C end the analysis with its bootstrap workers:
+    left alone, the pool's spawned processes outlived their parent. SIGTERM ends in one line, exit 143."""
+    def on_term(signum, frame):
+        raise Terminated()
+    old = signal.signal(signal.SIGTERM, on_term) if threading.current_thread() is threading.main_thread() else None
+    try:
+        yield
+    except Terminated:
+        close_pools()
+        print("analyze.py: stopped by SIGTERM; its bootstrap workers are stopped too, and the analysis directory "
+              "may be incomplete", file=sys.stderr)
+        raise SystemExit(143) from None
+    except BaseException:  # Ctrl-C, an error: the workers go first, then it goes on as it would
+        close_pools()
+        raise
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
 
 
 def run(argv=None):
@@ -248,9 +305,11 @@ def run(argv=None):
                    help="analyse each group of runs that share every run-defining value other than the design "
                    "axes (store, sampling, dtype, lr, betas, ...) on its own, into analysis/<group>/, and "
                    "write analysis/groups.md (validation loss by group)")
+    p.add_argument("--verdicts_only", action="store_true",
+                   help="compute only what the verdicts read: " + SKIPPED.split(": ", 1)[1])
     p.add_argument("--margin", type=st.number(float, 0), default=0.02,
                    help="equivalence margin (nats): differences whose 95%% interval lies within it count as none")
-    extras.add_arguments(p)  # --hilberg, --cache_dir (H7's compression curves)
+    hilberg.add_arguments(p)  # --hilberg, --cache_dir (H7's compression curves)
     args = p.parse_args(argv)
     if args.n_boot < 0 or args.jobs < 1:
         st.die(f"--n_boot must be >= 0 and --jobs >= 1 (got {args.n_boot}, {args.jobs})")

@@ -166,7 +166,7 @@ def main(argv=None):
     p.add_argument("--hilberg", action="store_true", help="add compression curves and Hilberg fits (H7)")
     p.add_argument("--hilberg_max_bytes", type=st.number(int, 1), default=16_000_000,
                    help="training text per category for the compression curves")
-    p.add_argument("--cache_dir", default="~/.cache/arxiv-ergodic-scaling",
+    p.add_argument("--cache_dir", default=hilberg.CACHE_DIR,
                    help="where the compression curves are cached, keyed by store id")
     args = p.parse_args(argv)
     try:

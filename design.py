@@ -56,38 +56,15 @@ WRONG = 0.05  # ... and at most this share gets it wrong
 
 @contextlib.contextmanager
 def quiet_analysis():
-    """analyze.py reduced to what the verdicts read, silent, with one BLAS thread. Left out (measured with
-    cProfile on P1, notes.md): the figures (analyze's and the transfer heatmap's); the competing mixing laws
-    (half the cross-validation's cost and their equivalence fits: the three-form comparison H3 reads is
-    bit-identical without them, analysis/forms.py); the bootstrap of the shared and disjoint fits on all data
-    (no verdict reads their intervals; each fit seeds its own resamples, so the others' are unchanged).
-    One BLAS thread: scipy's L-BFGS-B calls OpenBLAS on vectors of ~15 numbers, and OpenBLAS's threads
-    spinning on a shared 2-core machine made one fit ~35-80x slower in CPU time (notes_s19design.md)."""
+    """analyze.py without its printing (stdout: the results, read here from fits.json; stderr: its
+    progress), with one BLAS thread: scipy's L-BFGS-B calls OpenBLAS on vectors of ~15 numbers, and OpenBLAS's
+    threads spinning on a shared 2-core machine made one fit ~35-80x slower in CPU time (20 s instead of
+    0.26-0.6 s, measured; notes_s19design.md). analyze.py's bootstrap workers already run single-threaded;
+    its own process did not. What is not computed (analyze.py --verdicts_only) is in simulate_plan."""
     import scipy.optimize  # noqa: F401 -- load scipy's own OpenBLAS first: a limit reaches only loaded libraries
-    saved = {(analyze, "make_plots"): analyze.make_plots, (analyze.extras, "plots"): analyze.extras.plots,
-             (analyze, "compare_all_forms"): analyze.compare_all_forms, (analyze, "fit_law"): analyze.fit_law}
-    fit_law = analyze.fit_law
-
-    def lean_fit_law(d, form, n_boot=1000, seed=0, with_n=None, jobs=1):
-        # the main fits on all data are the ones called with with_n=None (run_fits); H1's floors pass False
-        main_other = form in ("shared", "disjoint") and with_n is None
-        return fit_law(d, form, n_boot=0 if main_other else n_boot, seed=seed, with_n=with_n, jobs=jobs)
-
-    def three_forms(d, main, with_n, args):
-        if len(main) != len(analyze.FORMS):
-            return None, None
-        return analyze.compare_forms(d, list(main), with_n, args.n_boot, args.seed), None
-
-    analyze.make_plots = lambda *a, **k: []
-    analyze.extras.plots = lambda *a, **k: []
-    analyze.compare_all_forms = three_forms
-    analyze.fit_law = lean_fit_law
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), threadpool_limits(1, user_api="blas"):
-            yield
-    finally:
-        for (mod, name), f in saved.items():
-            setattr(mod, name, f)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+            threadpool_limits(1, user_api="blas"):
+        yield
 
 
 def summarise_fits(fits):
@@ -117,10 +94,11 @@ def outcome(verdict):
 
 def verdicts_analysis(root, n_boot, seed):
     """The one analysis of a simulated sweep: analyze.py's own code, minus what no verdict reads (figures,
-    the report's competing mixing laws; quiet_analysis), with one BLAS thread. Returns its fits.json. (When
-    analyze.py has a --verdicts_only flag, it goes here.)"""
+    the report's competing mixing laws: analyze.py --verdicts_only), silent, with one BLAS thread
+    (quiet_analysis). Returns its fits.json."""
     with quiet_analysis():
-        analyze.main([str(root), "--n_boot", str(n_boot), "--seed", str(seed), "--jobs", "1", "--no_baselines"])
+        analyze.main([str(root), "--n_boot", str(n_boot), "--seed", str(seed), "--jobs", "1", "--no_baselines",
+                      "--verdicts_only"])
     return json.loads((Path(root) / "analysis" / "fits.json").read_text())
 
 

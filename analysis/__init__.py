@@ -1,9 +1,12 @@
-"""The analysis behind analyze.py, one concern per module (analyze.py stays the command line):
+"""The analysis behind analyze.py, one concern per module (analyze.py stays the command line); nothing here
+imports analyze.py or baselines.py (they import this package):
 
     powerlaw.py   the saturating power law y = E + B*x^-a fitted by variable projection; percentile
                   intervals and rank correlation shared by the modules below
-    transfer.py   the transfer matrix t_ij from pair runs and specialists (EXPERIMENT_PLAN.md, P3)
-    hilberg.py    compression-rate curves r(n) of each category's text and the Hilberg fit (H7)
+    transfer.py   the transfer matrix t_ij from pair runs and specialists (EXPERIMENT_PLAN.md, P3), per
+                  model from analyze.py's rows, its report section and heatmaps
+    hilberg.py    compression-rate curves r(n) of each category's text and the Hilberg fit; H7 (cached
+                  curves against the specialists' data exponents), its verdict and report section
     isoflop.py    IsoFLOP slices: loss against N at fixed compute 6*N*D, the compute-optimal N per K
     synthetic.py  fabricated sweeps and curves with known truths, for the tests and benchmarks
     runs.py       collecting run directories (used or excluded with a reason), groups and selection, the
@@ -13,8 +16,9 @@
     forms.py      comparing the forms: cross-validation over subset seeds, held-out error differences
     noise.py      the seed-to-seed noise floor and the residual diagnostics against it
     hypotheses.py H1-H6 decided by their falsifiers, the verdict table and the report's headline
+    h2ratio.py    H2's second half: the loss growth with K against the disjoint prediction K^beta
     plots.py      the report's figures
-    report.py     report.md and groups.md
+    report.py     report.md, fits.json and groups.md
     mixing.py     competing mixing laws (Ye et al.'s exponential, He et al.'s multiplicative, one shared
                   transfer tau) beside the dilution forms, and which forms the design cannot tell apart
     huber.py      the Huber loss on log residuals that every law fit minimises

@@ -12,7 +12,7 @@ CV_TOL = (1e-12, 1e-9)     # of the cross-validation fits (from the grid of star
 
 
 def make_law(form, n_cats, with_n):
-    """A dilution form (FORMS) or a competing mixing law (analysis/mixing.py: exponential, multiplicative, transfer)."""
+    """A dilution form (FORMS) or a competing mixing law (analysis/mixing.py: exponential, multiplicative, effective_data)."""
     return Law(form, n_cats, with_n) if form in FORMS else mixing.make_law(form, n_cats, with_n)
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis import powerlaw as pl
+from analysis import transfer as tr
 
 N_MIN = 1024                # shortest prefix (the compressors' fixed headers are subtracted, see below)
 POINTS = 16                 # prefix lengths per curve, geometrically spaced up to the whole text
@@ -181,3 +182,93 @@ def markdown_section(hil, corr=None):
         L += ["", f"Exploratory: Spearman ρ(1 − β_H,c [{corr['compressor']}], fitted β_c) over {corr['n']} "
               f"categories: {rho} ({corr['verdict']}). Not a primary test."]
     return L
+
+
+# ----------------------------------------------------------------------------------------------------
+# H7 in analyze.py's report: compression curves (cached) against the specialists' data exponents
+
+CACHE_DIR = "~/.cache/arxiv-ergodic-scaling"  # baselines.py --cache_dir's default: one cache for both
+
+
+def add_arguments(p):
+    """analyze.py's flags for H7."""
+    p.add_argument("--hilberg", action="store_true",
+                   help="compute H7's compression curves when they are not cached yet (minutes per store; "
+                   "baselines.py --hilberg computes the same cache)")
+    p.add_argument("--cache_dir", default=CACHE_DIR, help="where H7's compression curves are cached, by store id")
+
+
+def specialist_exponents(rows):
+    """({category: fitted data exponent beta_c}, model, {category: why not}) from the K = 1 runs of the model
+    with the most categories fitted (each category's own curve L = E_c + B_c D^-beta_c, >= 3 budgets)."""
+    recs = [r for r in tr.runs_from_rows(rows) if not r["tagged"] and len(r["categories"]) == 1]
+    best = ({}, None, {})
+    for m in sorted({str(r["model"]) for r in recs}):
+        spec, _ = tr._design([r for r in recs if str(r["model"]) == m])
+        fits, why = tr.fit_specialists(spec)
+        if len(fits) > len(best[0]) or best[1] is None:
+            best = ({c: f["a"] for c, f in fits.items()}, m, why)
+    return best
+
+
+def read_hilberg_cache(store, cache_dir):
+    """The cached curves of this store (whatever parameters baselines.py used), or None."""
+    import json
+    path = Path(cache_dir).expanduser() / f"hilberg_{store.store_id[:16]}.json"
+    try:
+        hil = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return hil if (hil.get("key") or {}).get("store_id") == store.store_id else None
+
+
+def h7(rows, store, store_why, args):
+    """{"hilberg": curves and fits per category, "corr": the exploratory correlation} or {"why"}."""
+    if store is None:
+        return {"why": f"no compression curves: {store_why}"}
+    hil = read_hilberg_cache(store, args.cache_dir)
+    if hil is None and getattr(args, "hilberg", False):  # baselines.py --hilberg's computation, same cache
+        from random_window_dataset import bundled_decoder
+        hil = analyse(store, args.cache_dir, decode=bundled_decoder(store))
+    if hil is None:
+        return {"why": f"no compression curves cached for store {store.store_id[:16]} under {args.cache_dir}: run "
+                       "`python baselines.py --data_dir <store> --hilberg` (minutes; cached by store id) or pass "
+                       "--hilberg"}
+    exps, model, why = specialist_exponents(rows)
+    corr = correlate(hil, exps, "ppmd", n_boot=max(args.n_boot, 2), seed=args.seed)
+    corr["model"], corr["exponents"], corr["not_fitted"] = model, exps, why
+    return {"hilberg": hil, "corr": corr}
+
+
+def h7_verdict(h, default):
+    """The H7 row of the verdicts table (exploratory: the correlation's sign, or undecided); h: h7()'s."""
+    if "corr" not in h:
+        return default
+    c = h["corr"]
+    if c["rho"] is None:
+        return ("undecided", f"exploratory; compression curves of {len(h['hilberg']['per_category'])} categories, "
+                f"but {c['n']} with a fitted data exponent beta_c (specialists at >= {tr.MIN_BUDGETS} "
+                "budgets); the correlation needs 4")
+    v = {"> 0": "supported", "< 0": "not supported"}.get(c["verdict"], "undecided")
+    return (v, f"exploratory: Spearman rho(1 - beta_H,c, beta_c) = {c['rho']:.3f} "
+               f"[{c['ci'][0]:.3f}, {c['ci'][1]:.3f}] over {c['n']} categories")
+
+
+def report_section(h):
+    """The report's H7 section (one line when there are no curves)."""
+    if "hilberg" not in h:
+        return ["", "## H7 (exploratory): Hilberg exponents", "", f"Not analysed: {h['why']}."]
+    L = [""] + markdown_section(h["hilberg"], h["corr"])
+    c = h["corr"]
+    if c["rho"] is None:
+        L += ["", f"Exploratory correlation not computed: {c['n']} categories have both a Hilberg fit and a fitted "
+              f"data exponent (specialists at >= {tr.MIN_BUDGETS} budgets); it needs 4."]
+    return L
+
+
+def public(h):
+    """The fits.json part: the curves' fits per category and the correlation (no curves)."""
+    return {"why": h["why"]} if "why" in h else {
+        "key": h["hilberg"].get("key"), "corr": h["corr"],
+        "per_category": {c: {k: r.get(k) for k in ("unit", "symbols", "fit_ppmd", "fit_xz")}
+                         for c, r in h["hilberg"]["per_category"].items()}}

@@ -219,7 +219,7 @@ def two_way(spec, M, n_boot, seed, level=LEVEL):
 
 def paired_two_way(high, low, cats, stat, n_boot, seed, level=LEVEL):
     """A nonlinear statistic of two sides' per-category levels (e.g. H2's growth exponent against K^beta,
-    analysis/extras.py's h2_ratio: stat(levels_high, levels_low, categories) -> float) with a two-way
+    analysis/h2ratio.py's h2_ratio: stat(levels_high, levels_low, categories) -> float) with a two-way
     bootstrap: categories drawn with replacement (the same draw on both sides), and each side's seed
     clusters (high, low: lists of (subset key, {category: value}) as for contrast()) drawn with replacement
     within the side; a category a side's draw lacks drops out of that replicate. Both sides' noise counts

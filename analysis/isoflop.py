@@ -17,6 +17,7 @@ replicates whose optimum fell at an edge of the sizes (then the interval is open
 N is what the points carry: analyze.py's rows give the non-embedding parameters (the fits' N).
 """
 import math
+from pathlib import Path
 
 import numpy as np
 from scipy.interpolate import CubicSpline
@@ -216,3 +217,31 @@ def plot(res, path):
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+# ----------------------------------------------------------------------------------------------------
+# the report's IsoFLOP slices, from analyze.py's rows
+
+def isoflop_slices(rows, n_boot, seed):
+    """isoflop() on the rows, or {"why"} (too few model sizes, or no bootstrap)."""
+    pts = points_from_rows(rows)
+    sizes = sorted({p["N"] for p in pts})
+    if len(sizes) < MIN_SIZES:
+        return {"why": f"IsoFLOP slices need >= {MIN_SIZES} model sizes with >= {MIN_BUDGETS} "
+                       f"budgets each; this sweep has {len(sizes)} size(s)"}
+    if not n_boot:
+        return {"why": "IsoFLOP slices not computed: --n_boot 0 gives the optimum no interval"}
+    return {"by_K": isoflop(pts, n_boot=n_boot, seed=seed)}
+
+
+def report_section(iso):
+    return [""] + (markdown_section(iso["by_K"]) if "by_K" in iso else
+                   ["## IsoFLOP slices", "", f"Not computed: {iso['why']}."])
+
+
+def plots(iso, out):
+    """[(title, file name)]: the slices' figure when a K has one."""
+    if not any(r["slices"] for r in iso.get("by_K", {}).values()):
+        return []
+    plot(iso["by_K"], Path(out) / "isoflop.png")
+    return [("IsoFLOP slices", "isoflop.png")]

@@ -5,10 +5,12 @@ what the design cannot identify, and fit_law, which puts them together. Also the
 are printed, shared by the modules that decide the hypotheses."""
 import math
 import os
+import time
 
 import numpy as np
 
 import store as st
+from analysis import progress
 from analysis.huber import HUBER_DELTA, huber
 from analysis.inference import cluster_counts, seed_cluster
 from analysis.runs import used
@@ -296,10 +298,22 @@ def _boot_fits(job):
 _POOLS = {}
 
 
+def _die_with_parent(parent):
+    """In each worker: exit when the parent is gone (killed without a chance to stop its pool: SIGKILL)."""
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _pool(jobs):
     """One pool of spawned workers per process, reused by every fit (spawning costs ~1 s per worker).
     Workers get single-threaded BLAS: the fits are tiny, and OpenBLAS threads of several processes spinning
-    on the same cores made 2 processes slower than 1 (measured, notes.md)."""
+    on the same cores made 2 processes slower than 1 (measured, notes.md). Workers end with the parent:
+    close_pools() on SIGTERM / Ctrl-C (analyze.main), and a watch thread in each for a parent killed outright."""
     if jobs not in _POOLS:
         import atexit
         import multiprocessing as mp
@@ -308,7 +322,8 @@ def _pool(jobs):
         saved = {k: os.environ.get(k) for k in limits}
         os.environ.update({k: "1" for k in limits})
         try:
-            ex = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"))
+            ex = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_die_with_parent,
+                                     initargs=(os.getpid(),))
             list(ex.map(abs, range(jobs)))  # start the workers while the limits are set
         finally:
             for k, v in saved.items():
@@ -321,23 +336,48 @@ def _pool(jobs):
     return _POOLS[jobs]
 
 
+def close_pools():
+    """Stop every worker now (their refits are lost): what an interrupted analysis must leave behind is nothing."""
+    while _POOLS:
+        _, ex = _POOLS.popitem()
+        procs = list((getattr(ex, "_processes", None) or {}).values())
+        ex.shutdown(wait=False, cancel_futures=True)
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(5)
+
+
 BOOT_PROBE = 16  # resamples refitted from every start before deciding whether the others need them too
 
 
-def run_bootstrap(law, d, th, weights, jobs):
-    """The refits of all resamples, in order; the same for any number of processes. The first BOOT_PROBE
-    resamples are refitted from two starts (boot_starts); if the second start ever gives the better fit,
-    the point estimate is not a safe start for these data and every resample is refitted from both,
-    otherwise the rest start at the point estimate only (half the cost). Returns (refits, starts used)."""
+BOOT_CHUNK = 8  # resamples per task: small enough for the progress line to move, large enough to amortise a task
+
+
+def run_bootstrap(law, d, th, weights, jobs, what="bootstrap"):
+    """The refits of all resamples, in order; the same for any number of processes (each refit depends on
+    its resample only). The first BOOT_PROBE resamples are refitted from two starts (boot_starts); if the
+    second start ever gives the better fit, the point estimate is not a safe start for these data and every
+    resample is refitted from both, otherwise the rest start at the point estimate only (half the cost).
+    Says n/N on stderr as it goes. Returns (refits, starts used)."""
+    count = progress.Counter(what, len(weights))
+
     def refit(ws, n_starts):
+        chunks = [ws[i:i + BOOT_CHUNK] for i in range(0, len(ws), BOOT_CHUNK)]
+        jobs_ = [(law, d, th, c, n_starts) for c in chunks]
         if jobs > 1 and len(ws) >= 2 * jobs:
-            chunks = [ws[i::jobs] for i in range(jobs)]
-            parts = list(_pool(jobs).map(_boot_fits, [(law, d, th, c, n_starts) for c in chunks]))
-            ordered = [None] * len(ws)
-            for i, part in enumerate(parts):
-                ordered[i::jobs] = part
-            return ordered
-        return _boot_fits((law, d, th, ws, n_starts)) if ws else []
+            futures = [_pool(jobs).submit(_boot_fits, j) for j in jobs_]
+            parts = []
+            for f in futures:
+                parts.append(f.result())
+                count.tick(len(parts[-1]))
+        else:
+            parts = []
+            for j in jobs_:
+                parts.append(_boot_fits(j))
+                count.tick(len(parts[-1]))
+        return [r for part in parts for r in part]
     probe = refit(weights[:BOOT_PROBE], 2)
     n_starts = 2 if any(other for _, other in probe) else 1
     ordered = refit(weights[BOOT_PROBE:], n_starts)
@@ -404,7 +444,7 @@ FORMULAS = {"dilution": "L_c = E_c + B * (D_c^s * D^(1-s))^-beta", "disjoint": "
             "shared": "L_c = E_c + B * D^-beta"}
 
 
-def fit_law(d, form, n_boot=1000, seed=0, with_n=None, jobs=1):
+def fit_law(d, form, n_boot=1000, seed=0, with_n=None, jobs=1, what=None):
     """Point estimate, bootstrap 95% intervals over seed clusters (counts of dropped resamples and refits), the
     parameters left on a bound, and the residuals."""
     if with_n is None:
@@ -415,7 +455,7 @@ def fit_law(d, form, n_boot=1000, seed=0, with_n=None, jobs=1):
     point = named_params(law, th, d["categories"])
     resid = np.log(law.predict(th, d)) - np.log(d["L"])
     weights, dropped_missing, unit = bootstrap_weights(d, n_boot, seed, with_unit=True)
-    refits, n_starts = run_bootstrap(law, d, th, weights, jobs) if weights else ([], 0)
+    refits, n_starts = run_bootstrap(law, d, th, weights, jobs, what or f"bootstrap {form}") if weights else ([], 0)
     boots = [b for b in refits if b is not None]
     params = {}
     flat = identification(law, d)

@@ -13,7 +13,7 @@ except where the paper puts it elsewhere):
         Ye et al., arXiv:2403.16952: L_i(r) = c_i + k_i * exp(sum_j t_ij r_j) at fixed model size and steps,
         r_j the mixture proportions. Here c_i = E_c (the floor the mixture does not move), k_i = B * D^-beta
         (their "nested" use composes the mixing law with a data scaling law for the reducible part), and one
-        transfer coefficient shared by all categories: t_ii = t_self, t_ij = t_cross for j != i gives
+        coefficient shared by all categories: t_ii = t_self, t_ij = t_cross for j != i gives
         sum_j t_ij r_j = t_cross + (t_self - t_cross) * p_c; the constant t_cross is absorbed into B, leaving
         t = t_cross - t_self (t > 0: a category's own tokens lower its loss more than others' do).
         t = 0 is the shared form. Not a reparametrisation of dilution: exp(-t p) against p^(-s beta), i.e.
@@ -27,7 +27,7 @@ except where the paper puts it elsewhere):
         reducible data term only, E_c + B * D^-beta * p_c^-gamma, IS the dilution law with gamma = s * beta
         (a reparametrisation, so it is not added); He's law differs from dilution only in that the share
         multiplies the floor (and the N term) too. gamma = 0 is the shared form.
-    transfer         L_c = E_c + B * (D_c + tau * (D - D_c))^-beta  =  E_c + B * D^-beta * (p_c + tau*(1-p_c))^-beta
+    effective_data   L_c = E_c + B * (D_c + tau * (D - D_c))^-beta  =  E_c + B * D^-beta * (p_c + tau*(1-p_c))^-beta
         the effective-data form of item 1 (analysis/transfer.py: D_i + t_ij D_j) with one tau shared by all
         ordered pairs: a token of another category is worth tau tokens of one's own (tau < 0: interference).
         tau = 0 is the disjoint form, tau = 1 the shared one, like s = 1 and s = 0 of dilution; in between
@@ -35,7 +35,7 @@ except where the paper puts it elsewhere):
 
 Equivalence on the design. Which forms the data can tell apart depends on how many share levels p the runs
 have: with one level (every run at one K), all six forms are the same law (B absorbs the share factor);
-with two (K = 1 and one other K), dilution, exponential and transfer each have one free factor g(p) at the
+with two (K = 1 and one other K), dilution, exponential and effective_data each have one free factor g(p) at the
 second level and are reparametrisations of one another (within their bounds); multiplicative stays
 different (its floor moves). Balanced sampling makes p only nearly 1/K (D_c is multinomial), so such forms
 are equivalent in practice but not to the last digit, and a held-out comparison could then "decide" on
@@ -56,13 +56,13 @@ from analysis.huber import huber
 
 FORMULAS = {"exponential": "L_c = E_c + B * D^-beta * exp(-t * p_c)",
             "multiplicative": "L_c = (E_c + B * D^-beta) * p_c^-gamma",
-            "transfer": "L_c = E_c + B * (D_c + tau * (D - D_c))^-beta"}
+            "effective_data": "L_c = E_c + B * (D_c + tau * (D - D_c))^-beta"}
 SOURCES = {"exponential": "Ye et al. 2024 (arXiv:2403.16952), one shared t",
            "multiplicative": "He et al. 2024 (arXiv:2410.12883), one shared gamma",
-           "transfer": "effective data D_c + tau (D - D_c), one shared tau (item 1's t_ij averaged)"}
+           "effective_data": "effective data D_c + tau (D - D_c), one shared tau (item 1's t_ij averaged)"}
 # Reproduction error, relative to the fits' residual RMSE, below which two forms are one law on the design. On
 # the shares' levels (share_levels), exact reparametrisations reproduce to ~1e-9 of it; distinct forms on
-# P1-shaped fabricated sweeps with five levels to >= 5% (dilution against transfer, the closest pair).
+# P1-shaped fabricated sweeps with five levels to >= 5% (dilution against effective_data, the closest pair).
 EQUIV_REL = 0.01
 SHARE_TOL = 0.05   # shares within 5% of one another are one level (balanced sampling's jitter is ~1%)
 
@@ -216,9 +216,9 @@ class Multiplicative(_MixingLaw):
         return pred, E * f, rest
 
 
-class Transfer(_MixingLaw):
-    """Effective data with one shared transfer tau: L_c = E_c + B * (D_c + tau * (D - D_c))^-beta [+ A N^-alpha]."""
-    form, mix = "transfer", "tau"
+class EffectiveData(_MixingLaw):
+    """Effective data with one shared tau (what a token of another category is worth): L_c = E_c + B * (D_c + tau * (D - D_c))^-beta [+ A N^-alpha]."""
+    form, mix = "effective_data", "tau"
 
     def mix_grid(self, lo, hi):
         return np.linspace(lo, 1.5, 10)
@@ -247,7 +247,7 @@ class Transfer(_MixingLaw):
         return E + term + nterm, E, rest
 
 
-FORMS = {"exponential": Exponential, "multiplicative": Multiplicative, "transfer": Transfer}
+FORMS = {"exponential": Exponential, "multiplicative": Multiplicative, "effective_data": EffectiveData}
 
 
 def make_law(form, n_cats, with_n):

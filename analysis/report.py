@@ -1,11 +1,13 @@
-"""report.md (and groups.md): what the data can show first, the verdicts, fit quality before any parameter
+"""report.md, fits.json and groups.md. report.md: what the data can show first, the verdicts, fit quality before any parameter
 table, then the hypotheses' tables, the residual diagnostics, loss against K, the figures and the store
 baselines."""
+import math
 from pathlib import Path
 
 import numpy as np
 
-from analysis import extras, mixing
+from analysis import hilberg, isoflop, mixing, transfer
+from analysis.h2ratio import h2_lines
 from analysis.hypotheses import MIN_STEPS_H4, macro, run_level
 from analysis.laws import DATA_FILTER, _ci, _fmt
 from analysis.runs import _finite, corpora, group_of, used
@@ -201,7 +203,7 @@ def _hypothesis_sections(h1, h2, h5, gain, h6, h2_extra=()):
                   f"{'–' if t.get('holm_rejected') is None else t['holm_rejected']} | "
                   f"{t['n_runs'][0]} / {t['n_runs'][1]} | {t['n_categories']} | {t['note'] or ''} |"
                   for t in table]
-            L += list(h2_extra) if lab == "in-training" else []  # H2's second half (analysis/extras.py)
+            L += list(h2_extra) if lab == "in-training" else []  # H2's second half (analysis/h2ratio.py)
     if gain["table"] or gain["missing"]:
         L += ["", "## H4: mixing gain at equal tokens per category", "",
               "G = L_c(K = 1, d) − L_c(K, K·d), paired on the planned budget (within 1%); mean over categories and "
@@ -269,14 +271,18 @@ def write_report(path, a):
     parameter table, then the hypotheses' tables, diagnostics, figures and baselines."""
     L = _data_section(a["runs"], a["rows"], a["sample"])
     L += [a["k_effect"], ""]
+    L += [a["skipped"], ""] if a.get("skipped") else []
     L += _verdict_section(a["verdicts"])
     L += _fit_sections(a["fits"], a["comparison"], a["diagnostics"], a["with_n"])
     L += mixing.report_lines(a.get("mixing"))
     L += _repetition_section(a.get("repetition"), a.get("beta_by_K"))
-    L += _hypothesis_sections(a["h1"], a["h2"], a["h5"], a["gain"], a["h6"], extras.h2_lines(a.get("extras")))
+    L += _hypothesis_sections(a["h1"], a["h2"], a["h5"], a["gain"], a["h6"], h2_lines(a.get("h2_ratio")))
     L += _diag_section(a["diagnostics"], a["sigma"])
     L += _loss_vs_K_table(a["rows"])
-    L += extras.sections(a["extras"]) if a.get("extras") else []  # transfer matrix, H7, IsoFLOP
+    # the transfer matrix, H7, the IsoFLOP slices: one line each when the sweep has none (None: not computed)
+    L += transfer.report_section(a["transfer"]) if a.get("transfer") else []
+    L += hilberg.report_section(a["h7"]) if a.get("h7") else []
+    L += isoflop.report_section(a["isoflop"]) if a.get("isoflop") else []
     L += ["", "## Figures", ""]
     for title, name in a["plots"]:
         L += [f"### {title}", "", f"![{title}]({name})", ""]
@@ -284,6 +290,42 @@ def write_report(path, a):
     L += ["", "Files: `runs.csv` (one row per run and category; excluded runs marked), `fits.json`, `baselines.json`, "
           "the PNG figures.", ""]
     Path(path).write_text("\n".join(L))
+
+
+def fits_json(a, pairs, n_used):
+    """fits.json: everything the report states, without the bootstrap draws and residual arrays."""
+    runs, sigma, verdicts = a["runs"], a["sigma"], a["verdicts"]
+    return {"data_filter": DATA_FILTER, "sample_corpus": a["sample"],
+            "runs": {"total": len(runs), "used": n_used,
+                     "excluded": [{"run_id": r["run_id"], "reason": r["excluded"]} for r in runs if r["excluded"]]},
+            "fits": [{k: v for k, v in f.items() if not k.startswith("_")} for f in a["fits"]],
+            "comparison": a["comparison"], "mixing_laws": a["mixing"], "noise_floor": {"sd_log_loss": sigma[0], "df": sigma[1], "groups": sigma[2],
+                                                           "replicate_groups": sigma[3],
+                                                           "status": "known" if sigma[0] else "unknown"},
+            "diagnostics": a["diagnostics"],
+            "dilution_repetition": ({k: v for k, v in a["repetition"].items() if k != "fit"} if a.get("repetition")
+                                    else None),
+            "beta_by_K": a.get("beta_by_K") or [], "h1": a["h1"], "h2": a["h2"][0], "h4": a["gain"], "h5": a["h5"][0],
+            "h6": a["h6"], "h6_pairs": [{k: v for k, v in p.items() if k != "gap_by_position"} for p in pairs],
+            "verdicts": {k: {"verdict": v, "why": w} for k, (v, w) in verdicts.items()},
+            **json_ready({"transfer": transfer.public(a["transfer"]) if a["transfer"] else None,
+                          "h7": hilberg.public(a["h7"]), "isoflop": a["isoflop"], "h2_ratio": a["h2_ratio"]}),
+            **({"skipped": a["skipped"]} if a.get("skipped") else {})}
+
+
+def json_ready(v):
+    """JSON-ready: numpy scalars to floats, +-inf to strings, tuples keys (i, j) to 'i|j'."""
+    if isinstance(v, dict):
+        return {("|".join(map(str, k)) if isinstance(k, tuple) else str(k)): json_ready(w) for k, w in v.items()}
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [json_ready(w) for w in v]
+    if isinstance(v, (np.floating, float)):
+        return float(v) if math.isfinite(v) else (str(float(v)) if not math.isnan(v) else None)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    return v
 
 
 def write_groups_table(summary, path, differing):

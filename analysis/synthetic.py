@@ -1,4 +1,4 @@
-"""Fabricated data with known truths for the tests and benchmarks/bench_analysis_extras.py: a transfer
+"""Fabricated data with known truths for the tests and benchmarks/bench_estimator_coverage.py: a transfer
 sweep (specialists + pair runs) with known t_ij, compression-rate curves with a known Hilberg exponent,
 and multi-size sweeps with a known compute-optimal model size. Everything is drawn from one
 np.random.Generator, so a seed reproduces a dataset exactly."""

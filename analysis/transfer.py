@@ -416,3 +416,85 @@ def plot_heatmap(res, path):
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+# ----------------------------------------------------------------------------------------------------
+# the report's transfer matrices, from analyze.py's rows
+
+NEEDS_PAIRS = ("needs pair runs (K = 2: each pair of categories, one budget) and specialists (K = 1) of those "
+               f"categories at >= {MIN_BUDGETS} budgets spanning the pairs' tokens per category "
+               "(EXPERIMENT_PLAN.md, P3)")
+
+
+def pick_pair_budget(spec, pairs_by_budget):
+    """The pair budget with the most estimable t_ij (then the most pair runs, then the larger): the matrix
+    is read at one budget, as the plan runs it; pairs of other budgets are listed, not pooled."""
+    fits, why = fit_specialists(_design(spec)[0])
+
+    def score(b):
+        _, pairs = _design(pairs_by_budget[b])
+        t, _ = point_estimates(fits, why, pairs)
+        return len(t), len(pairs_by_budget[b]), b
+    return max(pairs_by_budget, key=score)
+
+
+def transfer_matrices(rows, store, store_why, n_boot, seed):
+    """{"models": {model: result}, "why": reason when no model has pair runs}."""
+    recs = [r for r in runs_from_rows(rows) if not r["tagged"]]
+    out = {}
+    for m in sorted({str(r["model"]) for r in recs if len(r["categories"]) == 2}):
+        mine = [r for r in recs if str(r["model"]) == m]
+        spec = [r for r in mine if len(r["categories"]) == 1]
+        by_budget = {}
+        for r in mine:
+            if len(r["categories"]) == 2:
+                by_budget.setdefault(r["budget"], []).append(r)
+        b = pick_pair_budget(spec, by_budget)
+        T = transfer_matrix(spec + by_budget[b], n_boot=max(n_boot, 2), seed=seed)
+        T["pair_budget"] = b
+        T["other_budgets"] = {k: len(v) for k, v in sorted(by_budget.items()) if k != b}
+        T["n_boot_requested"] = n_boot
+        T["similarity"], T["similarity_why"] = None, store_why
+        if store is not None:
+            cats = [c for c in T["categories"] if c in store.categories]
+            T["jsd"] = jsd_matrix(unigram_counts(store, cats))
+            T["similarity"] = transfer_vs_similarity(T, T["jsd"])
+        out[m] = T
+    return {"models": out, "why": None if out else "no pair runs (K = 2) in this sweep"}
+
+
+def report_section(tm):
+    """The report's section: one matrix per model, or one line when the sweep cannot support it."""
+    L = ["", "## Transfer matrix t_ij", ""]
+    if not tm["models"]:
+        L.append(f"Not estimated: {tm['why']}; the matrix {NEEDS_PAIRS}.")
+    for m, T in tm["models"].items():
+        L += [f"Model {m}; pair runs at the planned budget {T['pair_budget']:,.0f}" + (
+            "; pair runs at other budgets not used (the matrix is read at one budget): " + ", ".join(
+                f"{n} at {b:,.0f}" for b, n in T["other_budgets"].items()) if T["other_budgets"] else "") + "."]
+        if T["n_boot_requested"] < 2:
+            L.append(f"(--n_boot {T['n_boot_requested']}: intervals from {T['n_boot']} replicates, not to be read.)")
+        body = markdown_section(T, T["similarity"])[1:]
+        if T["similarity"] is None:
+            body += ["", f"t_ij against text similarity (JSD of unigram distributions): not computed, {T['similarity_why']}."]
+        L += body + [""]
+    return L
+
+
+def plots(tm, out):
+    """[(title, file name)]: one heatmap per model."""
+    made = []
+    for m, T in tm["models"].items():
+        name = f"transfer_{str(m).replace('/', '-')}.png"
+        plot_heatmap(T, Path(out) / name)
+        made.append((f"Transfer matrix t_ij ({m})", name))
+    return made
+
+
+def public(tm):
+    """The fits.json part: the matrices without their replicates, t_ij as a list."""
+    models = {m: {k: v for k, v in T.items() if k not in ("boot",)} for m, T in tm["models"].items()}
+    for T in models.values():
+        T["t"] = [{"i": i, "j": j, "t": v, "ci95": T["ci"][(i, j)]} for (i, j), v in sorted(T["t"].items())]
+        T.pop("ci")
+    return {"models": models, "why": tm["why"]}

@@ -22,8 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-import analyze  # noqa: E402
 import simulate  # noqa: E402
+from analysis.hypotheses import h1_floors, mixing_gain  # noqa: E402
+from analysis.laws import fit_data, fit_law  # noqa: E402
+from analysis.runs import collect_runs, run_rows  # noqa: E402
 
 SIZES = (("pythia-14m", 1_200_000), ("pythia-31m", simulate.N_NONEMB), ("pythia-70m", 19_000_000 * 3))
 N_TRUTH = dict(simulate.TRUTH, A=30.0, alpha=0.35)
@@ -62,24 +64,24 @@ def main(argv=None):
         root = Path(tempfile.mkdtemp(prefix="coverage"))
         try:
             simulate.p1_sweep(root, noise_seed=seed)
-            rows = analyze.run_rows(analyze.collect_runs(root))
-            d = analyze.fit_data(rows)
-            fit = analyze.fit_law(d, "dilution", n_boot=args.n_boot, seed=seed, jobs=args.jobs)
+            rows = run_rows(collect_runs(root))
+            d = fit_data(rows)
+            fit = fit_law(d, "dilution", n_boot=args.n_boot, seed=seed, jobs=args.jobs)
             miss = cover(fit, base, tally, "dilution")
             # H1's floor sub-fits, exactly as analyze.run_fits makes them
             subs = []
             for K in (1, 11):
-                dd = analyze.fit_data(rows, lambda r, k=K: r["K"] == k)
-                f = analyze.fit_law(dd, "shared", n_boot=args.n_boot, seed=seed, jobs=args.jobs, with_n=False)
+                dd = fit_data(rows, lambda r, k=K: r["K"] == k)
+                f = fit_law(dd, "shared", n_boot=args.n_boot, seed=seed, jobs=args.jobs, with_n=False)
                 f["subset"] = f"K == {K}"
                 # at fixed K the law is the shared form with B * K^(s*beta) (D_c = D/K)
                 sub = {k: v for k, v in base.items() if k != "s"}
                 sub["B"] = base["B"] * K ** (base["s"] * base["beta"])
                 miss += [f"K={K} {m}" for m in cover(f, sub, tally, f"floors K={K}")]
                 subs.append(f)
-            h1 = analyze.h1_floors(subs[0], subs[1], 0.02)
+            h1 = h1_floors(subs[0], subs[1], 0.02)
             h1_not_supported += h1["verdict"] == "not supported"
-            gain = analyze.mixing_gain(rows, fit, args.n_boot, seed)
+            gain = mixing_gain(rows, fit, args.n_boot, seed)
             for t in gain["table"]:
                 g = simulate.TRUTH["B"] * t["d"] ** -0.3 * (1 - t["K"] ** (-(1 - 0.5) * 0.3))
                 h4[0] += t["ci95"][0] is not None and t["ci95"][0] <= g <= t["ci95"][1]
@@ -89,8 +91,8 @@ def main(argv=None):
                 try:
                     simulate.p1_sweep(rn, noise_seed=seed, models=SIZES, truth=N_TRUTH, Ks=(1, 3, 5),
                                        replicate_Ks=(1,), budgets=simulate.P1_BUDGETS[:4])
-                    dn = analyze.fit_data(analyze.run_rows(analyze.collect_runs(rn)))
-                    fn = analyze.fit_law(dn, "dilution", n_boot=args.n_boot, seed=seed, jobs=args.jobs)
+                    dn = fit_data(run_rows(collect_runs(rn)))
+                    fn = fit_law(dn, "dilution", n_boot=args.n_boot, seed=seed, jobs=args.jobs)
                     miss += [f"N-term {m}" for m in cover(fn, dict(base, A=N_TRUTH["A"], alpha=N_TRUTH["alpha"]),
                                                           tally, "N-term")]
                 finally:

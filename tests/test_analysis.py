@@ -9,6 +9,7 @@ import pytest
 
 import analyze
 import simulate
+from analysis.hypotheses import boot_mean_ci, holm
 from conftest import one_line_error
 
 SMALL = dict(Ks=(1, 3), k11_seeds=(0, 1, 2), budgets=(10e6, 30e6, 90e6, 270e6))
@@ -57,7 +58,7 @@ def test_p1_competing_mixing_laws_never_decide_against_the_dilution_truth(p1):
     result, report = p1
     m = result["mixing_laws"]
     assert "## Competing mixing laws" in report and m["verdict"] in report
-    assert set(m["rmse"]) == {"dilution", "disjoint", "shared", "exponential", "multiplicative", "transfer"}
+    assert set(m["rmse"]) == {"dilution", "disjoint", "shared", "exponential", "multiplicative", "effective_data"}
     assert m["best"] in ("dilution", None) and (m["best"] or "dilution" in m["undecided_among"])
     assert all(p["better"] in ("dilution", "undecided") for p in m["pairs"] if "dilution" in (p["a"], p["b"]))
     # analyze's own three-form comparison is the same pairs of the same cross-validation
@@ -208,8 +209,8 @@ def test_a_floor_on_the_optimiser_bound_is_flagged(tmp_path):
 def test_holm_and_bootstrap_helpers():
     import numpy as np
     # Holm: p sorted 0.01, 0.02, 0.04 against 0.05/3, 0.05/2, 0.05/1: all three rejected; 0.03 first fails
-    assert analyze.holm(np.array([0.04, 0.01, 0.02])).tolist() == [True, True, True]
-    assert analyze.holm(np.array([0.03, 0.01, 0.2])).tolist() == [False, True, False]
-    assert analyze.boot_mean_ci([1.0], 100, 0) == [None, None]  # one unit: no interval
-    lo, hi = analyze.boot_mean_ci(list(range(100)), 400, 0)
+    assert holm(np.array([0.04, 0.01, 0.02])).tolist() == [True, True, True]
+    assert holm(np.array([0.03, 0.01, 0.2])).tolist() == [False, True, False]
+    assert boot_mean_ci([1.0], 100, 0) == [None, None]  # one unit: no interval
+    lo, hi = boot_mean_ci(list(range(100)), 400, 0)
     assert 40 < lo < 49.5 < hi < 59 and not math.isnan(lo)

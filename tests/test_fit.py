@@ -3,7 +3,8 @@ the parameters, the bootstrap intervals cover the truth, and held-out error pick
 import numpy as np
 import pytest
 
-import analyze
+from analysis.forms import compare_forms, preferred_form
+from analysis.laws import FORMS, Law, fit_law
 
 TRUE = {"E": [2.0, 2.6, 3.1, 3.5], "B": 40.0, "beta": 0.3, "s": 0.6}
 
@@ -39,7 +40,7 @@ def synthetic(seed=0, noise=0.004, E=TRUE["E"], Ks=(1, 2, 4)):
 
 def test_recovers_parameters_and_intervals_cover_truth():
     d = synthetic()
-    fit = analyze.fit_law(d, "dilution", n_boot=200, seed=1)
+    fit = fit_law(d, "dilution", n_boot=200, seed=1)
     assert fit["converged"] and fit["n_points"] == len(d["L"]) and fit["n_runs"] == 60
     p = fit["params"]
     truth = {"beta": TRUE["beta"], "s": TRUE["s"], "B": TRUE["B"],
@@ -58,45 +59,45 @@ def test_recovers_parameters_and_intervals_cover_truth():
 
 def test_bootstrap_is_the_same_with_any_number_of_processes():
     d = synthetic(seed=5)
-    a = analyze.fit_law(d, "dilution", n_boot=16, seed=3, jobs=1)
-    b = analyze.fit_law(d, "dilution", n_boot=16, seed=3, jobs=2)
+    a = fit_law(d, "dilution", n_boot=16, seed=3, jobs=1)
+    b = fit_law(d, "dilution", n_boot=16, seed=3, jobs=2)
     assert a["params"] == b["params"]
 
 
 def test_held_out_error_prefers_the_true_form_with_an_interval():
     # 8 categories and K up to 8: D/K^s then differs between the forms by up to 0.4 * ln 8 in log-tokens
     d = synthetic(seed=2, noise=0.002, E=[2.0, 2.3, 2.6, 2.9, 3.1, 3.3, 3.5, 3.7], Ks=(1, 2, 4, 8))
-    cmp = analyze.compare_forms(d, list(analyze.FORMS), False, n_boot=200, seed=0)
+    cmp = compare_forms(d, list(FORMS), False, n_boot=200, seed=0)
     assert cmp["rmse"]["dilution"]["estimate"] < 0.02
     better = {(p["a"], p["b"]): p for p in cmp["pairs"]}
     for other in ("disjoint", "shared"):
         p = better[("dilution", other)]
         assert p["better"] == "dilution" and p["ci95"][1] < 0
-    assert analyze.preferred_form(cmp) == "dilution"
+    assert preferred_form(cmp) == "dilution"
     # the same comparison, run again from scratch, gives the same numbers: no dependence on restarts
-    assert analyze.compare_forms(d, list(analyze.FORMS), False, n_boot=200, seed=0) == cmp
+    assert compare_forms(d, list(FORMS), False, n_boot=200, seed=0) == cmp
 
 
 def test_forms_indistinguishable_without_a_k_effect_are_undecided():
     """All runs at K = 1: D_c = D, so the three forms are the same law; no interval may pick one."""
     d = synthetic(seed=6, Ks=(1,))
     d["fold"] = d["run"] % 3  # each category keeps some of its budgets in every fold's training part
-    cmp = analyze.compare_forms(d, list(analyze.FORMS), False, n_boot=200, seed=0)
+    cmp = compare_forms(d, list(FORMS), False, n_boot=200, seed=0)
     assert cmp["n_points"] == len(d["L"]) and cmp["n_skipped"] == 0
     assert all(abs(p["mse_difference"]) < 1e-8 and p["better"] == "undecided" for p in cmp["pairs"])
-    assert analyze.preferred_form(cmp) is None
+    assert preferred_form(cmp) is None
 
 
 def test_fixed_s_forms_have_no_s_parameter():
     d = synthetic(seed=3)
     for form in ("disjoint", "shared"):
-        fit = analyze.fit_law(d, form, n_boot=0)
+        fit = fit_law(d, form, n_boot=0)
         assert "s" not in fit["params"] and fit["converged"]
 
 
 def test_huber_gradient_matches_finite_differences():
     d = synthetic(seed=4, noise=0.05)  # large residuals exercise both Huber branches
-    law = analyze.Law("dilution", 4, with_n=False)
+    law = Law("dilution", 4, with_n=False)
     th = law.starts(d)[3]
     f, g = law.objective(th, d)
     eps = 1e-6

@@ -133,7 +133,7 @@ def test_contrast_counts_both_sides_noise(noise):
 
 
 def test_paired_two_way_for_a_nonlinear_statistic():
-    """The hook H2's ratio (analysis/extras.py) is to use: a statistic of both sides' category levels, here
+    """The hook H2's ratio (analysis/h2ratio.py) is to use: a statistic of both sides' category levels, here
     the equal-weight difference, whose two-way bootstrap interval must hold the zero truth about as often
     as contrast()'s (conservative: the K = 1 side's noise enters twice)."""
     rng = np.random.default_rng(1)

@@ -11,6 +11,7 @@ import evaluate
 import simulate
 import model as mdl
 import store as st
+from analysis.runs import collect_runs, run_rows
 from conftest import TINY_CONFIG, make_synthetic_store, one_line_error
 
 
@@ -113,15 +114,15 @@ def test_model_configs_keyed_by_content_not_file_stem(tmp_path):
                 cfg = json.loads((rd / "run_config.json").read_text())
                 cfg["identity"]["model_config_sha256"] = which.lower() * 64
                 (rd / "run_config.json").write_text(json.dumps(cfg))
-    runs = analyze.collect_runs(root)
+    runs = collect_runs(root)
     assert not [r for r in runs if r["excluded"]]  # not duplicates of each other
-    rows = analyze.run_rows(runs)
+    rows = run_rows(runs)
     assert {r["model"] for r in rows} == {"tiny-aaaaaaaa", "tiny-bbbbbbbb"}
     by_run = {r["run_id"]: r["model"] for r in rows}
     assert all(m.endswith(rid[-1].lower() * 8) for rid, m in by_run.items())
     single = tmp_path / "one"
     simulate.make_run(single, "x", simulate.select(1, 0), 10e6, 0, rng, model="tiny")
-    assert {r["model"] for r in analyze.run_rows(analyze.collect_runs(single))} == {"tiny"}
+    assert {r["model"] for r in run_rows(collect_runs(single))} == {"tiny"}
 
 
 def test_a_selected_analysis_has_a_directory_of_its_own(tmp_path, monkeypatch):

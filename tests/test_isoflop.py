@@ -1,9 +1,16 @@
 """analysis/isoflop.py: IsoFLOP slices on fabricated multi-size sweeps whose compute-optimal N is known in
 closed form (Hoffmann et al.'s L = E + A N^-alpha + B D^-beta)."""
+import json
+
 import numpy as np
 
+import analyze
+import simulate
 from analysis import isoflop as iso
 from analysis import synthetic as sy
+from analysis import transfer
+from analysis.report import json_ready
+from analysis.runs import collect_runs, run_rows
 
 SIZES = np.geomspace(3e6, 3e8, 9)
 BUDGETS = np.geomspace(1e8, 1e11, 7)
@@ -79,3 +86,28 @@ def test_three_points_per_size_give_no_zero_width_interval():
     r = iso.isoflop(pts, n_boot=40, noise_log_sd=0.01)
     got = [s for s in r[1]["slices"] if s.get("inside") and s["N_opt_ci"][0] is not None]
     assert got and all(s["N_opt_ci"][0] < s["N_opt"] < s["N_opt_ci"][1] for s in got)
+
+
+def test_isoflop_section_with_three_model_sizes(tmp_path):
+    """Three sizes x four budgets at K = 1 and 3 (a truth with an N term): the IsoFLOP section has its table
+    per K and its figure (analyze.py's further analyses on its rows: the full analysis of 24 runs with an N
+    term is too slow for the suite); without pair runs the transfer section says in one line what it would need."""
+    truth = dict(simulate.TRUTH, A=400.0, alpha=0.34)
+    simulate.p1_sweep(tmp_path, seeds=(0,), Ks=(1, 3), k11_seeds=(), budgets=(10e6, 30e6, 90e6, 270e6),
+                       replicate_Ks=(), truth=truth,
+                       models=(("pythia-14m", 1_200_000), ("pythia-31m", 4_700_000), ("pythia-70m", 19_000_000)))
+    runs = collect_runs(tmp_path)
+    rows = run_rows(runs)
+    args = type("Args", (), {"n_boot": 20, "seed": 0, "no_baselines": True, "hilberg": False, "cache_dir": str(tmp_path),
+                             "verdicts_only": False})()
+    x = analyze.further_analyses(rows, runs, {}, args)
+    by_K = json.loads(json.dumps(json_ready(x["isoflop"])))["by_K"]
+    assert set(by_K) == {"1", "3"}
+    for r in by_K.values():
+        assert len(r["sizes"]) == 3 and r["slices"]
+        for sl in r["slices"]:
+            assert len(sl["N"]) == 3 and min(sl["N"]) <= sl["N_opt"] <= max(sl["N"])
+    report = "\n".join(transfer.report_section(x["transfer"]) + iso.report_section(x["isoflop"]))
+    assert "## IsoFLOP slices" in report and "| 1 |" in report.split("## IsoFLOP slices")[1]
+    assert ("IsoFLOP slices", "isoflop.png") in iso.plots(x["isoflop"], tmp_path) and (tmp_path / "isoflop.png").is_file()
+    assert "Not estimated: no pair runs (K = 2) in this sweep; the matrix needs pair runs" in report

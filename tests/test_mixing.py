@@ -8,8 +8,11 @@ import pytest
 import analyze
 import simulate
 from analysis import mixing
+from analysis.forms import CV_TOL, compare_forms, cv_errors, make_law
+from analysis.laws import FORMS, _minimize, bootstrap_weights, fit_data
+from analysis.runs import collect_runs, run_rows
 
-FORMS = list(analyze.FORMS) + list(mixing.FORMS)
+FORMS = list(FORMS) + list(mixing.FORMS)
 SMALL = dict(seeds=range(5), Ks=(1, 2, 3, 5), k11_seeds=(0, 1), budgets=(10e6, 30e6, 90e6, 270e6))
 
 
@@ -17,14 +20,14 @@ def sweep_data(root, law, noise_seed=0, **design):
     """fit_data of a fabricated sweep (run directories read by analyze.py's own collector) of `law`."""
     kw = dict(SMALL, **design)
     simulate.p1_sweep(root, law=law, noise_seed=noise_seed, replicate_Ks=(), truth=simulate.MIXING_TRUTH, **kw)
-    return analyze.fit_data(analyze.run_rows(analyze.collect_runs(root)))
+    return fit_data(run_rows(collect_runs(root)))
 
 
 def compare_all(d, n_boot=100):
     """analyze.analyse's hook, as it runs there: one cross-validation of all six forms, the equivalences."""
-    err = analyze.cv_errors(d, FORMS, False)
-    fits, equiv = mixing.equivalences(d, FORMS, False, analyze.make_law, analyze._minimize, analyze.CV_TOL)
-    return mixing.judge(analyze.compare_forms(d, FORMS, False, n_boot, 0, err=err), equiv, fits, d["categories"]), err
+    err = cv_errors(d, FORMS, False)
+    fits, equiv = mixing.equivalences(d, FORMS, False, make_law, _minimize, CV_TOL)
+    return mixing.judge(compare_forms(d, FORMS, False, n_boot, 0, err=err), equiv, fits, d["categories"]), err
 
 
 def assert_never_wrongly_decided(cmp, truth):
@@ -65,8 +68,8 @@ def test_exponential_truth_recovered_within_intervals_and_picked(tmp_path):
     # folds (t, 4 df) no pair passes Holm, and the verdict is "undecided" (tested below, never wrong)
     d = sweep_data(tmp_path, "exponential", seeds=range(11))
     law = mixing.make_law("exponential", len(d["categories"]), False)
-    weights, _ = analyze.bootstrap_weights(d, 40, seed=0)
-    fit = mixing.fit_intervals(law, d, analyze._minimize, weights)
+    weights, _ = bootstrap_weights(d, 40, seed=0)
+    fit = mixing.fit_intervals(law, d, _minimize, weights)
     truth = {"t": simulate.MIXING_TRUTH["t"], "beta": simulate.MIXING_TRUTH["beta"], "B": simulate.MIXING_TRUTH["B"],
              **{f"E[{c}]": simulate.MIXING_TRUTH["E"][c] for c in d["categories"]}}
     assert fit["n_boot"] == 40
@@ -78,12 +81,12 @@ def test_exponential_truth_recovered_within_intervals_and_picked(tmp_path):
     assert cmp["best"] == "exponential", cmp["verdict"]
     assert cmp["verdict"].startswith("best form: **exponential**") and "95%" in cmp["verdict"]
     # the hook's shared cross-validation leaves analyze's three-form comparison exactly as before
-    assert analyze.compare_forms(d, list(analyze.FORMS), False, 100, 0, err=err) == \
-        analyze.compare_forms(d, list(analyze.FORMS), False, 100, 0)
+    assert compare_forms(d, list(FORMS), False, 100, 0, err=err) == \
+        compare_forms(d, list(FORMS), False, 100, 0)
 
 
 @pytest.mark.slow  # bootstrapped fits of all six mixing-law forms
-@pytest.mark.parametrize("truth", ["dilution", "multiplicative", "transfer"])
+@pytest.mark.parametrize("truth", ["dilution", "multiplicative", "effective_data"])
 def test_comparison_picks_the_truth_or_says_undecided(tmp_path, truth):
     cmp, _ = compare_all(sweep_data(tmp_path, truth, noise_seed=3))
     assert_never_wrongly_decided(cmp, truth)
@@ -92,13 +95,13 @@ def test_comparison_picks_the_truth_or_says_undecided(tmp_path, truth):
 
 @pytest.mark.parametrize("truth", ["dilution", "exponential"])
 def test_two_share_levels_make_three_forms_one_law(tmp_path, truth):
-    """K in {1, 3} only: one share level besides p = 1, where dilution, exponential and transfer each have one
+    """K in {1, 3} only: one share level besides p = 1, where dilution, exponential and effective_data each have one
     free factor: reparametrisations of one law (within their bounds). The comparison must say so."""
     cmp, _ = compare_all(sweep_data(tmp_path, truth, Ks=(1, 3), k11_seeds=()))
     assert_never_wrongly_decided(cmp, truth)
-    assert ("exponential", "transfer") in cmp["equivalent_pairs"]
+    assert ("exponential", "effective_data") in cmp["equivalent_pairs"]
     if truth == "dilution":  # s inside (0, 1): all three reproduce one another
-        assert {("dilution", "exponential"), ("dilution", "transfer")} <= set(cmp["equivalent_pairs"])
+        assert {("dilution", "exponential"), ("dilution", "effective_data")} <= set(cmp["equivalent_pairs"])
         assert cmp["best"] is None and "equivalent on this design" in cmp["verdict"]
     pairs = {(p["a"], p["b"]): p for p in cmp["pairs"]}
     for a, b in cmp["equivalent_pairs"]:
@@ -124,10 +127,10 @@ def test_a_loss_that_rises_with_data_still_gets_a_start_and_a_fit(tmp_path, form
     d = dict(d, L=d["L"] * (d["D"] / 10e6) ** 0.2)  # the loss rises with D: no positive B fits
     if with_n:
         d = dict(d, N=np.where(d["run"] % 2 == 0, 1e6, 4e6))
-    law = analyze.make_law(form, len(d["categories"]), with_n)
+    law = make_law(form, len(d["categories"]), with_n)
     starts = law.starts(d)
     assert starts and all(np.all(np.isfinite(s)) for s in starts)
-    r = analyze._minimize(law, d, starts)
+    r = _minimize(law, d, starts)
     assert np.all(np.isfinite(law.predict(r.x, d)))
 
 
@@ -149,27 +152,27 @@ def test_judge_never_names_one_of_two_equivalent_forms_best():
     """Forms equivalent on the design are one law there: when one of them is beaten and the other beats the
     rest, the comparison used to name the other 'best' (decided); it is undecided among the class."""
     pairs = [{"a": a, "b": b, "better": w, "mse_difference": 0.0, "ci95": [0.0, 0.0]}
-             for a, b, w in [("dilution", "shared", "dilution"), ("dilution", "transfer", "undecided"),
-                             ("shared", "transfer", "shared")]]
-    cmp = {"rmse": {f: {"estimate": 0.01, "ci95": [0.01, 0.02]} for f in ("dilution", "shared", "transfer")},
+             for a, b, w in [("dilution", "shared", "dilution"), ("dilution", "effective_data", "undecided"),
+                             ("shared", "effective_data", "shared")]]
+    cmp = {"rmse": {f: {"estimate": 0.01, "ci95": [0.01, 0.02]} for f in ("dilution", "shared", "effective_data")},
            "pairs": pairs, "n_points": 10}
-    equiv = [{"a": "dilution", "b": "transfer", "reproduce": [1e-9, 1e-9], "equivalent": True},
+    equiv = [{"a": "dilution", "b": "effective_data", "reproduce": [1e-9, 1e-9], "equivalent": True},
              {"a": "dilution", "b": "shared", "reproduce": [1.0, 1.0], "equivalent": False},
-             {"a": "shared", "b": "transfer", "reproduce": [1.0, 1.0], "equivalent": False}]
+             {"a": "shared", "b": "effective_data", "reproduce": [1.0, 1.0], "equivalent": False}]
     out = mixing.judge(cmp, equiv)
-    assert out["best"] is None and out["undecided_among"] == ["dilution", "transfer"]
-    assert out["verdict"].startswith("**undecided**") and "dilution = transfer" in out["verdict"]
+    assert out["best"] is None and out["undecided_among"] == ["dilution", "effective_data"]
+    assert out["verdict"].startswith("**undecided**") and "dilution = effective_data" in out["verdict"]
 
 
 def test_one_k11_subset_seed_does_not_decide_among_equivalent_forms(tmp_path):
     """K = 1 (three subset seeds) and one K = 11 subset seed at two budgets: two share levels, so dilution,
-    exponential and transfer are one law; analyze.py named dilution 'best' while exponential and transfer
+    exponential and effective_data are one law; analyze.py named dilution 'best' while exponential and effective_data
     (equivalent to it) were beaten by disjoint and shared."""
     simulate.p1_sweep(tmp_path, Ks=(1,), seeds=range(3), k11_seeds=(0,), budgets=(10e6, 90e6), replicate_Ks=())
     out = analyze.main([str(tmp_path), "--n_boot", "8", "--jobs", "1"])
     m = __import__("json").loads((out / "fits.json").read_text())["mixing_laws"]
-    assert ["dilution", "transfer"] in m["equivalent_pairs"]
-    assert m["best"] is None and {"dilution", "exponential", "transfer"} <= set(m["undecided_among"])
+    assert ["dilution", "effective_data"] in m["equivalent_pairs"]
+    assert m["best"] is None and {"dilution", "exponential", "effective_data"} <= set(m["undecided_among"])
 
 
 @pytest.mark.parametrize("form", list(mixing.FORMS))
@@ -181,4 +184,4 @@ def test_starts_exist_when_loss_rises_with_data(form):
          "N": np.full(6, 1.9e7), "categories": ["a", "b"]}
     law = mixing.make_law(form, 2, False)
     starts = law.starts(d)
-    assert starts and analyze._minimize(law, d, starts) is not None
+    assert starts and _minimize(law, d, starts) is not None

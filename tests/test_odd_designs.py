@@ -2,9 +2,10 @@
 identified, and a verdict needs at least one unit to compare."""
 import numpy as np
 
-import analyze
 import simulate
 from analysis import hypotheses, laws
+from analysis.laws import fit_data
+from analysis.runs import collect_runs, run_rows
 
 
 def split_categories_sweep(root):
@@ -19,7 +20,7 @@ def split_categories_sweep(root):
         for j, seed in enumerate((5, 7, 9)):
             cats = [P[5 + 2 * j], P[min(6 + 2 * j, 10)]]
             simulate.make_run(root, simulate.rid_of("pythia-31m", 2, seed, D, cats=cats), cats, D, seed, rng)
-    return analyze.fit_data(analyze.run_rows(analyze.collect_runs(root)))
+    return fit_data(run_rows(collect_runs(root)))
 
 
 def test_two_budgets_with_categories_split_across_k_leave_beta_and_s_unidentified(tmp_path):
@@ -36,7 +37,7 @@ def test_two_budget_pairs_at_one_k_still_pin_beta(tmp_path):
     for i, budgets in enumerate([(10e6, 30e6)] * 3 + [(30e6, 90e6)] * 3):
         for D in budgets:
             simulate.make_run(tmp_path, simulate.rid_of("pythia-31m", 1, i, D), [simulate.PERM[i]], D, i, rng)
-    d = analyze.fit_data(analyze.run_rows(analyze.collect_runs(tmp_path)))
+    d = fit_data(run_rows(collect_runs(tmp_path)))
     assert "beta" not in laws.identification(laws.Law("shared", len(d["categories"]), False), d)
 
 
@@ -62,7 +63,7 @@ def test_one_run_at_k_above_one_decides_no_form():
         for s in range(4):
             simulate.make_run(root, simulate.rid_of("pythia-31m", 1, s, D), [simulate.PERM[s]], D, s, rng)
     simulate.make_run(root, simulate.rid_of("pythia-31m", 3, 0, 90e6), simulate.select(3, 0), 90e6, 0, rng)
-    d = analyze.fit_data(analyze.run_rows(analyze.collect_runs(root)))
+    d = fit_data(run_rows(collect_runs(root)))
     c = forms.compare_forms(d, ["dilution", "disjoint", "shared"], False, 100, 0)
     assert all(p["better"] == "undecided" and p["ci95"] == [None, None] for p in c["pairs"])
     assert "no K contrast" in c["why_no_interval"]

@@ -404,7 +404,7 @@ def test_sweep_run_never_starts_a_held_run_and_locks_its_out(synthetic_store, tm
 def test_summaries_with_missing_values_never_crash_sweep_or_analyze(tmp_path, monkeypatch, capsys):
     """A complete run whose summary lacks its validation values (written by an older train.py): sweep.py's
     report and status print '-', analyze.py's rows carry None (never the step-0 validation)."""
-    import analyze
+    from analysis.runs import collect_runs, run_rows
     (tmp_path / "p.json").write_text(json.dumps({"name": "m", "store": {"data_dir": "x"}, "grid": {"seed": [0]}}))
     plan = sweep.load_plan(tmp_path / "p.json")
     out = tmp_path / "sw"
@@ -421,7 +421,7 @@ def test_summaries_with_missing_values_never_crash_sweep_or_analyze(tmp_path, mo
     sweep.main(["status", str(tmp_path / "p.json"), "--out", str(out)])
     (rd / "run_config.json").write_text(json.dumps({"categories": ["math.AC"]}))
     (rd / "metrics.jsonl").write_text(json.dumps({"kind": "eval", "step": 0, "val_loss": 4.2, "val_loss/math.AC": 4.2}) + "\n")
-    rows = analyze.run_rows(analyze.collect_runs(out))
+    rows = run_rows(collect_runs(out))
     assert rows and all(r["val_loss_category"] is None and r["final_val_loss"] is None for r in rows)
 
 

@@ -12,6 +12,7 @@ import pytest
 import analyze
 import store as st
 import sweep
+from analysis.runs import CSV_COLUMNS
 from conftest import ROOT
 
 pytestmark = pytest.mark.slow  # 19 tiny training runs through sweep.py, then a full analysis with plots
@@ -57,7 +58,7 @@ def test_analysis_outputs(smoke):
     out = analyze.main([str(smoke), "--n_boot", "30"])
     rows = list(csv.DictReader(open(out / "runs.csv")))
     assert len(rows) == 19 * 11  # every run is evaluated on all 11 categories
-    assert set(rows[0]) == set(analyze.CSV_COLUMNS)
+    assert set(rows[0]) == set(CSV_COLUMNS)
     k11 = [r for r in rows if r["K"] == "11"]
     assert all(r["in_training"] == "True" for r in k11)
     k1 = [r for r in rows if r["K"] == "1"]

@@ -1,6 +1,7 @@
 """analysis/transfer.py: the transfer matrix t_ij from fabricated sweeps with known t_ij (some negative),
 the listing of pairs that cannot be estimated, the adapters from run directories and analyze.py's rows,
 the similarity correlation on a real store and the report pieces."""
+import json
 import math
 
 import numpy as np
@@ -8,10 +9,13 @@ import pytest
 
 import analyze
 import store as st
+from analysis import hilberg
 from analysis import synthetic as sy
 from analysis import transfer as tr
+from analysis.runs import collect_runs, run_rows
 
 CATS4 = sy.CATS[:4]
+CATS5 = sy.CATS[:5]
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +97,7 @@ def test_adapters_from_run_dirs_and_analyze_rows_agree(tmp_path):
     (tmp_path / "runs" / "broken").mkdir()            # a run that never started: skipped by both
     (tmp_path / "runs" / "broken" / "run_config.json").write_text("{}")
     from_dirs = tr.runs_from_sweep(tmp_path)
-    from_rows = tr.runs_from_rows(analyze.run_rows(analyze.collect_runs(tmp_path)))
+    from_rows = tr.runs_from_rows(run_rows(collect_runs(tmp_path)))
     key = lambda rs: sorted((r["run_id"], tuple(r["categories"]), r["budget"], tuple(sorted(r["loss"].items())),
                              tuple(sorted(r["tokens"].items()))) for r in rs)
     assert key(from_dirs) == key(from_rows) == key(runs)
@@ -167,3 +171,59 @@ def test_markdown_table_shape(sweeps):
     lines = tr.markdown_table(res)
     assert len(lines) == 2 + 4 and all(l.count("|") == 6 for l in lines)
     assert lines[2].count("—") == 1 and all(math.isfinite(v) for v in res["t"].values())
+
+
+def analyse_sweep(root, *extra, n_boot=30):
+    out = analyze.main([str(root), "--n_boot", str(n_boot), "--jobs", "1", *extra])
+    return out, json.loads((out / "fits.json").read_text()), (out / "report.md").read_text()
+
+
+@pytest.mark.slow  # a full analysis with bootstrap, cross-validation and plots and --hilberg
+def test_transfer_similarity_and_h7_in_the_report(tmp_path, sample_store):
+    """Pair runs and specialists of 5 categories with known t_ij: the report's matrix holds them within its
+    intervals (most cells), the pairs of a category without specialists are listed, pair runs of a second
+    budget are named and not pooled, the JSD correlation is computed from the store the runs name, and H7's
+    curves (computed with --hilberg, cached by store id) give per-category beta_H and the exploratory
+    correlation with the specialists' fitted exponents."""
+    rng = np.random.default_rng(0)
+    runs, truth = sy.transfer_sweep(rng, cats=CATS5)
+    gone = CATS5[-1]
+    runs = [r for r in runs if r["categories"] != [gone]]                     # no specialist of math.GR
+    extra, _ = sy.transfer_sweep(np.random.default_rng(1), cats=CATS5[:2], pair_budget=3e7, budgets=())
+    runs += [dict(r, run_id=r["run_id"] + "-b30") for r in extra]          # one pair at another budget
+    sy.write_run_dirs(tmp_path, runs, store_id=st.Store(sample_store).store_id)
+    for cfg_path in (tmp_path / "runs").glob("*/run_config.json"):          # the store the runs trained on
+        cfg = json.loads(cfg_path.read_text())
+        cfg_path.write_text(json.dumps(dict(cfg, data_dir=str(sample_store))))
+    cache = tmp_path / "cache"
+    out, fits, report = analyse_sweep(tmp_path, "--hilberg", "--cache_dir", str(cache))
+
+    T = fits["transfer"]["models"]["pythia-31m"]
+    assert T["pair_budget"] == sy.PAIR_BUDGET and T["other_budgets"] == {"30000000.0": 1}
+    got = {(e["i"], e["j"]): e for e in T["t"]}
+    assert set(got) == {(i, j) for i in CATS5[:4] for j in CATS5 if i != j}    # 16: every i with specialists
+    inside = sum(e["ci95"][0] <= truth["t"][k] <= e["ci95"][1] for k, e in got.items())
+    assert inside >= 13, inside
+    assert sum(truth["t"][k] < 0 for k in got) >= 3          # some interference among the truths
+    missing = {(m["i"], m["j"]) for m in T["missing"]}
+    assert missing == {(gone, j) for j in CATS5[:4]}
+    assert "## Transfer matrix t_ij" in report and "| i \\ j | math.AC | cs.CV | cs.AI | cs.SY | math.GR |" in report
+    assert f"- t({gone}, cs.CV): no specialist of {gone}" in report
+    assert "pair runs at other budgets not used" in report and "1 at 30,000,000" in report
+    sim = T["similarity"]
+    assert sim["n_pairs"] == 16 and -1 <= sim["rho"] <= 1 and "Spearman ρ(t_ij, JSD" in report
+    assert (out / "transfer_pythia-31m.png").read_bytes()[:4] == b"\x89PNG" and "](transfer_pythia-31m.png)" in report
+
+    s = st.Store(sample_store)
+    assert (cache / f"hilberg_{s.store_id[:16]}.json").is_file()
+    h7 = fits["h7"]
+    assert set(h7["per_category"]) == set(s.categories)
+    assert all(r["fit_ppmd"] is None or 0 < r["fit_ppmd"]["beta_H"] < 1 for r in h7["per_category"].values())
+    corr = h7["corr"]
+    assert corr["exploratory"] and set(corr["categories"]) == set(CATS5[:4]) and corr["rho"] is not None
+    assert "## H7 (exploratory)" in report and "Exploratory: Spearman ρ(1 − β_H,c" in report
+    assert fits["verdicts"]["H7 Hilberg (exploratory)"]["why"].startswith("exploratory")
+    assert hilberg.read_hilberg_cache(s, cache)["key"]["store_id"] == s.store_id
+    other = type("S", (), {"store_id": "f" * 64})()
+    assert hilberg.read_hilberg_cache(other, cache) is None
+    assert "## IsoFLOP slices" in report and "need >= 3 model sizes" in report

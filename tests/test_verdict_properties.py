@@ -13,6 +13,11 @@ from hypothesis import strategies as hs
 
 import analyze
 import simulate
+from analysis.forms import compare_forms
+from analysis.hypotheses import h3_verdict, k_contrast
+from analysis.laws import FORMS, fit_data, fit_law
+from analysis.noise import noise_floor, residual_diagnostics
+from analysis.runs import collect_runs, run_rows
 
 pytestmark = pytest.mark.slow  # dozens of analyses of random designs (hypothesis)
 
@@ -60,13 +65,13 @@ def test_contrasts_never_claim_more_than_their_units(dz, perm_seed):
     root = _tmp()
     try:
         made = build(root, dz)
-        runs = analyze.collect_runs(root)
+        runs = collect_runs(root)
         assert len(runs) == made
         assert sum(r["excluded"] is None for r in runs) + sum(r["excluded"] is not None for r in runs) == made
-        rows = analyze.run_rows(runs)
+        rows = run_rows(runs)
         tables = {}
         for kind, lower in (("in", False), ("out", True)):
-            table, verdict, why = analyze.k_contrast(rows, kind, 50, 0, 0.02, smaller_is_lower=lower)
+            table, verdict, why = k_contrast(rows, kind, 50, 0, 0.02, smaller_is_lower=lower)
             for t in table:
                 if t["ci95"][0] is not None:
                     assert t["ci95"][1] > t["ci95"][0] and min(t["n_runs"]) >= 2, t
@@ -83,9 +88,9 @@ def test_contrasts_never_claim_more_than_their_units(dz, perm_seed):
         for r in runs:
             r2 = dict(r, run_id=f"{rng.integers(1e9):09d}_{r['run_id'][::-1]}")
             renamed.append(r2)
-        rows2 = analyze.run_rows(renamed[::-1])
+        rows2 = run_rows(renamed[::-1])
         for kind, lower in (("in", False), ("out", True)):
-            table, _, _ = analyze.k_contrast(rows2, kind, 50, 0, 0.02, smaller_is_lower=lower)
+            table, _, _ = k_contrast(rows2, kind, 50, 0, 0.02, smaller_is_lower=lower)
             assert [(t["model"], t["D"], t["K_low"], t["K_high"], round(t["difference"], 12)) for t in table] \
                 == tables[kind]
     finally:
@@ -123,13 +128,13 @@ def h3_of(rows, runs, n_boot):
     """analyze.analyse's H3 verdict, computed the way it does (the 'all' dilution fit, the held-out
     comparison of the three forms, the noise floor and the dilution fit's diagnostics), without the other
     fits, hypotheses and figures."""
-    d = analyze.fit_data(rows)
+    d = fit_data(rows)
     if len(d["L"]) < len(d["categories"]) + 4 or len(np.unique(d["D"])) < 2:  # run_fits' rule: no fit
-        return analyze.h3_verdict(None, None, None)
-    dil = analyze.fit_law(d, "dilution", n_boot=n_boot, seed=0, jobs=1)
-    comparison = analyze.compare_forms(d, list(analyze.FORMS), dil["_with_n"], n_boot, 0)
-    diag = analyze.residual_diagnostics(dil, d, analyze.noise_floor(rows, runs)[0])
-    return analyze.h3_verdict(dil, comparison, diag)
+        return h3_verdict(None, None, None)
+    dil = fit_law(d, "dilution", n_boot=n_boot, seed=0, jobs=1)
+    comparison = compare_forms(d, list(FORMS), dil["_with_n"], n_boot, 0)
+    diag = residual_diagnostics(dil, d, noise_floor(rows, runs)[0])
+    return h3_verdict(dil, comparison, diag)
 
 
 def null_draw(job):
@@ -138,8 +143,8 @@ def null_draw(job):
     root = _tmp()
     try:
         build_design(root, dz, "null")
-        runs = analyze.collect_runs(root)
-        return h3_of(analyze.run_rows(runs), runs, n_boot)
+        runs = collect_runs(root)
+        return h3_of(run_rows(runs), runs, n_boot)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -208,10 +213,10 @@ def identification_draw(job):
     root = _tmp()
     try:
         build_design(root, dz, dz.get("law", "dilution"))
-        d = analyze.fit_data(analyze.run_rows(analyze.collect_runs(root)))
+        d = fit_data(run_rows(collect_runs(root)))
         if not len(d["L"]):
             return None
-        fit = analyze.fit_law(d, form, n_boot=n_boot, seed=0, jobs=1)
+        fit = fit_law(d, form, n_boot=n_boot, seed=0, jobs=1)
         return {"params": fit["params"], "budgets": len(np.unique(d["D"])), "Ks": sorted(set(d["K"].tolist())),
                 "used": fit["bootstrap"]["used"]}
     finally:
@@ -219,7 +224,7 @@ def identification_draw(job):
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-@given(fit_designs(), hs.sampled_from(tuple(analyze.FORMS)), hs.sampled_from(("dilution", "null", "lnK")))
+@given(fit_designs(), hs.sampled_from(tuple(FORMS)), hs.sampled_from(("dilution", "null", "lnK")))
 @example({"Ks": [1, 3, 5], "seeds": 2, "budgets": [30e6], "replicates": 1, "drop": 0.0, "single": [],
           "noise_seed": 0}, "dilution", "dilution")  # one budget, three K: s used to be 'identified'
 def test_every_parameter_is_identified_with_an_interval_or_marked_not_identified(dz, form, law):

@@ -10,12 +10,17 @@ import pytest
 
 import analyze
 import simulate
+from analysis.hypotheses import (boot_mean_ci, h1_floors, h3_verdict, h4_verdict, k_contrast,
+                                 k_effect_statement, mixing_gain)
+from analysis.laws import Law, _minimize, bootstrap_weights, fit_data, fit_law
+from analysis.noise import noise_floor, residual_diagnostics
+from analysis.runs import collect_runs, run_rows
 from conftest import one_line_error
 
 
 def rows_of(root):
-    runs = analyze.collect_runs(root)
-    return runs, analyze.run_rows(runs)
+    runs = collect_runs(root)
+    return runs, run_rows(runs)
 
 
 def analyse(root, *extra, n_boot=20):
@@ -39,7 +44,7 @@ def test_h2_weights_categories_equally_with_extra_k1_replicates(tmp_path):
     simulate.p1_sweep(tmp_path, Ks=(1,), budgets=(10e6, 90e6, 810e6), replicate_Ks=(1,),
                        init_seeds=(100, 101, 102, 103), noise=simulate.NoiseModel.parts(0.001, 0.002))
     _, rows = rows_of(tmp_path)
-    table, verdict, why = analyze.k_contrast(rows, "in", 200, 0, 0.02, smaller_is_lower=False)
+    table, verdict, why = k_contrast(rows, "in", 200, 0, 0.02, smaller_is_lower=False)
     assert [t["D"] for t in table] == [10e6, 90e6, 810e6]
     for t in table:
         truth = law_difference(t["D"], 11)
@@ -56,7 +61,7 @@ def test_one_run_per_k_gives_no_interval_and_no_verdict(tmp_path):
     simulate.p1_sweep(tmp_path, seeds=(0,), Ks=(1, 3), k11_seeds=(0,), budgets=(10e6, 90e6), replicate_Ks=())
     _, rows = rows_of(tmp_path)
     for kind, lower in (("in", False), ("in", True), ("out", True)):
-        table, verdict, why = analyze.k_contrast(rows, kind, 100, 0, 0.02, smaller_is_lower=lower)
+        table, verdict, why = k_contrast(rows, kind, 100, 0, 0.02, smaller_is_lower=lower)
         assert table and all(t["ci95"] == [None, None] for t in table)
         assert verdict == "undecided" and "1 / 1 seed cluster" in why
 
@@ -91,11 +96,11 @@ def test_noise_floor_groups_seeds_of_one_set_and_never_pools_arms(tmp_path):
                 simulate.make_run(tmp_path, f"lr{lr}_" + simulate.rid_of("pythia-31m", 11, seed, D),
                                    simulate.select(11, seed), D, seed, rng, lr=lr, truth=truth)
     runs, rows = rows_of(tmp_path)
-    sd, df, n, groups = analyze.noise_floor(rows, runs)
+    sd, df, n, groups = noise_floor(rows, runs)
     assert len(groups) == 4 and all(len(g["runs"]) == 3 and g["K"] == 11 for g in groups)
     assert df == 4 * 2 * 11 and sd < 0.02  # true SD of log loss: sqrt(0.004^2 + 0.008^2) = 0.009
     one_arm = [r for r in runs if r["run_id"].startswith("lr0.001_")]
-    assert analyze.noise_floor(analyze.run_rows(one_arm), one_arm)[1] == 2 * 2 * 11
+    assert noise_floor(run_rows(one_arm), one_arm)[1] == 2 * 2 * 11
 
 
 def test_p0_style_lr_arms_are_never_pooled(tmp_path, capsys):
@@ -128,22 +133,22 @@ def test_bootstrap_spread_matches_independent_noise_draws(tmp_path):
     def data(seed):
         root = tmp_path / f"draw{seed}"
         simulate.p1_sweep(root, noise_seed=seed, Ks=(1,), k11_seeds=(), replicate_Ks=(1,))
-        return analyze.fit_data(analyze.run_rows(analyze.collect_runs(root)))
+        return fit_data(run_rows(collect_runs(root)))
     d99 = data(99)
-    fit = analyze.fit_law(d99, "shared", n_boot=60, seed=1, jobs=2)
-    law = analyze.Law("shared", 11, with_n=False)
+    fit = fit_law(d99, "shared", n_boot=60, seed=1, jobs=2)
+    law = Law("shared", 11, with_n=False)
     # each refit is where a tight fit from the whole grid of starts lands on the same resample (the
     # absolute tolerance stopped them next to the point estimate: off by ~1 SD)
-    weights, dropped = analyze.bootstrap_weights(d99, 60, 1)
+    weights, dropped = bootstrap_weights(d99, 60, 1)
     assert fit["bootstrap"]["used"] == len(weights)
     for w, b in list(zip(weights, fit["_boot"]))[:8]:
-        tight = analyze._minimize(law, d99, law.starts(d99), w, tol=(1e-15, 1e-12))
+        tight = _minimize(law, d99, law.starts(d99), w, tol=(1e-15, 1e-12))
         assert abs(tight.x[law.C + 1] - b["beta"]) < 0.005, (tight.x[law.C + 1], b["beta"])
-    truth = np.array([math.log(simulate.TRUTH["E"][c]) for c in analyze.fit_data(
-        analyze.run_rows(analyze.collect_runs(tmp_path / "draw99")))["categories"]]
+    truth = np.array([math.log(simulate.TRUTH["E"][c]) for c in fit_data(
+        run_rows(collect_runs(tmp_path / "draw99")))["categories"]]
         + [math.log(simulate.TRUTH["B"]), simulate.TRUTH["beta"]])
     # the estimator's own spread: independent noise draws, each fitted tightly (from the truth: one start)
-    draws = [analyze._minimize(law, d, [truth]).x[law.C + 1] for d in map(data, range(10))]
+    draws = [_minimize(law, d, [truth]).x[law.C + 1] for d in map(data, range(10))]
     sd_draws = float(np.std(draws, ddof=1))
     sd_boot = float(np.std([b["beta"] for b in fit["_boot"]], ddof=1))
     assert 0.6 < sd_boot / sd_draws < 1.8, (sd_boot, sd_draws)
@@ -155,10 +160,10 @@ def test_h1_can_reject_at_200_resamples_when_floors_rise_with_k(tmp_path):
     could never pass Holm's 0.05/11; the p from the bootstrap SD can, and H1 says the floors differ."""
     simulate.p1_sweep(tmp_path, law="floorK", Ks=(1,), replicate_Ks=(), noise=simulate.NoiseModel.parts(0.002, 0.004))
     _, rows = rows_of(tmp_path)
-    a = analyze.fit_law(analyze.fit_data(rows, lambda r: r["K"] == 1), "shared", n_boot=200, with_n=False, jobs=2)
-    b = analyze.fit_law(analyze.fit_data(rows, lambda r: r["K"] == 11), "shared", n_boot=200, with_n=False, jobs=2)
+    a = fit_law(fit_data(rows, lambda r: r["K"] == 1), "shared", n_boot=200, with_n=False, jobs=2)
+    b = fit_law(fit_data(rows, lambda r: r["K"] == 11), "shared", n_boot=200, with_n=False, jobs=2)
     a["subset"], b["subset"] = "K == 1", "K == 11"
-    h1 = analyze.h1_floors(a, b, 0.02)
+    h1 = h1_floors(a, b, 0.02)
     assert h1["verdict"] == "not supported", h1["why"]
     assert min(r["p"] for r in h1["table"]) < 0.05 / 11
 
@@ -170,20 +175,20 @@ def test_misspecified_law_without_replicates_is_undecided(tmp_path, law):
     used to count as no objection, and H3 came out 'supported')."""
     simulate.p1_sweep(tmp_path, law=law, Ks=(1, 3), k11_seeds=(0,), budgets=(10e6, 90e6, 810e6), replicate_Ks=())
     runs, rows = rows_of(tmp_path)
-    sigma = analyze.noise_floor(rows)
+    sigma = noise_floor(rows)
     assert sigma[0] is None and sigma[1] == 0
-    d = analyze.fit_data(rows)
-    fit = analyze.fit_law(d, "dilution", n_boot=16, jobs=2)
-    diag = analyze.residual_diagnostics(fit, d, sigma[0])
+    d = fit_data(rows)
+    fit = fit_law(d, "dilution", n_boot=16, jobs=2)
+    diag = residual_diagnostics(fit, d, sigma[0])
     assert diag["verdict"] == "unknown"
     comparison = {"rmse": {}, "pairs": [{"a": "dilution", "b": o, "mse_difference": -1e-4, "ci95": [-2e-4, -1e-5],
                                           "better": "dilution"} for o in ("disjoint", "shared")]}
-    verdict, why = analyze.h3_verdict(fit, comparison, diag)
+    verdict, why = h3_verdict(fit, comparison, diag)
     # undecided, the reason first: the unknown fit quality, or (floors rising with K push s to its bound in
     # every refit) s that the refits cannot move
     assert verdict == "undecided" and why.startswith(("the fit quality is unknown", "s is not identified")), \
         (verdict, why)
-    head = analyze.k_effect_statement((verdict, why), fit, ("undecided", ""))
+    head = k_effect_statement((verdict, why), fit, ("undecided", ""))
     assert "The data show a K effect" not in head
 
 
@@ -200,9 +205,9 @@ def test_report_says_the_floor_is_unknown(tmp_path):
 def test_headline_never_contradicts_h2():
     dil = {"params": {"s": {"estimate": 0.01, "ci95": [0.0, 0.3], "identified": True}}}
     h3 = ("undecided", "s's 95% interval [0, 0.3] reaches 0 (one shared source cannot be excluded)")
-    head = analyze.k_effect_statement(h3, dil, ("supported", "the loss rises from the smallest to the largest K"))
+    head = k_effect_statement(h3, dil, ("supported", "the loss rises from the smallest to the largest K"))
     assert "do not show a K effect" not in head and "H2" in head and "reaches 0" in head
-    head = analyze.k_effect_statement(h3, dil, ("not supported", "every interval lies within ±0.02 nats"))
+    head = k_effect_statement(h3, dil, ("not supported", "every interval lies within ±0.02 nats"))
     assert "The data do not show a K effect" in head and head.count("do not show a K effect") == 1
 
 
@@ -215,9 +220,9 @@ def test_h4_contradiction_thin_categories_and_exclusion_reasons(tmp_path):
     _, rows = rows_of(tmp_path)
     fit = {"form": "dilution", "_with_n": False,
            "params": {"B": {"estimate": 40.0}, "beta": {"estimate": 0.3}, "s": {"estimate": 0.0}}}
-    gain = analyze.mixing_gain(rows, fit, 200, 0)
+    gain = mixing_gain(rows, fit, 200, 0)
     assert gain["table"] and all(t["contradicts_law"] for t in gain["table"])
-    assert "contradicts the fitted law" in analyze.h4_verdict(gain)[1]
+    assert "contradicts the fitted law" in h4_verdict(gain)[1]
     runs = tmp_path / "runs"
     names = sorted(p.name for p in runs.iterdir())
     p = runs / names[0] / "summary.json"
@@ -250,4 +255,4 @@ def test_h4_interval_counts_the_noise_the_categories_of_a_mixed_run_share():
     lo, hi = gain_ci(cell, cats, 400, 0)
     assert lo <= 0.15 and hi >= 0.25  # the mixed runs' disagreement (0.2 nats) is in the interval's width
     # what categories alone saw: no width at all, which the inference core's guard refuses to print
-    assert analyze.boot_mean_ci([2.0 - np.mean([1.9, 1.7])] * 6, 400, 0) == [None, None]
+    assert boot_mean_ci([2.0 - np.mean([1.9, 1.7])] * 6, 400, 0) == [None, None]

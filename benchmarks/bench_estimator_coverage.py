@@ -18,7 +18,7 @@ Coverage of the 95% intervals of analysis/ (issue 17) over fabricated truths (an
 Goal: each covers its truth in >= 90% of cases (>= 18 of 20 seeds per quantity). beta_H is also counted
 over --hilberg_seeds curves (the first --seeds of them are the 20-seed figure).
 
-    nice python benchmarks/bench_analysis_extras.py [--seeds 20] [--n_boot 300] [--only mixing]
+    nice python benchmarks/bench_estimator_coverage.py [--seeds 20] [--n_boot 300] [--only mixing]
 """
 import argparse
 import sys
@@ -75,22 +75,24 @@ def mixing_coverage(seeds, n_boot):
     import shutil
     import tempfile
 
-    import analyze
     import simulate
+    from analysis.forms import CV_TOL, compare_forms, cv_errors, make_law
+    from analysis.laws import FORMS, _minimize, bootstrap_weights, fit_data
+    from analysis.runs import collect_runs, run_rows
     tally, outcome = {}, {"picked": 0, "undecided": 0, "wrong": 0}
-    forms = list(analyze.FORMS) + list(mixing.FORMS)
+    forms = list(FORMS) + list(mixing.FORMS)
     truth = simulate.MIXING_TRUTH
     for seed in range(seeds):
         root = tempfile.mkdtemp()
         try:
             simulate.p1_sweep(root, law="exponential", noise_seed=3000 + seed, seeds=range(5), Ks=(1, 2, 3, 5),
                                k11_seeds=(0, 1), budgets=(10e6, 30e6, 90e6, 270e6), replicate_Ks=(), truth=truth)
-            d = analyze.fit_data(analyze.run_rows(analyze.collect_runs(root)))
+            d = fit_data(run_rows(collect_runs(root)))
         finally:
             shutil.rmtree(root)
         law = mixing.make_law("exponential", len(d["categories"]), False)
-        weights, _ = analyze.bootstrap_weights(d, n_boot, seed)
-        fit = mixing.fit_intervals(law, d, analyze._minimize, weights)
+        weights, _ = bootstrap_weights(d, n_boot, seed)
+        fit = mixing.fit_intervals(law, d, _minimize, weights)
         want = {"t": truth["t"], "beta": truth["beta"], "B": truth["B"],
                 **{f"E[{c}]": truth["E"][c] for c in d["categories"]}}
         for k, v in want.items():
@@ -98,9 +100,9 @@ def mixing_coverage(seeds, n_boot):
             t = tally.setdefault("E_c" if k.startswith("E[") else k, [0, 0])
             t[0] += lo is not None and lo <= v <= hi
             t[1] += 1
-        err = analyze.cv_errors(d, forms, False)
-        fits, equiv = mixing.equivalences(d, forms, False, analyze.make_law, analyze._minimize, analyze.CV_TOL)
-        cmp = mixing.judge(analyze.compare_forms(d, forms, False, n_boot, seed, err=err), equiv, fits, d["categories"])
+        err = cv_errors(d, forms, False)
+        fits, equiv = mixing.equivalences(d, forms, False, make_law, _minimize, CV_TOL)
+        cmp = mixing.judge(compare_forms(d, forms, False, n_boot, seed, err=err), equiv, fits, d["categories"])
         beaten = any(p["better"] not in ("exponential", "undecided") for p in cmp["pairs"]
                      if "exponential" in (p["a"], p["b"]))
         outcome["wrong" if beaten or cmp["best"] not in ("exponential", None) else

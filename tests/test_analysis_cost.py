@@ -1,0 +1,110 @@
+"""What analyze.py costs and says while it runs (issue 23, issue 21 item 7): --verdicts_only computes only
+what the verdicts read and decides every hypothesis exactly as the full analysis does; progress and each
+warning go to stderr once; SIGTERM stops the analysis with its bootstrap workers (a real subprocess)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import analyze
+import simulate
+from conftest import ROOT
+
+
+def small_sweep(root):
+    """K in {1, 3} x 4 subset seeds, K = 11, three budgets, replicates at K = 1: every verdict computable."""
+    simulate.p1_sweep(root, Ks=(1, 3), seeds=range(4), k11_seeds=(0,), budgets=(10e6, 90e6, 810e6),
+                       replicate_Ks=(1,), replicate_subsets=(0,))
+
+
+def test_verdicts_only_decides_as_the_full_analysis(tmp_path, capsys):
+    """The same verdicts, headline, H1-H6 tables, dilution fit and form comparison with and without the flag;
+    with it: no figures, no mixing-law section, and report.md says in one line what was skipped."""
+    out = {}
+    for label, extra in (("full", []), ("verdicts", ["--verdicts_only"])):
+        small_sweep(tmp_path / label)
+        d = analyze.main([str(tmp_path / label), "--n_boot", "24", "--jobs", "1", "--no_baselines", *extra])
+        out[label] = (json.loads((d / "fits.json").read_text()), (d / "report.md").read_text(), sorted(d.glob("*.png")))
+    (full, rep_full, png_full), (fast, rep_fast, png_fast) = out["full"], out["verdicts"]
+    for k in ("verdicts", "h1", "h2", "h4", "h5", "h6", "comparison", "diagnostics"):
+        assert fast[k] == full[k], k
+    dil = [f for f in full["fits"] if f["form"] == "dilution" and f["subset"] == "all"]
+    assert dil and dil == [f for f in fast["fits"] if f["form"] == "dilution" and f["subset"] == "all"]
+    assert full["verdicts"]["H3 dilution law"]["verdict"] != "undecided"  # the comparison above decided something
+    assert rep_fast.split("\n")[:3] == rep_full.split("\n")[:3]
+    assert analyze.SKIPPED in rep_fast and analyze.SKIPPED not in rep_full and fast["skipped"] == analyze.SKIPPED
+    assert png_full and not png_fast
+    assert "## Competing mixing laws" in rep_full and "## Competing mixing laws" not in rep_fast
+    assert fast["mixing_laws"] is None and fast["transfer"] is None and fast["isoflop"] is None
+
+
+def test_progress_and_one_warning_on_stderr(tmp_path, capsys):
+    """Each long step says when it starts and ends on stderr; the thin-test-split warning is one line for all
+    its categories (it was one per category); stdout keeps the results."""
+    small_sweep(tmp_path)
+    for p in (tmp_path / "runs").glob("*/test_results.json"):  # every category's test split: 2 papers
+        t = json.loads(p.read_text())
+        t["per_category"] = {c: dict(v, n_papers=2, n_tokens=700) for c, v in t["per_category"].items()}
+        p.write_text(json.dumps(t))
+    analyze.main([str(tmp_path), "--n_boot", "8", "--jobs", "1", "--no_baselines", "--verdicts_only"])
+    o, e = capsys.readouterr()
+    assert "H3 dilution law:" in o and "fit_error=" in o
+    warnings = [line for line in e.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "11 categories have a thin test split" in warnings[0], e
+    for step in ("fit dilution [all], 8 resamples", "cross-validation of 3 forms"):
+        assert f"{step} ..." in e and f"{step}: done in" in e
+    assert "bootstrap dilution [all]: 8/8" in e
+
+
+def children(pid):
+    """The live (not zombie) processes whose parent is pid."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.append(int(d.name))
+    return out
+
+
+def alive(pid):
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigterm_leaves_no_bootstrap_worker(tmp_path):
+    """SIGTERM once the two bootstrap workers run: analyze.py exits non-zero with one line, and none of its
+    child processes is alive 5 s later (they were left orphaned, still refitting)."""
+    small_sweep(tmp_path)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    p = subprocess.Popen([sys.executable, str(ROOT / "analyze.py"), str(tmp_path), "--n_boot", "100000", "--jobs", "2",
+                          "--no_baselines"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 240
+        kids = []
+        while time.monotonic() < deadline and p.poll() is None:
+            kids = children(p.pid)
+            if len(kids) >= 3:  # two workers and multiprocessing's resource tracker
+                break
+            time.sleep(0.5)
+        assert len(kids) >= 3 and p.poll() is None, f"no workers seen: {kids}"
+        time.sleep(2)  # let the bootstrap get going
+        p.send_signal(signal.SIGTERM)
+        err = p.communicate(timeout=60)[1]
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 143, err
+    last = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and last.startswith("analyze.py: stopped by SIGTERM"), err
+    time.sleep(5)
+    assert not [k for k in kids if alive(k)], "child processes outlived analyze.py"
