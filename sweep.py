@@ -49,8 +49,12 @@ estimated GPU memory and refuses a --runs_per_gpu that cannot fit the GPU's free
 task gets its GPU(s) from SLURM; `emit --runs_per_gpu R` packs R runs into each task, side by side.
 """
 import argparse
+import ast
+import contextlib
 import difflib
 import hashlib
+import importlib
+import io
 import itertools
 import json
 import math
@@ -160,6 +164,21 @@ def _yaml_load(text):
     return yaml.load(text, Loader=Loader)
 
 
+def parse_error(e):
+    """A YAML or JSON syntax error in one line, keeping where it is: PyYAML's message spans several lines
+    (problem, context, each with its place and a caret), and its first line alone has no place."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    if mark is not None:  # a yaml.MarkedYAMLError; its marks count from 0
+        where = f"line {mark.line + 1}, column {mark.column + 1}"
+        ctx = e.context_mark
+        context = (f" ({e.context} at line {ctx.line + 1}, column {ctx.column + 1})"
+                   if e.context and ctx is not None and ctx is not mark else "")
+        return f"{type(e).__name__} at {where}: {e.problem or e.context}{context}"
+    if isinstance(e, json.JSONDecodeError):
+        return f"JSONDecodeError at line {e.lineno}, column {e.colno}: {e.msg}"
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}"
+
+
 def load_plan(path):
     path = Path(path)
     if not path.is_file():
@@ -171,7 +190,7 @@ def load_plan(path):
         else:
             plan = json.loads(text)
     except Exception as e:
-        st.die(f"plan {path}: cannot parse ({type(e).__name__}: {str(e).splitlines()[0]})")
+        st.die(f"plan {path}: cannot parse ({parse_error(e)})")
     if isinstance(plan, dict):
         _check_keys(path, "", plan, list(PLAN_KEYS))  # first: a misspelt grid: is named as such
     if not isinstance(plan, dict) or not isinstance(plan.get("grid"), (dict, list)):
@@ -196,6 +215,115 @@ def load_plan(path):
     plan["fixed"] = plan.get("fixed") or {}
     plan["gpus_per_run"] = plan.get("gpus_per_run") or 1
     return plan
+
+
+# ----------------------------------------------------------------------------------------------------
+# plan values: each checked by the script's own parser before anything starts
+
+# modules a script's parse_args may use as they are (light: no torch); any other name it uses must be a
+# literal constant of the script or of the module it imports the name from (PYTHIA, SAMPLING_MODES, ...)
+LIGHT_MODULES = ("argparse", "store", "math", "os")
+
+
+def _constant(module, name):
+    """The literal value of the top-level assignment `name = ...` in a project module, read, not imported."""
+    tree = ast.parse((PROJECT / f"{module.replace('.', '/')}.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise LookupError(f"{module}.py has no constant {name}")
+
+
+def script_parser(script):
+    """The script's own parse_args (train.py's, ngram.py's), taken from its source and run here without the
+    script's imports (torch): a value the script refuses is refused before a run starts, by the same check."""
+    tree = ast.parse((PROJECT / script).read_text())
+    fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "parse_args"), None)
+    if fn is None:
+        raise LookupError(f"{script} has no parse_args")
+    used = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)}
+    ns = {"__doc__": ast.get_docstring(tree, clean=False) or "", "__name__": Path(script).stem}
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            ns.update({a.asname or a.name: importlib.import_module(a.name) for a in node.names
+                       if (a.asname or a.name) in used and a.name in LIGHT_MODULES})
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            ns.update({a.asname or a.name: _constant(node.module, a.name) for a in node.names
+                       if (a.asname or a.name) in used})
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            if node.targets[0].id in used:
+                ns[node.targets[0].id] = ast.literal_eval(node.value)
+    exec(compile(ast.Module(body=[fn], type_ignores=[]), str(PROJECT / script), "exec"), ns)
+    return ns["parse_args"]
+
+
+def _refusal(parse, argv):
+    """The script's one-line refusal of argv (None: accepted), without its "error: " and "(see --help)"."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            parse(argv)
+    except SystemExit as e:
+        if e.code in (0, None):
+            return None
+        line = (err.getvalue().strip().splitlines() or [f"exit code {e.code}"])[-1]
+        return re.sub(r" \(see \S+ --help\)$", "", line.removeprefix("error: "))
+    return None
+
+
+def model_config_problem(v):
+    """Why train.py would refuse a --model_config (None: it would not): a named config or a JSON file of an
+    object. The fields themselves are checked by transformers in the run (it needs torch)."""
+    names = _constant("model", "PYTHIA")
+    if v in names:
+        return None
+    f = project_path(v)
+    if not f.is_file():
+        return f"neither a named config ({', '.join(names)}) nor a JSON file"
+    try:
+        ok = isinstance(json.loads(f.read_text()), dict)
+    except (OSError, ValueError) as e:
+        return f"{f}: not valid JSON ({e})"
+    return None if ok else f"{f}: not a JSON object of GPTNeoXConfig fields"
+
+
+def check_values(path, plan):
+    """Every value of fixed: and the grids, each through the script's own parser (a budget of -3000, a
+    seed out of range, a K of 12, a sampling of 'uniform') and the checks train.py makes later on
+    (model_config a named config or a JSON file, categories known): one line per refused value naming its
+    key, exit 2, before any run starts or any script is emitted."""
+    script = plan.get("script", TRAIN)
+    parse = script_parser(script)
+    gpus = int(plan.get("gpus_per_run") or 1)
+    places = [("fixed.", {k: [v] for k, v in plan["fixed"].items()})]
+    places += [(f"grid[{i}]." if len(plan["grid"]) > 1 else "grid.", g) for i, g in enumerate(plan["grid"])]
+    problems, seen = [], set()
+    for where, axes in places:
+        for key, values in axes.items():
+            for v in values:
+                shown = v if isinstance(v, (str, int, float)) else json.dumps(v)
+                if (where + key, json.dumps(v)) in seen:
+                    continue
+                seen.add((where + key, json.dumps(v)))
+                if key == "batch_size" and gpus > 1 and not isinstance(v, bool) and isinstance(v, int) and v % gpus:
+                    problems.append(f"{where}{key} {shown}: not divisible by gpus_per_run {gpus}")
+                    continue
+                why = _refusal(parse, train_flags({key: v}, 1))
+                if why is None and key == "model_config" and script == TRAIN:
+                    why = model_config_problem(str(v))
+                if why is None and key == "categories":
+                    names = v if isinstance(v, list) else [v]
+                    unknown = [c for c in map(str, names) if c not in st.CATEGORIES]
+                    if unknown:
+                        why = f"unknown categor{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)} (known: {', '.join(st.CATEGORIES)})"
+                    elif len(set(names)) != len(names):
+                        why = "a category is listed twice"
+                if why:
+                    problems.append(f"{where}{key} {shown}: {why}")
+    for p in problems:
+        print(f"error: plan {path}: {p}", file=sys.stderr)
+    if problems:
+        raise SystemExit(2)
 
 
 def project_path(p):
@@ -874,6 +1002,8 @@ def main(argv=None):
     command("run-store", "build the plan's store if it is missing")
     args = p.parse_args(argv)  # numeric flags are range-checked here (st.number)
     plan = load_plan(args.plan)
+    if args.command in ("run", "emit"):  # before a store is built, a run started or a script written
+        check_values(args.plan, plan)
     fn = {"run": cmd_run, "status": cmd_status, "emit": cmd_emit, "list": cmd_list, "run-store": cmd_store}[args.command]
     rc = fn(plan, args)
     if args.command == "run" and rc:
