@@ -64,6 +64,7 @@ import queue
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -84,7 +85,11 @@ SHORT_NAMES = {"init_seed": "i", "data_seed": "ds", "learning_rate": "lr"}
 # 75: train.py found the run held by another process (it is running, not failed)
 INTERRUPTED_CODES = (130, -2, -15, 143, 75)
 RUN_LOCK = ".lock"  # train.py's one-writer lock in each run directory (runlock.py)
-SWEEP_LOCK = ".sweep.lock"  # `run`'s lock on its --out
+SWEEP_LOCK = ".sweep.lock"  # `run`'s lock on its --out (runlock.py)
+# not a lock: the pid file `run` writes in a run directory while the train.py it started runs (pid, host,
+# process start), so that the run shows as running before its train.py holds RUN_LOCK, and a stopped
+# sweep's runs can be found (benchmarks/gpu_check.py); trusted only for that very process (pid_file_process)
+PID_FILE = ".sweep.pid"
 STATUSES = ("complete", "running", "interrupted", "failed", "conflict", "pending")
 # a plan's schema: every key is checked, so a typo (fixd:, K_: ...) is refused instead of silently ignored
 PLAN_KEYS = ("name", "store", "grid", "fixed", "gpus_per_run", "slurm", "script")
@@ -478,8 +483,44 @@ def _pid_alive(pid):
     try:
         os.kill(pid, 0)
         return True
-    except (OSError, ValueError):
+    except PermissionError:
+        return True  # it exists, owned by another user
+    except (OSError, ValueError, OverflowError):
         return False
+
+
+def process_start(pid):
+    """'<boot id>:<start time in clock ticks>' of process pid on this host (None where /proc cannot say): a
+    pid reused by a later process, or after a reboot, has another."""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}:{stat.rsplit(')', 1)[1].split()[19]}"  # field 22, counted after the (comm) field
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def write_pid_file(run_dir, pid):
+    st.write_json_atomic(Path(run_dir) / PID_FILE, {"pid": pid, "host": socket.gethostname(),
+                                                    "start": process_start(pid)})
+
+
+def pid_file_process(path):
+    """The pid a run's pid file names if that very process still runs here, else None. A pid file left by a
+    sweep killed with -9 (its run ended since), naming another host, written before a reboot, or in the old
+    bare-pid format says nothing: a later process with the same pid is not the run, and the run's lock
+    (train.py's RUN_LOCK) decides."""
+    try:
+        rec = json.loads(Path(path).read_text())
+        pid = int(rec["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if rec.get("host") != socket.gethostname() or not _pid_alive(pid):
+        return None
+    start = process_start(pid)
+    if rec.get("start") is None or start is None:  # no /proc (macOS): the pid alone, on this host
+        return pid if rec.get("start") is None and start is None else None
+    return pid if start == rec["start"] else None
 
 
 def last_events(out):
@@ -533,13 +574,8 @@ def run_status(out, rid, events=None, conflict=None):
         return "complete", summary
     if runlock.holder(rd / RUN_LOCK):  # a train.py holds the run: this sweep's, another's, a SLURM task's
         return "running", summary
-    lock = rd / ".sweep.pid"
-    if lock.is_file():
-        try:
-            if _pid_alive(int(lock.read_text().strip())):
-                return "running", summary
-        except ValueError:
-            pass
+    if pid_file_process(rd / PID_FILE):  # started by a `run` here, its train.py not yet holding RUN_LOCK
+        return "running", summary
     if summary and summary.get("status") == "failed":
         return "failed", summary
     e = (events or {}).get(rid)
@@ -548,8 +584,8 @@ def run_status(out, rid, events=None, conflict=None):
     if (e and e.get("event") == "end" and e.get("returncode") not in (0, *INTERRUPTED_CODES)
             and not e.get("stopped_by_sweep")):
         return "failed", summary
-    # a directory holding only the lock files (a run stopped before it wrote anything) has nothing to resume
-    if rd.exists() and any(p.name not in (RUN_LOCK, ".sweep.pid") for p in rd.iterdir()):
+    # a directory holding only the lock and pid files (a run stopped before it wrote anything) has nothing to resume
+    if rd.exists() and any(p.name not in (RUN_LOCK, PID_FILE) for p in rd.iterdir()):
         return "interrupted", summary
     return "pending", summary
 
@@ -725,7 +761,7 @@ class Launcher:
         self.thread_env = thread_env(sum(len(s.split(",")) if s else 1 for s in slots))
         self.stopping = threading.Event()
         self.procs = {}
-        self.lock = threading.Lock()
+        self.procs_mutex = threading.Lock()  # the worker threads share self.procs
 
     def launch(self, item):
         rid, params, status = item
@@ -755,14 +791,14 @@ class Launcher:
             # a session of its own: a terminal's Ctrl-C reaches the sweep alone, which stops each run once
             p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT, env=env,
                                  start_new_session=True)
-            with self.lock:
+            with self.procs_mutex:
                 self.procs[rid] = p
-            (rd / ".sweep.pid").write_text(str(p.pid))
+            write_pid_file(rd, p.pid)
             _event(out, run_id=rid, event="start", pid=p.pid, gpu=slot, resumed=status == "interrupted")
             rc = p.wait()
-            with self.lock:
+            with self.procs_mutex:
                 self.procs.pop(rid, None)
-        (rd / ".sweep.pid").unlink(missing_ok=True)
+        (rd / PID_FILE).unlink(missing_ok=True)
         _event(out, run_id=rid, event="end", returncode=rc, wall_s=time.time() - t0,
                stopped_by_sweep=self.stopping.is_set())
         state, summary = run_status(out, rid, last_events(out))
@@ -781,7 +817,7 @@ class Launcher:
     def interrupt(self):
         """Stop launching; ask each running run to checkpoint and stop (SIGINT), then wait for them."""
         self.stopping.set()
-        with self.lock:
+        with self.procs_mutex:
             procs = list(self.procs.values())
         for p in procs:
             try:
