@@ -921,6 +921,11 @@ def cmd_status(plan, args):
         print(f"{rid:{width}s}  {status:11s} {count(s.get('tokens_seen') or 0)} {fmt(s.get('final_val_loss')):>9s} "
               f"{fmt(s.get('test_macro_loss')):>10s}")
     print(" | ".join(f"{k} {v}" for k, v in counts.items()))
+    from analysis.runs import metrics_note  # what analyze.py notes of a complete run (a running one is mid-write)
+    for rid, status, _ in rows:
+        note = metrics_note(out / "runs" / rid) if status == "complete" else None
+        if note:
+            print(f"note: {rid}: {note}")
     return counts
 
 
