@@ -292,6 +292,29 @@ def model_config_problem(v):
     return None if ok else f"{f}: not a JSON object of GPTNeoXConfig fields"
 
 
+SLURM_TIME = re.compile(r"^(\d+-\d+(:\d+){0,2}|\d+(:\d+){0,2})$")  # SLURM's --time forms (M, M:S, H:M:S, D-H[:M[:S]])
+
+
+def slurm_problems(sl):
+    """The slurm: block's values, one line each: time a string (unquoted, YAML reads 12:00:00 as the number
+    43200, which SLURM would take as minutes), counts positive integers, extra a list of #SBATCH options."""
+    out = []
+    t = sl.get("time")
+    if t is not None and not (isinstance(t, str) and SLURM_TIME.match(t)):
+        out.append(f"slurm.time {t!r}: must be a quoted SLURM time such as \"04:00:00\" or \"1-12:00:00\""
+                   + (" (unquoted, YAML reads 12:00:00 as a number of seconds)" if isinstance(t, int) else ""))
+    for k in ("cpus_per_task", "max_concurrent"):
+        v = sl.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            out.append(f"slurm.{k} {v!r}: must be a positive integer")
+    if sl.get("partition") is not None and not isinstance(sl["partition"], str):
+        out.append(f"slurm.partition {sl['partition']!r}: must be a partition name")
+    extra = sl.get("extra")
+    if extra is not None and (not isinstance(extra, list) or not all(isinstance(x, str) for x in extra)):
+        out.append(f"slurm.extra {extra!r}: must be a list of #SBATCH options, e.g. [\"--account=proj42\"]")
+    return out
+
+
 def check_values(path, plan):
     """Every value of fixed: and the grids, each through the script's own parser (a budget of -3000, a
     seed out of range, a K of 12, a sampling of 'uniform') and the checks train.py makes later on
@@ -325,6 +348,7 @@ def check_values(path, plan):
                         why = "a category is listed twice"
                 if why:
                     problems.append(f"{where}{key} {shown}: {why}")
+    problems += slurm_problems(plan.get("slurm") or {})
     for p in problems:
         print(f"error: plan {path}: {p}", file=sys.stderr)
     if problems:

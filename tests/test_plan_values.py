@@ -82,6 +82,26 @@ def test_categories_and_gpu_split_and_ngram_values(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().endswith("grid.order 9: --order must be in 1..5 (got 9)"), r.stderr
 
 
+def test_slurm_block_values(tmp_path):
+    """The slurm: block as README documents it: an unquoted 12:00:00 (YAML's sexagesimal 43200, which
+    SLURM would read as 30 days) and other bad values refused; a good block lands in the script."""
+    p = tmp_path / "s.yaml"
+    p.write_text("name: s\nstore: {data_dir: x}\ngrid: {K: [1]}\n"
+                 "slurm: {time: 12:00:00, cpus_per_task: 0, max_concurrent: -1, extra: --account=x, partition: 7}\n")
+    r = _sweep("emit", p, "--out", tmp_path / "o", "--format", "slurm")
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 5 and not (tmp_path / "o").exists(), r.stderr
+    assert "slurm.time 43200: must be a quoted SLURM time" in r.stderr
+    for words in ("slurm.cpus_per_task 0", "slurm.max_concurrent -1", "slurm.extra '--account=x'", "slurm.partition 7"):
+        assert words in r.stderr, (words, r.stderr)
+    p.write_text('name: s\nstore: {data_dir: x}\ngrid: {K: [1, 2]}\n'
+                 'slurm: {time: "1-12:00:00", cpus_per_task: 16, max_concurrent: 1, extra: ["--account=x"], partition: gpu}\n')
+    r = _sweep("emit", p, "--out", tmp_path / "o", "--format", "slurm")
+    assert r.returncode == 0, r.stderr
+    for line in ("#SBATCH --time=1-12:00:00", "#SBATCH --cpus-per-task=16", "#SBATCH --array=0-1%1",
+                 "#SBATCH --account=x", "#SBATCH --partition=gpu"):
+        assert line in r.stdout.splitlines(), (line, r.stdout)
+
+
 def test_shipped_plans_pass_the_value_check():
     for p in sorted((ROOT / "plans").glob("*.yaml")):
         sweep.check_values(p, sweep.load_plan(p))  # SystemExit would fail the test
