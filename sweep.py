@@ -241,24 +241,35 @@ def _constant(module, name):
 
 def script_parser(script):
     """The script's own parse_args (train.py's, ngram.py's), taken from its source and run here without the
-    script's imports (torch): a value the script refuses is refused before a run starts, by the same check."""
-    tree = ast.parse((PROJECT / script).read_text())
+    script's imports (torch): a value the script refuses is refused before a run starts, by the same check.
+    A parse_args the script imports from a project module (`from train_args import parse_args`) is followed."""
+    source = PROJECT / script
+    tree = ast.parse(source.read_text())
     fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "parse_args"), None)
     if fn is None:
-        raise LookupError(f"{script} has no parse_args")
+        origin = next((n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.level == 0
+                       and any(a.name == "parse_args" and a.asname in (None, "parse_args") for a in n.names)), None)
+        if origin is None or not (PROJECT / f"{origin.replace('.', '/')}.py").is_file():
+            st.die(f"cannot check the plan's values: {script} has no parse_args (sweep.script_parser reads it)")
+        return script_parser(f"{origin.replace('.', '/')}.py")
     used = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)}
     ns = {"__doc__": ast.get_docstring(tree, clean=False) or "", "__name__": Path(script).stem}
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            ns.update({a.asname or a.name: importlib.import_module(a.name) for a in node.names
-                       if (a.asname or a.name) in used and a.name in LIGHT_MODULES})
-        elif isinstance(node, ast.ImportFrom) and node.level == 0:
-            ns.update({a.asname or a.name: _constant(node.module, a.name) for a in node.names
-                       if (a.asname or a.name) in used})
-        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            if node.targets[0].id in used:
-                ns[node.targets[0].id] = ast.literal_eval(node.value)
-    exec(compile(ast.Module(body=[fn], type_ignores=[]), str(PROJECT / script), "exec"), ns)
+    for node in tree.body:  # in order: a later assignment may use an earlier import (pos = st.number(...))
+        try:
+            if isinstance(node, ast.Import):
+                ns.update({a.asname or a.name: importlib.import_module(a.name) for a in node.names
+                           if (a.asname or a.name) in used and a.name in LIGHT_MODULES})
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                for a in node.names:
+                    if (a.asname or a.name) in used:
+                        ns[a.asname or a.name] = (getattr(importlib.import_module(node.module), a.name)
+                                                  if node.module in LIGHT_MODULES else _constant(node.module, a.name))
+            elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                if node.targets[0].id in used:
+                    ns[node.targets[0].id] = eval(compile(ast.Expression(node.value), str(source), "eval"), ns)
+        except (ValueError, LookupError, NameError, AttributeError, OSError, SyntaxError):
+            pass  # not a light value: parse_args fails on it below only if it really uses it
+    exec(compile(ast.Module(body=[fn], type_ignores=[]), str(source), "exec"), ns)
     return ns["parse_args"]
 
 
@@ -273,6 +284,8 @@ def _refusal(parse, argv):
             return None
         line = (err.getvalue().strip().splitlines() or [f"exit code {e.code}"])[-1]
         return re.sub(r" \(see \S+ --help\)$", "", line.removeprefix("error: "))
+    except Exception as e:  # a value the parser chokes on (or a parse_args needing more than sweep.py gives it)
+        return f"{' '.join(argv)}: {type(e).__name__}: {e}"
     return None
 
 

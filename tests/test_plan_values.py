@@ -102,6 +102,32 @@ def test_slurm_block_values(tmp_path):
         assert line in r.stdout.splitlines(), (line, r.stdout)
 
 
+def test_the_parser_is_found_where_train_py_imports_it_from(tmp_path, monkeypatch):
+    """train.py may take its parser from a module of its own (a restructuring): script_parser follows the
+    import, resolves module-level helpers built from store (pos = st.number(...)) and constants of heavy
+    modules (model.PYTHIA, read not imported), and never imports torch."""
+    (tmp_path / "model.py").write_text("import torch\nPYTHIA = {'pythia-14m': (128, 6, 4, 1e-3, 1)}\n")
+    (tmp_path / "train_args.py").write_text(
+        '"""Doc.\n\nMore."""\nimport torch\nimport store as st\nfrom model import PYTHIA\n'
+        "pos = st.number(float, 0, lo_open=True)\nDEVICE = torch.device('cpu')\n\n"
+        "def parse_args(argv=None):\n    p = st.ArgumentParser(description=__doc__.split('\\n\\n')[0])\n"
+        "    p.add_argument('--token_budget', type=pos)\n    p.add_argument('--model_config', help=', '.join(PYTHIA))\n"
+        "    return p.parse_args(argv)\n")
+    (tmp_path / "train.py").write_text("import torch\nimport store as st\nfrom train_args import parse_args\n")
+    monkeypatch.setattr(sweep, "PROJECT", tmp_path)
+    parse = sweep.script_parser("train.py")
+    assert sweep._refusal(parse, ["--token_budget", "-3"]) == "argument --token_budget: must be a number > 0, got -3"
+    assert sweep._refusal(parse, ["--token_budget", "3", "--model_config", "x"]) is None
+    probe = ("import sys, sweep, pathlib; sweep.PROJECT = pathlib.Path(sys.argv[1]); sweep.script_parser('train.py'); "
+             "print('torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stdout + r.stderr  # no torch imported
+    (tmp_path / "train.py").write_text("import torch\n")
+    r = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and r.stderr.strip() == ("error: cannot check the plan's values: train.py has no "
+                                                      "parse_args (sweep.script_parser reads it)"), r.stderr
+
+
 def test_shipped_plans_pass_the_value_check():
     for p in sorted((ROOT / "plans").glob("*.yaml")):
         sweep.check_values(p, sweep.load_plan(p))  # SystemExit would fail the test
