@@ -24,11 +24,13 @@ A plan file:
       token_budget: [4000, 12000]
     fixed: {sampling: balanced, batch_size: 8}     # train.py flags for every run; batch_size is global
     gpus_per_run: 1               # emit: torchrun with this many processes, per-device batch = batch_size / gpus
-    slurm: {time: "02:00:00", partition: gpu, cpus_per_task: 8}
+    slurm: {time: "02:00:00", partition: gpu, cpus_per_task: 8}   # emit --format slurm; also max_concurrent,
+                                  # extra: [#SBATCH options] (README, section 5: keys and defaults)
     script: train.py              # optional: ngram.py runs the plan with the Kneser-Ney model (plans/ngram_*.yaml)
 
 Every key of a plan is checked (a misspelt one is refused with the nearest valid name): the keys above,
-store.build against fetch_arxiv.py's flags, fixed and the grid axes against train.py's.
+store.build against fetch_arxiv.py's flags, fixed and the grid axes against train.py's. `run` and `emit`
+check every value before anything starts, by the script's own parser (check_values): one line per bad value.
 Relative paths in a plan (data_dir, model_config files, build paths) are relative to the project root.
 Runs live in OUT/runs/<run_id>/ (train.py's run directory); sweep events in OUT/sweep_events.jsonl and each
 run's console output in OUT/logs/<run_id>.log. A run is complete exactly when its summary.json says so;
