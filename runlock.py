@@ -28,8 +28,8 @@ UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, getat
 RETRY_S = 0.5  # a status probe holds a lock for microseconds: retry this long before calling it held
 MOUNTINFO = "/proc/self/mountinfo"
 # mount options with which flock(2) is local to each host of a shared filesystem: NFS's local_lock=flock and
-# local_lock=all (nolock, on NFSv2/3, means local_lock=all), Lustre's localflock
-NODE_LOCAL_OPTIONS = ("local_lock=flock", "local_lock=all", "nolock", "localflock")
+# local_lock=all (nolock, on NFSv2/3, means local_lock=all), Lustre's localflock, GFS2's localflocks
+NODE_LOCAL_OPTIONS = ("local_lock=flock", "local_lock=all", "nolock", "localflock", "localflocks")
 _warned_mounts = set()  # each such mount is warned about once per process
 
 

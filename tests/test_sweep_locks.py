@@ -110,7 +110,7 @@ def test_runlock_warns_once_where_flock_is_local_to_each_host(tmp_path, monkeypa
     info = tmp_path / "mountinfo"
     monkeypatch.setattr(runlock, "MOUNTINFO", str(info))
     cases = [("nfs4", "4.2", "local_lock=flock", True), ("nfs", "3", "nolock,local_lock=all", True),
-             ("lustre", "2", "localflock", True), ("nfs4", "4.2", "local_lock=none", False),
+             ("lustre", "2", "localflock", True), ("gfs2", "1", "localflocks", True), ("nfs4", "4.2", "local_lock=none", False),
              ("nfs4", "4.2", "local_lock=posix", False)]
     for fstype, vers, opts, unsafe in cases:
         info.write_text(MOUNTINFO.format(mp=mp, fstype=fstype, vers=vers, opts=opts))
