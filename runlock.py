@@ -6,14 +6,19 @@ asks whether a run's lock is held to report it as running (also a run a SLURM ta
 
 The lock is flock(2) on an open file: the kernel releases it when the process dies, however it dies
 (kill -9, a node's OOM killer), so a crash leaves no stale lock; the file's text (host, pid, start time)
-only names the holder for the refusal message. It needs a filesystem with working locks: local disks,
-NFSv4 (Linux maps flock to NFS byte-range locks), Lustre mounted with `-o flock`, GPFS. Where the
-filesystem refuses locks (ENOLCK, EOPNOTSUPP, ...) acquire() says so once and the run goes on unguarded.
+only names the holder for the refusal message. It needs a filesystem whose locks every host sees: local
+disks (one host anyway), NFS mounted with the default local_lock=none (Linux maps flock to NFS byte-range
+locks, seen by every client), Lustre mounted with `-o flock`. Where the filesystem refuses locks (ENOLCK,
+EOPNOTSUPP, ...) acquire() says so once and the run goes on unguarded. Where the mount makes flock local
+to each host (NFS `nolock`, `local_lock=flock` or `local_lock=all`; Lustre `localflock`), a process on
+another host gets the same lock too: acquire() warns once per mount (node_local_mount, from
+/proc/self/mountinfo); the lock still keeps out a second process on this host.
 """
 import errno
 import fcntl
 import json
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -21,6 +26,11 @@ from pathlib import Path
 # errno values with which a filesystem says "no locks here" (as opposed to "someone holds it")
 UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)}
 RETRY_S = 0.5  # a status probe holds a lock for microseconds: retry this long before calling it held
+MOUNTINFO = "/proc/self/mountinfo"
+# mount options with which flock(2) is local to each host of a shared filesystem: NFS's local_lock=flock and
+# local_lock=all (nolock, on NFSv2/3, means local_lock=all), Lustre's localflock, GFS2's localflocks
+NODE_LOCAL_OPTIONS = ("local_lock=flock", "local_lock=all", "nolock", "localflock", "localflocks")
+_warned_mounts = set()  # each such mount is warned about once per process
 
 
 class Held(Exception):
@@ -37,6 +47,47 @@ class Lock:
         if self.fd is not None:
             os.close(self.fd)  # closing the descriptor drops the flock
             self.fd = None
+
+
+def _unescape(field):
+    """A mountinfo path field: space, tab, newline and backslash are written as octal escapes (\\040)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def node_local_mount(path, mountinfo=None):
+    """(mount point, filesystem type, [options]) when the mount holding `path` has options that make flock
+    local to each host (NODE_LOCAL_OPTIONS); None otherwise, or where mountinfo cannot be read (not Linux).
+    A mountinfo line: id parent major:minor root MOUNT_POINT MOUNT_OPTIONS [optional...] - FSTYPE source
+    SUPER_OPTIONS (NFS lists local_lock=... and nolock among the latter)."""
+    try:
+        lines = Path(mountinfo or MOUNTINFO).read_text().splitlines()
+    except OSError:
+        return None
+    target, best = os.path.realpath(path), None
+    for line in lines:
+        f = line.split()
+        if len(f) < 10 or "-" not in f[6:]:
+            continue
+        sep = f.index("-", 6)
+        mount_point = _unescape(f[4])
+        inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+        # the longest mount point holding the path; of equal ones the last (a mount over an earlier one)
+        if inside and (best is None or len(mount_point) >= len(best[0])):
+            options = f[5].split(",") + (f[sep + 3].split(",") if len(f) > sep + 3 else [])
+            best = (mount_point, f[sep + 1], options)
+    if best is None:
+        return None
+    bad = [o for o in NODE_LOCAL_OPTIONS if o in best[2]]
+    return (best[0], best[1], bad) if bad else None
+
+
+def _warn_node_local(path, warn):
+    found = node_local_mount(path.parent)
+    if found and found[0] not in _warned_mounts:
+        _warned_mounts.add(found[0])
+        warn(f"warning: {path.parent} is on {found[1]} {found[0]} mounted with {', '.join(found[2])}: flock "
+             "there is local to this host, so a process on another host would get the same lock; start every "
+             "process on this directory from one host (README: locks on shared filesystems)")
 
 
 def _try_lock(fd):
@@ -83,6 +134,7 @@ def acquire(path, warn=print):
     except BaseException:
         os.close(fd)
         raise
+    _warn_node_local(path, warn)
     text = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "start_time": time.time()}) + "\n"
     os.ftruncate(fd, 0)
     os.pwrite(fd, text.encode(), 0)

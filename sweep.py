@@ -24,11 +24,13 @@ A plan file:
       token_budget: [4000, 12000]
     fixed: {sampling: balanced, batch_size: 8}     # train.py flags for every run; batch_size is global
     gpus_per_run: 1               # emit: torchrun with this many processes, per-device batch = batch_size / gpus
-    slurm: {time: "02:00:00", partition: gpu, cpus_per_task: 8}
+    slurm: {time: "02:00:00", partition: gpu, cpus_per_task: 8}   # emit --format slurm; also max_concurrent,
+                                  # extra: [#SBATCH options] (README, section 5: keys and defaults)
     script: train.py              # optional: ngram.py runs the plan with the Kneser-Ney model (plans/ngram_*.yaml)
 
 Every key of a plan is checked (a misspelt one is refused with the nearest valid name): the keys above,
-store.build against fetch_arxiv.py's flags, fixed and the grid axes against train.py's.
+store.build against fetch_arxiv.py's flags, fixed and the grid axes against train.py's. `run` and `emit`
+check every value before anything starts, by the script's own parser (check_values): one line per bad value.
 Relative paths in a plan (data_dir, model_config files, build paths) are relative to the project root.
 Runs live in OUT/runs/<run_id>/ (train.py's run directory); sweep events in OUT/sweep_events.jsonl and each
 run's console output in OUT/logs/<run_id>.log. A run is complete exactly when its summary.json says so;
@@ -49,8 +51,12 @@ estimated GPU memory and refuses a --runs_per_gpu that cannot fit the GPU's free
 task gets its GPU(s) from SLURM; `emit --runs_per_gpu R` packs R runs into each task, side by side.
 """
 import argparse
+import ast
+import contextlib
 import difflib
 import hashlib
+import importlib
+import io
 import itertools
 import json
 import math
@@ -60,6 +66,7 @@ import queue
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -80,7 +87,11 @@ SHORT_NAMES = {"init_seed": "i", "data_seed": "ds", "learning_rate": "lr"}
 # 75: train.py found the run held by another process (it is running, not failed)
 INTERRUPTED_CODES = (130, -2, -15, 143, 75)
 RUN_LOCK = ".lock"  # train.py's one-writer lock in each run directory (runlock.py)
-SWEEP_LOCK = ".sweep.lock"  # `run`'s lock on its --out
+SWEEP_LOCK = ".sweep.lock"  # `run`'s lock on its --out (runlock.py)
+# not a lock: the pid file `run` writes in a run directory while the train.py it started runs (pid, host,
+# process start), so that the run shows as running before its train.py holds RUN_LOCK, and a stopped
+# sweep's runs can be found (benchmarks/gpu_check.py); trusted only for that very process (pid_file_process)
+PID_FILE = ".sweep.pid"
 STATUSES = ("complete", "running", "interrupted", "failed", "conflict", "pending")
 # a plan's schema: every key is checked, so a typo (fixd:, K_: ...) is refused instead of silently ignored
 PLAN_KEYS = ("name", "store", "grid", "fixed", "gpus_per_run", "slurm", "script")
@@ -160,6 +171,21 @@ def _yaml_load(text):
     return yaml.load(text, Loader=Loader)
 
 
+def parse_error(e):
+    """A YAML or JSON syntax error in one line, keeping where it is: PyYAML's message spans several lines
+    (problem, context, each with its place and a caret), and its first line alone has no place."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    if mark is not None:  # a yaml.MarkedYAMLError; its marks count from 0
+        where = f"line {mark.line + 1}, column {mark.column + 1}"
+        ctx = e.context_mark
+        context = (f" ({e.context} at line {ctx.line + 1}, column {ctx.column + 1})"
+                   if e.context and ctx is not None and ctx is not mark else "")
+        return f"{type(e).__name__} at {where}: {e.problem or e.context}{context}"
+    if isinstance(e, json.JSONDecodeError):
+        return f"JSONDecodeError at line {e.lineno}, column {e.colno}: {e.msg}"
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}"
+
+
 def load_plan(path):
     path = Path(path)
     if not path.is_file():
@@ -171,7 +197,7 @@ def load_plan(path):
         else:
             plan = json.loads(text)
     except Exception as e:
-        st.die(f"plan {path}: cannot parse ({type(e).__name__}: {str(e).splitlines()[0]})")
+        st.die(f"plan {path}: cannot parse ({parse_error(e)})")
     if isinstance(plan, dict):
         _check_keys(path, "", plan, list(PLAN_KEYS))  # first: a misspelt grid: is named as such
     if not isinstance(plan, dict) or not isinstance(plan.get("grid"), (dict, list)):
@@ -196,6 +222,152 @@ def load_plan(path):
     plan["fixed"] = plan.get("fixed") or {}
     plan["gpus_per_run"] = plan.get("gpus_per_run") or 1
     return plan
+
+
+# ----------------------------------------------------------------------------------------------------
+# plan values: each checked by the script's own parser before anything starts
+
+# modules a script's parse_args may use as they are (light: no torch); any other name it uses must be a
+# literal constant of the script or of the module it imports the name from (PYTHIA, SAMPLING_MODES, ...)
+LIGHT_MODULES = ("argparse", "store", "math", "os")
+
+
+def _constant(module, name):
+    """The literal value of the top-level assignment `name = ...` in a project module, read, not imported."""
+    tree = ast.parse((PROJECT / f"{module.replace('.', '/')}.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise LookupError(f"{module}.py has no constant {name}")
+
+
+def script_parser(script):
+    """The script's own parse_args (train.py's, ngram.py's), taken from its source and run here without the
+    script's imports (torch): a value the script refuses is refused before a run starts, by the same check.
+    A parse_args the script imports from a project module (`from train_args import parse_args`) is followed."""
+    source = PROJECT / script
+    tree = ast.parse(source.read_text())
+    fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "parse_args"), None)
+    if fn is None:
+        origin = next((n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.level == 0
+                       and any(a.name == "parse_args" and a.asname in (None, "parse_args") for a in n.names)), None)
+        if origin is None or not (PROJECT / f"{origin.replace('.', '/')}.py").is_file():
+            st.die(f"cannot check the plan's values: {script} has no parse_args (sweep.script_parser reads it)")
+        return script_parser(f"{origin.replace('.', '/')}.py")
+    used = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)}
+    ns = {"__doc__": ast.get_docstring(tree, clean=False) or "", "__name__": Path(script).stem}
+    for node in tree.body:  # in order: a later assignment may use an earlier import (pos = st.number(...))
+        try:
+            if isinstance(node, ast.Import):
+                ns.update({a.asname or a.name: importlib.import_module(a.name) for a in node.names
+                           if (a.asname or a.name) in used and a.name in LIGHT_MODULES})
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                for a in node.names:
+                    if (a.asname or a.name) in used:
+                        ns[a.asname or a.name] = (getattr(importlib.import_module(node.module), a.name)
+                                                  if node.module in LIGHT_MODULES else _constant(node.module, a.name))
+            elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                if node.targets[0].id in used:
+                    ns[node.targets[0].id] = eval(compile(ast.Expression(node.value), str(source), "eval"), ns)
+        except (ValueError, LookupError, NameError, AttributeError, OSError, SyntaxError):
+            pass  # not a light value: parse_args fails on it below only if it really uses it
+    exec(compile(ast.Module(body=[fn], type_ignores=[]), str(source), "exec"), ns)
+    return ns["parse_args"]
+
+
+def _refusal(parse, argv):
+    """The script's one-line refusal of argv (None: accepted), without its "error: " and "(see --help)"."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            parse(argv)
+    except SystemExit as e:
+        if e.code in (0, None):
+            return None
+        line = (err.getvalue().strip().splitlines() or [f"exit code {e.code}"])[-1]
+        return re.sub(r" \(see \S+ --help\)$", "", line.removeprefix("error: "))
+    except Exception as e:  # a value the parser chokes on (or a parse_args needing more than sweep.py gives it)
+        return f"{' '.join(argv)}: {type(e).__name__}: {e}"
+    return None
+
+
+def model_config_problem(v):
+    """Why train.py would refuse a --model_config (None: it would not): a named config or a JSON file of an
+    object. The fields themselves are checked by transformers in the run (it needs torch)."""
+    names = _constant("model", "PYTHIA")
+    if v in names:
+        return None
+    f = project_path(v)
+    if not f.is_file():
+        return f"neither a named config ({', '.join(names)}) nor a JSON file"
+    try:
+        ok = isinstance(json.loads(f.read_text()), dict)
+    except (OSError, ValueError) as e:
+        return f"{f}: not valid JSON ({e})"
+    return None if ok else f"{f}: not a JSON object of GPTNeoXConfig fields"
+
+
+SLURM_TIME = re.compile(r"^(\d+-\d+(:\d+){0,2}|\d+(:\d+){0,2})$")  # SLURM's --time forms (M, M:S, H:M:S, D-H[:M[:S]])
+
+
+def slurm_problems(sl):
+    """The slurm: block's values, one line each: time a string (unquoted, YAML reads 12:00:00 as the number
+    43200, which SLURM would take as minutes), counts positive integers, extra a list of #SBATCH options."""
+    out = []
+    t = sl.get("time")
+    if t is not None and not (isinstance(t, str) and SLURM_TIME.match(t)):
+        out.append(f"slurm.time {t!r}: must be a quoted SLURM time such as \"04:00:00\" or \"1-12:00:00\""
+                   + (" (unquoted, YAML reads 12:00:00 as a number of seconds)" if isinstance(t, int) else ""))
+    for k in ("cpus_per_task", "max_concurrent"):
+        v = sl.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            out.append(f"slurm.{k} {v!r}: must be a positive integer")
+    if sl.get("partition") is not None and not isinstance(sl["partition"], str):
+        out.append(f"slurm.partition {sl['partition']!r}: must be a partition name")
+    extra = sl.get("extra")
+    if extra is not None and (not isinstance(extra, list) or not all(isinstance(x, str) for x in extra)):
+        out.append(f"slurm.extra {extra!r}: must be a list of #SBATCH options, e.g. [\"--account=proj42\"]")
+    return out
+
+
+def check_values(path, plan):
+    """Every value of fixed: and the grids, each through the script's own parser (a budget of -3000, a
+    seed out of range, a K of 12, a sampling of 'uniform') and the checks train.py makes later on
+    (model_config a named config or a JSON file, categories known): one line per refused value naming its
+    key, exit 2, before any run starts or any script is emitted."""
+    script = plan.get("script", TRAIN)
+    parse = script_parser(script)
+    gpus = int(plan.get("gpus_per_run") or 1)
+    places = [("fixed.", {k: [v] for k, v in plan["fixed"].items()})]
+    places += [(f"grid[{i}]." if len(plan["grid"]) > 1 else "grid.", g) for i, g in enumerate(plan["grid"])]
+    problems, seen = [], set()
+    for where, axes in places:
+        for key, values in axes.items():
+            for v in values:
+                shown = v if isinstance(v, (str, int, float)) else json.dumps(v)
+                if (where + key, json.dumps(v)) in seen:
+                    continue
+                seen.add((where + key, json.dumps(v)))
+                if key == "batch_size" and gpus > 1 and not isinstance(v, bool) and isinstance(v, int) and v % gpus:
+                    problems.append(f"{where}{key} {shown}: not divisible by gpus_per_run {gpus}")
+                    continue
+                why = _refusal(parse, train_flags({key: v}, 1))
+                if why is None and key == "model_config" and script == TRAIN:
+                    why = model_config_problem(str(v))
+                if why is None and key == "categories":
+                    names = v if isinstance(v, list) else [v]
+                    unknown = [c for c in map(str, names) if c not in st.CATEGORIES]
+                    if unknown:
+                        why = f"unknown categor{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)} (known: {', '.join(st.CATEGORIES)})"
+                    elif len(set(names)) != len(names):
+                        why = "a category is listed twice"
+                if why:
+                    problems.append(f"{where}{key} {shown}: {why}")
+    problems += slurm_problems(plan.get("slurm") or {})
+    for p in problems:
+        print(f"error: plan {path}: {p}", file=sys.stderr)
+    if problems:
+        raise SystemExit(2)
 
 
 def project_path(p):
@@ -350,8 +522,44 @@ def _pid_alive(pid):
     try:
         os.kill(pid, 0)
         return True
-    except (OSError, ValueError):
+    except PermissionError:
+        return True  # it exists, owned by another user
+    except (OSError, ValueError, OverflowError):
         return False
+
+
+def process_start(pid):
+    """'<boot id>:<start time in clock ticks>' of process pid on this host (None where /proc cannot say): a
+    pid reused by a later process, or after a reboot, has another."""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}:{stat.rsplit(')', 1)[1].split()[19]}"  # field 22, counted after the (comm) field
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def write_pid_file(run_dir, pid):
+    st.write_json_atomic(Path(run_dir) / PID_FILE, {"pid": pid, "host": socket.gethostname(),
+                                                    "start": process_start(pid)})
+
+
+def pid_file_process(path):
+    """The pid a run's pid file names if that very process still runs here, else None. A pid file left by a
+    sweep killed with -9 (its run ended since), naming another host, written before a reboot, or in the old
+    bare-pid format says nothing: a later process with the same pid is not the run, and the run's lock
+    (train.py's RUN_LOCK) decides."""
+    try:
+        rec = json.loads(Path(path).read_text())
+        pid = int(rec["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if rec.get("host") != socket.gethostname() or not _pid_alive(pid):
+        return None
+    start = process_start(pid)
+    if rec.get("start") is None or start is None:  # no /proc (macOS): the pid alone, on this host
+        return pid if rec.get("start") is None and start is None else None
+    return pid if start == rec["start"] else None
 
 
 def last_events(out):
@@ -405,13 +613,8 @@ def run_status(out, rid, events=None, conflict=None):
         return "complete", summary
     if runlock.holder(rd / RUN_LOCK):  # a train.py holds the run: this sweep's, another's, a SLURM task's
         return "running", summary
-    lock = rd / ".sweep.pid"
-    if lock.is_file():
-        try:
-            if _pid_alive(int(lock.read_text().strip())):
-                return "running", summary
-        except ValueError:
-            pass
+    if pid_file_process(rd / PID_FILE):  # started by a `run` here, its train.py not yet holding RUN_LOCK
+        return "running", summary
     if summary and summary.get("status") == "failed":
         return "failed", summary
     e = (events or {}).get(rid)
@@ -420,8 +623,8 @@ def run_status(out, rid, events=None, conflict=None):
     if (e and e.get("event") == "end" and e.get("returncode") not in (0, *INTERRUPTED_CODES)
             and not e.get("stopped_by_sweep")):
         return "failed", summary
-    # a directory holding only the lock files (a run stopped before it wrote anything) has nothing to resume
-    if rd.exists() and any(p.name not in (RUN_LOCK, ".sweep.pid") for p in rd.iterdir()):
+    # a directory holding only the lock and pid files (a run stopped before it wrote anything) has nothing to resume
+    if rd.exists() and any(p.name not in (RUN_LOCK, PID_FILE) for p in rd.iterdir()):
         return "interrupted", summary
     return "pending", summary
 
@@ -597,7 +800,7 @@ class Launcher:
         self.thread_env = thread_env(sum(len(s.split(",")) if s else 1 for s in slots))
         self.stopping = threading.Event()
         self.procs = {}
-        self.lock = threading.Lock()
+        self.procs_mutex = threading.Lock()  # the worker threads share self.procs
 
     def launch(self, item):
         rid, params, status = item
@@ -627,14 +830,14 @@ class Launcher:
             # a session of its own: a terminal's Ctrl-C reaches the sweep alone, which stops each run once
             p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT, env=env,
                                  start_new_session=True)
-            with self.lock:
+            with self.procs_mutex:
                 self.procs[rid] = p
-            (rd / ".sweep.pid").write_text(str(p.pid))
+            write_pid_file(rd, p.pid)
             _event(out, run_id=rid, event="start", pid=p.pid, gpu=slot, resumed=status == "interrupted")
             rc = p.wait()
-            with self.lock:
+            with self.procs_mutex:
                 self.procs.pop(rid, None)
-        (rd / ".sweep.pid").unlink(missing_ok=True)
+        (rd / PID_FILE).unlink(missing_ok=True)
         _event(out, run_id=rid, event="end", returncode=rc, wall_s=time.time() - t0,
                stopped_by_sweep=self.stopping.is_set())
         state, summary = run_status(out, rid, last_events(out))
@@ -653,7 +856,7 @@ class Launcher:
     def interrupt(self):
         """Stop launching; ask each running run to checkpoint and stop (SIGINT), then wait for them."""
         self.stopping.set()
-        with self.lock:
+        with self.procs_mutex:
             procs = dict(self.procs)
         for p in procs.values():
             try:
@@ -760,6 +963,11 @@ def cmd_status(plan, args):
         print(f"{rid:{width}s}  {status:11s} {count(s.get('tokens_seen') or 0)} {fmt(s.get('final_val_loss')):>9s} "
               f"{fmt(s.get('test_macro_loss')):>10s}")
     print(" | ".join(f"{k} {v}" for k, v in counts.items()))
+    from analysis.runs import metrics_note  # what analyze.py notes of a complete run (a running one is mid-write)
+    for rid, status, _ in rows:
+        note = metrics_note(out / "runs" / rid) if status == "complete" else None
+        if note:
+            print(f"note: {rid}: {note}")
     return counts
 
 
@@ -877,6 +1085,8 @@ def main(argv=None):
     command("run-store", "build the plan's store if it is missing")
     args = p.parse_args(argv)  # numeric flags are range-checked here (st.number)
     plan = load_plan(args.plan)
+    if args.command in ("run", "emit"):  # before a store is built, a run started or a script written
+        check_values(args.plan, plan)
     fn = {"run": cmd_run, "status": cmd_status, "emit": cmd_emit, "list": cmd_list, "run-store": cmd_store}[args.command]
     rc = fn(plan, args)
     if args.command == "run" and rc:

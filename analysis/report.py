@@ -70,6 +70,9 @@ def _data_section(runs, rows, sample):
         L += ["### Excluded runs", "", "| run | reason |", "|---|---|"]
         L += [f"| {r['run_id']} | {r['excluded']} |" for r in exc]
         L.append("")
+    noted = [r for r in runs if r.get("note")]  # e.g. a metrics.jsonl cut mid-line (analysis.runs.metrics_note)
+    if noted:
+        L += ["### Notes", "", "| run | note |", "|---|---|"] + [f"| {r['run_id']} | {r['note']} |" for r in noted] + [""]
     return L
 
 

@@ -41,6 +41,29 @@ def _finite(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def metrics_note(run_dir):
+    """None, or a note naming the lines of the run's metrics.jsonl that do not parse (a line cut mid-write by a
+    kill or a full disk): those rows are missing from its curves and its val_loss/<category>."""
+    p = Path(run_dir) / "metrics.jsonl"
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None if not p.exists() else "metrics.jsonl is unreadable (no curves)"
+    lines = text.splitlines()
+    bad = []
+    for i, line in enumerate(lines, 1):
+        try:
+            json.loads(line)
+        except json.JSONDecodeError:
+            bad.append(i)
+    if not bad:
+        return None
+    cut = bad[-1] == len(lines) and not text.endswith("\n")
+    where = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
+    return (f"metrics.jsonl: {len(bad)} of {len(lines)} lines unreadable (line {where}"
+            + ("; the last cut mid-line" if cut else "") + "): those rows are missing from the curves")
+
+
 def run_key(cfg):
     """What makes two run directories the same run (a relaunch under another name): the run identity
     train.py records, or, for older runs, the fields that define one."""
@@ -80,10 +103,15 @@ def collect_runs(sweep_dir):
                 r["excluded"] = f"incomplete schedule ({steps}/{total} steps)"
         elif terr:
             r["excluded"] = "complete without test results (no test_results.json)" if terr == "missing" else terr
+        elif not isinstance(test, dict):
+            r["excluded"] = "test_results.json is not a JSON object"
+        elif not test.get("per_category") or not isinstance(test["per_category"], dict):
+            r["excluded"] = "test_results.json has no categories"
         else:
-            bad = [c for c, v in (test.get("per_category") or {}).items() if not _finite(v.get("loss"))]
-            if bad or not test.get("per_category"):
-                r["excluded"] = f"non-finite test loss ({', '.join(bad) or 'no categories'})"
+            bad = [c for c, v in test["per_category"].items() if not (isinstance(v, dict) and _finite(v.get("loss")))]
+            if bad:
+                r["excluded"] = f"non-finite test loss ({', '.join(bad)})"
+        r["note"] = metrics_note(rd)  # a used run stays used: its results do not come from metrics.jsonl
         runs.append(r)
     seen = {}
     for r in runs:  # relaunches of one configuration under another name count once

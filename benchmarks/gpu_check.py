@@ -147,11 +147,15 @@ def stop(proc, sig=signal.SIGKILL, timeout=120):
 
 
 def stop_sweep_runs(out):
-    """Runs a stopped sweep left behind (each in its own session): SIGKILL by their recorded pids."""
-    for f in Path(out).glob("runs/*/.sweep.pid"):
+    """Runs a stopped sweep left behind (each in its own session): SIGKILL by their pid files (only a pid
+    that is still the process the sweep started: never a later process that reuses the number)."""
+    import sweep
+    for f in Path(out).glob(f"runs/*/{sweep.PID_FILE}"):
+        pid = sweep.pid_file_process(f)
         try:
-            os.killpg(int(f.read_text().strip()), signal.SIGKILL)
-        except (ValueError, ProcessLookupError, PermissionError):
+            if pid:
+                os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
             pass
 
 

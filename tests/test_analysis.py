@@ -171,6 +171,13 @@ def test_broken_runs_are_each_named_and_none_silently_dropped(tmp_path):
     broken[names[5]] = "corrupt summary.json"
     edit(names[6], "test_results.json", lambda t: t["per_category"][next(iter(t["per_category"]))].update(loss=float("nan")))
     broken[names[6]] = "non-finite test loss"
+    (runs / names[8] / "test_results.json").write_text("{}")
+    broken[names[8]] = "test_results.json has no categories"
+    (runs / names[9] / "test_results.json").write_text("[]")
+    broken[names[9]] = "test_results.json is not a JSON object"
+    # a metrics.jsonl cut mid-line (a kill or a full disk while writing): the run is used, with a note
+    (runs / names[10] / "metrics.jsonl").write_text(json.dumps({"kind": "train", "step": 1, "loss": 9.0}) + "\n"
+                                                     + '{"kind": "eval", "step": 2, "val_lo')
     shutil.copytree(runs / names[7], runs / "relaunch_of_a_run")
     broken["relaunch_of_a_run"] = f"duplicate of {names[7]}"
     (runs / "never_started").mkdir()
@@ -183,6 +190,10 @@ def test_broken_runs_are_each_named_and_none_silently_dropped(tmp_path):
             assert reason in excluded[name], (name, excluded[name])
             assert f"| {name} | {excluded[name]} |" in report
         assert result["runs"]["used"] + len(broken) == result["runs"]["total"] == len(names) + 2
+        assert names[10] not in excluded
+        note = [l for l in report.splitlines() if l.startswith(f"| {names[10]} |")]
+        assert len(note) == 1 and "metrics.jsonl: 1 of 2 lines unreadable (line 2; the last cut mid-line)" in note[0]
+        assert "### Notes" in report
     # n_boot 0: no intervals, said as such, no crash
     assert result["fits"][0]["bootstrap"]["requested"] == 30
     rows = (tmp_path / "analysis" / "runs.csv").read_text()

@@ -116,11 +116,12 @@ def test_gpu_check_sigterm_also_stops_the_runs_of_a_sweep(tmp_path):
     from conftest import ROOT
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import gpu_check
+    import sweep
     run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
     try:
         out = tmp_path / "sweep4"
         (out / "runs" / "r0").mkdir(parents=True)
-        (out / "runs" / "r0" / ".sweep.pid").write_text(str(run.pid))
+        sweep.write_pid_file(out / "runs" / "r0", run.pid)
         gpu_check.SWEEP_OUTS.append(out)
         with pytest.raises(SystemExit):
             gpu_check._on_term(15, None)

@@ -96,18 +96,19 @@ def test_distinct_configurations_never_share_a_run_id(tmp_path, capsys):
 
 @pytest.mark.slow  # a sweep: train.py processes
 def test_corrected_plan_retries_failed_runs(tmp_path, synthetic_store, capsys):
-    """A bad value in fixed: (train.py refuses it, the runs fail); the plan is corrected; --retry_failed runs
-    them with the corrected plan instead of calling them a conflict."""
+    """A bad value in fixed: that only the run can find (a GPU index no machine has: train.py refuses it, the
+    runs fail; values a parser refuses never start, tests/test_plan_values.py); the plan is corrected;
+    --retry_failed runs them with the corrected plan instead of calling them a conflict."""
     plan = {"name": "r", "store": {"data_dir": str(synthetic_store)},
             "grid": {"model_config": [str(TINY_CONFIG)], "categories": [["math.AC", "cs.CV"]], "seed": [0]},
-            "fixed": {"sampling": "tokens", "batch_size": 8, "token_budget": 4000, "skip_test_eval": True,
+            "fixed": {"sampling": "token", "device": "cuda:99", "batch_size": 8, "token_budget": 4000, "skip_test_eval": True,
                       "eval_windows": 4, "eval_interval_steps": 10 ** 6}}
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as e:
         sweep.main(["run", str(_write(tmp_path, plan)), "--out", str(out)])
     assert e.value.code == 1
     (rid,) = [d.name for d in (out / "runs").iterdir()]
-    plan["fixed"]["sampling"] = "token"
+    plan["fixed"]["device"] = "cpu"
     fixed = _write(tmp_path, plan)
     assert sweep.main(["status", str(fixed), "--out", str(out)])["conflict"] == 1
     capsys.readouterr()
@@ -115,9 +116,9 @@ def test_corrected_plan_retries_failed_runs(tmp_path, synthetic_store, capsys):
     printed = capsys.readouterr().out
     assert "failed earlier with other parameters" in printed and "refused" not in printed
     assert sweep.main(["status", str(fixed), "--out", str(out)])["complete"] == 1
-    assert json.loads((out / "runs" / rid / "sweep_params.json").read_text())["params"]["sampling"] == "token"
+    assert json.loads((out / "runs" / rid / "sweep_params.json").read_text())["params"]["device"] == "cpu"
     (kept,) = (out / "failed").iterdir()  # the failed attempt, kept for reading
-    assert json.loads((kept / "sweep_params.json").read_text())["params"]["sampling"] == "tokens"
+    assert json.loads((kept / "sweep_params.json").read_text())["params"]["device"] == "cuda:99"
 
 
 @pytest.mark.parametrize("project_dir", ["~/proj x", "$HOME/proj x", "${HOME}/proj x", "~"])
