@@ -166,8 +166,9 @@ def evaluate(runs, rows, d, args):
          if repetition else []) if b]
     h2 = k_contrast(rows, "in", args.n_boot, args.seed, args.margin, smaller_is_lower=False)
     h5 = k_contrast(rows, "out", args.n_boot, args.seed, args.margin, smaller_is_lower=True)
-    with Step("further analyses (transfer matrix, H7, IsoFLOP, H2 ratio)"):
-        x = further_analyses(rows, runs, main, args)
+    with Step("H7 (the other further analyses: skipped, --verdicts_only)" if args.verdicts_only else
+              "further analyses (transfer matrix, H7, IsoFLOP, H2 ratio)"):
+        x = further_analyses(rows, runs, main, args, sigma[0])
     gain = mixing_gain(rows, main.get("dilution"), args.n_boot, args.seed)
     pairs, h6 = identification_cost(runs, args.n_boot, args.seed)
     v3 = h3_verdict(main.get("dilution"), comparison, diagnostics.get("dilution"))
@@ -181,7 +182,7 @@ def evaluate(runs, rows, d, args):
     return a, main, pairs
 
 
-def further_analyses(rows, runs, main, args):
+def further_analyses(rows, runs, main, args, noise_log_sd=None):
     """The analyses each sweep design supports or names as missing in one line: the transfer matrix t_ij
     (pair runs), H7's Hilberg exponents (cached compression curves), the IsoFLOP slices (several model sizes)
     and H2's second half (the growth with K against the disjoint prediction K^beta). Nothing here is slow
@@ -192,9 +193,11 @@ def further_analyses(rows, runs, main, args):
         return {"transfer": None, "h7": hilberg.h7(rows, store, store_why, args), "isoflop": None, "h2_ratio": None}
     models = {r["model"]: r["n_params_nonembedding"] for r in rows if not r["excluded"]}
     fit = main.get("dilution") or main.get("disjoint")
-    return {"transfer": transfer.transfer_matrices(rows, store, store_why, args.n_boot, args.seed),
+    # the transfer matrix and the IsoFLOP optimum take their noise from the noise floor (replicate runs) where
+    # the sweep has one: the residuals of 3-point curves are zeros (issue 21)
+    return {"transfer": transfer.transfer_matrices(rows, store, store_why, args.n_boot, args.seed, noise_log_sd),
             "h7": hilberg.h7(rows, store, store_why, args),
-            "isoflop": isoflop.isoflop_slices(rows, args.n_boot, args.seed),
+            "isoflop": isoflop.isoflop_slices(rows, args.n_boot, args.seed, noise_log_sd),
             "h2_ratio": h2_ratio(cells_by_K(rows, "in"), fit, models, args.n_boot, args.seed)}
 
 

@@ -222,8 +222,9 @@ def plot(res, path):
 # ----------------------------------------------------------------------------------------------------
 # the report's IsoFLOP slices, from analyze.py's rows
 
-def isoflop_slices(rows, n_boot, seed):
-    """isoflop() on the rows, or {"why"} (too few model sizes, or no bootstrap)."""
+def isoflop_slices(rows, n_boot, seed, noise_log_sd=None):
+    """isoflop() on the rows, or {"why"} (too few model sizes, or no bootstrap). noise_log_sd: the sweep's
+    noise floor, the points' noise when known (never the residuals of curves that interpolate)."""
     pts = points_from_rows(rows)
     sizes = sorted({p["N"] for p in pts})
     if len(sizes) < MIN_SIZES:
@@ -231,7 +232,7 @@ def isoflop_slices(rows, n_boot, seed):
                        f"budgets each; this sweep has {len(sizes)} size(s)"}
     if not n_boot:
         return {"why": "IsoFLOP slices not computed: --n_boot 0 gives the optimum no interval"}
-    return {"by_K": isoflop(pts, n_boot=n_boot, seed=seed)}
+    return {"by_K": isoflop(pts, n_boot=n_boot, seed=seed, noise_log_sd=noise_log_sd)}
 
 
 def report_section(iso):

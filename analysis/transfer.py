@@ -438,8 +438,9 @@ def pick_pair_budget(spec, pairs_by_budget):
     return max(pairs_by_budget, key=score)
 
 
-def transfer_matrices(rows, store, store_why, n_boot, seed):
-    """{"models": {model: result}, "why": reason when no model has pair runs}."""
+def transfer_matrices(rows, store, store_why, n_boot, seed, noise_log_sd=None):
+    """{"models": {model: result}, "why": reason when no model has pair runs}. noise_log_sd: the sweep's noise
+    floor (SD of log test loss per run and category, from replicates), the matrix's noise when known."""
     recs = [r for r in runs_from_rows(rows) if not r["tagged"]]
     out = {}
     for m in sorted({str(r["model"]) for r in recs if len(r["categories"]) == 2}):
@@ -450,7 +451,7 @@ def transfer_matrices(rows, store, store_why, n_boot, seed):
             if len(r["categories"]) == 2:
                 by_budget.setdefault(r["budget"], []).append(r)
         b = pick_pair_budget(spec, by_budget)
-        T = transfer_matrix(spec + by_budget[b], n_boot=max(n_boot, 2), seed=seed)
+        T = transfer_matrix(spec + by_budget[b], n_boot=max(n_boot, 2), seed=seed, noise_log_sd=noise_log_sd)
         T["pair_budget"] = b
         T["other_budgets"] = {k: len(v) for k, v in sorted(by_budget.items()) if k != b}
         T["n_boot_requested"] = n_boot
