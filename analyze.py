@@ -59,14 +59,16 @@ from analysis.forms import CV_TOL, compare_forms, cv_errors, make_law
 from analysis.h2ratio import h2_ratio
 from analysis.hypotheses import (cells_by_K, h1_floors, h3_verdict, identification_cost, k_contrast,
                                  k_effect_statement, mixing_gain, verdict_table)
-from analysis.laws import (BETA_K_BOOT, DATA_FILTER, FORMS, R_STAR, _ci, _minimize, beta_by_K, close_pools, fit_data,
-                           fit_law, fit_repetition, repetition_counts)
+from analysis.beta_by_k import BETA_K_BOOT, beta_by_K
+from analysis.laws import DATA_FILTER, FORMS, R_STAR, _ci, _minimize, fit_data, fit_law
+from analysis.repetition import fit_repetition, repetition_counts
 from analysis.noise import noise_floor, residual_diagnostics
 from analysis.plots import make_plots
 from analysis.progress import Step, warn_once
 from analysis.report import fits_json, thin_categories, write_groups_table, write_report
 from analysis.runs import (GROUP_FIELDS, _model_config_conflicts, collect_runs, group_label, group_of,
                            is_sample_corpus, parse_where, run_rows, select_runs, used, write_csv)
+from analysis.workers import close_pools
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -4,8 +4,6 @@ with its Huber objective and analytic gradient, L-BFGS-B from a grid of starts, 
 what the design cannot identify, and fit_law, which puts them together. Also the 95% intervals and how they
 are printed, shared by the modules that decide the hypotheses."""
 import math
-import os
-import time
 
 import numpy as np
 
@@ -14,6 +12,7 @@ from analysis import progress
 from analysis.huber import HUBER_DELTA, huber
 from analysis.inference import cluster_counts, seed_cluster
 from analysis.runs import used
+from analysis.workers import _pool
 
 FORMS = {"dilution": None, "disjoint": 1.0, "shared": 0.0}  # form -> fixed s (None: free)
 DATA_FILTER = ("complete runs whose schedule ran to its end, finite test results, in-training categories, "
@@ -295,60 +294,6 @@ def _boot_fits(job):
     return out
 
 
-_POOLS = {}
-
-
-def _die_with_parent(parent):
-    """In each worker: exit when the parent is gone (killed without a chance to stop its pool: SIGKILL)."""
-    import threading
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)
-    threading.Thread(target=watch, daemon=True).start()
-
-
-def _pool(jobs):
-    """One pool of spawned workers per process, reused by every fit (spawning costs ~1 s per worker).
-    Workers get single-threaded BLAS: the fits are tiny, and OpenBLAS threads of several processes spinning
-    on the same cores made 2 processes slower than 1 (measured, notes.md). Workers end with the parent:
-    close_pools() on SIGTERM / Ctrl-C (analyze.main), and a watch thread in each for a parent killed outright."""
-    if jobs not in _POOLS:
-        import atexit
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-        limits = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-        saved = {k: os.environ.get(k) for k in limits}
-        os.environ.update({k: "1" for k in limits})
-        try:
-            ex = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_die_with_parent,
-                                     initargs=(os.getpid(),))
-            list(ex.map(abs, range(jobs)))  # start the workers while the limits are set
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-        atexit.register(ex.shutdown)
-        _POOLS[jobs] = ex
-    return _POOLS[jobs]
-
-
-def close_pools():
-    """Stop every worker now (their refits are lost): what an interrupted analysis must leave behind is nothing."""
-    while _POOLS:
-        _, ex = _POOLS.popitem()
-        procs = list((getattr(ex, "_processes", None) or {}).values())
-        ex.shutdown(wait=False, cancel_futures=True)
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-        for p in procs:
-            p.join(5)
-
-
 BOOT_PROBE = 16  # resamples refitted from every start before deciding whether the others need them too
 
 
@@ -515,180 +460,3 @@ def _fmt(v, d=4):
 
 def _ci(ci, d=4):
     return "–" if ci is None or ci[0] is None else f"[{_fmt(ci[0], d)}, {_fmt(ci[1], d)}]"
-
-
-# ----------------------------------------------------------------------------------------------------
-# repetition (issue 22): the law on effective tokens, and what it changes
-
-def repetition_counts(d):
-    """How much of the data is past one epoch: points (run x category), runs and categories, the most epochs."""
-    ep = d["epochs"]
-    past = np.isfinite(ep) & (ep > 1)
-    return {"points": int(past.sum()), "of_points": int(len(ep)), "runs": len(np.unique(d["run"][past])),
-            "of_runs": len(d["runs"]), "categories": sorted({d["categories"][i] for i in d["cat"][past]}),
-            "epochs_unknown": int((~np.isfinite(ep)).sum()),
-            "max_epochs": float(ep[past].max()) if past.any() else None}
-
-
-def _short(fit):
-    """s, beta and the floors of a fit: estimates and intervals."""
-    return {k: {"estimate": v["estimate"], "ci95": v["ci95"]} for k, v in fit["params"].items()
-            if k in ("s", "beta") or k.startswith("E[")}
-
-
-def fit_repetition(rows, plain, n_boot, seed, jobs=1, with_n=None, r_star=R_STAR):
-    """The dilution law on effective tokens (fit_data(r_star=...)) with its bootstrap intervals; the same at
-    R* halved and doubled (point estimates: how much s, beta and the floors lean on R*) with each one's
-    objective (a coarse profile of R*: fitting R* itself is not done); and the plain dilution fit's s, beta
-    and floors beside it (before / after). None when no point is past one epoch (the fit would be the plain
-    one)."""
-    d = fit_data(rows, r_star=r_star)
-    counts = repetition_counts(d)
-    if not counts["points"] or len(d["L"]) < len(d["categories"]) + 4:
-        return None
-    fit = fit_law(d, "dilution", n_boot=n_boot, seed=seed, with_n=with_n, jobs=jobs)
-    fit["subset"] = f"all, effective tokens (R* = {r_star:g})"
-    sens = []
-    for rs in (r_star / 2, r_star, r_star * 2):
-        dd = fit_data(rows, r_star=rs)
-        f = fit if rs == r_star else fit_law(dd, "dilution", n_boot=0, with_n=fit["_with_n"])
-        law = Law("dilution", len(dd["categories"]), fit["_with_n"])
-        sens.append({"r_star": rs, "objective": law.objective(np.asarray(f["_theta"]), dd)[0],
-                     "fit_error": f["fit_error"], "params": {k: v["estimate"] for k, v in _short(f).items()}})
-    return {"name": "dilution_repetition", "r_star": r_star, "r_star_fitted": False,
-            "rule": "D'_c = U + U R* (1 - exp(-R/R*)), U = D_c / epochs, R = epochs - 1 (D'_c = D_c up to one epoch); "
-                    "D' = D - sum_c (D_c - D'_c) over the run's in-training categories",
-            "counts": counts, "fit": fit, "sensitivity": sens,
-            "before": _short(plain) if plain else None, "after": _short(fit)}
-
-
-# ----------------------------------------------------------------------------------------------------
-# beta by K (issue 22): one exponent against one per K
-
-class LawBetaK(Law):
-    """Separate learning curves per K with shared floors: L = E_cat + B_K * X^-beta_K [+ A N^-alpha], X as in
-    the dilution law with s fixed (at the one-beta fit's estimate); vector [log E_0.., log B_K.., beta_K..,
-    (log A, alpha)]. With B_K = B and beta_K = beta it is the one-beta law at that s (nested); an amplitude
-    per K too, because with B shared a wrong s would have to be absorbed by the exponents."""
-
-    def __init__(self, n_cats, Ks, s, with_n):
-        super().__init__("shared", n_cats, with_n)
-        self.form, self.fixed_s, self.Ks = "dilution_beta_by_K", float(s), [int(k) for k in Ks]
-        self._nk = len(self.Ks)
-        self.names = ["logE"] * n_cats + [f"logB[K={k}]" for k in self.Ks] + [f"beta[K={k}]" for k in self.Ks] + \
-            (["logA", "alpha"] if with_n else [])
-
-    def unpack(self, th):
-        C, nk = self.C, self._nk
-        out = {"logE": th[:C], "logB": np.asarray(th[C:C + nk]), "betas": np.asarray(th[C + nk:C + 2 * nk]),
-               "s": self.fixed_s}
-        if self.with_n:
-            out["logA"], out["alpha"] = th[C + 2 * nk], th[C + 2 * nk + 1]
-        return out
-
-    def _parts(self, th, d):
-        p = self.unpack(th)
-        k = np.searchsorted(self.Ks, d["K"])
-        logX = self.fixed_s * np.log(d["Dc"]) + (1 - self.fixed_s) * np.log(d["D"])
-        E = np.exp(p["logE"][d["cat"]])
-        dterm = np.exp(p["logB"][k] - p["betas"][k] * logX)
-        nterm = np.exp(p["logA"] - p["alpha"] * np.log(d["N"])) if self.with_n else 0.0
-        return p, k, logX, E, dterm, nterm
-
-    def predict(self, th, d):
-        _, _, _, E, dterm, nterm = self._parts(th, d)
-        return E + dterm + nterm
-
-    def objective(self, th, d, w=None):
-        p, k, logX, E, dterm, nterm = self._parts(th, d)
-        pred = E + dterm + nterm
-        hub, dh = huber(np.log(pred) - np.log(d["L"]))
-        dh = dh / pred
-        if w is not None:
-            hub, dh = hub * w, dh * w
-        C, nk = self.C, self._nk
-        g = np.zeros_like(np.asarray(th, dtype=float))
-        g[:C] = np.bincount(d["cat"], weights=dh * E, minlength=C)
-        g[C:C + nk] = np.bincount(k, weights=dh * dterm, minlength=nk)
-        g[C + nk:C + 2 * nk] = np.bincount(k, weights=dh * dterm * -logX, minlength=nk)
-        if self.with_n:
-            g[C + 2 * nk] = np.sum(dh * nterm)
-            g[C + 2 * nk + 1] = np.sum(dh * nterm * -np.log(d["N"]))
-        return float(hub.sum()), g
-
-    def bounds(self, d):
-        b = Law.bounds(self, d)  # the one-beta law with s fixed: [E.., B, beta, (A, alpha)]
-        C = self.C
-        return b[:C] + [b[C]] * self._nk + [b[C + 1]] * self._nk + b[C + 2:]
-
-    def start_from(self, plain_theta):
-        """From the one-beta fit (s fixed): every B_K at B, every beta_K at beta — the nested model's point."""
-        C = self.C
-        th = list(plain_theta[:C]) + [plain_theta[C]] * self._nk + [plain_theta[C + 1]] * self._nk
-        if self.with_n:
-            th += list(plain_theta[-2:])
-        return np.array(th, dtype=float)
-
-
-BETA_K_BOOT = 200  # resamples at most for the per-K betas: a diagnostic, refitted serially from one start
-
-
-def beta_by_K(d, fit, n_boot, seed):
-    """The nested comparison of one learning curve (fit: the dilution fit on d) against one per K value
-    (LawBetaK: an amplitude and an exponent per K, shared floors, the same s):
-    each beta_K with its 95% interval over seed clusters (bootstrap_weights; refits from the point estimate),
-    the difference beta_Kmin - beta_Kmax with its interval, and both objectives (Huber; the per-K model
-    nests the one-beta model, so its objective is never larger). A finding when the difference's interval
-    excludes 0: learning curves steepen (beta grows) or flatten with K."""
-    Ks = sorted({int(k) for k in d["K"]})
-    if len(Ks) < 2 or "s" not in fit["params"] and fit["form"] == "dilution":
-        return None
-    s = fit["params"]["s"]["estimate"] if "s" in fit["params"] else FORMS[fit["form"]]
-    base = Law(fit["form"], len(d["categories"]), fit["_with_n"])
-    law = LawBetaK(len(d["categories"]), Ks, s, fit["_with_n"])
-    th0 = np.asarray(fit["_theta"], dtype=float)
-    if base.fixed_s is None:  # drop s from the one-beta vector: [E.., B, beta, (A, alpha)]
-        C = base.C
-        th0 = np.concatenate([th0[:C + 2], th0[C + 3:]])
-    # from the nested point and from the grid of starts of the law with one beta (every K at the same
-    # start): a misfitting one-beta point sits in the wrong part of the floor-exponent valley. Tolerances
-    # relative to the objective (_minimize's scale): unscaled, L-BFGS-B stopped 0.07 short in a poorly
-    # pinned beta_K on a valley whose objective changed by 1e-7 of ~4e-4 (measured)
-    starts = [law.start_from(th0)] + [law.start_from(t) for t in Law("shared", law.C, law.with_n).starts(d)]
-    res = _minimize(law, d, starts, scale=max(min(law.objective(t, d)[0] for t in starts), 1e-300))
-    point = res.x
-    flat = identification(base, d)
-    weights, dropped, unit = bootstrap_weights(d, n_boot, seed, with_unit=True)
-    C, nk = law.C, len(Ks)
-    boots = []
-    for w in weights:
-        scale = max(law.objective(point, d, w)[0], 1e-300)
-        r = _minimize(law, d, [point], w, tol=BOOT_TOL, scale=scale)
-        if r.success and np.all(np.isfinite(r.x)):
-            boots.append(r.x[C + nk:C + 2 * nk])
-    boots = np.array(boots).reshape(-1, nk)
-    betas = [{"K": k, "estimate": float(point[C + nk + i]), "ci95": _interval(boots[:, i]),
-              "n_points": int(np.sum(d["K"] == k))} for i, k in enumerate(Ks)]
-    diff = float(point[C + nk] - point[C + 2 * nk - 1])
-    diff_ci = _interval(boots[:, 0] - boots[:, -1]) if len(boots) else [None, None]
-    obj1 = base.objective(np.asarray(fit["_theta"]), d)[0]
-    objK = law.objective(point, d)[0]
-    if "beta" in flat:
-        finding = f"beta is not identified ({flat['beta']}): no per-K comparison"
-        diff_ci = [None, None]
-    elif diff_ci[0] is None:
-        finding = "no interval for the difference (too few resamples)"
-    elif diff_ci[0] > 0 or diff_ci[1] < 0:
-        finding = (f"learning curves {'flatten' if diff > 0 else 'steepen'} with K: beta {betas[0]['estimate']:.3g} "
-                   f"at K = {Ks[0]} vs {betas[-1]['estimate']:.3g} at K = {Ks[-1]} (difference {diff:.3g}, 95% "
-                   f"{_ci(diff_ci, 3)}): one beta for every K misdescribes these data")
-    else:
-        finding = (f"no evidence that beta changes with K: beta {betas[0]['estimate']:.3g} at K = {Ks[0]} vs "
-                   f"{betas[-1]['estimate']:.3g} at K = {Ks[-1]}, difference 95% {_ci(diff_ci, 3)} includes 0")
-    return {"name": "dilution_beta_by_K", "of_fit": f"{fit['form']} [{fit.get('subset', 'all')}]", "s_fixed": float(s),
-            "betas": betas, "difference": {"between": [Ks[0], Ks[-1]], "estimate": diff, "ci95": diff_ci},
-            "objective_one_beta": obj1, "objective_beta_by_K": objK, "extra_parameters": 2 * (nk - 1),
-            "converged": bool(res.success),
-            "fit_error": float(np.sqrt(np.mean((np.log(law.predict(point, d)) - np.log(d["L"])) ** 2))),
-            "bootstrap": {"requested": n_boot, "used": len(boots), "dropped_missing_category": dropped, "unit": unit},
-            "finding": finding}

@@ -48,7 +48,7 @@ def test_h2_ratio_too_few_runs_is_undecided(tmp_path):
     fit = fit_law(fit_data(rows), "dilution", n_boot=0, seed=0)
     h = h2_ratio(cells_by_K(rows, "in"), fit, {}, 50, 0)
     assert h["verdict"] == "undecided" and all(t["ci95"] == [None, None] for t in h["table"])
-    assert all("1 / 1 runs" in t["note"] for t in h["table"])
+    assert all("1 / 1 seed cluster(s)" in t["note"] for t in h["table"])
 
 
 def test_h2_ratio_single_budget_is_undecided(tmp_path):

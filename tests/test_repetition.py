@@ -109,7 +109,8 @@ def _arrays(betas, rng):
 @pytest.mark.parametrize("betas,finding", [({1: 0.45, 2: 0.3, 6: 0.2}, "flatten"), ({1: 0.2, 2: 0.3, 6: 0.45}, "steepen"),
                                            ({1: 0.3, 2: 0.3, 6: 0.3}, "no evidence")])
 def test_beta_by_K_reads_the_exponents(betas, finding):
-    from analysis.laws import beta_by_K, fit_law
+    from analysis.beta_by_k import beta_by_K
+    from analysis.laws import fit_law
     d = _arrays(betas, np.random.default_rng(3))
     out = beta_by_K(d, fit_law(d, "dilution", n_boot=0, with_n=False), 40, 0)
     assert finding in out["finding"], out["finding"]

@@ -1,0 +1,57 @@
+"""The bootstrap's worker processes: one pool of spawned workers per process, single-threaded BLAS, and
+nothing left behind on SIGTERM, Ctrl-C or a parent killed outright."""
+import os
+import time
+
+_POOLS = {}
+
+
+def _die_with_parent(parent):
+    """In each worker: exit when the parent is gone (killed without a chance to stop its pool: SIGKILL)."""
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _pool(jobs):
+    """One pool of spawned workers per process, reused by every fit (spawning costs ~1 s per worker).
+    Workers get single-threaded BLAS: the fits are tiny, and OpenBLAS threads of several processes spinning
+    on the same cores made 2 processes slower than 1 (measured, notes.md). Workers end with the parent:
+    close_pools() on SIGTERM / Ctrl-C (analyze.main), and a watch thread in each for a parent killed outright."""
+    if jobs not in _POOLS:
+        import atexit
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+        limits = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+        saved = {k: os.environ.get(k) for k in limits}
+        os.environ.update({k: "1" for k in limits})
+        try:
+            ex = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_die_with_parent,
+                                     initargs=(os.getpid(),))
+            list(ex.map(abs, range(jobs)))  # start the workers while the limits are set
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        atexit.register(ex.shutdown)
+        _POOLS[jobs] = ex
+    return _POOLS[jobs]
+
+
+def close_pools():
+    """Stop every worker now (their refits are lost): what an interrupted analysis must leave behind is nothing."""
+    while _POOLS:
+        _, ex = _POOLS.popitem()
+        procs = list((getattr(ex, "_processes", None) or {}).values())
+        ex.shutdown(wait=False, cancel_futures=True)
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(5)
