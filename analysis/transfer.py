@@ -439,8 +439,7 @@ def pick_pair_budget(spec, pairs_by_budget):
 
 
 def transfer_matrices(rows, store, store_why, n_boot, seed, noise_log_sd=None):
-    """{"models": {model: result}, "why": reason when no model has pair runs}. noise_log_sd: the sweep's noise
-    floor (SD of log test loss per run and category, from replicates), the matrix's noise when known."""
+    """{"models": {model: result}, "why": reason when no model has pair runs}; noise_log_sd: the noise floor."""
     recs = [r for r in runs_from_rows(rows) if not r["tagged"]]
     out = {}
     for m in sorted({str(r["model"]) for r in recs if len(r["categories"]) == 2}):
