@@ -7,7 +7,8 @@ per run and category, the fraction shared across the budgets of one seed cluster
 (shared across the categories of one run) and the cluster fraction, with 95% bootstrap intervals over replicate
 groups (analysis/noise_structure.py; none below 10 groups: too few for an interval); then, per K, a learning
 curve L_c = E_c + B·D^(-beta) (D the planned budget, one floor per category) with a bootstrap over subset
-seeds, and the epochs per category at the largest budget. Writes everything as JSON (default SWEEP/analysis/noise_structure.json).
+seeds, and the epochs per category at the largest budget. Writes everything as JSON (default
+SWEEP/analysis/noise_structure.json).
 """
 import argparse
 import json
