@@ -5,9 +5,10 @@
 Prints, per model and replicate family (any seed / init seed only / data order only), the SD of log test loss
 per run and category, the fraction shared across the budgets of one seed cluster, the run-level fraction
 (shared across the categories of one run) and the cluster fraction, with 95% bootstrap intervals over replicate
-groups (analysis/noise_structure.py); then, per K, a learning curve L_c = E_c + B·D^(-beta) (D the planned
-budget, one floor per category) with a bootstrap over subset seeds, and the epochs per category at the largest
-budget. Writes everything as JSON (default SWEEP/analysis/noise_structure.json).
+groups (analysis/noise_structure.py; none below 10 groups: too few for an interval); then, per K, a learning
+curve L_c = E_c + B·D^(-beta) (D the planned budget, one floor per category) with a bootstrap over subset
+seeds, and the epochs per category at the largest budget. Writes everything as JSON (default
+SWEEP/analysis/noise_structure.json).
 """
 import argparse
 import json
@@ -112,6 +113,8 @@ def main(argv=None):
                   f"{_fmt(e['frac_shared_across_budgets'], e['ci']['frac_shared_across_budgets'], 3)}  "
                   f"{_fmt(e['frac_run_level'], e['ci']['frac_run_level'], 3)}  "
                   f"{_fmt(e['frac_cluster'], e['ci']['frac_cluster'], 3)}")
+            if all(v is None for v in e["ci"].values()) and e["n_groups"] < e["ci_min_groups"]:
+                print(f"    no intervals: {e['n_groups']} replicate groups < {e['ci_min_groups']} (undecided)")
             print("    sd by budget: " + ", ".join(f"{b}: {v:.4f}" for b, v in e["sd_by_budget"].items())
                   + " | by K: " + ", ".join(f"{k}: {v:.4f}" for k, v in e["sd_by_K"].items()))
     print("model  K  beta [95%]  B  runs  epochs/category at the largest budget (mean, max)")

@@ -118,3 +118,76 @@ def test_excluded_heldout_and_tagged_rows_do_not_enter():
     # and unmarked, they would enter (the check above can fail)
     assert noise_structure(rows + [dict(r, data_seed=999, test_loss=r["test_loss"] * 50) for r in rows], "data",
                            n_boot=0)["sd"] > 10 * base["sd"]
+
+
+def _shifted(rows, k):
+    """The rows as other replicate groups (other subset / init seeds and category-set names)."""
+    return [dict(r, seed=r["seed"] + k, init_seed=r["init_seed"] + k, categories=r["categories"] + f"_{k}")
+            for r in rows]
+
+
+def test_too_few_groups_give_no_interval():
+    """A percentile bootstrap over 3 groups has 10 distinct resamples; its nominal 95% interval of the SD
+    covered the truth ~68% of the time on this generator. Below MIN_GROUPS_CI: estimates, no interval."""
+    from analysis.noise_structure import MIN_GROUPS_CI
+    few = noise_structure(_rows(0.006, 0.008, 0.004, 0.01, n_groups=3, n_reps=4, seed=6), "data", n_boot=200)
+    assert few["n_groups"] == 3 and few["sd"] > 0
+    assert all(v is None for v in few["ci"].values()), few["ci"]
+    enough = noise_structure(_rows(0.006, 0.008, 0.004, 0.01, n_groups=MIN_GROUPS_CI, n_reps=4, seed=6), "data",
+                             n_boot=200)
+    assert all(v is not None for v in enough["ci"].values()), enough["ci"]
+
+
+def test_fraction_denominators_are_the_groups_that_have_the_pairs():
+    """K = 1 groups have no pair across categories: their variance must not enter the run-level fraction.
+    Here the K = 3 runs' noise is mostly run-level (w: 0.8 of it) and the K = 1 runs' all idiosyncratic and
+    larger, so among the runs that can show a run-level share it is 0.8 (pooling the K = 1 variance into the
+    denominator read ~0.3); the cluster fraction stays ~0."""
+    rows = _rows(0, 0, 0.01, 0.005, n_groups=12, n_reps=4, K=3, seed=7) \
+        + _shifted(_rows(0, 0, 0, 0.03, n_groups=12, n_reps=4, K=1, seed=8), 1000)
+    out = noise_structure(rows, "data", n_boot=200)
+    assert out["n_groups"] == 24
+    assert out["frac_run_level"] > 0.65, out["frac_run_level"]
+    assert _inside(out["ci"]["frac_run_level"], 0.8)
+    assert abs(out["frac_cluster"]) < 0.15
+
+
+def _reml(rows):
+    """The same components by REML (statsmodels MixedLM: a cell mean per (group, budget, category), a random
+    intercept per seed cluster, per-cluster random category and budget effects): an independent reference."""
+    import warnings
+    pd = pytest.importorskip("pandas")
+    smf = pytest.importorskip("statsmodels.formula.api")
+    df = pd.DataFrame(rows)
+    df["y"] = np.log(df["test_loss"])
+    df["cluster"] = df["seed"].astype(str) + "_" + df["data_seed"].astype(str)
+    df["cell"] = df["seed"].astype(str) + "_" + df["token_budget_planned"].astype(str) + "_" + df["category"]
+    df["budget"] = df["token_budget_planned"].astype(str)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = smf.mixedlm("y ~ 0 + C(cell)", df, groups="cluster", re_formula="1",
+                          vc_formula={"u": "0 + C(category)", "w": "0 + C(budget)"}).fit(reml=True)
+    va = float(fit.cov_re.iloc[0, 0])
+    vu, vw = (float(v) for v in fit.vcomp)  # vc_formula's keys in sorted order: u, w
+    total = va + vu + vw + fit.scale
+    return {"sd": math.sqrt(total), "frac_shared_across_budgets": (va + vu) / total,
+            "frac_run_level": (va + vw) / total, "frac_cluster": va / total}
+
+
+def test_moment_estimates_agree_with_reml():
+    """Balanced panels: the moment estimates are REML's (both solve the same unbiased equations when no
+    component is at 0). Unbalanced (2 to 4 replicates, K = 1 to 3 per group): both estimate the same
+    components, so they agree within sampling error."""
+    sd = (0.006, 0.008, 0.004, 0.01)
+    rows = _rows(*sd, n_groups=12, n_reps=3, K=3, seed=11)
+    ref, out = _reml(rows), noise_structure(rows, "data", n_boot=0)
+    assert out["sd"] == pytest.approx(ref["sd"], rel=1e-3)
+    for k in ("frac_shared_across_budgets", "frac_run_level", "frac_cluster"):
+        assert out[k] == pytest.approx(ref[k], abs=2e-3), (k, out[k], ref[k])
+    rows = _rows(*sd, n_groups=14, n_reps=2, K=3, seed=5) + _shifted(_rows(*sd, n_groups=7, n_reps=4, K=2, seed=6),
+                                                                    1000) \
+        + _shifted(_rows(*sd, n_groups=7, n_reps=3, K=1, seed=7), 2000)
+    ref, out = _reml(rows), noise_structure(rows, "data", n_boot=0)
+    assert out["sd"] == pytest.approx(ref["sd"], rel=0.08)  # here 0.0143 vs 0.0150 (truth 0.0147)
+    for k in ("frac_shared_across_budgets", "frac_run_level", "frac_cluster"):
+        assert abs(out[k] - ref[k]) < 0.06, (k, out[k], ref[k])
