@@ -33,7 +33,8 @@ def stop_before_training(signum, frame):
     130, not a KeyboardInterrupt traceback in the run's log (or SIGTERM's silent death). Nothing was trained."""
     for sig in BEFORE_TRAINING:  # a second signal (Ctrl-C twice) must not add a second line or a traceback
         signal.signal(sig, signal.SIG_IGN)
-    if os.environ.get("RANK", "0") == "0":  # torchrun's workers: rank 0 says it, as it says every stop
+    # torchrun's workers: rank 0 says it, as it says every stop (RANK counts only with a WORLD_SIZE, as in setup_dist)
+    if os.environ.get("RANK", "0") == "0" or os.environ.get("WORLD_SIZE", "1") == "1":
         print(f"interrupted ({signal.Signals(signum).name}) before training started, no step run; continue "
               "with the same command and --resume", flush=True)
     raise SystemExit(130)
