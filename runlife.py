@@ -346,16 +346,19 @@ def rewind_metrics(run_dir, step, state):
 
 class StopRequest:
     """SIGINT / SIGTERM set a flag; the loop stops at a step boundary, checkpoints and exits 130. A second
-    signal interrupts at once (the default handler is back)."""
+    signal interrupts at once (the default handler is back). restore_to: the handlers to put back instead of
+    the ones replaced (train.py's from before its early stop handler, which this one replaces directly: no
+    moment without a handler of the run's)."""
 
-    def __init__(self):
+    def __init__(self, restore_to=None):
         self.signal = None
         self._old = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
-                self._old[sig] = signal.signal(sig, self._handler)
+                old = signal.signal(sig, self._handler)
             except ValueError:  # not the main thread: no handler, a signal interrupts as usual
-                pass
+                continue
+            self._old[sig] = (restore_to or {}).get(sig, old)
 
     def _handler(self, signum, frame):
         self.signal = signal.Signals(signum).name

@@ -24,6 +24,7 @@ newest checkpoint that loads completely; a stop before the first step (imports, 
 and exit 130 too. One process per run directory: RUN/.lock (runlock.py). That life of the run directory
 (lock, resume, checkpoints, stop signals, logs) is runlife.py; this file is the run, top-down.
 """
+import os  # before the handler below: stop_before_training needs it from its first moment
 import signal
 
 
@@ -32,13 +33,16 @@ def stop_before_training(signum, frame):
     130, not a KeyboardInterrupt traceback in the run's log (or SIGTERM's silent death). Nothing was trained."""
     for sig in BEFORE_TRAINING:  # a second signal (Ctrl-C twice) must not add a second line or a traceback
         signal.signal(sig, signal.SIG_IGN)
-    print(f"interrupted ({signal.Signals(signum).name}) before training started, no step run; continue with "
-          "the same command and --resume", flush=True)
+    # torchrun's workers: rank 0 says it, as it says every stop (RANK counts only with a WORLD_SIZE, as in setup_dist)
+    if os.environ.get("RANK", "0") == "0" or os.environ.get("WORLD_SIZE", "1") == "1":
+        print(f"interrupted ({signal.Signals(signum).name}) before training started, no step run; continue "
+              "with the same command and --resume", flush=True)
     raise SystemExit(130)
 
 
 # the handlers stop_before_training replaced (the script only: a module importing train keeps its own; a
-# signal its parent ignores, as nohup does, stays ignored); put back when the first step starts
+# signal its parent ignores, as a shell's `&` does, stays ignored); put back after the loop, whose own handler
+# replaces stop_before_training directly (runlife.StopRequest)
 BEFORE_TRAINING = {}
 if __name__ == "__main__":
     BEFORE_TRAINING = {s: signal.signal(s, stop_before_training) for s in (signal.SIGINT, signal.SIGTERM)
@@ -50,7 +54,6 @@ import datetime
 import hashlib
 import json
 import math
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -528,7 +531,7 @@ def train_loop(run, state):
     arrived in (under DDP: the step at which any rank saw it, the same step on every rank), after what that
     step owes: validation, best/, a step checkpoint (final/ too at the last step)."""
     args, plan, dist = run.args, run.plan, run.dist
-    stop = StopRequest()
+    stop = StopRequest(restore_to=BEFORE_TRAINING)  # replaces train.py's early handler, if any, directly
     run.model.train()
     if state.step == 0 and dist.rank0:
         run_validation(run, state)  # the untrained model: ~ln(vocab)
@@ -671,9 +674,7 @@ def main(argv=None):
         elif args.resume:
             run.log.print("resume: no checkpoint yet, starting from scratch")
 
-        for sig, handler in BEFORE_TRAINING.items():  # from here a stop ends a step (runlife.StopRequest)
-            signal.signal(sig, handler)
-        status, message = train_loop(run, state)
+        status, message = train_loop(run, state)  # from its start a stop ends a step (runlife.StopRequest)
         if status == "failed":
             run.log.print(f"error: {message}")
         runlife.finish_or_stop(finish, run, state, status, message)  # final/, test evaluation, summary.json

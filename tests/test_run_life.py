@@ -464,6 +464,50 @@ def test_a_stop_during_the_imports_is_one_line_and_exit_130(synthetic_store, tmp
     assert not (tmp_path / "early").exists()
 
 
+def test_a_stop_as_the_loop_takes_over_the_signals_is_still_one_line(synthetic_store, tmp_path):
+    """A SIGTERM at the moment the training loop installs its stop handler (train.py as the script, its early
+    handler in place): it used to find the default handler back for that moment (main put it back before
+    train_loop installed its own) and kill the run silently (-15). Either handler must have it: exit 130, one line."""
+    child = ("import os, runpy, signal, sys, runlife\n"
+             "real = runlife.StopRequest\n"
+             "class AtInstall(real):\n"
+             "    def __init__(self, *a, **k):\n"
+             "        os.kill(os.getpid(), signal.SIGTERM)\n"
+             "        super().__init__(*a, **k)\n"
+             "runlife.StopRequest = AtInstall\n"
+             "sys.argv = ['train.py', *sys.argv[1:]]\n"
+             "runpy.run_path('train.py', run_name='__main__')\n")
+    p = _py(child, _args(synthetic_store, tmp_path, "edge", "--skip_test_eval"))
+    out = p.communicate(timeout=300)[0]
+    assert p.returncode == train.EXIT_INTERRUPTED, (p.returncode, out[-2000:])
+    assert "Traceback" not in out and out.strip().splitlines()[-1].startswith("interrupted (SIGTERM)"), out[-2000:]
+
+
+def test_a_stop_during_the_imports_under_torchrun_is_one_line(synthetic_store, tmp_path):
+    """torchrun's Ctrl-C reaches every rank while they import: the run's log gets the stop's line once (rank 0
+    says it, as it says every other stop), not once per rank."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(ROOT / "train.py"),
+           *_args(synthetic_store, tmp_path, "early2", "--skip_test_eval")]
+    p = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while True:
+        ps = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+        workers = [int(c) for c, parent in (line.split() for line in ps.splitlines()) if int(parent) == p.pid]
+        if len(workers) == 2 and all(_stop_handler_installed(w) for w in workers):
+            break
+        assert p.poll() is None and time.time() < deadline, p.stdout.read()[-3000:]
+        time.sleep(0.005)
+    early = not any(_libtorch_loaded(w) for w in workers)
+    p.send_signal(signal.SIGINT)  # torchrun passes it on to each worker
+    out = p.communicate(timeout=120)[0]
+    assert early, "torch was imported before the signal: the test did not stop the imports"
+    lines = [line for line in out.splitlines() if "before training started" in line]
+    assert lines == ["interrupted (SIGINT) before training started, no step run; continue with the same command "
+                     "and --resume"], out[-3000:]
+    assert not (tmp_path / "early2").exists()
+
+
 def test_sweep_ctrl_c_before_a_first_checkpoint_says_so(synthetic_store, tmp_path):
     """The sweep's Ctrl-C reaching a run still in its imports: the run has no checkpoint, and the sweep's
     line says so instead of "stopped at a checkpoint"; the next `run` starts it anew and completes it."""
