@@ -80,7 +80,8 @@ def test_the_default_is_the_measured_noise_file_and_noise_scales_its_total(tmp_p
         d["per_model"]["neural"]["frac_run_level"])
     s = simulate.noise_model(None, 0.02)
     assert s.sd == 0.02 and s.frac_run_level == m.frac_run_level and s.frac_shared_across_budgets == m.frac_shared_across_budgets
-    assert math.isclose(sum(x ** 2 for x in s.sds()), 0.02 ** 2)  # the parts' variances add up to the total
+    assert s.frac_cluster == m.frac_cluster == d["per_model"]["neural"]["frac_cluster"] > 0
+    assert math.isclose(sum(x ** 2 for x in s.sds() + s.cluster_sds()), 0.02 ** 2)  # the parts' variances add up to the total
     i = simulate.noise_model("independent", 0.03)
     assert i.sds() == (0.0, 0.0, 0.0, 0.03)
     f = tmp_path / "nm.json"
