@@ -132,6 +132,8 @@ def one_simulation(job):
     simulate.fabricate(plan, law, noise, root, np.random.default_rng([seed, i]))
     try:
         result = summarise_fits(verdicts_analysis(root, n_boot, i))
+    except Terminated:  # SIGTERM in a one-process check (_sigterm): stop, not one more failed simulation
+        raise
     except (SystemExit, Exception) as e:  # analyze.py refused the sweep (or failed): say so, count it undecided
         result = {"verdicts": {h: "missing" for h in HYPOTHESES}, "params": {}, "h4": {},
                   "error": f"analyze.py exited {e.code}" if isinstance(e, SystemExit) else f"{type(e).__name__}: {e}"}
@@ -171,8 +173,12 @@ def simulate_plan(plan, law, noise, n_sim, n_boot, workdir, seed=0, label="plan"
     return results
 
 
+class Terminated(SystemExit):
+    """SIGTERM: a SystemExit that one_simulation does not take for analyze.py refusing a sweep."""
+
+
 def _sigterm(signum, frame):
-    raise SystemExit(143)
+    raise Terminated(143)
 
 
 def _spread(values):

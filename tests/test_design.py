@@ -255,3 +255,26 @@ def test_h2_truth_under_repetition_follows_the_law_at_the_plans_budgets():
     assert design.truths(simulate.parse_law("B=410.7,beta=0.28,s=0,E=3.9"), plan)["H2 loss vs K at fixed D"][0] == "not supported"
     r = [{"verdicts": {h: "not supported" for h in design.HYPOTHESES}, "params": {}, "h4": {}}]
     assert design.summarise(r, rep, plan)["hypotheses"]["H2 loss vs K at fixed D"]["p_correct"] == 1
+
+
+def test_sigterm_stops_a_one_process_design_check(tmp_path, monkeypatch):
+    """With --jobs 1 the simulations run in design.py's own process, where SIGTERM raises SystemExit(143) in
+    the middle of an analysis: one_simulation's guard for analyze.py's refusals (SystemExit) swallowed it,
+    counted that simulation as failed and went on with the next. SIGTERM must stop the check."""
+    import os
+    import signal
+    calls = []
+
+    def analysis(root, n_boot, seed):
+        calls.append(seed)
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, inside the analysis
+        raise AssertionError("not reached: SIGTERM raised first")
+
+    monkeypatch.setattr(design, "verdicts_analysis", analysis)
+    plan = {"name": "t", "store": {"data_dir": "fabricated"}, "fixed": {"batch_size": 320},
+            "grid": [{"model_config": ["pythia-31m"], "K": [1], "seed": [0], "token_budget": [1e6]}]}
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as e:
+        design.simulate_plan(plan, simulate.parse_law(LAW), simulate.NoiseModel(0.01), 3, 2, tmp_path / "w" / "s", jobs=1)
+    assert e.value.code == 143 and calls == [0]
+    assert signal.getsignal(signal.SIGTERM) == before  # the caller's handler is back
