@@ -324,7 +324,8 @@ def write_markdown(path, report):
          f"Law: {report['law_text']}" + (f" (repetition: U = {report['law']['U']:.4g} per category, R* = {report['law']['Rstar']:g})"
                                           if "U" in report["law"] else "")
          + f"; noise: total SD of log test loss {nm['sd']:.4g} per (run, category), {nm['frac_shared_across_budgets']:.2f} of "
-         f"its variance shared across a seed cluster's budgets, {nm['frac_run_level']:.2f} run level ({nm['source']}); "
+         f"its variance shared across a seed cluster's budgets, {nm['frac_run_level']:.2f} run level, {nm.get('frac_cluster', 0):.2f} "
+         f"in both (every budget and category of a seed cluster) ({nm['source']}); "
          f"{report['base']['n_sim']} simulations of {report['n_runs']} runs, analyze.py with --n_boot {report['n_boot']}. "
          "A verdict is correct when it matches the law's truth (design.truths), wrong when it is the opposite "
          "decision; [..] is the exact (Clopper-Pearson) 95% interval of each probability. Simulated data obey the "
@@ -383,7 +384,7 @@ def main(argv=None):
           + (f" A={law['A']:.4g} alpha={law['alpha']:.4g}" if "A" in law else "")
           + (f" U={law['U']:.4g} R*={law['Rstar']:g}" if "U" in law else "")
           + f"; noise: total SD {noise.sd:.4g} ({noise.frac_shared_across_budgets:.2f} shared across budgets, "
-          f"{noise.frac_run_level:.2f} run level); {jobs} processes")
+          f"{noise.frac_run_level:.2f} run level, {noise.frac_cluster:.2f} in both); {jobs} processes")
     base = summarise(simulate_plan(plan, law, noise, args.n_sim, args.n_boot, work, args.seed, plan["name"], jobs), law, plan)
     if base["failed"]:
         print(f"warning: {base['failed']} of {args.n_sim} simulations failed (their errors: simulations.jsonl); counted undecided")
