@@ -110,6 +110,8 @@ def one_simulation(job):
     simulate.fabricate(plan, law, noise, root, np.random.default_rng([seed, i]))
     try:
         result = summarise_fits(verdicts_analysis(root, n_boot, i))
+    except Terminated:  # SIGTERM in a one-process check (_sigterm): stop, not one more failed simulation
+        raise
     except (SystemExit, Exception) as e:  # analyze.py refused the sweep (or failed): say so, count it undecided
         result = {"verdicts": {h: "missing" for h in HYPOTHESES}, "params": {}, "h4": {},
                   "error": f"analyze.py exited {e.code}" if isinstance(e, SystemExit) else f"{type(e).__name__}: {e}"}
@@ -149,8 +151,12 @@ def simulate_plan(plan, law, noise, n_sim, n_boot, workdir, seed=0, label="plan"
     return results
 
 
+class Terminated(SystemExit):
+    """SIGTERM: a SystemExit that one_simulation does not take for analyze.py refusing a sweep."""
+
+
 def _sigterm(signum, frame):
-    raise SystemExit(143)
+    raise Terminated(143)
 
 
 def _spread(values):
@@ -175,27 +181,56 @@ def clopper_pearson(k, n):
             float(beta.ppf(0.975, k + 1, n - k)) if k < n else 1.0]
 
 
-def truths(law):
+def _reducible(law, K, D):
+    """The law's reducible loss B X^-beta of a category in a balanced run of K categories and D tokens (its
+    expected D_c = D / K; with finite pools on effective tokens, as simulate.make_run)."""
+    Dc, D_all = D / K, D
+    if "U" in law:
+        Dc = simulate.effective_tokens(Dc, law["U"], law["Rstar"])
+        D_all = K * Dc
+    return law["B"] * (Dc ** law["s"] * D_all ** (1 - law["s"])) ** -law["beta"]
+
+
+def h2_truth(law, plan):
+    """H2 as analyze.py decides it: the in-training loss at the largest K above that at the smallest, at every
+    planned budget (of every model). Without finite pools that is s > 0 (the reducible part times K^(s beta));
+    with them K = 1 repeats its category K times more, and at a large budget the loss can fall with K."""
+    s = law["s"]
+    cells = {}
+    for _, p in (sweep.expand(plan) if plan is not None and "U" in law else []):
+        cells.setdefault((p.get("model_config"), float(p["token_budget"])), set()).add(
+            len(p["categories"]) if p.get("categories") else int(p["K"]))
+    falls = [D for (_, D), Ks in sorted(cells.items(), key=lambda kv: kv[0][1]) if len(Ks) > 1 and
+             _reducible(law, max(Ks), D) <= _reducible(law, min(Ks), D) * (1 + 1e-12)]
+    if falls:
+        return "not supported", (f"finite pools (U = {law['U']:.3g}): at D = {falls[0]:.3g} the loss does not rise "
+                                 "with K (K = 1 repeats its category most)")
+    if cells:
+        return "supported", f"s = {s:g} > 0: loss rises with K at every planned budget, repetition included"
+    return ("supported", f"s = {s:g} > 0: loss rises with K") if s > 0 else \
+        ("not supported", "s = 0: no K effect at fixed D")
+
+
+def truths(law, plan=None):
     """{hypothesis: (true verdict, why)} under the fabricated law (EXPERIMENT_PLAN.md's statements). The law
-    gives every category one floor E_c at every K, so H1 holds; the K effect on in-training loss at fixed D is
-    the reducible part times K^(s beta) (repetition only adds to it), so H2 holds iff s > 0; H3 claims a
-    sharing exponent strictly between 0 (one shared source) and 1 (disjoint components); H4's gain
-    G = B d^-beta (1 - K^(-(1-s) beta)) is positive iff s < 1."""
+    gives every category one floor E_c at every K, so H1 holds; H2 holds iff the loss rises with K at every
+    budget of the plan (h2_truth: s > 0 without finite pools); H3 claims a sharing exponent strictly between
+    0 (one shared source) and 1 (disjoint components); H4's gain G = B d^-beta (1 - K^(-(1-s) beta)) is
+    positive iff s < 1 (with finite pools too: both sides see D_c = d, so X_mix / X_spec = K^(1-s))."""
     s = law["s"]
     return {"H1 floors": ("supported", "the law's floors E_c do not depend on K"),
-            "H2 loss vs K at fixed D": ("supported", f"s = {s:g} > 0: loss rises with K") if s > 0 else
-            ("not supported", "s = 0: no K effect at fixed D"),
+            "H2 loss vs K at fixed D": h2_truth(law, plan),
             "H3 dilution law": ("supported", f"0 < s = {s:g} < 1") if 0 < s < 1 else
             ("not supported", f"s = {s:g} is a limit (shared or disjoint)"),
             "H4 mixing gain": ("supported", f"s = {s:g} < 1: G > 0") if s < 1 else ("not supported", "s = 1: G = 0")}
 
 
-def summarise(results, law):
-    """Per hypothesis: P(correct verdict), P(wrong verdict), P(undecided) against truths(law), each with its
+def summarise(results, law, plan=None):
+    """Per hypothesis: P(correct verdict), P(wrong verdict), P(undecided) against truths(law, plan), each with its
     exact 95% interval; P(supported), P(not supported) and P(decided) (= correct + wrong) beside them."""
     n = len(results)
     hyp = {}
-    truth = truths(law)
+    truth = truths(law, plan)
     for h in HYPOTHESES:
         counts = {k: sum(outcome(r["verdicts"][h]) == k for r in results) for k in ("supported", "not supported", "undecided")}
         right = counts[truth[h][0]]
@@ -267,7 +302,8 @@ def write_markdown(path, report):
          f"Law: {report['law_text']}" + (f" (repetition: U = {report['law']['U']:.4g} per category, R* = {report['law']['Rstar']:g})"
                                           if "U" in report["law"] else "")
          + f"; noise: total SD of log test loss {nm['sd']:.4g} per (run, category), {nm['frac_shared_across_budgets']:.2f} of "
-         f"its variance shared across a seed cluster's budgets, {nm['frac_run_level']:.2f} run level ({nm['source']}); "
+         f"its variance shared across a seed cluster's budgets, {nm['frac_run_level']:.2f} run level, {nm.get('frac_cluster', 0):.2f} "
+         f"in both (every budget and category of a seed cluster) ({nm['source']}); "
          f"{report['base']['n_sim']} simulations of {report['n_runs']} runs, analyze.py with --n_boot {report['n_boot']}. "
          "A verdict is correct when it matches the law's truth (design.truths), wrong when it is the opposite "
          "decision; [..] is the exact (Clopper-Pearson) 95% interval of each probability. Simulated data obey the "
@@ -326,8 +362,8 @@ def main(argv=None):
           + (f" A={law['A']:.4g} alpha={law['alpha']:.4g}" if "A" in law else "")
           + (f" U={law['U']:.4g} R*={law['Rstar']:g}" if "U" in law else "")
           + f"; noise: total SD {noise.sd:.4g} ({noise.frac_shared_across_budgets:.2f} shared across budgets, "
-          f"{noise.frac_run_level:.2f} run level); {jobs} processes")
-    base = summarise(simulate_plan(plan, law, noise, args.n_sim, args.n_boot, work, args.seed, plan["name"], jobs), law)
+          f"{noise.frac_run_level:.2f} run level, {noise.frac_cluster:.2f} in both); {jobs} processes")
+    base = summarise(simulate_plan(plan, law, noise, args.n_sim, args.n_boot, work, args.seed, plan["name"], jobs), law, plan)
     if base["failed"]:
         print(f"warning: {base['failed']} of {args.n_sim} simulations failed (their errors: simulations.jsonl); counted undecided")
     report = {"plan": args.plan, "n_runs": runs, "law": law, "law_text": args.law, "noise": noise.sd,
@@ -336,7 +372,7 @@ def main(argv=None):
     undecided = [h for h, x in base["hypotheses"].items() if not decides(x)]
     if undecided and not args.no_variants:
         for name, v in variants(plan):
-            s = summarise(simulate_plan(v, law, noise, args.n_sim, args.n_boot, work, args.seed, name, jobs), law)
+            s = summarise(simulate_plan(v, law, noise, args.n_sim, args.n_boot, work, args.seed, name, jobs), law, v)
             extra = f"+{n_runs(v) - runs} runs, +{(n_tokens(v) - tokens) / tokens:.0%} tokens"
             report["variants"][name] = {"n_runs": n_runs(v), "added": extra, "summary": s}
             for h in undecided:

@@ -23,14 +23,20 @@ D' = the sum of D'_c over the run's categories. Each run's summary.json states e
 as train.py writes it (pool tokens; no finite pool: 0).
 
 Noise (NoiseModel): multiplicative, log L = log(law) + e, and `sd` is the TOTAL SD of e, the log test loss of
-one (run, category) around the law. e is the sum of independent normal parts whose variances add up to sd^2:
-  - shared across budgets (frac_shared_across_budgets): one draw per seed cluster and category, common to
-    every budget of that cluster (same model, category set, subset seed, init seed, data seed: such runs
-    share their initialisation and the prefix of their data order). It splits into an init part (keyed by the
-    init seed) and a data-order part (keyed by the data seed) in the ratio sd_init^2 : sd_data_order^2, so
-    replicates that differ only in the init seed share the data-order part, as real ones do;
-  - run level (frac_run_level): one draw per run, common to all its categories;
-  - the rest: one draw per (run, category).
+one (run, category) around the law. e is the sum of independent normal parts whose variances add up to sd^2,
+the measured model's a + u + w + v (analysis/noise_structure.py), as shares of sd^2:
+  - a, the cluster part (frac_cluster): one draw per seed cluster, common to every budget and category of
+    that cluster (same model, category set, subset seed, init seed, data seed: such runs share their
+    initialisation and the prefix of their data order);
+  - u, shared across budgets per category (frac_shared_across_budgets - frac_cluster): one draw per seed
+    cluster and category. a and u each split into an init part (keyed by the init seed) and a data-order
+    part (keyed by the data seed) in the ratio sd_init^2 : sd_data_order^2, so replicates that differ only
+    in the init seed share the data-order part, as real ones do;
+  - w, run level (frac_run_level - frac_cluster): one draw per run, common to all its categories;
+  - v, the rest: one draw per (run, category).
+So frac_shared_across_budgets (a + u) and frac_run_level (a + w) are the measured fractions, which overlap
+by frac_cluster: the covariance of one category at two budgets, of two categories of one run, and of two
+categories at two budgets of one cluster, over the total.
 The default model is plans/noise_model_abstracts.json (measured on a real-text pilot: its per_model entry
 "kn" for n-gram plans, "neural" otherwise); `--noise SD` rescales the total keeping the fractions;
 `--noise_model independent` draws every (run, category) independently.
@@ -90,13 +96,15 @@ class NoiseModel:
     frac_run_level: float = 0.0
     init_share: float = 0.5
     source: str = "independent"
+    frac_cluster: float = 0.0  # held in both fractions above (the module docstring)
 
     def __post_init__(self):
-        f, r = self.frac_shared_across_budgets, self.frac_run_level
+        f, r, a = self.frac_shared_across_budgets, self.frac_run_level, self.frac_cluster
         if not (math.isfinite(self.sd) and self.sd >= 0):
             raise LawError(f"noise: the SD must be a finite number >= 0 (got {self.sd})")
-        if not (0 <= f <= 1 and 0 <= r <= 1 and f + r <= 1 + 1e-12 and 0 <= self.init_share <= 1):
-            raise LawError(f"noise: needs fractions in [0, 1] adding up to at most 1 (got shared {f}, run level {r})")
+        if not (0 <= a <= min(f, r) and f <= 1 and r <= 1 and f + r - a <= 1 + 1e-12 and 0 <= self.init_share <= 1):
+            raise LawError(f"noise: needs fractions in [0, 1], the cluster part within both and the parts adding up "
+                           f"to at most 1 (got shared {f}, run level {r}, cluster {a})")
 
     @classmethod
     def parts(cls, run=0.0, own=0.0):
@@ -109,10 +117,15 @@ class NoiseModel:
         return dataclasses.replace(self, sd=float(sd))
 
     def sds(self):
-        """(init, data order, run level, own): the SDs of the four independent parts."""
-        v, f, r = self.sd ** 2, self.frac_shared_across_budgets, self.frac_run_level
-        return (math.sqrt(v * f * self.init_share), math.sqrt(v * f * (1 - self.init_share)),
-                math.sqrt(v * r), math.sqrt(max(v * (1 - f - r), 0.0)))
+        """(init, data order, run level, own): the SDs of u's two parts, w and v (the cluster part a: cluster_sds)."""
+        v, f, r, a = self.sd ** 2, self.frac_shared_across_budgets, self.frac_run_level, self.frac_cluster
+        return (math.sqrt(v * (f - a) * self.init_share), math.sqrt(v * (f - a) * (1 - self.init_share)),
+                math.sqrt(v * (r - a)), math.sqrt(max(v * (1 - f - r + a), 0.0)))
+
+    def cluster_sds(self):
+        """(init, data order): the SDs of the cluster part a's two parts."""
+        v = self.sd ** 2 * self.frac_cluster
+        return math.sqrt(v * self.init_share), math.sqrt(v * (1 - self.init_share))
 
 
 def load_noise_model(path=NOISE_MODEL_FILE, kind=None):
@@ -124,13 +137,13 @@ def load_noise_model(path=NOISE_MODEL_FILE, kind=None):
         m = dict(d, **((d.get("per_model") or {}).get(kind) or {}))
         si, sdo = float(m.get("sd_init") or 0.0), float(m.get("sd_data_order") or 0.0)
         # measured fractions are moment estimates: a component whose true share is ~0 can come out slightly
-        # negative (the KN pilot's run level: -0.02), and the shares can add up past 1 by sampling error.
-        # Clip to [0, 1] and, past 1, scale both down so the per-(run, category) part is 0.
+        # negative (the KN pilot's run level: -0.02). Clip to [0, 1]; the cluster part (held in both
+        # fractions) to [f + r - 1, min(f, r)], so that no part's variance is negative.
         f, r = (min(max(float(m[k]), 0.0), 1.0) for k in ("frac_shared_across_budgets", "frac_run_level"))
-        f, r = (f / (f + r), r / (f + r)) if f + r > 1 else (f, r)
+        a = min(max(float(m.get("frac_cluster") or 0.0), f + r - 1, 0.0), f, r)
         return NoiseModel(float(m["sd_run_category"]), f, r,
                           si ** 2 / (si ** 2 + sdo ** 2) if si or sdo else 0.5,
-                          f"{path}{f' ({kind})' if kind else ''}: {d.get('source', 'no source given')}")
+                          f"{path}{f' ({kind})' if kind else ''}: {d.get('source', 'no source given')}", a)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise LawError(f"--noise_model {path}: not a noise model file ({type(e).__name__}: {e}); it needs "
                        "sd_run_category, frac_shared_across_budgets, frac_run_level") from None
@@ -160,11 +173,14 @@ def _keyed_rng(rng, key):
 def draw_noise(noise, rng, cluster, init_seed, data_seed):
     """{category: e} for one run: cluster = (model, categories as a set, subset seed)."""
     s_init, s_data, s_run, s_own = noise.sds()
+    a_init, a_data = noise.cluster_sds()
     shared = {c: 0.0 for c in CATEGORIES}
-    if s_init or s_data:
-        zi = _keyed_rng(rng, ("init", cluster, init_seed)).normal(0, 1, len(CATEGORIES))
-        zd = _keyed_rng(rng, ("data", cluster, data_seed)).normal(0, 1, len(CATEGORIES))
-        shared = {c: s_init * a + s_data * b for c, a, b in zip(CATEGORIES, zi, zd)}
+    if s_init or s_data or a_init or a_data:
+        # one draw per category (u) and one more for the whole cluster (a), each from the init and the data seed
+        zi = _keyed_rng(rng, ("init", cluster, init_seed)).normal(0, 1, len(CATEGORIES) + 1)
+        zd = _keyed_rng(rng, ("data", cluster, data_seed)).normal(0, 1, len(CATEGORIES) + 1)
+        common = a_init * zi[-1] + a_data * zd[-1]
+        shared = {c: common + s_init * a + s_data * b for c, a, b in zip(CATEGORIES, zi, zd)}
     run = rng.normal(0, s_run)  # always drawn: the stream stays the same whatever the fractions
     return {c: shared[c] + run + rng.normal(0, s_own) for c in CATEGORIES}
 
@@ -465,7 +481,8 @@ def main(argv=None):
     law, noise = law_and_noise(args, plan)
     rids = fabricate(plan, law, noise, Path(args.out), np.random.default_rng(args.seed))
     print(f"wrote {len(rids)} fabricated runs under {Path(args.out) / 'runs'} (noise: total SD {noise.sd:.4g}, "
-          f"shared across budgets {noise.frac_shared_across_budgets:.2f}, run level {noise.frac_run_level:.2f}; {noise.source})")
+          f"shared across budgets {noise.frac_shared_across_budgets:.2f}, run level {noise.frac_run_level:.2f}, "
+          f"both (cluster) {noise.frac_cluster:.2f}; {noise.source})")
     return rids
 
 

@@ -80,7 +80,8 @@ def test_the_default_is_the_measured_noise_file_and_noise_scales_its_total(tmp_p
         d["per_model"]["neural"]["frac_run_level"])
     s = simulate.noise_model(None, 0.02)
     assert s.sd == 0.02 and s.frac_run_level == m.frac_run_level and s.frac_shared_across_budgets == m.frac_shared_across_budgets
-    assert math.isclose(sum(x ** 2 for x in s.sds()), 0.02 ** 2)  # the parts' variances add up to the total
+    assert s.frac_cluster == m.frac_cluster == d["per_model"]["neural"]["frac_cluster"] > 0
+    assert math.isclose(sum(x ** 2 for x in s.sds() + s.cluster_sds()), 0.02 ** 2)  # the parts' variances add up to the total
     i = simulate.noise_model("independent", 0.03)
     assert i.sds() == (0.0, 0.0, 0.0, 0.03)
     f = tmp_path / "nm.json"
@@ -141,3 +142,23 @@ def test_subsets_are_the_trainers_balanced_cyclic_design():
     from random_window_dataset import CATEGORY_PERMUTATION, select_categories
     assert simulate.PERM == CATEGORY_PERMUTATION and sorted(simulate.CATEGORIES) == sorted(CATEGORY_PERMUTATION)
     assert all(simulate.select(K, s) == select_categories(K, s) for K in range(1, 12) for s in range(22))
+
+
+def test_default_noise_gives_back_the_measured_components_under_the_pilots_estimator():
+    """The measured file's fractions overlap: frac_shared_across_budgets = (var a + var u) / total and
+    frac_run_level = (var a + var w) / total both hold the cluster component a (frac_cluster: common to every
+    budget and category of a seed cluster; analysis/noise_structure.py). Fabricated noise, measured by that
+    same estimator over 1000 seed clusters x 3 budgets, must give back all three (the neural pilot's a is 0.35
+    of the variance; treating the two fractions as disjoint drops it and leaves ~0 per (run, category))."""
+    from analysis.noise_structure import _estimates, group_moments
+    d = json.loads(simulate.NOISE_MODEL_FILE.read_text())["per_model"]["neural"]
+    m = simulate.noise_model()
+    rng = np.random.default_rng(0)
+    y = np.array([[list(simulate.draw_noise(m, rng, ("pythia-31m", ("cs.CV", "cs.IT", "math.GR"), cl), 100 + cl, cl).values())
+                   for _ in range(3)] for cl in range(1000)])
+    mom = group_moments(y)
+    est = _estimates(*(np.array([mom[t][i] for t in ("total", "across_budgets", "across_categories", "across_both")],
+                                dtype=float) for i in (0, 1)))
+    assert abs(est["sd"] / d["sd_run_category"] - 1) < 0.05, est
+    for k in ("frac_shared_across_budgets", "frac_run_level", "frac_cluster"):
+        assert abs(est[k] - d[k]) < 0.06, (k, est[k], d[k])
