@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 import sweep
@@ -166,3 +167,54 @@ def test_status_notes_a_complete_run_whose_metrics_were_cut(tmp_path):
     assert notes == [f"note: {rid1}: metrics.jsonl: 1 of 3 lines unreadable (line 3; the last cut mid-line): "
                      "those rows are missing from the curves"], r.stdout
     assert "complete 2" in r.stdout
+
+
+def test_ngram_plans_get_train_py_ranges(tmp_path):
+    """An ngram.py plan with K 12 (or 0) or a negative seed was accepted by the value check and failed only
+    in its run, after the sweep had started: ngram.py's parser range-checks the flags it shares with train.py."""
+    plan = _plan(tmp_path, {"K": [1, 12, 0], "seed": [0]}, {"data_seed": -5, "order": 3}, script="ngram.py")
+    r = _sweep("emit", plan, "--out", tmp_path / "o")
+    assert r.returncode == 2 and r.stdout == "" and len(r.stderr.splitlines()) == 3, r.stderr
+    assert "grid.K 12: argument --K: must be an integer in [1, 11], got 12" in r.stderr
+    assert "grid.K 0: argument --K: must be an integer in [1, 11], got 0" in r.stderr
+    assert "fixed.data_seed -5: argument --data_seed: must be an integer in [0, " in r.stderr
+    plan = _plan(tmp_path, {"K": [1, 11], "seed": [0, 2 ** 64 - 1]}, {"order": 3}, script="ngram.py")
+    r = _sweep("emit", plan, "--out", tmp_path / "o")
+    assert r.returncode == 0 and r.stdout.count("ngram.py") == 4, r.stderr
+
+
+def test_a_parser_built_from_helpers_is_run_not_refused(tmp_path, monkeypatch):
+    """A parse_args using a module-level function of its script, the standard library (pathlib, os.environ)
+    and a required flag that sweep.py sets itself (--data_dir) still checks values: a valid plan is not
+    refused by N lines of NameError; a parser sweep.py cannot run at all is one line naming why."""
+    (tmp_path / "train.py").write_text(
+        "import torch\nimport store as st\nfrom pathlib import Path\nimport os\n\n"
+        "def budget(text):\n    return POS(text)\n\nPOS = st.number(float, 0, lo_open=True)\n\n"
+        "def parse_args(argv=None):\n    p = st.ArgumentParser()\n"
+        "    p.add_argument('--data_dir', required=True, type=Path)\n"
+        "    p.add_argument('--output_dir', default=os.environ.get('NOWHERE', 'runs'))\n"
+        "    p.add_argument('--run_name')\n    p.add_argument('--resume', nargs='?', const='auto')\n"
+        "    p.add_argument('--token_budget', type=budget)\n    p.add_argument('--K', type=int)\n"
+        "    return p.parse_args(argv)\n")
+    monkeypatch.setattr(sweep, "PROJECT", tmp_path)
+    plan = {"name": "h", "store": {"data_dir": "x"}, "grid": [{"K": [1], "token_budget": [5, -3]}], "fixed": {}}
+    with pytest.raises(SystemExit) as e:
+        sweep.check_values("p.yaml", plan)
+    assert e.value.code == 2
+    plan["grid"][0]["token_budget"] = [5]
+    sweep.check_values("p.yaml", plan)  # accepted
+    (tmp_path / "train.py").write_text("import torch\nfrom model import thing\n\n"
+                                       "def parse_args(argv=None):\n    return thing(argv)\n")
+    probe = ("import sys, sweep, pathlib; sweep.PROJECT = pathlib.Path(sys.argv[1]); "
+             "sweep.check_values('p.yaml', {'name': 'h', 'store': {'data_dir': 'x'}, 'grid': [{'K': [1, 2]}], 'fixed': {}})")
+    r = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert r.stderr.startswith("error: cannot check the plan's values: train.py's parse_args fails without any plan "
+                               "value (NameError: name 'thing' is not defined)"), r.stderr
+
+
+def test_unicode_values_are_shown_as_written(tmp_path):
+    plan = _plan(tmp_path, {"categories": [["math.AC", "cs.Ü"]], "seed": [0]}, {"sampling": "ünïform"})
+    r = _sweep("emit", plan, "--out", tmp_path / "o")
+    assert r.returncode == 2 and 'grid.categories ["math.AC", "cs.Ü"]: unknown category cs.Ü' in r.stderr, r.stderr
+    assert "fixed.sampling ünïform: argument --sampling: invalid choice" in r.stderr, r.stderr
