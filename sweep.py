@@ -338,7 +338,8 @@ def model_config_problem(v):
     return None if ok else f"{f}: not a JSON object of GPTNeoXConfig fields"
 
 
-SLURM_TIME = re.compile(r"^(\d+-\d+(:\d+){0,2}|\d+(:\d+){0,2})$")  # SLURM's --time forms (M, M:S, H:M:S, D-H[:M[:S]])
+# SLURM's --time forms (M, M:S, H:M:S, D-H[:M[:S]]) and its words for no limit
+SLURM_TIME = re.compile(r"^(\d+-\d+(:\d+){0,2}|\d+(:\d+){0,2}|(?i:unlimited|infinite))$")
 
 
 def slurm_problems(sl):

@@ -218,3 +218,14 @@ def test_unicode_values_are_shown_as_written(tmp_path):
     r = _sweep("emit", plan, "--out", tmp_path / "o")
     assert r.returncode == 2 and 'grid.categories ["math.AC", "cs.Ü"]: unknown category cs.Ü' in r.stderr, r.stderr
     assert "fixed.sampling ünïform: argument --sampling: invalid choice" in r.stderr, r.stderr
+
+
+def test_slurm_time_without_limit_is_accepted(tmp_path):
+    """SLURM takes "UNLIMITED" / "INFINITE" for --time (no limit; the partition's cap applies): not refused."""
+    p = tmp_path / "s.yaml"
+    for t in ("UNLIMITED", "infinite"):
+        p.write_text(f'name: s\nstore: {{data_dir: x}}\ngrid: {{K: [1]}}\nslurm: {{time: "{t}"}}\n')
+        r = _sweep("emit", p, "--out", tmp_path / "o", "--format", "slurm")
+        assert r.returncode == 0 and f"#SBATCH --time={t}" in r.stdout.splitlines(), r.stderr
+    p.write_text('name: s\nstore: {data_dir: x}\ngrid: {K: [1]}\nslurm: {time: "forever"}\n')
+    assert _sweep("emit", p, "--out", tmp_path / "o", "--format", "slurm").returncode == 2
