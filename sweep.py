@@ -190,7 +190,14 @@ def load_plan(path):
     path = Path(path)
     if not path.is_file():
         st.die(f"plan {path}: no such file")
-    text = path.read_text()
+    raw = path.read_bytes()
+    try:  # a plan saved by an editor in Latin-1 (a comment's "café"): one line with the place, not a traceback
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        st.die(f"plan {path}: cannot parse (not UTF-8: byte 0x{raw[e.start]:02x} at line {line}, column {column}); "
+               "save it as UTF-8")
     try:
         if path.suffix in (".yaml", ".yml"):
             plan = _yaml_load(text)

@@ -229,3 +229,12 @@ def test_slurm_time_without_limit_is_accepted(tmp_path):
         assert r.returncode == 0 and f"#SBATCH --time={t}" in r.stdout.splitlines(), r.stderr
     p.write_text('name: s\nstore: {data_dir: x}\ngrid: {K: [1]}\nslurm: {time: "forever"}\n')
     assert _sweep("emit", p, "--out", tmp_path / "o", "--format", "slurm").returncode == 2
+
+
+def test_a_plan_not_in_utf8_is_one_line_with_its_place(tmp_path):
+    p = tmp_path / "latin1.yaml"
+    p.write_bytes("name: x\nstore: {data_dir: x}\ngrid: {K: [1]}  # café\n".encode("latin-1"))
+    r = _sweep("list", p)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip() == (f"error: plan {p}: cannot parse (not UTF-8: byte 0xe9 at line 3, column 22); "
+                                "save it as UTF-8"), r.stderr
