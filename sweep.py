@@ -655,7 +655,9 @@ def run_status(out, rid, events=None, conflict=None):
     if (rd / "summary.json").is_file():
         try:
             summary = json.loads((rd / "summary.json").read_text())
-        except json.JSONDecodeError:
+        except (OSError, ValueError):  # cut, or not UTF-8
+            summary = None
+        if not isinstance(summary, dict):  # null, a list: no summary (not a traceback in status)
             summary = None
     if summary and summary.get("status") == "complete":
         return "complete", summary

@@ -238,3 +238,25 @@ def test_a_plan_not_in_utf8_is_one_line_with_its_place(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip() == (f"error: plan {p}: cannot parse (not UTF-8: byte 0xe9 at line 3, column 22); "
                                 "save it as UTF-8"), r.stderr
+
+
+def test_status_and_analysis_survive_run_files_that_are_not_json_objects(tmp_path):
+    """A summary.json or run_config.json of null, a list, or not UTF-8 (hand-edited, a broken copy): `sweep.py
+    status` shows the run as not complete and analysis names the file, where both raised a traceback."""
+    from analysis.runs import collect_runs
+    plan = tmp_path / "p.json"
+    plan.write_text(json.dumps({"name": "m", "store": {"data_dir": "x"}, "grid": {"seed": [0]}}))
+    out = tmp_path / "sw"
+    rid = sweep.expand(sweep.load_plan(plan))[0][0]
+    rd = out / "runs" / rid
+    rd.mkdir(parents=True)
+    (rd / "run_config.json").write_text(json.dumps({"data_dir": "x"}))
+    for text, reason in ((b"null", "summary.json is not a JSON object"), (b"[1]", "summary.json is not a JSON object"),
+                         (b'{"status": "compl\xe9"}', "corrupt summary.json (UnicodeDecodeError)")):
+        (rd / "summary.json").write_bytes(text)
+        r = _sweep("status", plan, "--out", out)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+        assert f"{rid}  interrupted" in r.stdout, r.stdout
+        assert [x["excluded"] for x in collect_runs(out)] == [reason]
+    (rd / "run_config.json").write_text("[]")
+    assert [x["excluded"] for x in collect_runs(out)] == ["run_config.json is not a JSON object"]
