@@ -190,7 +190,14 @@ def load_plan(path):
     path = Path(path)
     if not path.is_file():
         st.die(f"plan {path}: no such file")
-    text = path.read_text()
+    raw = path.read_bytes()
+    try:  # a plan saved by an editor in Latin-1 (a comment's "café"): one line with the place, not a traceback
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        st.die(f"plan {path}: cannot parse (not UTF-8: byte 0x{raw[e.start]:02x} at line {line}, column {column}); "
+               "save it as UTF-8")
     try:
         if path.suffix in (".yaml", ".yml"):
             plan = _yaml_load(text)
@@ -227,9 +234,13 @@ def load_plan(path):
 # ----------------------------------------------------------------------------------------------------
 # plan values: each checked by the script's own parser before anything starts
 
-# modules a script's parse_args may use as they are (light: no torch); any other name it uses must be a
-# literal constant of the script or of the module it imports the name from (PYTHIA, SAMPLING_MODES, ...)
-LIGHT_MODULES = ("argparse", "store", "math", "os")
+# modules a script's parse_args may use as they are (light: no torch): the standard library and these; any
+# other name it uses must be a literal constant of the module it imports the name from (PYTHIA, SAMPLING_MODES)
+LIGHT_MODULES = ("store",)
+
+
+def _light(module):
+    return module in LIGHT_MODULES or module.split(".")[0] in sys.stdlib_module_names
 
 
 def _constant(module, name):
@@ -241,10 +252,25 @@ def _constant(module, name):
     raise LookupError(f"{module}.py has no constant {name}")
 
 
+def _defined(node):
+    """The names a module-level statement binds (an import, an assignment, a def or class)."""
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return {(a.asname or a.name).split(".")[0] for a in node.names}
+    if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+        return {node.name}
+    if isinstance(node, (ast.Assign, ast.AnnAssign)):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return set()
+
+
 def script_parser(script):
     """The script's own parse_args (train.py's, ngram.py's), taken from its source and run here without the
     script's imports (torch): a value the script refuses is refused before a run starts, by the same check.
-    A parse_args the script imports from a project module (`from train_args import parse_args`) is followed."""
+    A parse_args the script imports from a project module (`from train_args import parse_args`) is followed.
+    What parse_args needs of its module (helpers, constants, light imports, and what those need in turn) is
+    run with it, in the module's order; a name that needs a heavy import is left out (check_values says so
+    in one line if parse_args cannot run without it)."""
     source = PROJECT / script
     tree = ast.parse(source.read_text())
     fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "parse_args"), None)
@@ -254,29 +280,41 @@ def script_parser(script):
         if origin is None or not (PROJECT / f"{origin.replace('.', '/')}.py").is_file():
             st.die(f"cannot check the plan's values: {script} has no parse_args (sweep.script_parser reads it)")
         return script_parser(f"{origin.replace('.', '/')}.py")
-    used = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)}
+    names = lambda node: {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+    used, grown = names(fn), True
+    while grown:  # what parse_args uses, and what that uses (a type= helper calling a module constant)
+        grown = False
+        for node in tree.body:
+            if node is not fn and _defined(node) & used and not isinstance(node, (ast.Import, ast.ImportFrom)):
+                more = names(node) - used
+                grown, used = grown or bool(more), used | more
     ns = {"__doc__": ast.get_docstring(tree, clean=False) or "", "__name__": Path(script).stem}
     for node in tree.body:  # in order: a later assignment may use an earlier import (pos = st.number(...))
+        if node is fn or not _defined(node) & used:
+            continue
         try:
             if isinstance(node, ast.Import):
-                ns.update({a.asname or a.name: importlib.import_module(a.name) for a in node.names
-                           if (a.asname or a.name) in used and a.name in LIGHT_MODULES})
+                for a in node.names:  # `import os.path` binds os; `import x.y as z` binds z to x.y
+                    bound = a.asname or a.name.split(".")[0]
+                    if bound in used and _light(a.name):
+                        module = importlib.import_module(a.name)
+                        ns[bound] = module if a.asname else importlib.import_module(bound)
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 for a in node.names:
                     if (a.asname or a.name) in used:
                         ns[a.asname or a.name] = (getattr(importlib.import_module(node.module), a.name)
-                                                  if node.module in LIGHT_MODULES else _constant(node.module, a.name))
-            elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-                if node.targets[0].id in used:
-                    ns[node.targets[0].id] = eval(compile(ast.Expression(node.value), str(source), "eval"), ns)
-        except (ValueError, LookupError, NameError, AttributeError, OSError, SyntaxError):
+                                                  if _light(node.module) else _constant(node.module, a.name))
+            elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.FunctionDef, ast.ClassDef)):
+                exec(compile(ast.Module(body=[node], type_ignores=[]), str(source), "exec"), ns)
+        except Exception:
             pass  # not a light value: parse_args fails on it below only if it really uses it
     exec(compile(ast.Module(body=[fn], type_ignores=[]), str(source), "exec"), ns)
     return ns["parse_args"]
 
 
-def _refusal(parse, argv):
-    """The script's one-line refusal of argv (None: accepted), without its "error: " and "(see --help)"."""
+def _refusal(parse, argv, shown=()):
+    """The script's one-line refusal of argv (None: accepted), without its "error: " and "(see --help)";
+    shown: the plan's flags, named when the parser raises instead of refusing."""
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
@@ -286,8 +324,8 @@ def _refusal(parse, argv):
             return None
         line = (err.getvalue().strip().splitlines() or [f"exit code {e.code}"])[-1]
         return re.sub(r" \(see \S+ --help\)$", "", line.removeprefix("error: "))
-    except Exception as e:  # a value the parser chokes on (or a parse_args needing more than sweep.py gives it)
-        return f"{' '.join(argv)}: {type(e).__name__}: {e}"
+    except Exception as e:  # a value the parser chokes on
+        return (f"{' '.join(shown)}: " if shown else "") + f"{type(e).__name__}: {e}"
     return None
 
 
@@ -307,7 +345,8 @@ def model_config_problem(v):
     return None if ok else f"{f}: not a JSON object of GPTNeoXConfig fields"
 
 
-SLURM_TIME = re.compile(r"^(\d+-\d+(:\d+){0,2}|\d+(:\d+){0,2})$")  # SLURM's --time forms (M, M:S, H:M:S, D-H[:M[:S]])
+# SLURM's --time forms (M, M:S, H:M:S, D-H[:M[:S]]) and its words for no limit
+SLURM_TIME = re.compile(r"^(\d+-\d+(:\d+){0,2}|\d+(:\d+){0,2}|(?i:unlimited|infinite))$")
 
 
 def slurm_problems(sl):
@@ -337,6 +376,13 @@ def check_values(path, plan):
     key, exit 2, before any run starts or any script is emitted."""
     script = plan.get("script", TRAIN)
     parse = script_parser(script)
+    # every value is parsed among the flags sweep.py gives each run (train_command): a parser that needs one
+    # of them does not refuse every value; one that fails with none of the plan's values cannot check them
+    base = ["--data_dir", str(project_path(plan["store"]["data_dir"])), "--output_dir", "runs", "--run_name", "r"]
+    why = _refusal(parse, base + ["--resume"])
+    if why is not None:
+        st.die(f"cannot check the plan's values: {script}'s parse_args fails without any plan value ({why}); "
+               "sweep.script_parser runs it without the script's heavy imports")
     gpus = int(plan.get("gpus_per_run") or 1)
     places = [("fixed.", {k: [v] for k, v in plan["fixed"].items()})]
     places += [(f"grid[{i}]." if len(plan["grid"]) > 1 else "grid.", g) for i, g in enumerate(plan["grid"])]
@@ -344,14 +390,15 @@ def check_values(path, plan):
     for where, axes in places:
         for key, values in axes.items():
             for v in values:
-                shown = v if isinstance(v, (str, int, float)) else json.dumps(v)
+                shown = v if isinstance(v, (str, int, float)) else json.dumps(v, ensure_ascii=False)
                 if (where + key, json.dumps(v)) in seen:
                     continue
                 seen.add((where + key, json.dumps(v)))
                 if key == "batch_size" and gpus > 1 and not isinstance(v, bool) and isinstance(v, int) and v % gpus:
                     problems.append(f"{where}{key} {shown}: not divisible by gpus_per_run {gpus}")
                     continue
-                why = _refusal(parse, train_flags({key: v}, 1))
+                flags = train_flags({key: v}, 1)
+                why = _refusal(parse, base + flags + ["--resume"], flags)
                 if why is None and key == "model_config" and script == TRAIN:
                     why = model_config_problem(str(v))
                 if why is None and key == "categories":
@@ -554,7 +601,8 @@ def pid_file_process(path):
         pid = int(rec["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if rec.get("host") != socket.gethostname() or not _pid_alive(pid):
+    # pid <= 0 names no one process (kill(-1, 0) reaches every process, kill(0, 0) this group: both "alive")
+    if pid <= 0 or rec.get("host") != socket.gethostname() or not _pid_alive(pid):
         return None
     start = process_start(pid)
     if rec.get("start") is None or start is None:  # no /proc (macOS): the pid alone, on this host
@@ -607,7 +655,9 @@ def run_status(out, rid, events=None, conflict=None):
     if (rd / "summary.json").is_file():
         try:
             summary = json.loads((rd / "summary.json").read_text())
-        except json.JSONDecodeError:
+        except (OSError, ValueError):  # cut, or not UTF-8
+            summary = None
+        if not isinstance(summary, dict):  # null, a list: no summary (not a traceback in status)
             summary = None
     if summary and summary.get("status") == "complete":
         return "complete", summary

@@ -32,9 +32,12 @@ def _read(path):
     if not p.is_file():
         return None, "missing"
     try:
-        return json.loads(p.read_text()), None
-    except (OSError, json.JSONDecodeError) as e:
+        obj = json.loads(p.read_text())
+    except (OSError, ValueError) as e:  # ValueError: JSONDecodeError, or UnicodeDecodeError (not UTF-8)
         return None, f"corrupt {p.name} ({type(e).__name__})"
+    if not isinstance(obj, dict):  # a null, list or string where train.py writes an object: said, not a crash
+        return None, f"{p.name} is not a JSON object"
+    return obj, None
 
 
 def _finite(v):
@@ -103,8 +106,6 @@ def collect_runs(sweep_dir):
                 r["excluded"] = f"incomplete schedule ({steps}/{total} steps)"
         elif terr:
             r["excluded"] = "complete without test results (no test_results.json)" if terr == "missing" else terr
-        elif not isinstance(test, dict):
-            r["excluded"] = "test_results.json is not a JSON object"
         elif not test.get("per_category") or not isinstance(test["per_category"], dict):
             r["excluded"] = "test_results.json has no categories"
         else:

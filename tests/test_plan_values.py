@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 import sweep
@@ -166,3 +167,96 @@ def test_status_notes_a_complete_run_whose_metrics_were_cut(tmp_path):
     assert notes == [f"note: {rid1}: metrics.jsonl: 1 of 3 lines unreadable (line 3; the last cut mid-line): "
                      "those rows are missing from the curves"], r.stdout
     assert "complete 2" in r.stdout
+
+
+def test_ngram_plans_get_train_py_ranges(tmp_path):
+    """An ngram.py plan with K 12 (or 0) or a negative seed was accepted by the value check and failed only
+    in its run, after the sweep had started: ngram.py's parser range-checks the flags it shares with train.py."""
+    plan = _plan(tmp_path, {"K": [1, 12, 0], "seed": [0]}, {"data_seed": -5, "order": 3}, script="ngram.py")
+    r = _sweep("emit", plan, "--out", tmp_path / "o")
+    assert r.returncode == 2 and r.stdout == "" and len(r.stderr.splitlines()) == 3, r.stderr
+    assert "grid.K 12: argument --K: must be an integer in [1, 11], got 12" in r.stderr
+    assert "grid.K 0: argument --K: must be an integer in [1, 11], got 0" in r.stderr
+    assert "fixed.data_seed -5: argument --data_seed: must be an integer in [0, " in r.stderr
+    plan = _plan(tmp_path, {"K": [1, 11], "seed": [0, 2 ** 64 - 1]}, {"order": 3}, script="ngram.py")
+    r = _sweep("emit", plan, "--out", tmp_path / "o")
+    assert r.returncode == 0 and r.stdout.count("ngram.py") == 4, r.stderr
+
+
+def test_a_parser_built_from_helpers_is_run_not_refused(tmp_path, monkeypatch):
+    """A parse_args using a module-level function of its script, the standard library (pathlib, os.environ)
+    and a required flag that sweep.py sets itself (--data_dir) still checks values: a valid plan is not
+    refused by N lines of NameError; a parser sweep.py cannot run at all is one line naming why."""
+    (tmp_path / "train.py").write_text(
+        "import torch\nimport store as st\nfrom pathlib import Path\nimport os\n\n"
+        "def budget(text):\n    return POS(text)\n\nPOS = st.number(float, 0, lo_open=True)\n\n"
+        "def parse_args(argv=None):\n    p = st.ArgumentParser()\n"
+        "    p.add_argument('--data_dir', required=True, type=Path)\n"
+        "    p.add_argument('--output_dir', default=os.environ.get('NOWHERE', 'runs'))\n"
+        "    p.add_argument('--run_name')\n    p.add_argument('--resume', nargs='?', const='auto')\n"
+        "    p.add_argument('--token_budget', type=budget)\n    p.add_argument('--K', type=int)\n"
+        "    return p.parse_args(argv)\n")
+    monkeypatch.setattr(sweep, "PROJECT", tmp_path)
+    plan = {"name": "h", "store": {"data_dir": "x"}, "grid": [{"K": [1], "token_budget": [5, -3]}], "fixed": {}}
+    with pytest.raises(SystemExit) as e:
+        sweep.check_values("p.yaml", plan)
+    assert e.value.code == 2
+    plan["grid"][0]["token_budget"] = [5]
+    sweep.check_values("p.yaml", plan)  # accepted
+    (tmp_path / "train.py").write_text("import torch\nfrom model import thing\n\n"
+                                       "def parse_args(argv=None):\n    return thing(argv)\n")
+    probe = ("import sys, sweep, pathlib; sweep.PROJECT = pathlib.Path(sys.argv[1]); "
+             "sweep.check_values('p.yaml', {'name': 'h', 'store': {'data_dir': 'x'}, 'grid': [{'K': [1, 2]}], 'fixed': {}})")
+    r = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert r.stderr.startswith("error: cannot check the plan's values: train.py's parse_args fails without any plan "
+                               "value (NameError: name 'thing' is not defined)"), r.stderr
+
+
+def test_unicode_values_are_shown_as_written(tmp_path):
+    plan = _plan(tmp_path, {"categories": [["math.AC", "cs.Ü"]], "seed": [0]}, {"sampling": "ünïform"})
+    r = _sweep("emit", plan, "--out", tmp_path / "o")
+    assert r.returncode == 2 and 'grid.categories ["math.AC", "cs.Ü"]: unknown category cs.Ü' in r.stderr, r.stderr
+    assert "fixed.sampling ünïform: argument --sampling: invalid choice" in r.stderr, r.stderr
+
+
+def test_slurm_time_without_limit_is_accepted(tmp_path):
+    """SLURM takes "UNLIMITED" / "INFINITE" for --time (no limit; the partition's cap applies): not refused."""
+    p = tmp_path / "s.yaml"
+    for t in ("UNLIMITED", "infinite"):
+        p.write_text(f'name: s\nstore: {{data_dir: x}}\ngrid: {{K: [1]}}\nslurm: {{time: "{t}"}}\n')
+        r = _sweep("emit", p, "--out", tmp_path / "o", "--format", "slurm")
+        assert r.returncode == 0 and f"#SBATCH --time={t}" in r.stdout.splitlines(), r.stderr
+    p.write_text('name: s\nstore: {data_dir: x}\ngrid: {K: [1]}\nslurm: {time: "forever"}\n')
+    assert _sweep("emit", p, "--out", tmp_path / "o", "--format", "slurm").returncode == 2
+
+
+def test_a_plan_not_in_utf8_is_one_line_with_its_place(tmp_path):
+    p = tmp_path / "latin1.yaml"
+    p.write_bytes("name: x\nstore: {data_dir: x}\ngrid: {K: [1]}  # café\n".encode("latin-1"))
+    r = _sweep("list", p)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip() == (f"error: plan {p}: cannot parse (not UTF-8: byte 0xe9 at line 3, column 22); "
+                                "save it as UTF-8"), r.stderr
+
+
+def test_status_and_analysis_survive_run_files_that_are_not_json_objects(tmp_path):
+    """A summary.json or run_config.json of null, a list, or not UTF-8 (hand-edited, a broken copy): `sweep.py
+    status` shows the run as not complete and analysis names the file, where both raised a traceback."""
+    from analysis.runs import collect_runs
+    plan = tmp_path / "p.json"
+    plan.write_text(json.dumps({"name": "m", "store": {"data_dir": "x"}, "grid": {"seed": [0]}}))
+    out = tmp_path / "sw"
+    rid = sweep.expand(sweep.load_plan(plan))[0][0]
+    rd = out / "runs" / rid
+    rd.mkdir(parents=True)
+    (rd / "run_config.json").write_text(json.dumps({"data_dir": "x"}))
+    for text, reason in ((b"null", "summary.json is not a JSON object"), (b"[1]", "summary.json is not a JSON object"),
+                         (b'{"status": "compl\xe9"}', "corrupt summary.json (UnicodeDecodeError)")):
+        (rd / "summary.json").write_bytes(text)
+        r = _sweep("status", plan, "--out", out)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+        assert f"{rid}  interrupted" in r.stdout, r.stdout
+        assert [x["excluded"] for x in collect_runs(out)] == [reason]
+    (rd / "run_config.json").write_text("[]")
+    assert [x["excluded"] for x in collect_runs(out)] == ["run_config.json is not a JSON object"]

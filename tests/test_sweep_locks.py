@@ -127,3 +127,16 @@ def test_runlock_warns_once_where_flock_is_local_to_each_host(tmp_path, monkeypa
         assert (found is not None) == unsafe and (not unsafe or found[:2] == (str(d.resolve()), fstype))
     assert runlock.node_local_mount(tmp_path, info) is None  # outside the NFS mount: the local root
     assert runlock.node_local_mount(tmp_path, tmp_path / "missing") is None  # no mountinfo: nothing known
+
+
+def test_a_pid_file_naming_no_real_process_is_not_running(tmp_path):
+    """A garbled pid file naming pid -1 (kill(-1, 0) succeeds: every process) or 0 (this process group) on
+    this host, with no start recorded, made its run "running, skipped" for ever."""
+    out = tmp_path / "sw"
+    rd = out / "runs" / "r"
+    rd.mkdir(parents=True)
+    (rd / "metrics.jsonl").write_text("")
+    for pid in (-1, 0, "12ab", None):
+        (rd / sweep.PID_FILE).write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "start": None}))
+        assert sweep.pid_file_process(rd / sweep.PID_FILE) is None, pid
+        assert sweep.run_status(out, "r")[0] == "interrupted", pid
