@@ -205,3 +205,66 @@ def s3_env(s3_server, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     return s3_server
+
+
+# Real arXiv text (issue 20): the shipped subset, and the shared 22,000-paper corpus beside the clone when present
+SUBSET_CORPUS = ROOT / "data" / "arxiv_abstracts_subset"
+SHARED_ABSTRACTS = next((p for p in (ROOT.parent / "shared" / "data" / "arxiv-abstracts",
+                                     Path("/work/shared/data/arxiv-abstracts")) if p.is_dir()), None)
+# the pairs the KN pilot on the full corpus (EXPERIMENT_PLAN.md 6.1) found helping (cs<->cs: t > 0 both ways,
+# cs.SY<-cs.NE and cs.CE<-cs.CV with intervals above 0) and interfering (math<->cs: t < 0, intervals below 0)
+REAL_PAIRS_CS = [["cs.SY", "cs.NE"], ["cs.CV", "cs.CE"]]
+REAL_PAIRS_MATH_CS = [["cs.NE", "math.GR"], ["math.AC", "cs.CE"]]
+
+
+def run_kn_sweep(root, name, store, grid, fixed, n_boot):
+    """Write a KN plan, run it through sweep.py run, analyse it: (sweep root, fits.json, report.md)."""
+    import analyze
+    import sweep
+    plan = {"name": name, "script": "ngram.py", "store": store, "grid": grid,
+            "fixed": {"order": 3, "sampling": "balanced", **fixed}, "gpus_per_run": 1}
+    (root / "plan.json").write_text(json.dumps(plan, indent=1))
+    sweep.main(["run", str(root / "plan.json"), "--out", str(root / "sweep"), "--parallel", "2"])
+    out = analyze.main([str(root / "sweep"), "--n_boot", str(n_boot), "--no_baselines", "--jobs", "2"])
+    return root / "sweep", json.loads((out / "fits.json").read_text()), (out / "report.md").read_text()
+
+
+@pytest.fixture(scope="session")
+def real_kn_subset(tmp_path_factory):
+    """A small KN sweep on the shipped real-text subset (260 training papers, ~52k tokens per category), built
+    with the bundled tokenizer, analysed at --n_boot 100: (sweep root, fits.json, report.md). Budgets 16k /
+    48k / 144k (4 / 12 / 36 steps of 40 windows) so K = 1 repeats its category ~2.8 times at 144k (the
+    pilot's 864k: 2.9): the regime where the pilot's specialists' curves bend. K in {1, 2, 11} x subset seeds
+    0-2, data-seed replicates (100, 101) of seed 0, and the pilot's helping / interfering pairs with their
+    specialists at the same budgets. 75 runs; ~2.9 CPU-min (2.4 sweep + 0.5 analysis). Read-only."""
+    root = tmp_path_factory.mktemp("real_kn_subset")
+    budgets = [16000, 48000, 144000]
+    pairs = REAL_PAIRS_CS + REAL_PAIRS_MATH_CS
+    specialists = sorted({c for p in pairs for c in p})
+    grid = [{"K": [1, 2, 11], "seed": [0, 1, 2], "token_budget": budgets},
+            {"K": [1, 2, 11], "seed": [0], "data_seed": [100, 101], "token_budget": budgets},
+            {"categories": [[c] for c in specialists] + pairs, "seed": [0], "token_budget": budgets}]
+    store = {"data_dir": str(root / "store"), "build": {"dataset_path": str(SUBSET_CORPUS), "full_dataset": True}}
+    sweep_root, fits, report = run_kn_sweep(root, "real_kn_subset", store, grid,
+                                            {"batch_size": 40, "eval_windows": 64}, n_boot=100)
+    for _ in read_only(sweep_root, "real_kn_subset"):
+        yield sweep_root, fits, report
+
+
+@pytest.fixture(scope="session")
+def real_kn_full_k11(tmp_path_factory):
+    """The KN pilot's K = 11 runs (plans/ngram_pilot_abstracts.yaml: subset seeds 0-10, 96k / 288k / 864k,
+    batch 320) on the full shared corpus, analysed without a bootstrap: its noise floor pools 33 rotations
+    of the one 11-category set (330 df); KN is deterministic, so it reproduces the pilot's runs bit for bit
+    (floor 0.00408). ~1.6 CPU-min (store build of 22,000 abstracts, 33 runs, analysis). Skipped where the
+    shared corpus is not beside the clone. Read-only."""
+    if SHARED_ABSTRACTS is None:
+        pytest.skip("the shared corpus ../shared/data/arxiv-abstracts is not here: the shipped subset's test split "
+                    "(20 papers per category) is too small to measure the pilot's noise floor on")
+    root = tmp_path_factory.mktemp("real_kn_full")
+    store = {"data_dir": str(root / "store"), "build": {"dataset_path": str(SHARED_ABSTRACTS), "full_dataset": True}}
+    grid = [{"K": [11], "seed": list(range(11)), "token_budget": [96000, 288000, 864000]}]
+    sweep_root, fits, report = run_kn_sweep(root, "real_kn_full_k11", store, grid,
+                                            {"batch_size": 320, "eval_windows": 256}, n_boot=0)
+    for _ in read_only(sweep_root, "real_kn_full_k11"):
+        yield sweep_root, fits, report
