@@ -88,3 +88,30 @@ def test_contrast_counts_run_noise_when_runs_share_one_subset_key():
         lo, hi = inference.contrast(high, low, CATS)["ci95"]
         cover.append(lo <= 0 <= hi)
     assert 0.91 <= np.mean(cover) <= 0.995, np.mean(cover)
+
+
+def test_direction_family_needs_every_cell():
+    """'supported' needs every cell's interval on the wanted side: cells without an interval (too few runs)
+    leave the family undecided, never 'supported' from the subset that has intervals."""
+    good = {"estimate": 0.1, "ci95": [0.05, 0.15], "p": 1e-4}
+    none = {"estimate": 0.1, "ci95": [None, None], "p": None}
+    assert inference.direction_family([dict(good), dict(good)], True, 0.0, "budgets")[0] == "supported"
+    assert inference.direction_family([dict(good), dict(none)], True, 0.0, "budgets")[0] == "undecided"
+    # one cell of the opposite sign that Holm does not reject (p 0.03 of 3): not 'not supported'
+    weak = {"estimate": -0.1, "ci95": [-0.19, -0.01], "p": 0.03}
+    flat = {"estimate": 0.01, "ci95": [-0.05, 0.07], "p": 0.5}
+    assert inference.direction_family([dict(flat), dict(weak), dict(flat)], True, 0.0, "budgets")[0] == "undecided"
+    strong = {"estimate": -0.1, "ci95": [-0.15, -0.05], "p": 1e-5}
+    assert inference.direction_family([dict(none), dict(strong)], True, 0.0, "budgets")[0] == "not supported"
+
+
+def test_undominated_ties_and_cycles():
+    """A form is best only if it beats every other; a cycle leaves no form unbeaten and no best."""
+    pair = lambda a, b, w: {"a": a, "b": b, "better": w}
+    assert inference.undominated(["A", "B", "C"], [pair("A", "C", "A"), pair("C", "B", "C"), pair("A", "B", None)]) \
+        == (None, ["A"])
+    assert inference.undominated(["A", "B", "C"], [pair("A", "B", "A"), pair("B", "C", "B"), pair("C", "A", "C")]) \
+        == (None, [])
+    assert inference.undominated(["A", "B"], [pair("A", "B", None)]) == (None, ["A", "B"])
+    assert inference.undominated(["A", "B", "C"], [pair("A", "B", "A"), pair("A", "C", "A"), pair("B", "C", None)]) \
+        == ("A", ["A"])
