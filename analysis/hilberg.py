@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis import inference
 from analysis import powerlaw as pl
 from analysis import transfer as tr
 
@@ -151,7 +152,7 @@ def correlate(hil, exponents, compressor="ppmd", n_boot=1000, seed=0, level=0.95
     y = np.array([exponents[c] for c in cats], dtype=float)
     rng = np.random.default_rng(seed)
     idx = [rng.integers(0, len(cats), len(cats)) for _ in range(n_boot)]
-    ci = pl.interval([pl.spearman(x[i], y[i]) for i in idx], level)
+    ci = inference.guarded(pl.interval([pl.spearman(x[i], y[i]) for i in idx], level), pl.spearman(x, y))
     gap = y - x
     return {**out, "rho": pl.spearman(x, y), "ci": ci, "verdict": pl.decided(ci),
             "mean_gap": float(gap.mean()), "mean_gap_ci": pl.interval([gap[i].mean() for i in idx], level)}

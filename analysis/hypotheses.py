@@ -125,7 +125,7 @@ def k_contrast(rows, kind, n_boot, seed, margin, smaller_is_lower):
     """Per model and budget: equal-weight macro loss (kind: in / out) at the largest K minus at the smallest
     K that has it, both over the categories the two share (the nested design: K = 11 holds every K = 1
     category), with inference.contrast's two-way interval (categories x seed clusters, both sides' noise,
-    t with Welch-Satterthwaite df; analytic, so n_boot and seed are not used). An interval needs >= 2 seed
+    Cochran-Cox t; analytic, so n_boot and seed are not used). An interval needs >= 2 seed
     clusters on each side. The budgets are one family: 'not supported' needs a Holm rejection with the
     opposite sign. Returns table, verdict, why (H2: the difference > 0; H5 < 0)."""
     table = []

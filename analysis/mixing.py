@@ -51,6 +51,7 @@ import math
 
 import numpy as np
 
+from analysis import inference
 from analysis import powerlaw as pl
 from analysis.huber import huber
 
@@ -278,7 +279,9 @@ def fit_intervals(law, d, minimize, weights, tol=(1e-9, 1e-6)):
             boots.append(law.named(r.x, d["categories"]))
     point = law.named(th, d["categories"])
     return {"form": law.form, "formula": FORMULAS[law.form], "theta": th,
-            "params": {k: {"estimate": v, "ci95": pl.interval([b[k] for b in boots])} for k, v in point.items()},
+            # guarded: one converged refit (or refits all at one bound) would print a zero-width interval
+            "params": {k: {"estimate": v, "ci95": inference.guarded(pl.interval([b[k] for b in boots]))}
+                       for k, v in point.items()},
             "n_boot": len(boots), "dropped_not_converged": len(weights) - len(boots)}
 
 
@@ -341,7 +344,6 @@ def judge(comparison, equiv, fits=None, categories=None):
     """The held-out comparison (analyze.compare_forms) with the equivalences applied — a pair of forms that
     are one law on this design is 'equivalent', never decided — and the verdict: the best form (the only one
     no other beats) with its interval, or 'undecided' among the forms no other beats."""
-    from analysis import inference
     eq = {(e["a"], e["b"]): e for e in equiv}
     for p in comparison["pairs"]:
         e = eq.get((p["a"], p["b"]))

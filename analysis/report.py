@@ -195,7 +195,7 @@ def _hypothesis_sections(h1, h2, h5, gain, h6, h2_extra=()):
             L += ["", f"## {name}", "", f"**{v}** — {why}.", "",
                   "Categories weighted equally (replicates averaged within subset and category first), over the "
                   "categories both K share. Interval (analysis/inference.py): two-way over categories and seed "
-                  "clusters, both sides' noise, t with Welch-Satterthwaite df; none from fewer than 2 seed clusters "
+                  "clusters, both sides' noise, Cochran-Cox t; none from fewer than 2 seed clusters "
                   f"a side. Family: the {len(table)} budgets, Holm — 'not supported' needs a Holm rejection with "
                   "the opposite sign; 'supported' needs every budget's interval on the predicted side.", "",
                   f"| model | D (planned) | K low → high | {lab} macro loss difference | 95% CI | p | rejected (Holm) | "

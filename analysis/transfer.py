@@ -332,7 +332,7 @@ def transfer_vs_similarity(res, jsd_by_pair):
     x = [jsd_by_pair[k] for k in keys]
     rho = pl.spearman([res["t"][k] for k in keys], x)
     reps = [pl.spearman([res["boot"][k][b] for k in keys], x) for b in range(res["n_boot"])]
-    ci = pl.interval(reps, res["level"])
+    ci = inference.guarded(pl.interval(reps, res["level"]), rho)  # every replicate equal: no interval
     return {"n_pairs": len(keys), "rho": rho, "ci": ci, "verdict": pl.decided(ci)}
 
 
