@@ -229,7 +229,7 @@ def form_loss(form, c, D, Dc, K, truth=TRUTH, N=None):
         return E + B * D ** -beta * math.exp(-truth["t"] * p)
     if form == "multiplicative":  # He et al.'s law: the whole loss scales with p^-gamma
         return (E + B * D ** -beta) * p ** -truth["gamma_p"]
-    if form == "transfer":  # effective data with one shared transfer tau
+    if form == "effective_data":  # effective data with one shared transfer tau (analysis/mixing.py EffectiveData)
         return E + B * (Dc + truth["tau"] * (D - Dc)) ** -beta
     raise ValueError(form)
 
