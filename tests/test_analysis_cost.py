@@ -108,3 +108,29 @@ def test_sigterm_leaves_no_bootstrap_worker(tmp_path):
     assert "Traceback" not in err and last.startswith("analyze.py: stopped by SIGTERM"), err
     time.sleep(5)
     assert not [k for k in kids if alive(k)], "child processes outlived analyze.py"
+
+
+CLOSE_PROBE = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from analysis import workers
+if __name__ == "__main__":
+    ex = workers._pool(2)
+    futures = [ex.submit(time.sleep, 30) for _ in range(12500)]  # what a 100,000-resample bootstrap queues
+    time.sleep(0.5)
+    manager = ex._executor_manager_thread
+    workers.close_pools()
+    print("manager alive:", manager.is_alive(), flush=True)
+    raise SystemExit(143)
+"""
+
+
+def test_close_pools_leaves_no_executor_thread_to_race_the_exit():
+    """close_pools() returns only once the executor's manager thread has ended: left running (cancelling a
+    bootstrap's thousands of queued chunks), it raced concurrent.futures' exit hook, which then wrote to a
+    pipe the thread had just closed -- an "OSError: Bad file descriptor" traceback after analyze.py's one-line
+    stop message on about every other SIGTERM or Ctrl-C."""
+    r = subprocess.run([sys.executable, "-c", CLOSE_PROBE, str(ROOT)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 143, r.stderr
+    assert "manager alive: False" in r.stdout, r.stdout
+    assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr
