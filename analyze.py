@@ -274,7 +274,7 @@ class Terminated(Exception):
 @contextlib.contextmanager
 def workers_end_with_us():
     """SIGTERM (a scheduler's or `timeout`'s stop) and Ctrl-C end the analysis with its bootstrap workers:
-    left alone, the pool's spawned processes outlived their parent. SIGTERM ends in one line, exit 143."""
+    left alone, the pool's spawned processes outlived their parent. Each ends in one line, exit 143 / 130."""
     def on_term(signum, frame):
         raise Terminated()
     old = signal.signal(signal.SIGTERM, on_term) if threading.current_thread() is threading.main_thread() else None
@@ -285,7 +285,12 @@ def workers_end_with_us():
         print("analyze.py: stopped by SIGTERM; its bootstrap workers are stopped too, and the analysis directory "
               "may be incomplete", file=sys.stderr)
         raise SystemExit(143) from None
-    except BaseException:  # Ctrl-C, an error: the workers go first, then it goes on as it would
+    except KeyboardInterrupt:  # as SIGTERM: runs.csv and report.md are written in place, so say so
+        close_pools()
+        print("analyze.py: stopped by Ctrl-C; its bootstrap workers are stopped too, and the analysis directory "
+              "may be incomplete", file=sys.stderr)
+        raise SystemExit(130) from None
+    except BaseException:  # an error: the workers go first, then it goes on as it would
         close_pools()
         raise
     finally:
