@@ -274,7 +274,7 @@ class Terminated(Exception):
 @contextlib.contextmanager
 def workers_end_with_us():
     """SIGTERM (a scheduler's or `timeout`'s stop) and Ctrl-C end the analysis with its bootstrap workers:
-    left alone, the pool's spawned processes outlived their parent. Each ends in one line, exit 143 / 130."""
+    left alone, the pool's spawned processes outlived their parent. SIGTERM ends in one line, exit 143."""
     def on_term(signum, frame):
         raise Terminated()
     old = signal.signal(signal.SIGTERM, on_term) if threading.current_thread() is threading.main_thread() else None
@@ -285,13 +285,8 @@ def workers_end_with_us():
         print("analyze.py: stopped by SIGTERM; its bootstrap workers are stopped too, and the analysis directory "
               "may be incomplete", file=sys.stderr)
         raise SystemExit(143) from None
-    except KeyboardInterrupt:  # as SIGTERM: runs.csv and report.md are written in place, so say so
-        close_pools()
-        print("analyze.py: stopped by Ctrl-C; its bootstrap workers are stopped too, and the analysis directory "
-              "may be incomplete", file=sys.stderr)
-        raise SystemExit(130) from None
-    except BaseException:  # an error: the workers go first, then it goes on as it would
-        close_pools()
+    except BaseException:  # Ctrl-C, an error: the workers go first, then it goes on as it would (an in-process
+        close_pools()      # caller such as design.py must still see Ctrl-C as Ctrl-C: cli() says the line)
         raise
     finally:
         if old is not None:
@@ -356,5 +351,16 @@ def run(argv=None):
     return out
 
 
+def cli():
+    """The shell's entry: Ctrl-C ends in one line, exit 130, and the line is true of analyze.py (runs.csv and
+    report.md are written in place), unlike store.cli's generic 'nothing half-written is left behind'."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("analyze.py: stopped by Ctrl-C; its bootstrap workers are stopped too, and the analysis directory "
+              "may be incomplete", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
 if __name__ == "__main__":
-    st.cli(main)
+    st.cli(cli)

@@ -136,13 +136,21 @@ def test_close_pools_leaves_no_executor_thread_to_race_the_exit():
     assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr
 
 
-def test_ctrl_c_says_what_sigterm_says(capsys):
-    """Ctrl-C stops the analysis as SIGTERM does, and says the same true thing: runs.csv and report.md are
-    written in place, so the directory may be incomplete (store.cli's generic 'nothing half-written is left
-    behind' was not true of analyze.py). Exit 130."""
+
+def test_ctrl_c_says_what_sigterm_says(capsys, monkeypatch):
+    """Ctrl-C stops the analysis as SIGTERM does, and from the shell says the same true thing: runs.csv and
+    report.md are written in place, so the directory may be incomplete (store.cli's generic 'nothing
+    half-written is left behind' was not true of analyze.py). Exit 130. An in-process caller (design.py) still
+    gets the KeyboardInterrupt, so that Ctrl-C stops it instead of counting as one failed analysis."""
     import pytest
-    with pytest.raises(SystemExit) as e, analyze.workers_end_with_us():
+
+    def interrupted(argv=None):
         raise KeyboardInterrupt
+    monkeypatch.setattr(analyze, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        analyze.main([])
+    with pytest.raises(SystemExit) as e:
+        analyze.cli()
     assert e.value.code == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("analyze.py: stopped by Ctrl-C") and "may be incomplete" in err[0], err
