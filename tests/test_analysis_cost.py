@@ -154,3 +154,27 @@ def test_ctrl_c_says_what_sigterm_says(capsys, monkeypatch):
     assert e.value.code == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("analyze.py: stopped by Ctrl-C") and "may be incomplete" in err[0], err
+
+
+def test_in_process_analysis_leaves_the_callers_sigterm_handler(monkeypatch):
+    """analyze.main() called in-process (design.py's simulations, in its pool workers) keeps the caller's
+    SIGTERM handling: taking SIGTERM over turned design.py's pool.terminate() into 'analyze.py exited 143',
+    one failed simulation, after which the worker went on and design.py hung on SIGTERM. Only the shell
+    entry (analyze.cli) owns SIGTERM."""
+    seen = []
+
+    def record(argv=None):
+        seen.append(signal.getsignal(signal.SIGTERM))
+    monkeypatch.setattr(analyze, "run", record)
+
+    def callers(signum, frame):
+        pass
+    old = signal.signal(signal.SIGTERM, callers)
+    try:
+        analyze.main([])
+        assert seen[-1] is callers
+        analyze.cli()
+        assert seen[-1] is not callers  # the shell entry stops the analysis (and its workers) on SIGTERM
+        assert signal.getsignal(signal.SIGTERM) is callers  # and gives the handler back
+    finally:
+        signal.signal(signal.SIGTERM, old)
