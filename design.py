@@ -110,6 +110,8 @@ def one_simulation(job):
     simulate.fabricate(plan, law, noise, root, np.random.default_rng([seed, i]))
     try:
         result = summarise_fits(verdicts_analysis(root, n_boot, i))
+    except Stopped:
+        raise
     except (SystemExit, Exception) as e:  # analyze.py refused the sweep (or failed): say so, count it undecided
         result = {"verdicts": {h: "missing" for h in HYPOTHESES}, "params": {}, "h4": {},
                   "error": f"analyze.py exited {e.code}" if isinstance(e, SystemExit) else f"{type(e).__name__}: {e}"}
@@ -149,8 +151,12 @@ def simulate_plan(plan, law, noise, n_sim, n_boot, workdir, seed=0, label="plan"
     return results
 
 
+class Stopped(SystemExit):
+    """SIGTERM: not one failed analysis (one_simulation counts those and goes on) but the end of design.py."""
+
+
 def _sigterm(signum, frame):
-    raise SystemExit(143)
+    raise Stopped(143)
 
 
 def _spread(values):

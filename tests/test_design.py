@@ -236,3 +236,17 @@ def test_design_verdicts_are_analyze_pys_on_the_same_sweep(tmp_path):
         lean = design.verdicts_analysis(root, 12, i)  # the whole verdict table, reasons included
         assert lean["verdicts"] == fits["verdicts"]
     assert fast[0] != fast[1]  # two different simulations
+
+
+def test_sigterm_during_a_simulation_stops_design_py(tmp_path, monkeypatch):
+    """With --jobs 1 the simulations run in design.py's own process: SIGTERM during one (design.py's handler
+    raises SystemExit(143)) must stop design.py, not be counted as 'analyze.py exited 143' and go on to the
+    next simulation (it did: design.py kept running after SIGTERM)."""
+    monkeypatch.setattr(simulate, "fabricate", lambda *a, **k: None)
+
+    def stopped(*a, **k):
+        design._sigterm(15, None)
+    monkeypatch.setattr(design, "verdicts_analysis", stopped)
+    with pytest.raises(SystemExit) as e:
+        design.one_simulation((None, None, None, 8, tmp_path, 0, 0))
+    assert e.value.code == 143
