@@ -258,12 +258,14 @@ def store_baselines(runs, out, args):
     return None
 
 
-def main(argv=None):
-    """The command line (below, run); with one BLAS thread: the fits are small L-BFGS-B problems, and
-    OpenBLAS threads made each 35-80x dearer in CPU on a 2-core machine (notes.md)."""
+def main(argv=None, own_sigterm=False):
+    """The command line (below, run); own_sigterm: the shell entry (cli) stops on SIGTERM in one line, an
+    in-process caller (design.py, the tests) keeps its own SIGTERM handling. With one BLAS thread: the fits
+    are small L-BFGS-B problems, and OpenBLAS threads made each 35-80x dearer in CPU on a 2-core machine
+    (notes.md)."""
     import scipy.optimize  # noqa: F401 -- scipy's own OpenBLAS must be loaded for the limit to reach it
     from threadpoolctl import threadpool_limits
-    with threadpool_limits(1, user_api="blas"), workers_end_with_us():
+    with threadpool_limits(1, user_api="blas"), workers_end_with_us(own_sigterm):
         return run(argv)
 
 
@@ -272,12 +274,15 @@ class Terminated(Exception):
 
 
 @contextlib.contextmanager
-def workers_end_with_us():
+def workers_end_with_us(own_sigterm=True):
     """SIGTERM (a scheduler's or `timeout`'s stop) and Ctrl-C end the analysis with its bootstrap workers:
     left alone, the pool's spawned processes outlived their parent. SIGTERM ends in one line, exit 143."""
     def on_term(signum, frame):
         raise Terminated()
-    old = signal.signal(signal.SIGTERM, on_term) if threading.current_thread() is threading.main_thread() else None
+    # only for the shell: in design.py's pool workers, taking SIGTERM over made pool.terminate() one failed
+    # simulation, and the worker went on while design.py waited for it (a hang)
+    own = own_sigterm and threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, on_term) if own else None
     try:
         yield
     except Terminated:
@@ -285,8 +290,8 @@ def workers_end_with_us():
         print("analyze.py: stopped by SIGTERM; its bootstrap workers are stopped too, and the analysis directory "
               "may be incomplete", file=sys.stderr)
         raise SystemExit(143) from None
-    except BaseException:  # Ctrl-C, an error: the workers go first, then it goes on as it would
-        close_pools()
+    except BaseException:  # Ctrl-C, an error: the workers go first, then it goes on as it would (an in-process
+        close_pools()      # caller such as design.py must still see Ctrl-C as Ctrl-C: cli() says the line)
         raise
     finally:
         if old is not None:
@@ -351,5 +356,16 @@ def run(argv=None):
     return out
 
 
+def cli():
+    """The shell's entry: Ctrl-C ends in one line, exit 130, and the line is true of analyze.py (runs.csv and
+    report.md are written in place), unlike store.cli's generic 'nothing half-written is left behind'."""
+    try:
+        main(own_sigterm=True)
+    except KeyboardInterrupt:
+        print("analyze.py: stopped by Ctrl-C; its bootstrap workers are stopped too, and the analysis directory "
+              "may be incomplete", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
 if __name__ == "__main__":
-    st.cli(main)
+    st.cli(cli)

@@ -147,10 +147,16 @@ def corpora(runs):
             meta = st.read_meta(data_dir) or {}
         except st.StoreError:  # an unreadable store says nothing either way
             continue
-        ds = meta.get("dataset") or {}
-        source = Path(ds["path"].rstrip("/")).name if ds.get("path") else ds.get("name")
-        if source:
-            out.append((source, sum(c.get("papers", 0) for c in (meta.get("counts") or {}).values())))
+        if not isinstance(meta, dict) or not meta:  # no store here (or a meta.json that is no JSON object)
+            continue
+        ds = meta.get("dataset")
+        ds = ds if isinstance(ds, dict) else {"name": ds} if isinstance(ds, str) else {}
+        source = (Path(ds["path"].rstrip("/")).name if isinstance(ds.get("path"), str) and ds["path"].strip("/")
+                  else ds.get("name"))
+        # a readable store whose meta.json names no dataset is still a store: say so, not "no readable store"
+        source = source or f"unnamed ({data_dir}/meta.json names no dataset)"
+        counts = meta.get("counts") if isinstance(meta.get("counts"), dict) else {}
+        out.append((source, sum((c.get("papers") or 0) for c in counts.values() if isinstance(c, dict))))
     return out
 
 

@@ -49,9 +49,15 @@ def close_pools():
     while _POOLS:
         _, ex = _POOLS.popitem()
         procs = list((getattr(ex, "_processes", None) or {}).values())
+        manager = getattr(ex, "_executor_manager_thread", None)  # shutdown() forgets it
         ex.shutdown(wait=False, cancel_futures=True)
         for p in procs:
             if p.is_alive():
                 p.terminate()
         for p in procs:
             p.join(5)
+        # the executor's manager thread closes its wakeup pipe once it sees the dead workers; left running, it
+        # raced the interpreter's exit hook (concurrent.futures' _python_exit writes to that pipe): "OSError:
+        # Bad file descriptor" after the one-line stop message, about every other SIGTERM / Ctrl-C
+        if manager is not None:
+            manager.join(30)

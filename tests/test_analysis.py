@@ -229,3 +229,45 @@ def test_holm_and_bootstrap_helpers():
     assert boot_mean_ci([1.0], 100, 0) == [None, None]  # one unit: no interval
     lo, hi = boot_mean_ci(list(range(100)), 400, 0)
     assert 40 < lo < 49.5 < hi < 59 and not math.isnan(lo)
+
+
+def test_corpus_line_for_stores_that_name_no_known_dataset(tmp_path):
+    """report.md's 'Corpus:' line reads the store's meta.json: a hub dataset is named by its id; a readable
+    store whose meta.json names no dataset (hand-made, or an older or foreign writer) is said to be that, not
+    'no readable store', and odd fields (a plain string, a null paper count) do not crash the report."""
+    from analysis.report import _data_section
+    metas = {"hub": {"dataset": {"name": "someone/other-arxiv", "path": None},
+                     "counts": {"train": {"papers": 7}, "test": {"papers": 2}}},
+             "nodataset": {"counts": {"train": {"papers": 5}}},
+             "plainstring": {"dataset": "someone/old-arxiv", "counts": {"train": {"papers": None}}}}
+    lines = {}
+    for name, meta in metas.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "meta.json").write_text(json.dumps(meta))
+        runs = [{"config": {"data_dir": str(tmp_path / name)}, "excluded": None, "run_id": "r", "test": None}]
+        lines[name] = next(x for x in _data_section(runs, [], False) if x.startswith("Corpus:"))
+    assert lines["hub"] == "Corpus: someone/other-arxiv (9 papers)."
+    assert "no readable store" not in lines["nodataset"] and "names no dataset" in lines["nodataset"], lines
+    assert "(5 papers)" in lines["nodataset"]
+    assert lines["plainstring"] == "Corpus: someone/old-arxiv (0 papers).", lines
+    runs = [{"config": {"data_dir": str(tmp_path / "absent")}, "excluded": None, "run_id": "r", "test": None}]
+    assert "Corpus: unknown (no readable store)." in _data_section(runs, [], False)
+
+
+def test_corpus_note_for_the_sample_and_the_abstracts_stores(tmp_path):
+    """The template corpus gets its 'says nothing about arXiv text' note and the shipped abstracts theirs,
+    each named on the Corpus line with its paper count; neither note for another corpus."""
+    from analysis.report import ABSTRACTS_NOTE, SAMPLE_CORPUS_NOTE, _data_section
+    from analysis.runs import is_sample_corpus
+    got = {}
+    for name, path in (("sample", "/x/data/sample_corpus"), ("abstracts", "/x/data/arxiv_abstracts_subset/"),
+                       ("other", "/x/shared/data/arxiv-abstracts")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "meta.json").write_text(json.dumps({"dataset": {"name": None, "path": path}, "counts": {
+            s: {"papers": n} for s, n in (("train", 66), ("validation", 22), ("test", 22))}}))
+        runs = [{"config": {"data_dir": str(tmp_path / name)}, "excluded": None, "run_id": "r", "test": None}]
+        got[name] = "\n".join(_data_section(runs, [], is_sample_corpus(runs)))
+    assert SAMPLE_CORPUS_NOTE in got["sample"] and "Corpus: sample_corpus (110 papers)." in got["sample"]
+    assert ABSTRACTS_NOTE.format(papers=110) in got["abstracts"] and SAMPLE_CORPUS_NOTE not in got["abstracts"]
+    assert "Corpus: arxiv_abstracts_subset (110 papers)." in got["abstracts"]
+    assert "What this sweep can and cannot show" not in got["other"] and "Corpus: arxiv-abstracts (110 papers)." in got["other"]

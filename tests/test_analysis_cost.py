@@ -108,3 +108,73 @@ def test_sigterm_leaves_no_bootstrap_worker(tmp_path):
     assert "Traceback" not in err and last.startswith("analyze.py: stopped by SIGTERM"), err
     time.sleep(5)
     assert not [k for k in kids if alive(k)], "child processes outlived analyze.py"
+
+
+CLOSE_PROBE = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from analysis import workers
+if __name__ == "__main__":
+    ex = workers._pool(2)
+    futures = [ex.submit(time.sleep, 30) for _ in range(12500)]  # what a 100,000-resample bootstrap queues
+    time.sleep(0.5)
+    manager = ex._executor_manager_thread
+    workers.close_pools()
+    print("manager alive:", manager.is_alive(), flush=True)
+    raise SystemExit(143)
+"""
+
+
+def test_close_pools_leaves_no_executor_thread_to_race_the_exit():
+    """close_pools() returns only once the executor's manager thread has ended: left running (cancelling a
+    bootstrap's thousands of queued chunks), it raced concurrent.futures' exit hook, which then wrote to a
+    pipe the thread had just closed -- an "OSError: Bad file descriptor" traceback after analyze.py's one-line
+    stop message on about every other SIGTERM or Ctrl-C."""
+    r = subprocess.run([sys.executable, "-c", CLOSE_PROBE, str(ROOT)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 143, r.stderr
+    assert "manager alive: False" in r.stdout, r.stdout
+    assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr
+
+
+
+def test_ctrl_c_says_what_sigterm_says(capsys, monkeypatch):
+    """Ctrl-C stops the analysis as SIGTERM does, and from the shell says the same true thing: runs.csv and
+    report.md are written in place, so the directory may be incomplete (store.cli's generic 'nothing
+    half-written is left behind' was not true of analyze.py). Exit 130. An in-process caller (design.py) still
+    gets the KeyboardInterrupt, so that Ctrl-C stops it instead of counting as one failed analysis."""
+    import pytest
+
+    def interrupted(argv=None):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(analyze, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        analyze.main([])
+    with pytest.raises(SystemExit) as e:
+        analyze.cli()
+    assert e.value.code == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("analyze.py: stopped by Ctrl-C") and "may be incomplete" in err[0], err
+
+
+def test_in_process_analysis_leaves_the_callers_sigterm_handler(monkeypatch):
+    """analyze.main() called in-process (design.py's simulations, in its pool workers) keeps the caller's
+    SIGTERM handling: taking SIGTERM over turned design.py's pool.terminate() into 'analyze.py exited 143',
+    one failed simulation, after which the worker went on and design.py hung on SIGTERM. Only the shell
+    entry (analyze.cli) owns SIGTERM."""
+    seen = []
+
+    def record(argv=None):
+        seen.append(signal.getsignal(signal.SIGTERM))
+    monkeypatch.setattr(analyze, "run", record)
+
+    def callers(signum, frame):
+        pass
+    old = signal.signal(signal.SIGTERM, callers)
+    try:
+        analyze.main([])
+        assert seen[-1] is callers
+        analyze.cli()
+        assert seen[-1] is not callers  # the shell entry stops the analysis (and its workers) on SIGTERM
+        assert signal.getsignal(signal.SIGTERM) is callers  # and gives the handler back
+    finally:
+        signal.signal(signal.SIGTERM, old)

@@ -278,3 +278,17 @@ def test_sigterm_stops_a_one_process_design_check(tmp_path, monkeypatch):
         design.simulate_plan(plan, simulate.parse_law(LAW), simulate.NoiseModel(0.01), 3, 2, tmp_path / "w" / "s", jobs=1)
     assert e.value.code == 143 and calls == [0]
     assert signal.getsignal(signal.SIGTERM) == before  # the caller's handler is back
+
+
+def test_sigterm_during_a_simulation_stops_design_py(tmp_path, monkeypatch):
+    """With --jobs 1 the simulations run in design.py's own process: SIGTERM during one (design.py's handler
+    raises SystemExit(143)) must stop design.py, not be counted as 'analyze.py exited 143' and go on to the
+    next simulation (it did: design.py kept running after SIGTERM)."""
+    monkeypatch.setattr(simulate, "fabricate", lambda *a, **k: None)
+
+    def stopped(*a, **k):
+        design._sigterm(15, None)
+    monkeypatch.setattr(design, "verdicts_analysis", stopped)
+    with pytest.raises(SystemExit) as e:
+        design.one_simulation((None, None, None, 8, tmp_path, 0, 0))
+    assert e.value.code == 143

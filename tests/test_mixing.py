@@ -75,11 +75,11 @@ def test_exponential_truth_recovered_within_intervals_and_picked(tmp_path):
     assert fit["n_boot"] == 40
     for k, v in truth.items():
         # one draw of 14 intervals at once, under the measured clustered noise: t, beta, B within their
-        # intervals widened by a quarter of their width; the floors within 1.5% (a category's floor rests on
+        # intervals widened by a quarter of their width; the floors within 3% (a category's floor rests on
         # its few specialist clusters, whose shared noise the bootstrap cannot see: notes.md, calibration)
         lo, hi = fit["params"][k]["ci95"]
         if k.startswith("E["):
-            assert fit["params"][k]["estimate"] == pytest.approx(v, rel=0.015), k
+            assert fit["params"][k]["estimate"] == pytest.approx(v, rel=0.03), k
             continue
         w = 0.25 * (hi - lo)
         assert lo - w < v < hi + w, (k, lo, v, hi)
