@@ -5,6 +5,8 @@ delta_c is pinned far tighter than the difference of two separate floor fits (K 
 runs alone: each fit trades its floors against its own B and beta; in P1 that check was undecided 10/10).
 Each delta_c's interval comes from the seed-cluster bootstrap (laws.bootstrap_weights); the test is an
 equivalence test (TOST) per category and Holm across categories for a difference."""
+import functools
+
 import numpy as np
 
 from analysis.huber import huber
@@ -70,6 +72,13 @@ class LawFloorOffset(Law):
         return [np.append(th, np.zeros(self._nd)) for th in Law.starts(self, d)]
 
 
+def _p_clusters(est, x, n):
+    """Two-sided t p of est = 0 with n - 1 df, on the bootstrap draws' SD scaled by n / (n - 1)."""
+    x = np.asarray(x, dtype=float)
+    sd = float(np.std(x, ddof=1)) * np.sqrt(n / max(n - 1, 1)) if len(x) >= 2 else 0.0
+    return _p_t(est, sd, max(n - 1, 1))
+
+
 def h1_offsets(d, margin, n_boot, seed, model=None, subset=None):
     """H1 for one model's runs d (fit_data; on effective tokens where repetition is modelled): the joint fit
     (LawFloorOffset, Kmax = the largest K), each delta_c with its 90% (TOST) and 95% percentile intervals over
@@ -111,10 +120,7 @@ def h1_offsets(d, margin, n_boot, seed, model=None, subset=None):
     # of 3 clusters rejected a true 0 (equal floors, measured): its SD has 2 degrees of freedom
     n_max = len(np.unique(d["cluster"][d["K"] == k_max])) if "cluster" in d else 2
 
-    def p_of(est, x):
-        x = np.asarray(x, dtype=float)
-        sd = float(np.std(x, ddof=1)) * np.sqrt(n_max / max(n_max - 1, 1)) if len(x) >= 2 else 0.0
-        return _p_t(est, sd, max(n_max - 1, 1))
+    p_of = functools.partial(_p_clusters, n=n_max)
     lo, hi = np.array(law.bounds(d)).T
     table = []
     for i, c in enumerate(testable):
@@ -125,6 +131,19 @@ def h1_offsets(d, margin, n_boot, seed, model=None, subset=None):
         ci95 = percentile(draws[:, i], est) if ident else [None, None]
         table.append({"category": name, "difference": est, "ci90": ci90, "ci95": ci95,
                       "p": p_of(est, draws[:, i]) if ident else 1.0, "identified": ident, "at_bound": on_bound})
+    verdict, why, mean = _verdict(table, draws, testable, at_max, d, k_max, margin, p_of)
+    out.update(verdict=verdict, why=why, table=table, mean=mean, n_boot=len(draws), converged=bool(res.success),
+               bootstrap={"requested": n_boot, "used": len(draws), "dropped_missing_category": dropped, "unit": unit},
+               fit={"s": float(th[C + 2]), "beta": float(th[C + 1]), "B": float(np.exp(th[C]))},
+               clusters_at_K_max=n_max,
+               p_method="two-sided t with (seed clusters at Kmax - 1) df on the bootstrap SD of delta_c scaled by "
+                        "n / (n - 1); Holm across the testable categories and their mean")
+    return out
+
+
+def _verdict(table, draws, testable, at_max, d, k_max, margin, p_of):
+    """(verdict, why, the mean offset row) from the per-category offsets (h1_offsets' rules); marks each
+    row's holm_rejected."""
     usable = [r for r in table if r["identified"] and not r["at_bound"] and r["ci90"][0] is not None]
     # the mean offset over the testable categories (equal weight): the statistic the equivalence test reads.
     # Per category, 3 clusters at Kmax leave each delta_c's 90% interval at ~±0.05 nats in P1 (measured), wider
@@ -165,10 +184,4 @@ def h1_offsets(d, margin, n_boot, seed, model=None, subset=None):
     if untested and verdict != "not supported":
         why += (f" ({untested} categor{'y' if untested == 1 else 'ies'} not testable: too few runs, not identified "
                 "or on the optimiser's bound)")
-    out.update(verdict=verdict, why=why, table=table, mean=mean, n_boot=len(draws), converged=bool(res.success),
-               bootstrap={"requested": n_boot, "used": len(draws), "dropped_missing_category": dropped, "unit": unit},
-               fit={"s": float(th[C + 2]), "beta": float(th[C + 1]), "B": float(np.exp(th[C]))},
-               clusters_at_K_max=n_max,
-               p_method="two-sided t with (seed clusters at Kmax - 1) df on the bootstrap SD of delta_c scaled by "
-                        "n / (n - 1); Holm across the testable categories and their mean")
-    return out
+    return verdict, why, mean

@@ -179,7 +179,8 @@ def _diag_section(diagnostics, sigma_info):
     return L
 
 
-def _hypothesis_sections(h1, h2, h5, gain, h6, h2_extra=(), sep=()):
+def _h1_lines(h1, sep):
+    """H1: the joint fit's floor offsets per model, and the separate fits' floors as a diagnostic."""
     L = []
     for h in h1:
         m = h.get("mean")
@@ -200,6 +201,12 @@ def _hypothesis_sections(h1, h2, h5, gain, h6, h2_extra=(), sep=()):
               "", "| category | E_c difference | 95% CI | p | rejected (Holm) |", "|---|---|---|---|---|"]
         L += [f"| {r['category']} | {r['difference']:+.4f} | {_ci(r['ci95'])} | {r['p']:.3f} | "
               f"{'–' if r['holm_rejected'] is None else r['holm_rejected']} |" for r in h['table']]
+    return L
+
+
+def _hypothesis_sections(h1, h2, h5, gain, h6, h2_extra=(), sep=()):
+    L = []
+    L += _h1_lines(h1, sep)
     for name, (table, v, why), lab in (("H2: in-training loss against K", h2, "in-training"),
                                       ("H5: held-out loss against K", h5, "held-out")):
         if table:
