@@ -97,8 +97,8 @@ def h1_offsets(d, margin, n_boot, seed, model=None, subset=None):
                 and len(np.unique(d["run"][(d["cat"] == c) & (d["K"] < k_max)])) >= 2]
     out = {"model": model, "subsets": [f"K < {k_max}", f"K == {k_max}"], "subset": subset, "margin": margin,
            "K_max": k_max, "law": "L_c = E_c + delta_c [K = Kmax] + B * (D_c^s * D^(1-s))^-beta",
-           "test": (f"TOST: each delta_c's {TOST_LEVEL:.0%} interval within ±{margin} nats (supported); Holm across "
-                    "categories on p from the bootstrap SD (not supported)"),
+           "test": (f"TOST: the mean offset's {TOST_LEVEL:.0%} interval within ±{margin} nats (supported); Holm across "
+                    "the categories and their mean, t on the bootstrap SD (not supported)"),
            "table": [], "n_boot": 0}
     if len(Ks) < 2 or not testable:
         out.update(verdict="undecided", why="no category is in two runs at the largest K and two below it"
