@@ -1,5 +1,5 @@
-"""The hypotheses (EXPERIMENT_PLAN.md, section 2), each decided by its falsifier with an interval: H1 (floors
-at K = 1 and at the largest K), H2 / H5 (loss against K at fixed budget, in training / held out), H3 (the
+"""The hypotheses (EXPERIMENT_PLAN.md, section 2), each decided by its falsifier with an interval: H1 (its verdict:
+analysis/floors.py; here the separate-fit floor diagnostic), H2 / H5 (loss against K at fixed budget, in training / held out), H3 (the
 dilution law), H4 (mixing gain at equal tokens per category), H6 (identification cost of tagged twins), and
 the table of verdicts and the report's headline built from them."""
 import json

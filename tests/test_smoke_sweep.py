@@ -112,7 +112,7 @@ def test_analysis_outputs(smoke):
     for png in ("loss_vs_tokens.png", "loss_vs_K.png", "collapse.png", "loss_by_position.png", "baselines.png"):
         assert f"]({png})" in report
     assert "## H6: identification cost" in report and "| tiny-50k | 3 | 1 |" in report
-    assert "## H1: floors E_c, tiny-50k, K == 1 vs tiny-50k, K == 11" in report and "| cs.CV |" in report
+    assert "## H1: floors E_c at K = 11 against the other K (tiny-50k)" in report and "| cs.CV |" in report
     assert "## H4: mixing gain" in report and "| tiny-50k | 3 | 3,000 |" in report and "too few steps" in report
     assert "| math.ST |" in report and "gzip bpb" in report
     base = json.loads((out / "baselines.json").read_text())
