@@ -123,11 +123,9 @@ def intervals(f):
             put("t_ij - t_ji", (m, p["i"], p["j"]), p["diff"], p["ci"])
         if a.get("mean_diff") is not None:
             put("mean t_ij - t_ji", m, a["mean_diff"], a.get("mean_diff_ci"))
-    iso = f.get("isoflop") or {}
-    for m, byK in (iso.items() if isinstance(iso, dict) else []):
-        for K, r in (byK.items() if isinstance(byK, dict) and "slices" not in byK else [(m, byK)]):
-            for s in (r or {}).get("slices") or [] if isinstance(r, dict) else []:
-                put("IsoFLOP N_opt", (m, K, s["C"]), s["N_opt"], s.get("N_opt_ci"))
+    for K, r in ((f.get("isoflop") or {}).get("by_K") or {}).items():  # {"why"} when not computed
+        for s in r.get("slices") or []:
+            put("IsoFLOP N_opt", (K, s["C"]), s["N_opt"], s.get("N_opt_ci"))
     return out
 
 
@@ -215,7 +213,9 @@ def run_design(name, n_sweeps, n_boot, first_seed=0, log=sys.stderr, after_sweep
             make(tmp / "noisy", seed, noise)
             make(tmp / "twin", seed, simulate.NoiseModel(0.0))
             fits = analyse(tmp / "noisy", n_boot, seed, verdicts_only, extra)
-            twin = intervals(analyse(tmp / "twin", 0, seed, verdicts_only, extra))
+            # the twin's point estimates only; 1 resample where the full analysis runs, because the IsoFLOP
+            # slices are not computed at all with --n_boot 0
+            twin = intervals(analyse(tmp / "twin", 0 if verdicts_only else 1, seed, verdicts_only, extra))
             tally_sweep(fits, twin, law, tally, wrong)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
