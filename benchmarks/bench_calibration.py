@@ -1,0 +1,297 @@
+"""
+Calibration of every interval analyze.py prints (issue 21, item 5), under the clustered noise of
+simulate.noise_model() (the measured pilot's: shared across a seed cluster's budgets, run level, per category).
+
+For each design and each of --n_sweeps noise seeds: fabricate the sweep with simulate.py, run analyze.main
+in-process (--no_baselines --n_boot N --jobs 1; --verdicts_only where a design reads only verdict
+intervals), walk fits.json, and for each interval count truth inside / refused (no interval) / zero width.
+
+The truth: the law's own parameters for the fitted ones (E_c, B, beta, s, A, alpha; H1's floor difference
+K = 1 vs K = 11 is 0: the floors do not depend on K). For the equal-weight contrasts (H2 cells, H2 ratio, H4,
+H5, H6, t_ij, t_ij - t_ji, IsoFLOP N_opt) it is the same statistic on the noiseless twin of the sweep: the same
+design, the same noise seed (so the same multinomial token draws D_c) with noise SD 0 — simulate.draw_noise
+draws the same stream whatever the SD — analysed with --n_boot 0. (Multiplicative noise has mean exp(sd^2/2),
+a relative bias of ~2e-5 at the pilot's SD: far below any interval's width.)
+
+Wrong verdicts: the law (dilution, s = 0.5, equal floors, a tag gain > 0, held-out loss falling with K) makes
+H1..H6 and H2's ratio (growth slower than K^beta) all true, so "not supported" is wrong; for transfer, a pair
+whose t_ij - t_ji is Holm-rejected when the noiseless twin's |t_ij - t_ji| is < 0.01 is wrong.
+
+Designs (--designs, comma-separated):
+  p1          plans/p1_core_31m.yaml's shape: K in {1,2,3,5} x 11 seeds, K = 11 x 3 seeds, 5 budgets, replicates
+  p1_k11x1    the same with one K = 11 seed (one run per budget on that side)
+  one_budget  P1 at 90M only (beta and s not identified: refusals expected)
+  sizes3      three model sizes (14m, 31m, 70m-like N) with A N^-alpha, K in {1,3,5}, 4 budgets: A, alpha, IsoFLOP
+  p3_pairs3   P3: tagged twins (H6) + 5 specialists at 3 budgets (10M, 90M, 810M) with an init-seed replicate each
+              + the 10 pairs at 90M: t_ij, asymmetry
+  p3_pairs5   the same with 5 specialist budgets
+  tiny        K in {1, 3} x 3 seeds, K = 11 x 2, 2 budgets: the smoke test's (tests/test_bench_calibration.py)
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_calibration.py --designs p1,p3_pairs3 --n_sweeps 20 --n_boot 100 \
+        --out benchmarks/calibration.json
+"""
+import argparse
+import contextlib
+import io
+import json
+import math
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import numpy as np  # noqa: E402
+from statsmodels.stats.proportion import proportion_confint  # noqa: E402
+
+import analyze  # noqa: E402
+import simulate  # noqa: E402
+from bench_analysis_coverage import N_TRUTH, SIZES  # noqa: E402  (the three-size truth, shared)
+
+GOAL = (0.90, 0.98)
+P3_CATS = simulate.PERM[:5]
+EXPECTED = ("supported",)  # every hypothesis is true under the fabricated law (module docstring)
+
+
+# ----------------------------------------------------------------------------------------------------
+# designs: (fabricate(root, noise_seed, noise), truth law, verdicts_only, extra analyze flags)
+
+def _p3_pairs(budgets):
+    def make(root, seed, noise):
+        simulate.p3_sweep(root, noise_seed=seed, noise=noise)  # tagged twins: H6
+        rng = np.random.default_rng(10_000 + seed)
+        for c in P3_CATS:  # specialists, each with an init-seed replicate (the transfer noise floor)
+            for D in budgets:
+                for init in (None, 100):
+                    simulate.make_run(root, simulate.rid_of("pythia-31m", 1, 0, D, init_seed=init, cats=[c]), [c], D,
+                                      0, rng, init_seed=init, noise=noise)
+        for a in range(len(P3_CATS)):
+            for b in range(a + 1, len(P3_CATS)):
+                cats = [P3_CATS[a], P3_CATS[b]]
+                simulate.make_run(root, simulate.rid_of("pythia-31m", 2, 0, 90e6, cats=cats), cats, 90e6, 0, rng,
+                                  noise=noise)
+    return make
+
+
+DESIGNS = {
+    "p1": (lambda r, s, n: simulate.p1_sweep(r, noise_seed=s, noise=n), simulate.TRUTH, True, []),
+    "p1_k11x1": (lambda r, s, n: simulate.p1_sweep(r, noise_seed=s, noise=n, k11_seeds=(0,)), simulate.TRUTH, True, []),
+    "one_budget": (lambda r, s, n: simulate.p1_sweep(r, noise_seed=s, noise=n, budgets=(90e6,)), simulate.TRUTH, True, []),
+    "sizes3": (lambda r, s, n: simulate.p1_sweep(r, noise_seed=s, noise=n, models=SIZES, truth=N_TRUTH, Ks=(1, 3, 5),
+                                                 replicate_Ks=(1,), budgets=simulate.P1_BUDGETS[:4]), N_TRUTH, False, []),
+    # the smoke test's: seconds, not a calibration (too few units for most intervals)
+    "tiny": (lambda r, s, n: simulate.p1_sweep(r, noise_seed=s, noise=n, seeds=range(3), Ks=(1, 3), k11_seeds=(0, 1),
+                                               budgets=(10e6, 90e6), replicate_subsets=(0,)), simulate.TRUTH, True, []),
+    "p3_pairs3": (_p3_pairs((10e6, 90e6, 810e6)), simulate.TRUTH, False, ["--sampling", "balanced"]),
+    "p3_pairs5": (_p3_pairs(simulate.P1_BUDGETS), simulate.TRUTH, False, ["--sampling", "balanced"]),
+}
+
+
+# ----------------------------------------------------------------------------------------------------
+# fits.json -> intervals {(interval name, key): (estimate, [lo, hi])}
+
+def intervals(f):
+    out = {}
+
+    def put(name, key, est, ci):
+        out[(name, key)] = (est, list(ci) if ci is not None else [None, None])
+
+    for fit in f.get("fits") or []:
+        if fit.get("form") == "dilution" and fit.get("subset") == "all":
+            for k, v in fit["params"].items():
+                put("floors E_c" if k.startswith("E[") else k, k, v["estimate"], v.get("ci95"))
+    for h in f.get("h1") or []:
+        for t in h["table"]:
+            put("H1 floor difference", (h.get("model"), t["category"]), t["difference"], t["ci95"])
+    for name, sec in (("H2 cell", f.get("h2")), ("H5 cell", f.get("h5"))):
+        for t in sec or []:
+            put(name, (t["model"], t["D"], t["K_low"], t["K_high"]), t["difference"], t["ci95"])
+    for t in (f.get("h2_ratio") or {}).get("table") or []:
+        put("H2 ratio", (t["model"], t["D"]), t["difference"], t["ci95"])
+    for t in (f.get("h4") or {}).get("table") or []:
+        put("H4 gain", (t["model"], t["K"], t["d"]), t["G"], t["ci95"])
+    for t in f.get("h6") or []:
+        put("H6 gap", (t["model"], t["K"]), t["gap"], t["ci95"])
+    for m, T in ((f.get("transfer") or {}).get("models") or {}).items():
+        for t in T.get("t") or []:
+            put("t_ij", (m, t["i"], t["j"]), t["t"], t["ci95"])
+        a = T.get("asymmetry") or {}
+        for p in a.get("pairs") or []:
+            put("t_ij - t_ji", (m, p["i"], p["j"]), p["diff"], p["ci"])
+        if a.get("mean_diff") is not None:
+            put("mean t_ij - t_ji", m, a["mean_diff"], a.get("mean_diff_ci"))
+    for K, r in ((f.get("isoflop") or {}).get("by_K") or {}).items():  # {"why"} when not computed
+        for s in r.get("slices") or []:
+            put("IsoFLOP N_opt", (K, s["C"]), s["N_opt"], s.get("N_opt_ci"))
+    return out
+
+
+def truth_of(name, key, law, twin):
+    """The truth of one interval: the law's parameter, 0 for H1, else the noiseless twin's estimate (None:
+    the twin has no such statistic)."""
+    if name == "floors E_c":
+        return law["E"][key[2:-1]]
+    if name in ("B", "beta", "s", "A", "alpha"):
+        return law.get(name)
+    if name == "H1 floor difference":
+        return 0.0
+    got = twin.get((name, key))
+    return None if got is None else got[0]
+
+
+def _f(x):
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else (x if math.isinf(x) else None)
+
+
+def tally_sweep(fits, twin, law, tally, wrong):
+    for (name, key), (est, ci) in intervals(fits).items():
+        truth = truth_of(name, key, law, twin)
+        t = tally.setdefault(name, {"n": 0, "covered": 0, "refused": 0, "zero_width": 0, "no_truth": 0})
+        t["n"] += 1
+        lo, hi = (_f(v) if not isinstance(v, str) else float(v) for v in ci) if ci[0] is not None else (None, None)
+        if truth is None:
+            t["no_truth"] += 1
+        elif lo is None or hi is None:
+            t["refused"] += 1
+        else:
+            t["zero_width"] += hi - lo == 0
+            t["covered"] += lo <= truth <= hi
+    for h, v in (fits.get("verdicts") or {}).items():
+        w = wrong.setdefault(h, {"sweeps": 0, "wrong": 0, "supported": 0, "undecided": 0})
+        w["sweeps"] += 1
+        w["wrong"] += v["verdict"] == "not supported"
+        w["supported"] += v["verdict"] == "supported"
+        w["undecided"] += v["verdict"] == "undecided"
+    r = fits.get("h2_ratio") or {}
+    if r.get("verdict"):
+        w = wrong.setdefault("H2 ratio (slower than K^beta)", {"sweeps": 0, "wrong": 0, "supported": 0, "undecided": 0})
+        w["sweeps"] += 1
+        w["wrong"] += r["verdict"] == "not supported"
+        w["supported"] += r["verdict"] == "supported"
+        w["undecided"] += r["verdict"] == "undecided"
+    for m, T in ((fits.get("transfer") or {}).get("models") or {}).items():
+        w = wrong.setdefault("transfer asymmetry (pairs)", {"sweeps": 0, "wrong": 0, "supported": 0, "undecided": 0})
+        for p in (T.get("asymmetry") or {}).get("pairs") or []:
+            tw = twin.get(("t_ij - t_ji", (m, p["i"], p["j"])))
+            if tw is not None and abs(tw[0]) < 0.01:  # a (near-)symmetric true pair: deciding it is wrong
+                w["sweeps"] += 1
+                w["wrong"] += bool(p.get("holm_rejected"))
+
+
+# ----------------------------------------------------------------------------------------------------
+
+def analyse(root, n_boot, seed, verdicts_only, extra):
+    argv = [str(root), "--no_baselines", "--n_boot", str(n_boot), "--jobs", "1", "--seed", str(seed), *extra]
+    argv += ["--verdicts_only"] if verdicts_only else []
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        analyze.main(argv)
+    # one group: DIR/analysis/fits.json, or DIR/analysis/<group>/fits.json when a filter (--sampling) names it
+    found = sorted((Path(root) / "analysis").glob("**/fits.json"))
+    if len(found) != 1:
+        raise RuntimeError(f"analyze.py {' '.join(argv)}: {len(found)} fits.json written; its output ended:\n"
+                           + buf.getvalue()[-2000:])
+    return json.loads(found[0].read_text())
+
+
+def run_design(name, n_sweeps, n_boot, first_seed=0, log=sys.stderr, after_sweep=None):
+    make, law, verdicts_only, extra = DESIGNS[name]
+    tally, wrong, t0 = {}, {}, time.time()
+    noise = simulate.noise_model()
+    res = {"design": name, "n_sweeps": 0, "n_boot": n_boot, "verdicts_only": verdicts_only, "seconds": 0.0,
+           "intervals": tally, "verdicts": wrong}
+    for seed in range(first_seed, first_seed + n_sweeps):
+        tmp = Path(tempfile.mkdtemp(prefix=f"calib_{name}_"))
+        try:
+            make(tmp / "noisy", seed, noise)
+            make(tmp / "twin", seed, simulate.NoiseModel(0.0))
+            fits = analyse(tmp / "noisy", n_boot, seed, verdicts_only, extra)
+            # the twin's point estimates only; 1 resample where the full analysis runs, because the IsoFLOP
+            # slices are not computed at all with --n_boot 0
+            twin = intervals(analyse(tmp / "twin", 0 if verdicts_only else 1, seed, verdicts_only, extra))
+            tally_sweep(fits, twin, law, tally, wrong)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        res.update(n_sweeps=res["n_sweeps"] + 1, seconds=time.time() - t0)
+        print(f"[{name}] sweep {res['n_sweeps']}/{n_sweeps} done ({res['seconds']:.0f} s wall)", file=log, flush=True)
+        if after_sweep:
+            after_sweep(res)
+    return res
+
+
+def rows(result):
+    """Table rows: one per interval name, coverage over the decided (non-refused) intervals with Wilson 95%."""
+    out = []
+    for name, t in result["intervals"].items():
+        k = t["n"] - t["refused"] - t["no_truth"]
+        cov = t["covered"] / k if k else None
+        lo, hi = proportion_confint(t["covered"], k, method="wilson") if k else (None, None)
+        status = ("refused" if not k else "ok" if GOAL[0] <= cov <= GOAL[1] else
+                  "UNDER" if cov < GOAL[0] else "OVER")
+        out.append({"design": result["design"], "interval": name, **t, "coverage": cov, "wilson95": [lo, hi],
+                    "status": status})
+    return out
+
+
+def table(all_rows, results):
+    L = ["| design | interval | intervals | covered | refused | zero width | coverage [Wilson 95%] | 90–98%? |",
+         "|---|---|---|---|---|---|---|---|"]
+    for r in all_rows:
+        cov = "–" if r["coverage"] is None else f"{r['coverage']:.3f} [{r['wilson95'][0]:.3f}, {r['wilson95'][1]:.3f}]"
+        L.append(f"| {r['design']} | {r['interval']} | {r['n']} | {r['covered']} | {r['refused']} | {r['zero_width']} | "
+                 f"{cov} | {r['status']} |")
+    L += ["", "| design | hypothesis | sweeps | supported | undecided | wrong (\"not supported\") [Wilson 95%] |",
+          "|---|---|---|---|---|---|"]
+    for res in results:
+        for h, w in res["verdicts"].items():
+            if w["sweeps"]:
+                lo, hi = proportion_confint(w["wrong"], w["sweeps"], method="wilson")
+                L.append(f"| {res['design']} | {h} | {w['sweeps']} | {w['supported']} | {w['undecided']} | "
+                         f"{w['wrong']} [{lo:.3f}, {hi:.3f}]{' > 5%' if w['wrong'] > 0.05 * w['sweeps'] else ''} |")
+    return "\n".join(L)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    p.add_argument("--designs", default="p1,p3_pairs3", help=f"comma-separated, of {', '.join(DESIGNS)}")
+    p.add_argument("--n_sweeps", type=int, default=20, help="fabricated sweeps (noise seeds) per design")
+    p.add_argument("--first_seed", type=int, default=0, help="the first noise seed")
+    p.add_argument("--n_boot", type=int, default=100, help="analyze.py --n_boot")
+    p.add_argument("--out", default=None, help="write the results (tallies, rows) to this JSON file, after every "
+                   "sweep (a run stopped early leaves the sweeps done so far)")
+    p.add_argument("--table", default=None, metavar="JSON", help="only print the table of a saved --out file")
+    args = p.parse_args(argv)
+    if args.table:
+        saved = json.loads(Path(args.table).read_text())
+        print(table([r for res in saved["results"] for r in rows(res)], saved["results"]))
+        return None
+    names = [d.strip() for d in args.designs.split(",") if d.strip()]
+    bad = [d for d in names if d not in DESIGNS]
+    if bad or args.n_sweeps < 1 or args.n_boot < 1:
+        sys.exit(f"bench_calibration: --designs {','.join(bad)} unknown (one of {', '.join(DESIGNS)})" if bad
+                 else "bench_calibration: --n_sweeps and --n_boot must be >= 1")
+    results = []
+
+    def save(current=None):
+        done = results + ([current] if current is not None else [])
+        if args.out:
+            Path(args.out).write_text(json.dumps({"argv": sys.argv[1:] if argv is None else argv, "results": done,
+                                                  "rows": [r for res in done for r in rows(res)]}, indent=1) + "\n")
+
+    for d in names:
+        results.append(run_design(d, args.n_sweeps, args.n_boot, args.first_seed, after_sweep=save))
+    save()
+    all_rows = [r for res in results for r in rows(res)]
+    print(table(all_rows, results))
+    return all_rows, results
+
+
+if __name__ == "__main__":
+    main()
