@@ -150,15 +150,14 @@ def test_default_noise_gives_back_the_measured_components_under_the_pilots_estim
     budget and category of a seed cluster; analysis/noise_structure.py). Fabricated noise, measured by that
     same estimator over 1000 seed clusters x 3 budgets, must give back all three (the neural pilot's a is 0.35
     of the variance; treating the two fractions as disjoint drops it and leaves ~0 per (run, category))."""
-    from analysis.noise_structure import _estimates, group_moments
+    from analysis.noise_structure import PAIR_TYPES, _estimates, group_moments
     d = json.loads(simulate.NOISE_MODEL_FILE.read_text())["per_model"]["neural"]
     m = simulate.noise_model()
     rng = np.random.default_rng(0)
     y = np.array([[list(simulate.draw_noise(m, rng, ("pythia-31m", ("cs.CV", "cs.IT", "math.GR"), cl), 100 + cl, cl).values())
                    for _ in range(3)] for cl in range(1000)])
     mom = group_moments(y)
-    est = _estimates(*(np.array([mom[t][i] for t in ("total", "across_budgets", "across_categories", "across_both")],
-                                dtype=float) for i in (0, 1)))
+    est = _estimates(*(np.array([[mom[t][i] for t in PAIR_TYPES]], dtype=float) for i in (0, 1)))  # one group
     assert abs(est["sd"] / d["sd_run_category"] - 1) < 0.05, est
     for k in ("frac_shared_across_budgets", "frac_run_level", "frac_cluster"):
         assert abs(est[k] - d[k]) < 0.06, (k, est[k], d[k])
