@@ -521,7 +521,8 @@ def test_sweep_ctrl_c_before_a_first_checkpoint_says_so(synthetic_store, tmp_pat
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     pid_file, deadline = out / "runs" / rid / ".sweep.pid", time.time() + 120
-    while not (pid_file.is_file() and pid_file.read_text() and _stop_handler_installed(int(pid_file.read_text()))):
+    while not (pid_file.is_file() and pid_file.read_text() and
+               _stop_handler_installed(json.loads(pid_file.read_text())["pid"])):  # the pid file is JSON now
         assert p.poll() is None and time.time() < deadline, p.stdout.read()[-3000:]
         time.sleep(0.002)
     p.send_signal(signal.SIGINT)
