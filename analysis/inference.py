@@ -242,7 +242,12 @@ def two_way(spec, M, n_boot, seed, level=LEVEL):
         m = M[ri[:, :, None], ci_[:, None, :]]                    # (n_boot, R, C)
         seen = np.isfinite(m).sum(axis=1)
         mix = np.where(seen > 0, np.nansum(m, axis=1) / np.maximum(seen, 1), np.nan)
-        draws = np.nanmean(spec[ci_] - mix, axis=1)
+        # a replicate whose drawn runs hold none of its drawn categories (each mixed run holds K of them) has
+        # no gain to average: its draw is NaN, and percentile() drops it (np.nanmean said "Mean of empty slice")
+        x = spec[ci_] - mix
+        ok = ~np.isnan(x)
+        n_ok = ok.sum(axis=1)
+        draws = np.where(n_ok > 0, np.where(ok, x, 0.0).sum(axis=1) / np.maximum(n_ok, 1), np.nan)
     return est, percentile(draws, est, level), draws
 
 
