@@ -65,7 +65,7 @@ from analysis.laws import DATA_FILTER, FORMS, R_STAR, _ci, _minimize, fit_data, 
 from analysis.repetition import fit_repetition, repetition_counts
 from analysis.noise import noise_floor, residual_diagnostics
 from analysis.plots import make_plots
-from analysis.progress import Step, warn_once
+from analysis.progress import Step, library_warnings_once, warn_once
 from analysis.report import fits_json, thin_categories, write_groups_table, write_report
 from analysis.runs import (GROUP_FIELDS, _model_config_conflicts, collect_runs, group_label, group_of,
                            is_sample_corpus, parse_where, run_rows, select_runs, used, write_csv)
@@ -90,13 +90,20 @@ def run_fits(rows, d, args):
         if len(dd["L"]) < len(dd["categories"]) + 4 or len(np.unique(dd["D"])) < 2:
             print(f"fit {form} [{label}]: too few complete runs or budgets, skipped")
             return None
-        # --verdicts_only: the verdicts read the intervals of dilution (H3) and of the H1 floor fits only
-        n_boot = 0 if args.verdicts_only and label == "all" and form != "dilution" else args.n_boot
+        # the verdicts read the intervals of dilution [all] (H3, H2's ratio) and of H1's joint fit only; the others
+        # are descriptive (their tables, H1's separate-fit diagnostic): --n_boot_descriptive resamples, none
+        # under --verdicts_only. The disjoint form's 1000 refits were ~40% of the smoke sweep's analysis.
+        verdict = label == "all" and form == "dilution"
+        n_boot = (args.n_boot if verdict else 0 if args.verdicts_only and label == "all" else
+                  min(args.n_boot, args.n_boot_descriptive))
         with Step(f"fit {form} [{label}], {n_boot} resamples"):
             f = fit_law(dd, form, n_boot=n_boot, seed=args.seed, jobs=args.jobs,
                         with_n=None if label == "all" or label.startswith("epochs") else False,
                         what=f"bootstrap {form} [{label}]")
         f["subset"] = label
+        if not verdict and n_boot < args.n_boot:
+            f["bootstrap"]["descriptive"] = (f"{n_boot} resamples (--n_boot_descriptive): no verdict reads this "
+                                             "fit's intervals")
         if label != "all":
             f["data_filter"] = f"{DATA_FILTER}, and {label}"
         fits.append(f)
@@ -287,7 +294,7 @@ def main(argv=None, own_sigterm=False):
     (notes.md)."""
     import scipy.optimize  # noqa: F401 -- scipy's own OpenBLAS must be loaded for the limit to reach it
     from threadpoolctl import threadpool_limits
-    with threadpool_limits(1, user_api="blas"), workers_end_with_us(own_sigterm):
+    with threadpool_limits(1, user_api="blas"), workers_end_with_us(own_sigterm), library_warnings_once():
         return run(argv)
 
 
@@ -325,6 +332,9 @@ def run(argv=None):
                                 allow_abbrev=False)
     p.add_argument("sweep_dir", help="a sweep.py --out directory (or a train.py --output_dir)")
     p.add_argument("--n_boot", type=st.number(int, 0), default=1000, help="bootstrap resamples for the intervals (0: none)")
+    p.add_argument("--n_boot_descriptive", type=st.number(int, 0), default=200,
+                   help="resamples (at most --n_boot) for the fits no verdict reads: the disjoint and shared forms, "
+                   "H1's separate-fit floors, the fit on <= 4 epochs")
     p.add_argument("--seed", type=st.number(int, 0), default=0, help="bootstrap seed")
     p.add_argument("--jobs", type=st.number(int, 1), default=os.cpu_count() or 1, help="processes for the bootstrap refits")
     p.add_argument("--no_baselines", action="store_true", help="skip the store baselines")

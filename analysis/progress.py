@@ -2,8 +2,10 @@
 starts (a fit with its bootstrap, the cross-validation, the further analyses, the figures) and when it ends
 with its time, the bootstrap's n/N at most every EVERY seconds, and each warning once. stdout keeps the
 results (the summary, the verdicts, the files written), so a caller that reads them is not disturbed."""
+import contextlib
 import sys
 import time
+from pathlib import Path
 
 EVERY = 5.0  # seconds between two bootstrap progress lines
 
@@ -19,6 +21,24 @@ def warn_once(msg):
     if msg not in _said:
         _said.add(msg)
         say(f"warning: {msg}")
+
+
+def warning_line(message, category, filename, lineno):
+    """A library's warning (numpy, scipy, ...) as one line that names where it came from."""
+    return f"{category.__name__} from {Path(filename).name}:{lineno}: {message}"
+
+
+@contextlib.contextmanager
+def library_warnings_once():
+    """Python warnings raised while analyze.py runs reach stderr as warn_once's one line, once per message,
+    not as the interpreter's two-line format with its source line (a bootstrap's "Mean of empty slice" was
+    printed raw). Nothing is silenced: each distinct warning is said once. The bootstrap workers record
+    theirs and the parent says them (analysis/workers.py's recording)."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: \
+            warn_once(warning_line(message, category, filename, lineno))
+        yield
 
 
 class Step:

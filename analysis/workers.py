@@ -44,6 +44,17 @@ def _pool(jobs):
     return _POOLS[jobs]
 
 
+def recording(fn, job):
+    """In a worker: fn(job) with the Python warnings it raised recorded, not printed (each worker would print
+    its own copy, in the interpreter's raw format): (result, [one line per warning]) for the parent to say
+    once (analysis/progress.py)."""
+    import warnings
+    from analysis.progress import warning_line
+    with warnings.catch_warnings(record=True) as caught:
+        out = fn(job)
+    return out, [warning_line(w.message, w.category, w.filename, w.lineno) for w in caught]
+
+
 def close_pools():
     """Stop every worker now (their refits are lost): what an interrupted analysis must leave behind is nothing."""
     while _POOLS:
