@@ -24,7 +24,7 @@ def test_verdicts_only_decides_as_the_full_analysis(tmp_path, capsys):
     """The same verdicts, headline, H1-H6 tables, dilution fit and form comparison with and without the flag;
     with it: no figures, no mixing-law section, and report.md says in one line what was skipped."""
     out = {}
-    for label, extra in (("full", []), ("verdicts", ["--verdicts_only"])):
+    for label, extra in (("full", ["--n_boot_descriptive", "8"]), ("verdicts", ["--verdicts_only"])):
         small_sweep(tmp_path / label)
         d = analyze.main([str(tmp_path / label), "--n_boot", "24", "--jobs", "1", "--no_baselines", *extra])
         out[label] = (json.loads((d / "fits.json").read_text()), (d / "report.md").read_text(), sorted(d.glob("*.png")))
@@ -39,6 +39,38 @@ def test_verdicts_only_decides_as_the_full_analysis(tmp_path, capsys):
     assert png_full and not png_fast
     assert "## Competing mixing laws" in rep_full and "## Competing mixing laws" not in rep_fast
     assert fast["mixing_laws"] is None and fast["transfer"] is None and fast["isoflop"] is None
+    # the fits no verdict reads take --n_boot_descriptive resamples (and say so); dilution [all] keeps --n_boot
+    boot = {(f["form"], f["subset"]): f["bootstrap"] for f in full["fits"]}
+    assert boot["dilution", "all"]["requested"] == 24 and "descriptive" not in boot["dilution", "all"]
+    others = [b for k, b in boot.items() if k != ("dilution", "all")]
+    assert len(others) >= 4 and all(b["requested"] == 8 and "descriptive" in b for b in others), boot
+
+
+def test_library_warnings_are_one_line_once(capsys, monkeypatch):
+    """A numpy / scipy warning raised during the analysis reaches stderr once, as one 'warning:' line naming
+    where it came from (a bootstrap's 'Mean of empty slice' was printed raw, with its source line); a
+    bootstrap worker's warnings come back recorded for the parent to say (workers.recording)."""
+    import warnings
+
+    import numpy as np
+    from analysis import workers
+
+    def noisy(argv=None):
+        for _ in range(3):
+            np.nanmean(np.array([np.nan]))
+            warnings.warn("test_analysis_cost: a library's note", UserWarning)
+    monkeypatch.setattr(analyze, "run", noisy)
+    analyze.main([])
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if "Mean of empty slice" in line] == [
+        next(line for line in err if line.startswith("warning: RuntimeWarning from ") and
+             line.endswith(": Mean of empty slice"))], err
+    assert sum("a library's note" in line for line in err) == 1, err
+    assert not [line for line in err if not line.startswith("warning: ")], err  # no raw source line
+    out, said = workers.recording(lambda job: np.nanmean(np.array([np.nan] * job)), 2)
+    assert np.isnan(out) and len(said) == 1 and said[0].startswith("RuntimeWarning from ") and \
+        said[0].endswith(": Mean of empty slice"), said
+    assert capsys.readouterr().err == ""  # recorded, not printed
 
 
 def test_progress_and_one_warning_on_stderr(tmp_path, capsys):
@@ -178,3 +210,20 @@ def test_in_process_analysis_leaves_the_callers_sigterm_handler(monkeypatch):
         assert signal.getsignal(signal.SIGTERM) is callers  # and gives the handler back
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+def test_two_way_replicate_without_data_is_nan_without_a_warning():
+    """H4's crossed bootstrap: a replicate whose drawn mixed runs hold none of its drawn categories has no gain
+    (NaN, dropped by the percentile), said by no raw 'Mean of empty slice' (the smoke sweep printed one)."""
+    import warnings
+
+    import numpy as np
+    from analysis import inference
+    rng = np.random.default_rng(1)
+    M = np.full((3, 11), np.nan)  # three K = 4 runs over 11 categories
+    for r in range(3):
+        M[r, [(4 * r + j) % 11 for j in range(4)]] = rng.normal(size=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est, ci, draws = inference.two_way(rng.normal(size=11), M, 2000, 0)
+    assert np.isnan(draws).sum() >= 1 and np.isfinite(draws).sum() >= 1900 and ci[0] < est < ci[1]
