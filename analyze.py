@@ -253,7 +253,7 @@ def compare_all_forms(d, main, with_n, args):
         return None, None
     forms = list(main) + ([] if args.verdicts_only else list(mixing.FORMS))  # H3 reads the three forms' only
     with Step(f"cross-validation of {len(forms)} forms"):
-        err = cv_errors(d, forms, with_n)
+        err = cv_errors(d, forms, with_n, jobs=args.jobs)
     comparison = compare_forms(d, list(main), with_n, args.n_boot, args.seed, err=err)
     if args.verdicts_only:
         return comparison, None

@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from analysis import inference, mixing
-from analysis.laws import FORMS, Law, _minimize, _subset
+from analysis.laws import FORMS, Law, _from_start, _minimize, _subset, best_of, run_jobs
 
 CV_TOL = (1e-12, 1e-9)     # of the cross-validation fits (from the grid of starts)
 
@@ -16,16 +16,18 @@ def make_law(form, n_cats, with_n):
     return Law(form, n_cats, with_n) if form in FORMS else mixing.make_law(form, n_cats, with_n)
 
 
-def cv_errors(d, forms, with_n):
+def cv_errors(d, forms, with_n, jobs=1):
     """Squared held-out log errors per point and form; folds = subset seeds (a seed's runs held out
     together). Points of a category absent from a fold's training part cannot be predicted and are
-    skipped for every form alike."""
+    skipped for every form alike. jobs > 1: each (fold, form)'s starts are fitted in the bootstrap's worker
+    processes (the same fits, the same errors)."""
     folds = np.unique(d["fold"])
     if len(folds) < 2:  # one subset seed: fold the runs instead (every 5th run)
         fold = d["run"] % 5
     else:
         fold = d["fold"]
     err = {f: np.full(len(d["L"]), np.nan) for f in forms}
+    fits = []  # (form, law, training part, held-out part, points held out, starts)
     for k in np.unique(fold):
         train, test = fold != k, fold == k
         dt = _subset(d, train)
@@ -40,10 +42,19 @@ def cv_errors(d, forms, with_n):
         dv["cat"] = np.array([cat_map[c] for c in dv["cat"]])
         for f in forms:
             law = make_law(f, len(dt["categories"]), with_n)
-            r = _minimize(law, dt, law.starts(dt), tol=CV_TOL)
-            if r is None:  # the law had no starting point on this fold (noisy data): its points stay NaN, skipped for every form
-                continue
-            err[f][present] = (np.log(law.predict(r.x, dv)) - np.log(dv["L"])) ** 2
+            fits.append((f, law, dt, dv, present, law.starts(dt)))
+    if jobs > 1:  # every start of every fit at once: the pool stays busy across forms of unequal cost
+        flat = run_jobs(_from_start, [(law, dt, th0, CV_TOL) for _, law, dt, _, _, st in fits for th0 in st], jobs)
+        results, i = [], 0
+        for *_, st in fits:
+            results.append(best_of(flat[i:i + len(st)]))
+            i += len(st)
+    else:
+        results = [_minimize(law, dt, st, tol=CV_TOL) for _, law, dt, _, _, st in fits]
+    for (f, law, _, dv, present, _), r in zip(fits, results):
+        if r is None:  # the law had no starting point on this fold (noisy data): its points stay NaN, skipped for every form
+            continue
+        err[f][present] = (np.log(law.predict(r.x, dv)) - np.log(dv["L"])) ** 2
     return err
 
 

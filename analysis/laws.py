@@ -211,6 +211,41 @@ def _minimize(law, d, starts, w=None, tol=(1e-15, 1e-12), scale=None):
     return best
 
 
+def _from_start(job):
+    law, d, th0, tol = job
+    return _minimize(law, d, [th0], tol=tol)
+
+
+def minimize_starts(law, d, starts, jobs=1, tol=(1e-15, 1e-12)):
+    """_minimize(law, d, starts, tol=tol), its starts spread over the bootstrap's worker processes (a point fit
+    from a grid of starts at tight tolerances is seconds of serial work): each start is refitted on its own
+    either way, and the first of the lowest is kept, so the result is the same for any number of processes."""
+    if jobs <= 1 or len(starts) < 2:
+        return _minimize(law, d, starts, tol=tol)
+    return best_of(run_jobs(_from_start, [(law, d, th0, tol) for th0 in starts], jobs))
+
+
+def best_of(results):
+    """_minimize's choice among per-start results, in start order: the first with the lowest objective."""
+    best = None
+    for res in results:
+        if res is not None and (best is None or res.fun < best.fun):
+            best = res
+    return best
+
+
+def run_jobs(fn, jobs_, jobs):
+    """[fn(job) for job in jobs_] in the worker processes (results in order; their warnings said once here)."""
+    futures = [_pool(jobs).submit(recording, fn, j) for j in jobs_]
+    out = []
+    for f in futures:
+        res, said = f.result()
+        for line in said:
+            progress.warn_once(line)
+        out.append(res)
+    return out
+
+
 def _subset(d, mask):
     return {k: (v[mask] if isinstance(v, np.ndarray) else v) for k, v in d.items()}
 
@@ -414,7 +449,7 @@ def fit_law(d, form, n_boot=1000, seed=0, with_n=None, jobs=1, what=None):
     if with_n is None:
         with_n = len(np.unique(d["N"])) > 1
     law = Law(form, len(d["categories"]), with_n)
-    res = _minimize(law, d, law.starts(d))
+    res = minimize_starts(law, d, law.starts(d), jobs)
     th = res.x
     point = named_params(law, th, d["categories"])
     resid = np.log(law.predict(th, d)) - np.log(d["L"])
