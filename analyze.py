@@ -61,7 +61,7 @@ from analysis.hypotheses import (cells_by_K, h1_floors, h3_verdict, identificati
                                  k_effect_statement, mixing_gain, verdict_table)
 from analysis.floors import h1_offsets
 from analysis.beta_by_k import BETA_K_BOOT, beta_by_K
-from analysis.laws import DATA_FILTER, FORMS, R_STAR, _ci, _minimize, fit_data, fit_law
+from analysis.laws import DATA_FILTER, FORMS, R_STAR, _ci, fit_data, fit_law, minimize_starts
 from analysis.repetition import fit_repetition, repetition_counts
 from analysis.noise import noise_floor, residual_diagnostics
 from analysis.plots import make_plots
@@ -178,10 +178,12 @@ def evaluate(runs, rows, d, args):
         fits.append(repetition["fit"])
     # one beta against one per K, on the tokens seen and (where repetition is modelled) on effective tokens
     nb = min(args.n_boot, BETA_K_BOOT)
-    beta_k = [] if args.verdicts_only else [  # a diagnostic, no verdict reads it
-        b for b in ([beta_by_K(d, main["dilution"], nb, args.seed)] if "dilution" in main else []) +
-        ([beta_by_K(fit_data(rows, r_star=repetition["r_star"]), repetition["fit"], nb, args.seed)]
-         if repetition else []) if b]
+    beta_k = []
+    if not args.verdicts_only:  # a diagnostic, no verdict reads it
+        with Step(f"beta by K, {nb} resamples"):
+            beta_k = [b for b in ([beta_by_K(d, main["dilution"], nb, args.seed, args.jobs)] if "dilution" in main else []) +
+                      ([beta_by_K(fit_data(rows, r_star=repetition["r_star"]), repetition["fit"], nb, args.seed, args.jobs)]
+                       if repetition else []) if b]
     h2 = k_contrast(rows, "in", args.n_boot, args.seed, args.margin, smaller_is_lower=False)
     h5 = k_contrast(rows, "out", args.n_boot, args.seed, args.margin, smaller_is_lower=True)
     with Step("H7 (the other further analyses: skipped, --verdicts_only)" if args.verdicts_only else
@@ -257,8 +259,11 @@ def compare_all_forms(d, main, with_n, args):
     comparison = compare_forms(d, list(main), with_n, args.n_boot, args.seed, err=err)
     if args.verdicts_only:
         return comparison, None
-    fits_all, equiv = mixing.equivalences(d, forms, with_n, make_law, _minimize, CV_TOL,
-                                          {f: fit["_theta"] for f, fit in main.items()})
+    def minimize(law, dd, starts, w=None, tol=(1e-15, 1e-12), scale=None):  # _minimize, starts in the workers
+        return minimize_starts(law, dd, starts, args.jobs, w, tol, scale)
+    with Step("mixing laws: point fits and equivalences on the design"):
+        fits_all, equiv = mixing.equivalences(d, forms, with_n, make_law, minimize, CV_TOL,
+                                              {f: fit["_theta"] for f, fit in main.items()})
     mix = mixing.judge(compare_forms(d, forms, with_n, args.n_boot, args.seed, err=err), equiv, fits_all,
                        d["categories"])
     print(f"mixing laws: {mix['verdict']}")

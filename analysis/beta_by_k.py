@@ -4,7 +4,8 @@ bootstrap and the finding it supports ("learning curves flatten / steepen with K
 import numpy as np
 
 from analysis.huber import huber
-from analysis.laws import BOOT_TOL, FORMS, Law, _ci, _interval, _minimize, bootstrap_weights, identification
+from analysis.laws import (BOOT_CHUNK, BOOT_TOL, FORMS, Law, _ci, _interval, _minimize, bootstrap_weights, identification,
+                          run_jobs)
 
 class LawBetaK(Law):
     """Separate learning curves per K with shared floors: L = E_cat + B_K * X^-beta_K [+ A N^-alpha], X as in
@@ -71,10 +72,17 @@ class LawBetaK(Law):
         return np.array(th, dtype=float)
 
 
-BETA_K_BOOT = 200  # resamples at most for the per-K betas: a diagnostic, refitted serially from one start
+BETA_K_BOOT = 200  # resamples at most for the per-K betas: a diagnostic, refitted from one start
 
 
-def beta_by_K(d, fit, n_boot, seed):
+def _refits(job):
+    """The bootstrap refits of one chunk of resamples, each from the point estimate."""
+    law, d, point, ws = job
+    return [_minimize(law, d, [point], w, tol=BOOT_TOL, scale=max(law.objective(point, d, w)[0], 1e-300))
+            for w in ws]
+
+
+def beta_by_K(d, fit, n_boot, seed, jobs=1):
     """The nested comparison of one learning curve (fit: the dilution fit on d) against one per K value
     (LawBetaK: an amplitude and an exponent per K, shared floors, the same s):
     each beta_K with its 95% interval over seed clusters (bootstrap_weights; refits from the point estimate),
@@ -102,11 +110,12 @@ def beta_by_K(d, fit, n_boot, seed):
     weights, dropped, unit = bootstrap_weights(d, n_boot, seed, with_unit=True)
     C, nk = law.C, len(Ks)
     boots = []
-    for w in weights:
-        scale = max(law.objective(point, d, w)[0], 1e-300)
-        r = _minimize(law, d, [point], w, tol=BOOT_TOL, scale=scale)
-        if r.success and np.all(np.isfinite(r.x)):
-            boots.append(r.x[C + nk:C + 2 * nk])
+    chunks = [(law, d, point, weights[i:i + BOOT_CHUNK]) for i in range(0, len(weights), BOOT_CHUNK)]
+    # in the bootstrap's worker processes when there are several (the same refits, in order)
+    for part in (run_jobs(_refits, chunks, jobs) if jobs > 1 and len(chunks) > 1 else map(_refits, chunks)):
+        for r in part:
+            if r.success and np.all(np.isfinite(r.x)):
+                boots.append(r.x[C + nk:C + 2 * nk])
     boots = np.array(boots).reshape(-1, nk)
     betas = [{"K": k, "estimate": float(point[C + nk + i]), "ci95": _interval(boots[:, i]),
               "n_points": int(np.sum(d["K"] == k))} for i, k in enumerate(Ks)]

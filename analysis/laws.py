@@ -212,17 +212,17 @@ def _minimize(law, d, starts, w=None, tol=(1e-15, 1e-12), scale=None):
 
 
 def _from_start(job):
-    law, d, th0, tol = job
-    return _minimize(law, d, [th0], tol=tol)
+    law, d, th0, tol, w, scale = (*job, None, None)[:6]
+    return _minimize(law, d, [th0], w, tol=tol, scale=scale)
 
 
-def minimize_starts(law, d, starts, jobs=1, tol=(1e-15, 1e-12)):
-    """_minimize(law, d, starts, tol=tol), its starts spread over the bootstrap's worker processes (a point fit
-    from a grid of starts at tight tolerances is seconds of serial work): each start is refitted on its own
-    either way, and the first of the lowest is kept, so the result is the same for any number of processes."""
+def minimize_starts(law, d, starts, jobs=1, w=None, tol=(1e-15, 1e-12), scale=None):
+    """_minimize(law, d, starts, w, tol, scale), its starts spread over the bootstrap's worker processes (a
+    point fit from a grid of starts at tight tolerances is seconds of serial work): each start is fitted on
+    its own either way, and the first of the lowest is kept, so the result is the same for any --jobs."""
     if jobs <= 1 or len(starts) < 2:
-        return _minimize(law, d, starts, tol=tol)
-    return best_of(run_jobs(_from_start, [(law, d, th0, tol) for th0 in starts], jobs))
+        return _minimize(law, d, starts, w, tol=tol, scale=scale)
+    return best_of(run_jobs(_from_start, [(law, d, th0, tol, w, scale) for th0 in starts], jobs))
 
 
 def best_of(results):
