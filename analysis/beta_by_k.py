@@ -5,7 +5,7 @@ import numpy as np
 
 from analysis.huber import huber
 from analysis.laws import (BOOT_CHUNK, BOOT_TOL, FORMS, Law, _ci, _interval, _minimize, bootstrap_weights, identification,
-                          run_jobs)
+                          minimize_starts, run_jobs)
 
 class LawBetaK(Law):
     """Separate learning curves per K with shared floors: L = E_cat + B_K * X^-beta_K [+ A N^-alpha], X as in
@@ -104,7 +104,7 @@ def beta_by_K(d, fit, n_boot, seed, jobs=1):
     # relative to the objective (_minimize's scale): unscaled, L-BFGS-B stopped 0.07 short in a poorly
     # pinned beta_K on a valley whose objective changed by 1e-7 of ~4e-4 (measured)
     starts = [law.start_from(th0)] + [law.start_from(t) for t in Law("shared", law.C, law.with_n).starts(d)]
-    res = _minimize(law, d, starts, scale=max(min(law.objective(t, d)[0] for t in starts), 1e-300))
+    res = minimize_starts(law, d, starts, jobs, scale=max(min(law.objective(t, d)[0] for t in starts), 1e-300))
     point = res.x
     flat = identification(base, d)
     weights, dropped, unit = bootstrap_weights(d, n_boot, seed, with_unit=True)
