@@ -31,7 +31,8 @@ What makes the numbers trustworthy (and what the report states):
 - Intervals: 95% percentile intervals from a bootstrap over runs (clusters: a run's categories move
   together), resampled within each K so the design stays balanced; refits at tolerances relative to the
   objective, from the point estimate and a second start; a resample missing a category, and a refit that
-  did not converge, are dropped and counted. Parameters at a bound of the optimiser are flagged.
+  did not converge, are dropped and counted. Parameters at a bound of the optimiser are flagged. The fits
+  no verdict reads (disjoint, shared, H1's separate-fit floors, <= 4 epochs) take --n_boot_descriptive (200).
 - Model comparison: cross-validation over subset seeds (all runs of a seed are held out together; each
   fold keeps every budget, so the forms stay identified), the held-out error difference between two forms
   with a bootstrap interval over runs; "undecided" when it contains 0.
