@@ -92,24 +92,24 @@ def outcome(verdict):
     return "supported" if "not supported" not in verdict else "not supported"
 
 
-def verdicts_analysis(root, n_boot, seed):
+def verdicts_analysis(root, n_boot, seed, margin=0.02):
     """The one analysis of a simulated sweep: analyze.py's own code, minus what no verdict reads (figures,
     the report's competing mixing laws: analyze.py --verdicts_only), silent, with one BLAS thread
     (quiet_analysis). Returns its fits.json."""
     with quiet_analysis():
         analyze.main([str(root), "--n_boot", str(n_boot), "--seed", str(seed), "--jobs", "1", "--no_baselines",
-                      "--verdicts_only"])
+                      "--verdicts_only", "--margin", repr(margin)])
     return json.loads((Path(root) / "analysis" / "fits.json").read_text())
 
 
 def one_simulation(job):
     """Fabricate simulation i of a plan, analyse it, summarise its verdicts; the sweep is removed after."""
-    plan, law, noise, n_boot, workdir, seed, i = job
+    plan, law, noise, n_boot, workdir, seed, i, margin = job
     root = Path(workdir) / f"sim{i:03d}"
     shutil.rmtree(root, ignore_errors=True)
     simulate.fabricate(plan, law, noise, root, np.random.default_rng([seed, i]))
     try:
-        result = summarise_fits(verdicts_analysis(root, n_boot, i))
+        result = summarise_fits(verdicts_analysis(root, n_boot, i, margin))
     except Terminated:  # SIGTERM in a one-process check (_sigterm): stop, not one more failed simulation
         raise
     except (SystemExit, Exception) as e:  # analyze.py refused the sweep (or failed): say so, count it undecided
@@ -125,14 +125,15 @@ def _worker_init():
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def simulate_plan(plan, law, noise, n_sim, n_boot, workdir, seed=0, label="plan", jobs=1):
+def simulate_plan(plan, law, noise, n_sim, n_boot, workdir, seed=0, label="plan", jobs=1, margin=0.02):
     """n_sim fabricated sweeps of `plan`, each analysed by analyze.py, in `jobs` processes (a simulation's
     result does not depend on which process ran it: its noise and bootstrap seeds are its index); returns the
     per-simulation outcomes in order, and logs each to simulations.jsonl as it comes."""
     from tqdm import tqdm
-    work = [(plan, law, noise, n_boot, workdir, seed, i) for i in range(n_sim)]
+    work = [(plan, law, noise, n_boot, workdir, seed, i, margin) for i in range(n_sim)]
     results = []
     import model  # noqa: F401 -- torch (simulate.py's Pythia sizes), once here: every forked worker inherits it
+    import statsmodels.stats.multitest  # noqa: F401 -- Holm's import (~0.4 s), once, not once per worker
     pool = multiprocessing.get_context("fork").Pool(jobs, initializer=_worker_init) if jobs > 1 else None
     stop = signal.signal(signal.SIGTERM, _sigterm)  # SIGTERM: stop the workers too, never orphan them
     try:
@@ -340,6 +341,8 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated noise")
     p.add_argument("--jobs", type=st.number(int, 1), default=os.cpu_count() or 1,
                    help="processes: simulations run in parallel, each analysis on one core")
+    p.add_argument("--margin", type=st.number(float, 0), default=0.02,
+                   help="equivalence margin in nats of H1 / H2 / H5 (analyze.py --margin): what the plan must resolve")
     p.add_argument("--no_variants", action="store_true", help="do not try variants of the plan for undecided hypotheses")
     p.add_argument("--out", required=True, help="directory for design.json and design.md")
     args = p.parse_args(argv)
@@ -363,16 +366,16 @@ def main(argv=None):
           + (f" U={law['U']:.4g} R*={law['Rstar']:g}" if "U" in law else "")
           + f"; noise: total SD {noise.sd:.4g} ({noise.frac_shared_across_budgets:.2f} shared across budgets, "
           f"{noise.frac_run_level:.2f} run level, {noise.frac_cluster:.2f} in both); {jobs} processes")
-    base = summarise(simulate_plan(plan, law, noise, args.n_sim, args.n_boot, work, args.seed, plan["name"], jobs), law, plan)
+    base = summarise(simulate_plan(plan, law, noise, args.n_sim, args.n_boot, work, args.seed, plan["name"], jobs, args.margin), law, plan)
     if base["failed"]:
         print(f"warning: {base['failed']} of {args.n_sim} simulations failed (their errors: simulations.jsonl); counted undecided")
     report = {"plan": args.plan, "n_runs": runs, "law": law, "law_text": args.law, "noise": noise.sd,
-              "noise_model": dataclasses.asdict(noise), "n_boot": args.n_boot, "seed": args.seed, "jobs": jobs,
+              "noise_model": dataclasses.asdict(noise), "n_boot": args.n_boot, "margin": args.margin, "seed": args.seed, "jobs": jobs,
               "base": base, "variants": {}, "smallest_change": {}}
     undecided = [h for h, x in base["hypotheses"].items() if not decides(x)]
     if undecided and not args.no_variants:
         for name, v in variants(plan):
-            s = summarise(simulate_plan(v, law, noise, args.n_sim, args.n_boot, work, args.seed, name, jobs), law, v)
+            s = summarise(simulate_plan(v, law, noise, args.n_sim, args.n_boot, work, args.seed, name, jobs, args.margin), law, v)
             extra = f"+{n_runs(v) - runs} runs, +{(n_tokens(v) - tokens) / tokens:.0%} tokens"
             report["variants"][name] = {"n_runs": n_runs(v), "added": extra, "summary": s}
             for h in undecided:

@@ -190,22 +190,58 @@ class Law:
         return out
 
 
+def _centre(law, d):
+    """The point logX0 at which B is pinned, for a law with (log B, beta) at [C, C + 1] (Law and its nested
+    variants), else None. log B and beta trade off along log B - beta log X ~ const (a ridge 2-3 orders of
+    magnitude longer than wide at P1's budgets), which made L-BFGS-B crawl: ~700 evaluations per bootstrap
+    refit of the H1 fit. Optimising log B0 = log B - beta logX0 instead (the amplitude at the data's median
+    budget) is the same problem on a round valley: ~200 evaluations, the same minimum (measured, notes.md)."""
+    names = getattr(law, "names", None)
+    C = getattr(law, "C", None)
+    if not isinstance(law, Law) or names is None or C is None or names[C:C + 2] != ["logB", "beta"]:
+        return None
+    return float(np.median(np.log(d["D"])))
+
+
 def _minimize(law, d, starts, w=None, tol=(1e-15, 1e-12), scale=None):
     """Best L-BFGS-B result over the starts. Tight tolerances by default: an optimiser stopped early is a
     known flaw of published fits (Besiroglu et al., arXiv:2404.10102). `scale` divides the objective:
     L-BFGS-B's ftol is relative to max(|f|, 1), so on an objective of ~1e-4 it acts as an absolute
-    tolerance 1e4 times looser than asked; dividing by the objective's own scale makes it relative."""
+    tolerance 1e4 times looser than asked; dividing by the objective's own scale makes it relative.
+    Laws with (log B, beta) are optimised in log B0 = log B - beta logX0 (_centre); res.x is in the law's
+    own parameters."""
     from scipy.optimize import minimize
     s = float(scale) if scale else 1.0
+    x0 = _centre(law, d)
+    C = getattr(law, "C", 0)
+    bounds = law.bounds(d)
+    if x0 is not None:  # log B's box becomes log B0's: (lo, hi) - beta x0 over beta's box, never active at a fit
+        (lo, hi), (blo, bhi) = bounds[C], bounds[C + 1]
+        bounds = list(bounds)
+        bounds[C] = (lo - max(bhi * x0, blo * x0), hi - min(bhi * x0, blo * x0))
 
-    def f(th):
-        v, g = law.objective(th, d, w)
+    def to_law(z):
+        if x0 is None:
+            return z
+        th = np.array(z, dtype=float)
+        th[C] = z[C] + z[C + 1] * x0
+        return th
+
+    def f(z):
+        v, g = law.objective(to_law(z), d, w)
+        if x0 is not None:
+            g = np.array(g, dtype=float)
+            g[C + 1] += g[C] * x0  # d/d beta at fixed log B0: log B moves by x0 per unit of beta
         return v / s, g / s
     best = None
     for th0 in starts:
-        res = minimize(f, th0, jac=True, method="L-BFGS-B", bounds=law.bounds(d),
+        z0 = np.array(th0, dtype=float)
+        if x0 is not None:
+            z0[C] = th0[C] - th0[C + 1] * x0
+        res = minimize(f, z0, jac=True, method="L-BFGS-B", bounds=bounds,
                        options={"maxiter": 10000, "maxfun": 20000, "ftol": tol[0], "gtol": tol[1]})
         res.fun = res.fun * s
+        res.x = to_law(res.x)
         if best is None or res.fun < best.fun:
             best = res
     return best

@@ -271,7 +271,7 @@ def test_sigterm_stops_a_one_process_design_check(tmp_path, monkeypatch):
     import signal
     calls = []
 
-    def analysis(root, n_boot, seed):
+    def analysis(root, n_boot, seed, margin=0.02):
         calls.append(seed)
         os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, inside the analysis
         raise AssertionError("not reached: SIGTERM raised first")
@@ -296,5 +296,5 @@ def test_sigterm_during_a_simulation_stops_design_py(tmp_path, monkeypatch):
         design._sigterm(15, None)
     monkeypatch.setattr(design, "verdicts_analysis", stopped)
     with pytest.raises(SystemExit) as e:
-        design.one_simulation((None, None, None, 8, tmp_path, 0, 0))
+        design.one_simulation((None, None, None, 8, tmp_path, 0, 0, 0.02))
     assert e.value.code == 143
