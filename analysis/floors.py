@@ -3,15 +3,14 @@ runs with one floor per category and, per category, an offset delta_c that appli
 L = E_c + delta_c [K = Kmax] + B X^-beta, X = D_c^s D^(1-s). B, beta and s are pinned by every run, so each
 delta_c is pinned far tighter than the difference of two separate floor fits (K = 1 runs alone and largest-K
 runs alone: each fit trades its floors against its own B and beta; in P1 that check was undecided 10/10).
-Each delta_c's interval comes from the seed-cluster bootstrap (laws.bootstrap_weights); the test is an
-equivalence test (TOST) per category and Holm across categories for a difference."""
-import functools
-
+Each delta_c's interval is a Cochran-Cox t interval over seed clusters (the joint fit's residuals averaged per
+cluster, on either side of Kmax; issue 21); the test is an equivalence test (TOST) on their mean and Holm across
+categories for a difference."""
 import numpy as np
 
 from analysis.huber import huber
-from analysis.inference import _p_t, holm, percentile
-from analysis.laws import BOOT_TOL, Law, _minimize, identification
+from analysis.inference import holm
+from analysis.laws import Law, _minimize, identification
 
 TOST_LEVEL = 0.90  # two one-sided tests at 5% each: the 90% interval within +-margin
 
@@ -72,21 +71,14 @@ class LawFloorOffset(Law):
         return [np.append(th, np.zeros(self._nd)) for th in Law.starts(self, d)]
 
 
-def _p_clusters(est, x, n):
-    """Two-sided t p of est = 0 with n - 1 df, on the bootstrap draws' SD scaled by n / (n - 1)."""
-    x = np.asarray(x, dtype=float)
-    sd = float(np.std(x, ddof=1)) * np.sqrt(n / max(n - 1, 1)) if len(x) >= 2 else 0.0
-    return _p_t(est, sd, max(n - 1, 1))
-
-
 def h1_offsets(d, margin, n_boot, seed, model=None, subset=None):
     """H1 for one model's runs d (fit_data; on effective tokens where repetition is modelled): the joint fit
-    (LawFloorOffset, Kmax = the largest K), each delta_c with its 90% (TOST) and 95% percentile intervals over
-    seed-cluster resamples (refitted from the point estimate) and a two-sided p from the bootstrap SD.
+    (LawFloorOffset, Kmax = the largest K), each delta_c with its 90% (TOST) and 95% t intervals over seed
+    clusters and the two-sided p of the 95% one (_cluster_interval; fewer than 2 clusters on a side: none).
+    n_boot and seed are not used (the intervals need no resampling); kept for the callers.
     Supported when every category's 90% interval lies within +-margin (each one-sided test at 5%; the
     intersection-union test needs no correction); not supported when Holm (family-wise 5%) rejects
     delta_c = 0 for at least one category; undecided otherwise (too little power either way)."""
-    from analysis.laws import bootstrap_weights
     Ks = sorted({int(k) for k in d["K"]})
     C = len(d["categories"])
     k_max = Ks[-1]
@@ -98,7 +90,7 @@ def h1_offsets(d, margin, n_boot, seed, model=None, subset=None):
     out = {"model": model, "subsets": [f"K < {k_max}", f"K == {k_max}"], "subset": subset, "margin": margin,
            "K_max": k_max, "law": "L_c = E_c + delta_c [K = Kmax] + B * (D_c^s * D^(1-s))^-beta",
            "test": (f"TOST: the mean offset's {TOST_LEVEL:.0%} interval within ±{margin} nats (supported); Holm across "
-                    "the categories and their mean, t on the bootstrap SD (not supported)"),
+                    "the categories and their mean, Cochran-Cox t over seed clusters (not supported)"),
            "table": [], "n_boot": 0}
     if len(Ks) < 2 or not testable:
         out.update(verdict="undecided", why="no category is in two runs at the largest K and two below it"
@@ -107,41 +99,83 @@ def h1_offsets(d, margin, n_boot, seed, model=None, subset=None):
     law = LawFloorOffset(C, k_max, testable)
     res = _minimize(law, d, law.starts(d))
     th = res.x
-    weights, dropped, unit = bootstrap_weights(d, n_boot, seed, with_unit=True)
-    draws = []
-    for w in weights:  # from the point estimate, tolerances relative to the resample's objective (as laws.py)
-        r = _minimize(law, d, [th], w, tol=BOOT_TOL, scale=max(law.objective(th, d, w)[0], 1e-300))
-        if r.success and np.all(np.isfinite(r.x)):
-            draws.append(r.x[C + 3:])
-    draws = np.array(draws).reshape(-1, len(testable))
     flat = identification(Law("dilution", C, False), d)
-    # the p of each offset: a t test with the clusters at Kmax - 1 df, on the bootstrap SD scaled by n / (n - 1)
-    # (a bootstrap of n units underestimates the variance by (n - 1) / n). The normal p from the bootstrap SD
-    # of 3 clusters rejected a true 0 (equal floors, measured): its SD has 2 degrees of freedom
-    n_max = len(np.unique(d["cluster"][d["K"] == k_max])) if "cluster" in d else 2
+    # Each offset's interval is a two-sided contrast of seed clusters: delta_c is (to first order) the mean
+    # residual of category c in the Kmax clusters minus that in the clusters below Kmax, each cluster's noise
+    # shared by its budgets. So its variance is var_g(cluster mean residual) / n per side, with n - 1 df
+    # (Cochran-Cox t, inference.t_components). The percentile bootstrap it replaces (clusters within K, runs
+    # where a category would drop) never varied a lone Kmax cluster and had 3 units otherwise: it held the
+    # true 0 in 56% of the cells with one K = 11 seed under the measured clustered noise (BENCHMARKS.md).
+    cluster = d["cluster"] if "cluster" in d else d["run"]
+    resid = d["L"] - law.predict(th, d)
+    hi_side = d["K"] == k_max
+    n_max = len(np.unique(cluster[hi_side]))
 
-    p_of = functools.partial(_p_clusters, n=n_max)
+    def side(c, mask):
+        m = mask & (d["cat"] == c)
+        return np.array([resid[m & (cluster == g)].mean() for g in np.unique(cluster[m])])
+
+    sides = {c: (side(c, hi_side), side(c, ~hi_side)) for c in testable}
+    pooled = _pooled(sides)
     lo, hi = np.array(law.bounds(d)).T
     table = []
     for i, c in enumerate(testable):
         name, est = d["categories"][c], float(th[C + 3 + i])
         ident = "beta" not in flat and f"E[{name}]" not in flat
         on_bound = bool(est <= lo[C + 3 + i] + 1e-6 or est >= hi[C + 3 + i] - 1e-6)
-        ci90 = percentile(draws[:, i], est, TOST_LEVEL) if ident else [None, None]
-        ci95 = percentile(draws[:, i], est) if ident else [None, None]
-        table.append({"category": name, "difference": est, "ci90": ci90, "ci95": ci95,
-                      "p": p_of(est, draws[:, i]) if ident else 1.0, "identified": ident, "at_bound": on_bound})
-    verdict, why, mean = _verdict(table, draws, testable, at_max, d, k_max, margin, p_of)
-    out.update(verdict=verdict, why=why, table=table, mean=mean, n_boot=len(draws), converged=bool(res.success),
-               bootstrap={"requested": n_boot, "used": len(draws), "dropped_missing_category": dropped, "unit": unit},
+        row = _cluster_interval(est, [sides[c]], pooled) if ident else None
+        table.append({"category": name, "difference": est, "ci90": row["ci90"] if row else [None, None],
+                      "ci95": row["ci95"] if row else [None, None], "p": row["p"] if row else 1.0,
+                      "n_clusters": [len(sides[c][1]), len(sides[c][0])], "identified": ident, "at_bound": on_bound,
+                      **({"note": row["note"]} if row and row["note"] else {})})
+    verdict, why, mean = _verdict(table, sides, pooled, testable, at_max, d, k_max, margin, n_max)
+    out.update(verdict=verdict, why=why, table=table, mean=mean, n_boot=0, converged=bool(res.success),
                fit={"s": float(th[C + 2]), "beta": float(th[C + 1]), "B": float(np.exp(th[C]))},
-               clusters_at_K_max=n_max,
-               p_method="two-sided t with (seed clusters at Kmax - 1) df on the bootstrap SD of delta_c scaled by "
-                        "n / (n - 1); Holm across the testable categories and their mean")
+               clusters_at_K_max=n_max, unit="seed cluster",
+               p_method="per category: the joint fit's residuals averaged per seed cluster, the Kmax side's variance "
+                        "var / n with n - 1 df, the side below's pooled over categories, Cochran-Cox t; the mean over "
+                        "categories: per Kmax cluster its mean over the categories (their shared noise counts), "
+                        "below Kmax per category; Holm across the testable categories and their mean")
     return out
 
 
-def _verdict(table, draws, testable, at_max, d, k_max, margin, p_of):
+def _pooled(sides):
+    """(variance, df) of a cluster's mean residual below Kmax, pooled over the categories (deviations from each
+    category's own mean: a category held by one cluster below Kmax adds no degree of freedom, its floor
+    absorbs that cluster's shared noise, but its offset still varies with it)."""
+    devs = [lw - lw.mean() for _, lw in sides.values() if len(lw) >= 2]
+    df = sum(len(x) - 1 for x in devs)
+    return (float(sum((x ** 2).sum() for x in devs)) / df, df) if df else (None, 0)
+
+
+def _cluster_interval(est, sides_list, pooled):
+    """90% and 95% Cochran-Cox t intervals and p of est, the mean over len(sides_list) categories' offsets,
+    each category given by its (Kmax clusters' mean residuals, clusters' below Kmax) arrays; pooled: the
+    low side's (variance, df) per cluster (_pooled). The Kmax side's variance is the categories' own (one
+    category) or that of each Kmax cluster's mean over them (their shared noise counts once per cluster).
+    Fewer than two Kmax clusters, or no low-side df: no interval (the shared noise cannot be told from an
+    offset)."""
+    from analysis.inference import MIN_UNITS, t_components
+    k = len(sides_list)
+    hs = [h for h, _ in sides_list]
+    n_hi = min(len(h) for h in hs)
+    none = {"ci90": [None, None], "ci95": [None, None], "p": 1.0}
+    if n_hi < MIN_UNITS or not pooled[1]:
+        return dict(none, note=f"undecided: {n_hi} seed cluster{'s' if n_hi != 1 else ''} at the largest K, "
+                               f"{pooled[1]} df below it (an interval needs >= {MIN_UNITS} clusters on each side)")
+    if len({len(h) for h in hs}) == 1:
+        m = np.mean(np.stack(hs), axis=0)
+        comps = [(float(np.var(m, ddof=1)) / len(m), len(m) - 1)]
+    else:
+        comps = [(float(np.var(h, ddof=1)) / len(h) / k ** 2, len(h) - 1) for h in hs]
+    # below Kmax the categories' clusters are mostly different ones (specialists): independent per category
+    comps.append((pooled[0] * sum(1.0 / len(lw) for _, lw in sides_list) / k ** 2, pooled[1]))
+    r95, r90 = t_components(est, comps), t_components(est, comps, TOST_LEVEL)
+    return {"ci90": r90["ci95"], "ci95": r95["ci95"], "p": r95["p"] if r95["p"] is not None else 1.0,
+            "note": r95["note"]}
+
+
+def _verdict(table, sides, pooled, testable, at_max, d, k_max, margin, n_max):
     """(verdict, why, the mean offset row) from the per-category offsets (h1_offsets' rules); marks each
     row's holm_rejected."""
     usable = [r for r in table if r["identified"] and not r["at_bound"] and r["ci90"][0] is not None]
@@ -150,11 +184,11 @@ def _verdict(table, draws, testable, at_max, d, k_max, margin, p_of):
     # than any margin a floor comparison needs; their mean averages the per-category noise
     cols = [testable.index(d["categories"].index(r["category"])) for r in usable]
     mean = None
-    if usable and draws.size:
-        md = draws[:, cols].mean(axis=1)
+    if usable:
         est = float(np.mean([r["difference"] for r in usable]))
-        mean = {"category": "mean", "difference": est, "ci90": percentile(md, est, TOST_LEVEL),
-                "ci95": percentile(md, est), "p": p_of(est, md), "n_categories": len(usable)}
+        row = _cluster_interval(est, [sides[testable[i]] for i in cols], pooled)
+        mean = {"category": "mean", "difference": est, "ci90": row["ci90"], "ci95": row["ci95"], "p": row["p"],
+                "n_categories": len(usable), **({"note": row["note"]} if row["note"] else {})}
     # one family: the mean and every category (Holm, family-wise 5%): a difference anywhere is a rejection
     fam = usable + ([mean] if mean else [])
     rej = holm([r["p"] for r in fam])
@@ -164,8 +198,12 @@ def _verdict(table, draws, testable, at_max, d, k_max, margin, p_of):
         r["holm_rejected"] = bool(x)
     n_rej = int(sum(rej[:len(usable)]))
     untested = len(at_max) - len(testable) + len(table) - len(usable)
-    if not draws.size or mean is None or mean["ci90"][0] is None:
-        verdict, why = "undecided", "no bootstrap resamples or no testable category, so no interval"
+    if n_max < 2:
+        verdict, why = "undecided", (f"{n_max} seed cluster at K = {k_max}: its shared noise cannot be told from a "
+                                     "floor offset (an interval needs >= 2 clusters there)")
+    elif mean is None or mean["ci90"][0] is None:
+        verdict, why = "undecided", "no testable category with an interval" + (
+            f" ({mean['note']})" if mean and mean.get("note") else "")
     elif any(rej):
         worst = min(fam, key=lambda r: r["p"])
         verdict, why = "not supported", (

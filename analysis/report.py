@@ -186,8 +186,8 @@ def _h1_lines(h1, sep):
         m = h.get("mean")
         L += ["", f"## H1: floors E_c at K = {h.get('K_max')} against the other K ({h['model']})", "",
               f"One joint fit on all the model's runs ({h.get('basis')}): `{h.get('law')}`; each offset delta_c's "
-              f"interval from the seed-cluster bootstrap ({h.get('n_boot')} resamples, "
-              f"{h.get('clusters_at_K_max', '–')} seed clusters at K = {h.get('K_max')}). {h.get('test')}. Equivalence "
+              f"interval a t interval over seed clusters ({h.get('clusters_at_K_max', '–')} at K = {h.get('K_max')}: "
+              f"{h.get('p_method', '')}). {h.get('test')}. Equivalence "
               f"margin ±{h['margin']} nats: **{h['verdict']}** — {h['why']}.", "",
               "| category | floor offset | 90% CI (TOST) | 95% CI | p | rejected (Holm) | note |",
               "|---|---|---|---|---|---|---|"]

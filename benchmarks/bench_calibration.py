@@ -165,10 +165,13 @@ def tally_sweep(fits, twin, law, tally, wrong):
             t["covered"] += lo <= truth <= hi
     for h, v in (fits.get("verdicts") or {}).items():
         w = wrong.setdefault(h, {"sweeps": 0, "wrong": 0, "supported": 0, "undecided": 0})
+        # several models: one verdict per model, joined ("pythia-14m: supported; pythia-31m: undecided"):
+        # wrong if any model's is "not supported", supported if every model's is, else undecided
+        parts = [x.rsplit(": ", 1)[-1].strip() for x in v["verdict"].split(";")]
         w["sweeps"] += 1
-        w["wrong"] += v["verdict"] == "not supported"
-        w["supported"] += v["verdict"] == "supported"
-        w["undecided"] += v["verdict"] == "undecided"
+        w["wrong"] += "not supported" in parts
+        w["supported"] += all(x == "supported" for x in parts)
+        w["undecided"] += "not supported" not in parts and not all(x == "supported" for x in parts)
     r = fits.get("h2_ratio") or {}
     if r.get("verdict"):
         w = wrong.setdefault("H2 ratio (slower than K^beta)", {"sweeps": 0, "wrong": 0, "supported": 0, "undecided": 0})

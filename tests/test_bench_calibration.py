@@ -16,6 +16,7 @@ def test_one_tiny_sweep_gives_a_table(tmp_path, capsys):
     for r in rows:
         assert r["n"] >= 1 and r["covered"] + r["refused"] + r["no_truth"] <= r["n"]
         assert r["coverage"] is None or 0 <= r["coverage"] <= 1
+        assert r["zero_width"] == 0, r  # issue 21's acceptance: no zero-width interval in any benchmark design
     assert any(r["coverage"] is not None for r in rows)  # at least one interval was decided and scored
     assert results[0]["verdicts"]["H2 loss vs K at fixed D"]["sweeps"] == 1
     printed = capsys.readouterr().out
