@@ -321,3 +321,14 @@ def test_margin_reaches_analyze_py(plan_file, tmp_path, monkeypatch):
         for argv in seen:
             assert float(argv[argv.index("--margin") + 1]) == want, argv
         assert json.loads((out / "design.json").read_text())["margin"] == want
+
+
+def test_simulations_needed_to_show_p_wrong_at_most_five_percent_are_stated_right():
+    """EXPERIMENT_PLAN.md says how many simulations with none wrong a row needs before its exact 95% interval
+    (design.clopper_pearson, the two-sided interval every cell shows) puts P(wrong) <= 0.05: 72. It said 59
+    with 'CP upper bound 0.049', which is the one-sided 95% bound; the two-sided interval at 59 ends at 0.061."""
+    from pathlib import Path
+    n = next(n for n in range(1, 200) if design.clopper_pearson(0, n)[1] <= 0.05)
+    assert n == 72 and design.clopper_pearson(0, 59)[1] > 0.06
+    text = (Path(__file__).resolve().parents[1] / "EXPERIMENT_PLAN.md").read_text()
+    assert f"≥ {n} simulations with none wrong" in text
