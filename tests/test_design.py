@@ -321,6 +321,7 @@ def test_margin_reaches_analyze_py(plan_file, tmp_path, monkeypatch):
         for argv in seen:
             assert float(argv[argv.index("--margin") + 1]) == want, argv
         assert json.loads((out / "design.json").read_text())["margin"] == want
+        assert f"margin ±{want:g} nats" in (out / "design.md").read_text()  # the report says which margin it used
 
 
 def test_simulations_needed_to_show_p_wrong_at_most_five_percent_are_stated_right():
