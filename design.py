@@ -305,7 +305,8 @@ def write_markdown(path, report):
          + f"; noise: total SD of log test loss {nm['sd']:.4g} per (run, category), {nm['frac_shared_across_budgets']:.2f} of "
          f"its variance shared across a seed cluster's budgets, {nm['frac_run_level']:.2f} run level, {nm.get('frac_cluster', 0):.2f} "
          f"in both (every budget and category of a seed cluster) ({nm['source']}); "
-         f"{report['base']['n_sim']} simulations of {report['n_runs']} runs, analyze.py with --n_boot {report['n_boot']}. "
+         f"{report['base']['n_sim']} simulations of {report['n_runs']} runs, analyze.py with --n_boot {report['n_boot']}, "
+         f"equivalence margin ±{report.get('margin', 0.02):g} nats (H1, H2, H5). "
          "A verdict is correct when it matches the law's truth (design.truths), wrong when it is the opposite "
          "decision; [..] is the exact (Clopper-Pearson) 95% interval of each probability. Simulated data obey the "
          "law exactly: these are upper bounds for real data at this noise.", "",

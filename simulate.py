@@ -409,8 +409,10 @@ def rid_of(model, K, seed, budget, sampling="balanced", tagged=False, init_seed=
 def p1_sweep(root, law="dilution", noise_seed=0, seeds=range(11), Ks=(1, 2, 3, 5), k11_seeds=(0, 1, 2),
              budgets=P1_BUDGETS, replicate_subsets=(0, 1, 2), replicate_Ks=(1, 3), init_seeds=(100, 101),
              models=(("pythia-31m", N_NONEMB),), **kw):
-    """The P1 core design (plans/p1_core_31m.yaml) with a known truth of form `law`, for each of `models`
-    ((name, N): P2's sizes with a truth that has A and alpha). Returns the run directories."""
+    """The P1 core design with a known truth of form `law`, for each of `models` ((name, N): P2's sizes with a
+    truth that has A and alpha). The default is P1 as first planned (295 runs: K = 11 with 3 seeds, which the
+    tests' shared fixture uses); plans/p1_core_31m.yaml now has 12 (k11_seeds=range(12): 340 runs). Returns
+    the run directories."""
     rng = np.random.default_rng(noise_seed)
     out = []
     for m, n in models:

@@ -214,8 +214,9 @@ def _minimize(law, d, starts, w=None, tol=(1e-15, 1e-12), scale=None):
     s = float(scale) if scale else 1.0
     x0 = _centre(law, d)
     C = getattr(law, "C", 0)
-    bounds = law.bounds(d)
-    if x0 is not None:  # log B's box becomes log B0's: (lo, hi) - beta x0 over beta's box, never active at a fit
+    box = bounds = law.bounds(d)
+    if x0 is not None:  # log B's box becomes log B0's: (lo, hi) - beta x0 over beta's box. That box also holds
+        # log B outside (lo, hi) (a parallelogram in (log B, beta)); a result there is refitted below
         (lo, hi), (blo, bhi) = bounds[C], bounds[C + 1]
         bounds = list(bounds)
         bounds[C] = (lo - max(bhi * x0, blo * x0), hi - min(bhi * x0, blo * x0))
@@ -227,21 +228,25 @@ def _minimize(law, d, starts, w=None, tol=(1e-15, 1e-12), scale=None):
         th[C] = z[C] + z[C + 1] * x0
         return th
 
-    def f(z):
-        v, g = law.objective(to_law(z), d, w)
-        if x0 is not None:
+    def f(z, centred=True):
+        v, g = law.objective(to_law(z) if centred else z, d, w)
+        if x0 is not None and centred:
             g = np.array(g, dtype=float)
             g[C + 1] += g[C] * x0  # d/d beta at fixed log B0: log B moves by x0 per unit of beta
         return v / s, g / s
+    opts = {"maxiter": 10000, "maxfun": 20000, "ftol": tol[0], "gtol": tol[1]}
     best = None
     for th0 in starts:
         z0 = np.array(th0, dtype=float)
         if x0 is not None:
             z0[C] = th0[C] - th0[C + 1] * x0
-        res = minimize(f, z0, jac=True, method="L-BFGS-B", bounds=bounds,
-                       options={"maxiter": 10000, "maxfun": 20000, "ftol": tol[0], "gtol": tol[1]})
-        res.fun = res.fun * s
+        res = minimize(f, z0, jac=True, method="L-BFGS-B", bounds=bounds, options=opts)
         res.x = to_law(res.x)
+        if x0 is not None and not box[C][0] <= res.x[C] <= box[C][1]:  # past log B's own bound (only where
+            # it binds: never at P1's budgets): finish in the law's parameters, from the nearest point in its box
+            res = minimize(f, np.clip(res.x, *np.array(box).T), args=(False,), jac=True, method="L-BFGS-B",
+                           bounds=box, options=opts)
+        res.fun = res.fun * s
         if best is None or res.fun < best.fun:
             best = res
     return best

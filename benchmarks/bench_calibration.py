@@ -18,7 +18,7 @@ H1..H6 and H2's ratio (growth slower than K^beta) all true, so "not supported" i
 whose t_ij - t_ji is Holm-rejected when the noiseless twin's |t_ij - t_ji| is < 0.01 is wrong.
 
 Designs (--designs, comma-separated):
-  p1          plans/p1_core_31m.yaml's shape: K in {1,2,3,5} x 11 seeds, K = 11 x 3 seeds, 5 budgets, replicates
+  p1          P1 as first planned: K in {1,2,3,5} x 11 seeds, K = 11 x 3 seeds (the plan file has 12 now), 5 budgets, replicates
   p1_k11x1    the same with one K = 11 seed (one run per budget on that side)
   one_budget  P1 at 90M only (beta and s not identified: refusals expected)
   sizes3      three model sizes (14m, 31m, 70m-like N) with A N^-alpha, K in {1,3,5}, 4 budgets: A, alpha, IsoFLOP

@@ -298,3 +298,38 @@ def test_sigterm_during_a_simulation_stops_design_py(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as e:
         design.one_simulation((None, None, None, 8, tmp_path, 0, 0, 0.02))
     assert e.value.code == 143
+
+
+def test_margin_reaches_analyze_py(plan_file, tmp_path, monkeypatch):
+    """design.py --margin is analyze.py's equivalence margin: every simulation's analysis runs with it (and
+    without the flag, with analyze.py's default), and design.json records it. analyze.main is replaced by a
+    stub that records its argv and writes an empty fits.json: the point is the wiring, not the verdicts."""
+    seen = []
+
+    def stub(argv):
+        seen.append(argv)
+        out = tmp_path.joinpath(argv[0], "analysis")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "fits.json").write_text(json.dumps({"verdicts": {}, "fits": []}))
+    monkeypatch.setattr(analyze, "main", stub)
+    for flag, want in ((["--margin", "0.07"], 0.07), ([], 0.02)):
+        seen.clear()
+        out = tmp_path / f"out{want}"
+        design.main([str(plan_file), "--law", LAW, "--noise", "0.01", "--n_sim", "2", "--n_boot", "2", "--jobs", "1",
+                     "--no_variants", "--out", str(out)] + flag)
+        assert len(seen) == 2
+        for argv in seen:
+            assert float(argv[argv.index("--margin") + 1]) == want, argv
+        assert json.loads((out / "design.json").read_text())["margin"] == want
+        assert f"margin ±{want:g} nats" in (out / "design.md").read_text()  # the report says which margin it used
+
+
+def test_simulations_needed_to_show_p_wrong_at_most_five_percent_are_stated_right():
+    """EXPERIMENT_PLAN.md says how many simulations with none wrong a row needs before its exact 95% interval
+    (design.clopper_pearson, the two-sided interval every cell shows) puts P(wrong) <= 0.05: 72. It said 59
+    with 'CP upper bound 0.049', which is the one-sided 95% bound; the two-sided interval at 59 ends at 0.061."""
+    from pathlib import Path
+    n = next(n for n in range(1, 200) if design.clopper_pearson(0, n)[1] <= 0.05)
+    assert n == 72 and design.clopper_pearson(0, 59)[1] > 0.06
+    text = (Path(__file__).resolve().parents[1] / "EXPERIMENT_PLAN.md").read_text()
+    assert f"≥ {n} simulations with none wrong" in text

@@ -118,3 +118,25 @@ def test_one_cluster_at_the_largest_k_gives_no_offset_interval(tmp_path):
     h = h1_offsets(_clustered_sweep(tmp_path, 0, (0,)), 0.02, 40, 0)
     assert h["table"] and all(r["ci95"] == [None, None] and r["ci90"] == [None, None] for r in h["table"]), h["table"]
     assert h["verdict"] == "undecided" and "1 seed cluster" in h["why"], h["why"]
+
+
+def test_centred_fit_keeps_log_b_in_the_laws_box():
+    """log B0's box (_minimize) holds every log B of the law's box, but also log B outside it (the box in
+    (log B0, beta) is a parallelogram in (log B, beta)): where the law's own bound on log B binds, the centred
+    optimiser went past it (log B 210.5 against the bound 200, a lower objective than the law allows, and
+    at_bounds calling B 'upper' on a value past its bound). Contrived units (D ~ 1e28-1e31, beta 3) make the
+    bound bind; the fit must stay in law.bounds and reach the raw parametrisation's minimum."""
+    from scipy.optimize import minimize
+
+    from analysis.laws import Law, _minimize
+    D = np.repeat(np.logspace(28, 31, 4), 3)
+    L = (1.5 + np.exp(207.0) * D ** -3.0) * np.exp(np.random.default_rng(0).normal(0, 0.01, len(D)))
+    d = {"L": L, "D": D, "Dc": D, "N": np.ones(len(D)), "cat": np.zeros(len(D), dtype=int), "categories": ["x"]}
+    law = Law("shared", 1, False)
+    res = _minimize(law, d, law.starts(d))
+    lo, hi = np.array(law.bounds(d)).T
+    assert np.all(res.x >= lo) and np.all(res.x <= hi), (res.x, law.bounds(d))
+    raw = min((minimize(lambda t: law.objective(t, d), th, jac=True, method="L-BFGS-B", bounds=law.bounds(d),
+                        options={"maxiter": 10000, "maxfun": 20000, "ftol": 1e-15, "gtol": 1e-12})
+               for th in law.starts(d)), key=lambda r: r.fun)
+    assert res.fun <= raw.fun * (1 + 1e-6) and res.fun >= raw.fun * (1 - 1e-6), (res.fun, raw.fun)
