@@ -12,6 +12,11 @@ from pathlib import Path
 # OpenBLAS threads inside scipy's L-BFGS-B made every analysis fit 35-80x dearer in CPU on a 2-core machine
 # (notes.md, session 19): one BLAS thread here and in every subprocess (analyze.main limits its own too)
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# Under pytest-xdist each worker has one of the cores (README's full command: 2 workers on 2): torch's default of
+# one thread per core would put 4 spinning OpenMP threads on 2 cores. Set before torch is imported, so the
+# in-process runs and the child scripts a test compares them with use the same one thread.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import pytest
 
