@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -11,6 +12,11 @@ from pathlib import Path
 # OpenBLAS threads inside scipy's L-BFGS-B made every analysis fit 35-80x dearer in CPU on a 2-core machine
 # (notes.md, session 19): one BLAS thread here and in every subprocess (analyze.main limits its own too)
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# Under pytest-xdist each worker has one of the cores (README's full command: 2 workers on 2): torch's default of
+# one thread per core would put 4 spinning OpenMP threads on 2 cores. Set before torch is imported, so the
+# in-process runs and the child scripts a test compares them with use the same one thread.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import pytest
 
@@ -43,8 +49,41 @@ def one_line_error(main, argv, capsys, code=2):
 
 @pytest.fixture(scope="session")
 def outputs():
+    """tests/outputs/: files written for a human to read (each by one test, so xdist's workers never share one)."""
     OUTPUTS.mkdir(parents=True, exist_ok=True)
     return OUTPUTS
+
+
+def built_once(tmp_path_factory, name, build):
+    """tmp/<name>, built by build(path) once per test session and shared by pytest-xdist's workers (README's full
+    command runs the suite on 2 of them): the first worker to ask builds it under a file lock while the other
+    waits, then both read it (pytest-xdist's pattern for session fixtures). Without xdist: the session's tmp."""
+    from filelock import FileLock  # a dependency of datasets
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the session's tmp root, above each worker's popen-gwN
+    path, done = base / name, base / f"{name}.built"
+    with FileLock(str(base / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(path, ignore_errors=True)  # a half-built one, left by a worker whose build failed
+            build(path)
+            done.touch()
+    return path
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
+def pytest_collection_modifyitems(config, items):
+    """For `-n 2 --dist loadgroup` (README's full command): a test that uses a module-scoped fixture of its own
+    module runs on the same worker as the module's other such tests, so the fixture (a sweep, a trained run, a
+    store) is built once, not once per worker; every other test goes to whichever worker is free. Slow tests
+    are handed out first (longest first keeps both workers busy to the end, instead of one finishing a
+    six-minute test alone); the order within each kind is the files' order."""
+    for item in items:
+        defs = getattr(item, "_fixtureinfo", None)
+        defs = defs.name2fixturedefs if defs else {}
+        if any(d[-1].scope == "module" for d in defs.values() if d):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def tree_digest(root):
@@ -66,11 +105,11 @@ def read_only(root, name):
 
 
 @pytest.fixture(scope="session")
-def sample_store(outputs):
+def sample_store(tmp_path_factory):
     """The shipped sample corpus, built once per session with the bundled tokenizer. Read-only."""
     import fetch_arxiv
-    out = outputs / "sample_store"
-    fetch_arxiv.main(["--dataset_path", str(st.SAMPLE_CORPUS), "--full_dataset", "--output_dir", str(out)])
+    out = built_once(tmp_path_factory, "sample_store", lambda out: fetch_arxiv.main(
+        ["--dataset_path", str(st.SAMPLE_CORPUS), "--full_dataset", "--output_dir", str(out)]))
     yield from read_only(out, "sample_store")
 
 
@@ -81,9 +120,12 @@ def p1_analysis(tmp_path_factory):
     CPU, so tests that only read it share it. Read-only."""
     import analyze
     import simulate
-    root = tmp_path_factory.mktemp("p1") / "sweep"
-    simulate.p1_sweep(root, noise_seed=0)
-    out = analyze.main([str(root), "--n_boot", "100", "--no_baselines", "--jobs", "2"])
+
+    def build(root):
+        simulate.p1_sweep(root, noise_seed=0)
+        analyze.main([str(root), "--n_boot", "100", "--no_baselines", "--jobs", "2"])
+    root = built_once(tmp_path_factory, "p1_analysis", build)
+    out = root / "analysis"
     fits, report = json.loads((out / "fits.json").read_text()), (out / "report.md").read_text()
     for _ in read_only(root, "p1_analysis"):
         yield root, fits, report
@@ -155,9 +197,9 @@ def make_synthetic_store(path, n_categories=3, papers_per_split=(8, 3, 3), lengt
 
 
 @pytest.fixture(scope="session")
-def synthetic_store(outputs):
+def synthetic_store(tmp_path_factory):
     """The 3-category Markov store (make_synthetic_store's defaults): the tiny runs' training data. Read-only."""
-    path, _ = make_synthetic_store(outputs / "synthetic_markov")
+    path = built_once(tmp_path_factory, "synthetic_markov", make_synthetic_store)
     yield from read_only(path, "synthetic_store")
 
 
@@ -218,14 +260,19 @@ REAL_PAIRS_MATH_CS = [["cs.NE", "math.GR"], ["math.AC", "cs.CE"]]
 
 
 def run_kn_sweep(root, name, store, grid, fixed, n_boot):
-    """Write a KN plan, run it through sweep.py run, analyse it: (sweep root, fits.json, report.md)."""
+    """Write a KN plan under root, run it through sweep.py run, analyse it (kn_sweep_result reads it)."""
     import analyze
     import sweep
     plan = {"name": name, "script": "ngram.py", "store": store, "grid": grid,
             "fixed": {"order": 3, "sampling": "balanced", **fixed}, "gpus_per_run": 1}
     (root / "plan.json").write_text(json.dumps(plan, indent=1))
     sweep.main(["run", str(root / "plan.json"), "--out", str(root / "sweep"), "--parallel", "2"])
-    out = analyze.main([str(root / "sweep"), "--n_boot", str(n_boot), "--no_baselines", "--jobs", "2"])
+    analyze.main([str(root / "sweep"), "--n_boot", str(n_boot), "--no_baselines", "--jobs", "2"])
+
+
+def kn_sweep_result(root):
+    """(sweep root, fits.json, report.md) of a sweep that run_kn_sweep built under root."""
+    out = root / "sweep" / "analysis"
     return root / "sweep", json.loads((out / "fits.json").read_text()), (out / "report.md").read_text()
 
 
@@ -237,16 +284,18 @@ def real_kn_subset(tmp_path_factory):
     pilot's 864k: 2.9): the regime where the pilot's specialists' curves bend. K in {1, 2, 11} x subset seeds
     0-2, data-seed replicates (100, 101) of seed 0, and the pilot's helping / interfering pairs with their
     specialists at the same budgets. 75 runs; ~2.9 CPU-min (2.4 sweep + 0.5 analysis). Read-only."""
-    root = tmp_path_factory.mktemp("real_kn_subset")
     budgets = [16000, 48000, 144000]
     pairs = REAL_PAIRS_CS + REAL_PAIRS_MATH_CS
     specialists = sorted({c for p in pairs for c in p})
     grid = [{"K": [1, 2, 11], "seed": [0, 1, 2], "token_budget": budgets},
             {"K": [1, 2, 11], "seed": [0], "data_seed": [100, 101], "token_budget": budgets},
             {"categories": [[c] for c in specialists] + pairs, "seed": [0], "token_budget": budgets}]
-    store = {"data_dir": str(root / "store"), "build": {"dataset_path": str(SUBSET_CORPUS), "full_dataset": True}}
-    sweep_root, fits, report = run_kn_sweep(root, "real_kn_subset", store, grid,
-                                            {"batch_size": 40, "eval_windows": 64}, n_boot=100)
+
+    def build(root):
+        root.mkdir(parents=True)
+        store = {"data_dir": str(root / "store"), "build": {"dataset_path": str(SUBSET_CORPUS), "full_dataset": True}}
+        run_kn_sweep(root, "real_kn_subset", store, grid, {"batch_size": 40, "eval_windows": 64}, n_boot=100)
+    sweep_root, fits, report = kn_sweep_result(built_once(tmp_path_factory, "real_kn_subset", build))
     for _ in read_only(sweep_root, "real_kn_subset"):
         yield sweep_root, fits, report
 
@@ -261,10 +310,12 @@ def real_kn_full_k11(tmp_path_factory):
     if SHARED_ABSTRACTS is None:
         pytest.skip("the shared corpus ../shared/data/arxiv-abstracts is not here: the shipped subset's test split "
                     "(20 papers per category) is too small to measure the pilot's noise floor on")
-    root = tmp_path_factory.mktemp("real_kn_full")
-    store = {"data_dir": str(root / "store"), "build": {"dataset_path": str(SHARED_ABSTRACTS), "full_dataset": True}}
     grid = [{"K": [11], "seed": list(range(11)), "token_budget": [96000, 288000, 864000]}]
-    sweep_root, fits, report = run_kn_sweep(root, "real_kn_full_k11", store, grid,
-                                            {"batch_size": 320, "eval_windows": 256}, n_boot=0)
+
+    def build(root):
+        root.mkdir(parents=True)
+        store = {"data_dir": str(root / "store"), "build": {"dataset_path": str(SHARED_ABSTRACTS), "full_dataset": True}}
+        run_kn_sweep(root, "real_kn_full_k11", store, grid, {"batch_size": 320, "eval_windows": 256}, n_boot=0)
+    sweep_root, fits, report = kn_sweep_result(built_once(tmp_path_factory, "real_kn_full_k11", build))
     for _ in read_only(sweep_root, "real_kn_full_k11"):
         yield sweep_root, fits, report

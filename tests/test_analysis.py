@@ -89,10 +89,10 @@ def test_p1_mixing_gain_pairs_on_the_planned_budget(p1):
     assert "pairs made" in report and "Mixed runs without a specialist at D/K" in report
 
 
-@pytest.mark.slow  # a full analysis with bootstrap, cross-validation and plots
+@pytest.mark.slow  # a bootstrapped analysis
 def test_no_k_effect_is_reported_as_none(tmp_path):
     simulate.p1_sweep(tmp_path, law="null", **SMALL)
-    result, report = analyse(tmp_path)
+    result, report = analyse(tmp_path, "--verdicts_only")  # what is read here is what a verdict reads
     s = result["fits"][0]["params"]["s"]
     assert s["ci95"][0] <= 0.01  # the interval reaches 0
     assert result["verdicts"]["H3 dilution law"]["verdict"] in ("undecided", "not supported")
@@ -100,11 +100,11 @@ def test_no_k_effect_is_reported_as_none(tmp_path):
     assert report.index("The data do not show a K effect") < report.index("## Fitted laws")
 
 
-@pytest.mark.slow  # a full analysis with bootstrap, cross-validation and plots
+@pytest.mark.slow  # a bootstrapped analysis
 def test_a_law_no_form_describes_is_flagged(tmp_path):
     """Loss additive in ln K: every form is wrong; the residuals against the noise floor say so."""
     simulate.p1_sweep(tmp_path, law="lnK", **SMALL)
-    result, report = analyse(tmp_path)
+    result, report = analyse(tmp_path, "--verdicts_only")
     diag = result["diagnostics"]["dilution"]
     assert diag["verdict"] == "misfit", diag["reason"]
     assert result["verdicts"]["H3 dilution law"]["verdict"] == "undecided"
@@ -117,7 +117,9 @@ def test_p3_twins_are_of_the_same_sampling_arm(tmp_path, capsys):
     simulate.p3_sweep(tmp_path, tag_gain=0.005)
     msg = one_line_error(analyze.main, [str(tmp_path), "--n_boot", "0", "--no_baselines"], capsys)
     assert "mix sampling" in msg and "--sampling" in msg and "--per_group" in msg
-    result, report = analyse(tmp_path, "--sampling", "balanced")
+    # --verdicts_only (here and below): H6's pairs and the exclusions are what a verdict reads; the full
+    # analysis's figures and mixing laws are the smoke test's and the P1 analysis's (p1_analysis)
+    result, report = analyse(tmp_path, "--sampling", "balanced", "--verdicts_only")
     pairs = result["h6_pairs"]
     assert len(pairs) == 12 and all(p["sampling"] == "balanced" for p in pairs)
     for p in pairs:  # the untagged twin: same run but for the tag (a paper or token arm would be ~0.3 worse)
@@ -126,7 +128,7 @@ def test_p3_twins_are_of_the_same_sampling_arm(tmp_path, capsys):
     excluded = {e["run_id"]: e["reason"] for e in result["runs"]["excluded"]}
     assert len(excluded) == 24 and all("sampling=" in r for r in excluded.values())
     # --per_group: each arm analysed on its own
-    out = analyze.main([str(tmp_path), "--n_boot", "0", "--no_baselines", "--per_group"])
+    out = analyze.main([str(tmp_path), "--n_boot", "0", "--no_baselines", "--per_group", "--verdicts_only"])
     groups = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert len(groups) == 3 and {g.split("_")[1] for g in groups} == {"balanced", "paper", "token"}
     for g in groups:
@@ -147,7 +149,7 @@ def test_two_stores_are_refused_or_selected(tmp_path, capsys):
     assert result["runs"]["used"] == 2
 
 
-@pytest.mark.slow  # two full analyses
+@pytest.mark.slow  # two analyses
 def test_broken_runs_are_each_named_and_none_silently_dropped(tmp_path):
     simulate.p1_sweep(tmp_path, Ks=(1, 3), k11_seeds=(0,), budgets=(10e6, 30e6, 90e6), replicate_Ks=(),
                        seeds=range(11))
@@ -186,8 +188,8 @@ def test_broken_runs_are_each_named_and_none_silently_dropped(tmp_path):
     broken["relaunch_of_a_run"] = f"duplicate of {names[7]}"
     (runs / "never_started").mkdir()
     broken["never_started"] = "never started"
-    for n_boot in (0, 30):
-        result, report = analyse(tmp_path, n_boot=n_boot)
+    for extra, n_boot in (((), 0), (("--verdicts_only",), 30)):  # the full analysis, then the bootstrapped fits
+        result, report = analyse(tmp_path, *extra, n_boot=n_boot)
         excluded = {e["run_id"]: e["reason"] for e in result["runs"]["excluded"]}
         assert set(excluded) == set(broken)
         for name, reason in broken.items():
@@ -204,7 +206,7 @@ def test_broken_runs_are_each_named_and_none_silently_dropped(tmp_path):
     assert "complete without test results" in rows  # excluded runs keep their rows, marked
 
 
-@pytest.mark.slow  # a full analysis with bootstrap, cross-validation and plots
+@pytest.mark.slow  # a bootstrapped analysis
 def test_a_floor_on_the_optimiser_bound_is_flagged(tmp_path):
     truth = dict(simulate.TRUTH, E=dict(simulate.TRUTH["E"], **{"cs.IT": 1e-6}))
     import numpy as np
@@ -214,7 +216,7 @@ def test_a_floor_on_the_optimiser_bound_is_flagged(tmp_path):
             for D in (10e6, 30e6, 90e6):
                 simulate.make_run(tmp_path, simulate.rid_of("pythia-31m", K, seed, D), simulate.select(K, seed),
                                    D, seed, rng, truth=truth)
-    result, report = analyse(tmp_path, n_boot=20)
+    result, report = analyse(tmp_path, "--verdicts_only", n_boot=20)  # the dilution fit keeps its bootstrap
     fit = result["fits"][0]
     assert fit["at_bound"].get("E[cs.IT]") == "lower"
     assert fit["params"]["E[cs.IT]"]["at_bound"] == "lower"

@@ -265,7 +265,7 @@ def test_h2_intervals_hold_the_truth_through_analyze(tmp_path):
     for k, noise in enumerate([INDEPENDENT] * 3 + [CLUSTERED] * 3):
         root = tmp_path / f"sweep{k}"
         p1_like(root, np.random.default_rng(100 + k), noise)
-        analyze.main([str(root), "--n_boot", "0", "--jobs", "1", "--no_baselines"])
+        analyze.main([str(root), "--n_boot", "0", "--jobs", "1", "--no_baselines", "--verdicts_only"])
         fits = json.loads((root / "analysis" / "fits.json").read_text())
         for t in fits["h2"]:
             cells += 1

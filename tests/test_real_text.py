@@ -15,7 +15,9 @@ import pytest
 
 from conftest import REAL_PAIRS_CS, REAL_PAIRS_MATH_CS
 
-pytestmark = pytest.mark.slow  # KN sweeps through sweep.py on real text, then analyze.py
+# KN sweeps through sweep.py on real text, then analyze.py; on one xdist worker, so that the other does not
+# wait idle on the session fixtures' lock while they are built (it did: ~5 min under load, 2026-12-06)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_real_text")]
 
 ROOT = Path(__file__).resolve().parents[1]
 # plans/noise_model_abstracts.json per_model.kn: SD of log test loss per (run, category), 95% interval

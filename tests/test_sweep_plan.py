@@ -39,8 +39,9 @@ def test_all_shipped_plans_expand():
         assert all(p.get("sampling") for _, p in runs), f"{plan_file}: every plan sets sampling explicitly"
 
 
-def _plan(tmp_path, **over):
-    plan = {"name": "t", "store": {"data_dir": str(ROOT / "tests" / "outputs" / "synthetic_markov")},
+def _plan(tmp_path, store=None, **over):
+    """A plan of tiny runs on `store` (the synthetic_store fixture where the runs train; else a path not built)."""
+    plan = {"name": "t", "store": {"data_dir": str(store or tmp_path / "synthetic_markov")},
             "grid": {"model_config": [str(TINY_CONFIG)], "categories": [["math.AC", "cs.CV"]], "seed": [0, 1]},
             "fixed": {"sampling": "token", "batch_size": 8, "token_budget": 4000, "skip_test_eval": True},
             "gpus_per_run": 1, **over}
@@ -106,8 +107,9 @@ def test_emit_slurm_is_valid_bash_and_indexes_the_runs(tmp_path):
 
 @pytest.mark.slow  # a sweep: train.py processes
 def test_failed_run_is_recorded_and_sweep_goes_on(tmp_path, synthetic_store, capsys):
-    plan_file = _plan(tmp_path, grid={"model_config": [str(TINY_CONFIG)], "categories": [["math.AC", "cs.CV"]],
-                                      "learning_rate": [0.01, 1e30]},
+    plan_file = _plan(tmp_path, synthetic_store,
+                      grid={"model_config": [str(TINY_CONFIG)], "categories": [["math.AC", "cs.CV"]],
+                            "learning_rate": [0.01, 1e30]},
                       fixed={"sampling": "token", "batch_size": 8, "token_budget": 4000, "skip_test_eval": True,
                              "max_grad_norm": 1e30, "warmup_ratio": 0})
     out = tmp_path / "out"
@@ -142,8 +144,8 @@ def test_json_plan_equals_yaml_plan(tmp_path):
     assert sweep.expand(sweep.load_plan(tmp_path / "smoke.json")) == sweep.expand(sweep.load_plan(SMOKE))
 
 
-def _quick_plan(tmp_path, n_seeds, budget, **fixed):
-    return _plan(tmp_path, grid={"model_config": [str(TINY_CONFIG)], "categories": [["math.AC", "cs.CV"]],
+def _quick_plan(tmp_path, n_seeds, budget, store=None, **fixed):
+    return _plan(tmp_path, store=store, grid={"model_config": [str(TINY_CONFIG)], "categories": [["math.AC", "cs.CV"]],
                                  "seed": list(range(n_seeds))},
                  fixed={"sampling": "token", "batch_size": 8, "token_budget": budget, "skip_test_eval": True,
                         "eval_windows": 4, "eval_interval_steps": 10 ** 6, **fixed})
@@ -153,7 +155,7 @@ def _quick_plan(tmp_path, n_seeds, budget, **fixed):
 def test_runs_are_placed_on_the_named_gpus(tmp_path, synthetic_store, capsys):
     """--gpus 0,1 --runs_per_gpu 2: four workers, each run with CUDA_VISIBLE_DEVICES of its slot, never
     more than two runs on a GPU at once (on this CPU machine the runs train on the CPU all the same)."""
-    plan_file = _quick_plan(tmp_path, 6, 8000)
+    plan_file = _quick_plan(tmp_path, 6, 8000, synthetic_store)
     out = tmp_path / "out"
     assert sweep.main(["run", str(plan_file), "--out", str(out), "--gpus", "0,1", "--runs_per_gpu", "2"]) == 0
     assert "on GPU(s) 0, 1, 4 at a time" in capsys.readouterr().out
@@ -174,7 +176,7 @@ def test_runs_are_placed_on_the_named_gpus(tmp_path, synthetic_store, capsys):
 
 @pytest.mark.slow  # a sweep of training runs, interrupted and resumed
 def test_ctrl_c_interrupts_and_the_next_run_resumes(tmp_path, synthetic_store):
-    plan_file = _quick_plan(tmp_path, 2, 400000, checkpoint_interval_steps=20, log_interval_steps=5)
+    plan_file = _quick_plan(tmp_path, 2, 400000, synthetic_store, checkpoint_interval_steps=20, log_interval_steps=5)
     out = tmp_path / "out"
     cmd = [sys.executable, str(ROOT / "sweep.py"), "run", str(plan_file), "--out", str(out), "--parallel", "2"]
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -203,12 +205,12 @@ def test_ctrl_c_interrupts_and_the_next_run_resumes(tmp_path, synthetic_store):
 
 @pytest.mark.slow  # a sweep: train.py processes
 def test_changed_fixed_value_is_a_conflict_not_a_reuse(tmp_path, synthetic_store, capsys):
-    plan_file = _quick_plan(tmp_path, 1, 4000, learning_rate=0.01)
+    plan_file = _quick_plan(tmp_path, 1, 4000, synthetic_store, learning_rate=0.01)
     out = tmp_path / "out"
     sweep.main(["run", str(plan_file), "--out", str(out)])
     (rid,) = [d.name for d in (out / "runs").iterdir()]
     before = (out / "runs" / rid / "summary.json").read_text()
-    plan_file = _quick_plan(tmp_path, 1, 4000, learning_rate=0.02)  # same run id: lr is not a grid axis
+    plan_file = _quick_plan(tmp_path, 1, 4000, synthetic_store, learning_rate=0.02)  # same run id: lr is not a grid axis
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         sweep.main(["run", str(plan_file), "--out", str(out)])
