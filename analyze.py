@@ -62,7 +62,8 @@ from analysis.hypotheses import (cells_by_K, h1_floors, h3_verdict, identificati
                                  k_effect_statement, mixing_gain, verdict_table)
 from analysis.floors import h1_offsets
 from analysis.beta_by_k import BETA_K_BOOT, beta_by_K
-from analysis.laws import DATA_FILTER, FORMS, R_STAR, _ci, fit_data, fit_law, minimize_starts
+from analysis.law_data import DATA_FILTER, R_STAR, fit_data
+from analysis.laws import FORMS, _ci, fit_law, minimize_starts
 from analysis.repetition import fit_repetition, repetition_counts
 from analysis.noise import noise_floor, residual_diagnostics
 from analysis.plots import make_plots

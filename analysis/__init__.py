@@ -11,8 +11,10 @@ imports analyze.py or baselines.py (they import this package):
     synthetic.py  fabricated sweeps and curves with known truths, for the tests and benchmarks
     runs.py       collecting run directories (used or excluded with a reason), groups and selection, the
                   run table (runs.csv)
-    laws.py       the dilution / disjoint / shared law (on tokens seen or effective tokens), its fit, the
-                  bootstrap over seed clusters, identification; 95% intervals and how they are printed
+    law_data.py   the arrays a law fit reads: the kept points (DATA_FILTER) from the run rows, on tokens
+                  seen or on effective tokens (repeated data, R*)
+    laws.py       the dilution / disjoint / shared law, its fit, the bootstrap over seed clusters,
+                  identification; 95% intervals and how they are printed
     workers.py    the bootstrap's worker processes (single-threaded BLAS, none left behind on a stop)
     repetition.py the dilution law on effective tokens (repeated data), R* halved / doubled, before / after
     beta_by_k.py  one data exponent against one per K: the learning curves flatten / steepen with K?

@@ -1,10 +1,11 @@
 """Repetition (issue 22): the dilution law on effective tokens per category (Muennighoff et al. 2023: a
-token repeated R times counts as U + U R* (1 - exp(-R/R*)); analysis/laws.py's fit_data(r_star=...)), with
+token repeated R times counts as U + U R* (1 - exp(-R/R*)); analysis/law_data.py's fit_data(r_star=...)), with
 the counts past one epoch, the fit's intervals, R* halved and doubled, and what it changes against the plain
 fit (before / after)."""
 import numpy as np
 
-from analysis.laws import R_STAR, Law, fit_data, fit_law
+from analysis.law_data import R_STAR, fit_data
+from analysis.laws import Law, fit_law
 
 def repetition_counts(d):
     """How much of the data is past one epoch: points (run x category), runs and categories, the most epochs."""

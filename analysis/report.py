@@ -9,7 +9,8 @@ import numpy as np
 from analysis import hilberg, isoflop, mixing, transfer
 from analysis.h2ratio import h2_lines
 from analysis.hypotheses import MIN_STEPS_H4, macro, run_level
-from analysis.laws import DATA_FILTER, _ci, _fmt
+from analysis.law_data import DATA_FILTER
+from analysis.laws import _ci, _fmt
 from analysis.runs import _finite, corpora, group_of, used
 
 THIN_PAPERS, THIN_TOKENS = 10, 20_000  # test split per category below which its loss is flagged as noisy

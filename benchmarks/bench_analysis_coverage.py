@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 import simulate  # noqa: E402
 from analysis.hypotheses import h1_floors, mixing_gain  # noqa: E402
-from analysis.laws import fit_data, fit_law  # noqa: E402
+from analysis.law_data import fit_data  # noqa: E402
+from analysis.laws import fit_law  # noqa: E402
 from analysis.runs import collect_runs, run_rows  # noqa: E402
 
 SIZES = (("pythia-14m", 1_200_000), ("pythia-31m", simulate.N_NONEMB), ("pythia-70m", 19_000_000 * 3))

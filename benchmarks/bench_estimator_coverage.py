@@ -77,7 +77,8 @@ def mixing_coverage(seeds, n_boot):
 
     import simulate
     from analysis.forms import CV_TOL, compare_forms, cv_errors, make_law
-    from analysis.laws import FORMS, _minimize, bootstrap_weights, fit_data
+    from analysis.law_data import fit_data
+    from analysis.laws import FORMS, _minimize, bootstrap_weights
     from analysis.runs import collect_runs, run_rows
     tally, outcome = {}, {"picked": 0, "undecided": 0, "wrong": 0}
     forms = list(FORMS) + list(mixing.FORMS)

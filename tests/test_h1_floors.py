@@ -6,7 +6,7 @@ import pytest
 
 import simulate
 from analysis.floors import LawFloorOffset, h1_offsets
-from analysis.laws import fit_data
+from analysis.law_data import fit_data
 from analysis.runs import collect_runs, run_rows
 
 BUDGETS = (10e6, 30e6, 90e6, 270e6)

@@ -5,7 +5,8 @@ import pytest
 import simulate
 from analysis.h2ratio import h2_lines, h2_ratio
 from analysis.hypotheses import cells_by_K
-from analysis.laws import fit_data, fit_law
+from analysis.law_data import fit_data
+from analysis.laws import fit_law
 from analysis.runs import collect_runs, run_rows
 
 

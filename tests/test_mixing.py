@@ -9,7 +9,8 @@ import analyze
 import simulate
 from analysis import mixing
 from analysis.forms import CV_TOL, compare_forms, cv_errors, make_law
-from analysis.laws import FORMS, _minimize, bootstrap_weights, fit_data
+from analysis.law_data import fit_data
+from analysis.laws import FORMS, _minimize, bootstrap_weights
 from analysis.runs import collect_runs, run_rows
 
 FORMS = list(FORMS) + list(mixing.FORMS)

@@ -4,7 +4,7 @@ import numpy as np
 
 import simulate
 from analysis import hypotheses, laws
-from analysis.laws import fit_data
+from analysis.law_data import fit_data
 from analysis.runs import collect_runs, run_rows
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import analyze
-from analysis.laws import R_STAR, effective_tokens
+from analysis.law_data import R_STAR, effective_tokens
 from test_inference import write_run
 
 CATS = ["math.AC", "cs.CV", "cs.AI", "cs.SY", "math.GR", "cs.CE"]

@@ -15,7 +15,8 @@ import analyze
 import simulate
 from analysis.forms import compare_forms
 from analysis.hypotheses import h3_verdict, k_contrast
-from analysis.laws import FORMS, fit_data, fit_law
+from analysis.law_data import fit_data
+from analysis.laws import FORMS, fit_law
 from analysis.noise import noise_floor, residual_diagnostics
 from analysis.runs import collect_runs, run_rows
 

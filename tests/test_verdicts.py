@@ -12,7 +12,8 @@ import analyze
 import simulate
 from analysis.hypotheses import (boot_mean_ci, h1_floors, h3_verdict, h4_verdict, k_contrast,
                                  k_effect_statement, mixing_gain)
-from analysis.laws import Law, _minimize, bootstrap_weights, fit_data, fit_law
+from analysis.law_data import fit_data
+from analysis.laws import Law, _minimize, bootstrap_weights, fit_law
 from analysis.noise import noise_floor, residual_diagnostics
 from analysis.runs import collect_runs, run_rows
 from conftest import one_line_error
