@@ -3,9 +3,10 @@ runs with one floor per category and, per category, an offset delta_c that appli
 L = E_c + delta_c [K = Kmax] + B X^-beta, X = D_c^s D^(1-s). B, beta and s are pinned by every run, so each
 delta_c is pinned far tighter than the difference of two separate floor fits (K = 1 runs alone and largest-K
 runs alone: each fit trades its floors against its own B and beta; in P1 that check was undecided 10/10).
-Each delta_c's interval is a Cochran-Cox t interval over seed clusters (the joint fit's residuals averaged per
-cluster, on either side of Kmax; issue 21); the test is an equivalence test (TOST) on their mean and Holm across
-categories for a difference."""
+Each delta_c's interval is a Cochran-Cox t interval over seed clusters, each side of Kmax's variance the larger
+of the cluster-robust sandwich from the joint fit's Jacobian (the s/beta extrapolation's uncertainty) and the
+clusters' mean residuals (the floors' leverage; issues 21, 22); the test is an equivalence test (TOST) on their
+mean and Holm across categories for a difference."""
 import numpy as np
 
 from analysis.huber import huber
@@ -74,7 +75,7 @@ class LawFloorOffset(Law):
 def h1_offsets(d, margin, n_boot, seed, model=None, subset=None):
     """H1 for one model's runs d (fit_data; on effective tokens where repetition is modelled): the joint fit
     (LawFloorOffset, Kmax = the largest K), each delta_c with its 90% (TOST) and 95% t intervals over seed
-    clusters and the two-sided p of the 95% one (_cluster_interval; fewer than 2 clusters on a side: none).
+    clusters and the two-sided p of the 95% one (_cluster_interval; fewer than 2 clusters at Kmax or no df below: none).
     n_boot and seed are not used (the intervals need no resampling); kept for the callers.
     Supported when every category's 90% interval lies within +-margin (each one-sided test at 5%; the
     intersection-union test needs no correction); not supported when Holm (family-wise 5%) rejects
