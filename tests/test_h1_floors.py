@@ -1,6 +1,7 @@
 """H1 by one joint fit (analysis/floors.py): the dilution law on all runs with a floor offset per category at
-the largest K, each offset's interval a t interval over seed clusters (sandwich or residual means, the larger), an equivalence test on their mean and
-Holm across categories. Equal floors: supported; the K = 11 floors raised by 0.05 nats: not supported."""
+the largest K, each offset's interval a t interval over seed clusters (per side the larger of the sandwich
+and the residual means), an equivalence test on their mean and Holm across categories.
+Equal floors: supported; the K = 11 floors raised by 0.05 nats: not supported."""
 import numpy as np
 import pytest
 
