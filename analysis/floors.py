@@ -101,17 +101,7 @@ def h1_offsets(d, margin, n_boot, seed, model=None, subset=None):
     res = _minimize(law, d, law.starts(d))
     th = res.x
     flat = identification(Law("dilution", C, False), d)
-    # Each offset's interval: its cluster-robust (sandwich) variance over seed clusters, split by side. To first
-    # order the fit's parameters move by A e, A = (J'J)^-1 J' (J: d log pred / d theta, e: log residuals), so
-    # delta_c - its truth is a sum over seed clusters of u_g = sum_(i in g) A_(c,i) e_i, independent between
-    # clusters (each cluster's noise is shared by its budgets). u_g holds both the mean residual of category c
-    # in the cluster and what the cluster does to s, beta, B and the floors that delta_c is read against: the
-    # s/beta extrapolation from the K = 1 runs to the largest K. Residual means alone (session 21's t interval)
-    # treated those as known: on the repetition sweep of tests/test_repetition.py the equal floors read "not
-    # supported", and P1's mean offset's spread across simulations (0.0275 nats with 3 K = 11 seeds) exceeded
-    # its residual-mean SE. Each side's sum is scaled by G / (G - 1) (CR1) and gets its own df in Cochran-Cox
-    # t: the largest-K side n - 1, the side below pooled over categories (_pooled). The percentile bootstrap
-    # before both held the true 0 in 56% of the cells with one K = 11 seed (BENCHMARKS.md).
+    # each offset's interval: a cluster-robust (sandwich) variance over seed clusters (_cluster_influence says why)
     cluster = d["cluster"] if "cluster" in d else d["run"]
     hi_side = d["K"] == k_max
     n_max = len(np.unique(cluster[hi_side]))
@@ -125,6 +115,22 @@ def h1_offsets(d, margin, n_boot, seed, model=None, subset=None):
     sides = {c: (side(c, hi_side), side(c, ~hi_side)) for c in testable}
     pooled = _pooled(sides)
     infl = _cluster_influence(law, th, d, cluster, hi_side, C + 3, len(testable))
+    table = _offset_rows(law, th, d, testable, sides, pooled, infl, flat)
+    verdict, why, mean = _verdict(table, sides, pooled, infl, testable, at_max, d, k_max, margin, n_max)
+    out.update(verdict=verdict, why=why, table=table, mean=mean, n_boot=0, converged=bool(res.success),
+               fit={"s": float(th[C + 2]), "beta": float(th[C + 1]), "B": float(np.exp(th[C]))},
+               clusters_at_K_max=n_max, unit="seed cluster",
+               p_method="cluster-robust (sandwich) variance of each offset and of their mean from the joint fit's "
+                        "Jacobian, summed per seed cluster (the fit's parameters' uncertainty included), CR1-scaled "
+                        "per side; Cochran-Cox t with n - 1 df at Kmax and the pooled df below; Holm across the "
+                        "testable categories and their mean")
+    return out
+
+
+def _offset_rows(law, th, d, testable, sides, pooled, infl, flat):
+    """One row per testable category: its offset, 90% / 95% intervals and p (none where the dilution fit is not
+    identified), the clusters on each side, and whether the offset sits on its bound."""
+    C = len(d["categories"])
     lo, hi = np.array(law.bounds(d)).T
     table = []
     for i, c in enumerate(testable):
@@ -136,15 +142,7 @@ def h1_offsets(d, margin, n_boot, seed, model=None, subset=None):
                       "ci95": row["ci95"] if row else [None, None], "p": row["p"] if row else 1.0,
                       "n_clusters": [len(sides[c][1]), len(sides[c][0])], "identified": ident, "at_bound": on_bound,
                       **({"note": row["note"]} if row and row["note"] else {})})
-    verdict, why, mean = _verdict(table, sides, pooled, infl, testable, at_max, d, k_max, margin, n_max)
-    out.update(verdict=verdict, why=why, table=table, mean=mean, n_boot=0, converged=bool(res.success),
-               fit={"s": float(th[C + 2]), "beta": float(th[C + 1]), "B": float(np.exp(th[C]))},
-               clusters_at_K_max=n_max, unit="seed cluster",
-               p_method="cluster-robust (sandwich) variance of each offset and of their mean from the joint fit's "
-                        "Jacobian, summed per seed cluster (the fit's parameters' uncertainty included), CR1-scaled "
-                        "per side; Cochran-Cox t with n - 1 df at Kmax and the pooled df below; Holm across the "
-                        "testable categories and their mean")
-    return out
+    return table
 
 
 def _pooled(sides):
@@ -161,6 +159,17 @@ def _cluster_influence(law, th, d, cluster, hi_side, first_delta, n_delta):
     u_g = sum_(i in g) A_i e_i, A = (J'J)^+ J' the fit's linearisation in log space (J by central
     differences; parameters on their bounds held fixed), e = log L - log pred, split by the cluster's side
     (Kmax or below)."""
+    # Each offset's interval: its cluster-robust (sandwich) variance over seed clusters, split by side. To first
+    # order the fit's parameters move by A e, A = (J'J)^-1 J' (J: d log pred / d theta, e: log residuals), so
+    # delta_c - its truth is a sum over seed clusters of u_g = sum_(i in g) A_(c,i) e_i, independent between
+    # clusters (each cluster's noise is shared by its budgets). u_g holds both the mean residual of category c
+    # in the cluster and what the cluster does to s, beta, B and the floors that delta_c is read against: the
+    # s/beta extrapolation from the K = 1 runs to the largest K. Residual means alone (session 21's t interval)
+    # treated those as known: on the repetition sweep of tests/test_repetition.py the equal floors read "not
+    # supported", and P1's mean offset's spread across simulations (0.0275 nats with 3 K = 11 seeds) exceeded
+    # its residual-mean SE. Each side's sum is scaled by G / (G - 1) (CR1) and gets its own df in Cochran-Cox
+    # t: the largest-K side n - 1, the side below pooled over categories (_pooled). The percentile bootstrap
+    # before both held the true 0 in 56% of the cells with one K = 11 seed (BENCHMARKS.md).
     lo_b, hi_b = np.array(law.bounds(d)).T
     free = [j for j in range(len(th)) if lo_b[j] + 1e-6 < th[j] < hi_b[j] - 1e-6 or j >= first_delta]
     J = np.empty((len(d["L"]), len(free)))

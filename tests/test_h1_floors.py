@@ -147,7 +147,7 @@ def _repetition_data(root, seed):
     """tests/test_repetition.py's fabricated sweep (its own generator: the dilution law on effective tokens,
     K = 1 specialists repeating 8-18 times, R* = 15.4, equal floors at every K) as analyze.py's H1 reads it."""
     import test_repetition
-    from analysis.laws import R_STAR
+    from analysis.law_data import R_STAR
     test_repetition.sweep(root, np.random.default_rng(seed))
     return fit_data(run_rows(collect_runs(root)), r_star=R_STAR)
 
