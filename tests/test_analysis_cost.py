@@ -73,6 +73,23 @@ def test_library_warnings_are_one_line_once(capsys, monkeypatch):
     assert capsys.readouterr().err == ""  # recorded, not printed
 
 
+def test_each_analysis_says_its_warnings_and_leaves_the_filters(capsys, monkeypatch):
+    """'Once' is per analysis, not per process: a second analyze.main in the same process (design.py's and
+    bench_calibration's simulations, the tests on one xdist worker) says its warnings too (they were said by
+    the first call only, and the second was silent); the warning filters and showwarning are as they were."""
+    import warnings
+
+    def noisy(argv=None):
+        warnings.warn("test_analysis_cost: said by every analysis", UserWarning)
+    monkeypatch.setattr(analyze, "run", noisy)
+    filters, show = list(warnings.filters), warnings.showwarning
+    for _ in range(2):
+        analyze.main([])
+        err = capsys.readouterr().err.splitlines()
+        assert sum("said by every analysis" in line for line in err) == 1, err
+        assert warnings.filters == filters and warnings.showwarning is show
+
+
 def test_progress_and_one_warning_on_stderr(tmp_path, capsys):
     """Each long step says when it starts and ends on stderr; the thin-test-split warning is one line for all
     its categories (it was one per category); stdout keeps the results."""
