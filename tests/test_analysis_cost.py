@@ -244,3 +244,24 @@ def test_two_way_replicate_without_data_is_nan_without_a_warning():
         warnings.simplefilter("error")
         est, ci, draws = inference.two_way(rng.normal(size=11), M, 2000, 0)
     assert np.isnan(draws).sum() >= 1 and np.isfinite(draws).sum() >= 1900 and ci[0] < est < ci[1]
+
+
+def test_report_says_which_fits_took_fewer_resamples():
+    """A fit bootstrapped with --n_boot_descriptive says so in report.md, beside its intervals (fits.json said
+    it; the report showed '196 / 4 missing' for a fit of 200 resamples, which reads as one of --n_boot)."""
+    from analysis.report import _fit_sections
+
+    def fit(form, subset, requested, descriptive=None):
+        boot = {"requested": requested, "used": requested - 4, "dropped_missing_category": 4,
+                "dropped_not_converged": 0, **({"descriptive": descriptive} if descriptive else {})}
+        return {"form": form, "subset": subset, "formula": "L", "converged": True, "fit_error": 0.01,
+                "n_points": 50, "n_runs": 10, "bootstrap": boot,
+                "params": {"beta": {"estimate": 0.3, "ci95": [0.2, 0.4]}}}
+    note = "200 resamples (--n_boot_descriptive): no verdict reads this fit's intervals"
+    text = "\n".join(_fit_sections([fit("dilution", "all", 1000), fit("disjoint", "all", 200, note)], None, {}, False))
+    table = [line for line in text.splitlines() if line.startswith("| disjoint | all |")]
+    assert len(table) == 1 and "200 drawn" in table[0] and "1000 drawn" in text, text
+    section = text.split("### disjoint (all)")[1]
+    assert note in section.split("| parameter")[0], text  # said above its intervals
+    assert "--n_boot_descriptive" not in text.split("### disjoint (all)")[0].split("## Fitted laws")[1].replace(
+        table[0], ""), text  # the dilution fit's rows say nothing of it
