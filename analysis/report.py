@@ -104,15 +104,18 @@ def _fit_sections(fits, comparison, diagnostics, with_n):
         L += [f"| {p['a']} vs {p['b']} | {_fmt(p['mse_difference'], 3)} | {_ci(p['ci95'], 3)} | "
               f"{_fmt(p.get('p'), 3)} | {p['better']} |" for p in comparison["pairs"]]
     L += ["", "## Fitted laws", "",
-          "| form | data | formula | converged | fit error (RMSE log L) | points | runs | bootstrap used / dropped |",
+          "| form | data | formula | converged | fit error (RMSE log L) | points | runs | bootstrap drawn: used / dropped |",
           "|---|---|---|---|---|---|---|---|"]
     for f in fits:
         b = f["bootstrap"]
         L.append(f"| {f['form']} | {f['subset']} | `{f['formula']}` | {f['converged']} | {_fmt(f['fit_error'])} | "
-                 f"{f['n_points']} | {f['n_runs']} | {b['used']} / {b['dropped_missing_category']} missing a category, "
-                 f"{b['dropped_not_converged']} not converged |")
+                 f"{f['n_points']} | {f['n_runs']} | {b.get('requested', '?')} drawn: {b['used']} / "
+                 f"{b['dropped_missing_category']} missing a category, {b['dropped_not_converged']} not converged |")
     for f in fits:
-        L += ["", f"### {f['form']} ({f['subset']})", "", "| parameter | estimate | 95% CI | note |", "|---|---|---|---|"]
+        L += ["", f"### {f['form']} ({f['subset']})", ""]
+        # a fit that took --n_boot_descriptive resamples says so above its intervals (fits.json says it too)
+        L += [f"Bootstrap: {f['bootstrap']['descriptive']}.", ""] if f["bootstrap"].get("descriptive") else []
+        L += ["| parameter | estimate | 95% CI | note |", "|---|---|---|---|"]
         for k, v in f["params"].items():
             note = "; ".join(x for x in (v.get("why") if not v.get("identified", True) else None,
                                          f"at the optimiser's {v['at_bound']} bound" if v.get("at_bound") else None) if x)
