@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import analyze
 import simulate
 from conftest import ROOT
@@ -265,3 +267,18 @@ def test_report_says_which_fits_took_fewer_resamples():
     assert note in section.split("| parameter")[0], text  # said above its intervals
     assert "--n_boot_descriptive" not in text.split("### disjoint (all)")[0].split("## Fitted laws")[1].replace(
         table[0], ""), text  # the dilution fit's rows say nothing of it
+
+
+@pytest.mark.slow  # two analyses, one with a pool of 2 spawned workers: ~15 CPU-s
+def test_results_do_not_depend_on_jobs(tmp_path):
+    """The point fits' starts, the cross-validation, the mixing laws' fits, beta-by-K's refits and the bootstraps
+    run in the worker processes with --jobs > 1: fits.json and report.md are the same bytes as with --jobs 1
+    (every fit and interval, the descriptive ones included)."""
+    small_sweep(tmp_path)
+    got = []
+    for jobs in ("1", "2"):
+        d = analyze.main([str(tmp_path), "--n_boot", "16", "--n_boot_descriptive", "8", "--jobs", jobs, "--no_baselines"])
+        got.append(((d / "fits.json").read_text(), (d / "report.md").read_text()))
+    fits = json.loads(got[0][0])
+    assert fits["mixing_laws"] and fits["beta_by_K"] and all(f["bootstrap"]["used"] for f in fits["fits"])  # it ran
+    assert got[0] == got[1]
