@@ -46,6 +46,13 @@ def test_verdicts_only_decides_as_the_full_analysis(tmp_path, capsys):
     assert boot["dilution", "all"]["requested"] == 24 and "descriptive" not in boot["dilution", "all"]
     others = [b for k, b in boot.items() if k != ("dilution", "all")]
     assert len(others) >= 4 and all(b["requested"] == 8 and "descriptive" in b for b in others), boot
+    # the intervals no coverage run measured say so (disjoint, shared [all], <= 4 epochs); H1's floors were measured
+    assert all(("coverage" in b) == (k[1] == "all" or k[1].startswith("epochs")) for k, b in others_k(boot)), boot
+    assert rep_full.count("Coverage of these intervals: not measured") == sum("coverage" in b for b in boot.values()) >= 2
+
+
+def others_k(boot):
+    return [(k, b) for k, b in boot.items() if k != ("dilution", "all")]
 
 
 def test_library_warnings_are_one_line_once(capsys, monkeypatch):
