@@ -115,6 +115,7 @@ def _fit_sections(fits, comparison, diagnostics, with_n):
         L += ["", f"### {f['form']} ({f['subset']})", ""]
         # a fit that took --n_boot_descriptive resamples says so above its intervals (fits.json says it too)
         L += [f"Bootstrap: {f['bootstrap']['descriptive']}.", ""] if f["bootstrap"].get("descriptive") else []
+        L += [f"Coverage of these intervals: {f['bootstrap']['coverage']}.", ""] if f["bootstrap"].get("coverage") else []
         L += ["| parameter | estimate | 95% CI | note |", "|---|---|---|---|"]
         for k, v in f["params"].items():
             note = "; ".join(x for x in (v.get("why") if not v.get("identified", True) else None,
@@ -153,7 +154,7 @@ def _repetition_section(rep, beta_k):
         L += [f"| {r['K']} | {_fmt(r['estimate'], 3)} | {_ci(r['ci95'], 3)} | {r['n_points']} |" for r in b["betas"]]
         L += ["", f"Huber objective: one beta {_fmt(b['objective_one_beta'])}, beta per K {_fmt(b['objective_beta_by_K'])} "
               f"({b['extra_parameters']} more parameters); bootstrap {b['bootstrap']['used']} resamples by "
-              f"{b['bootstrap']['unit'].split(' (')[0]}."]
+              f"{b['bootstrap']['unit'].split(' (')[0]}; the coverage of these intervals is not measured (BENCHMARKS.md)."]
     return L
 
 
