@@ -289,3 +289,25 @@ def test_results_do_not_depend_on_jobs(tmp_path):
     fits = json.loads(got[0][0])
     assert fits["mixing_laws"] and fits["beta_by_K"] and all(f["bootstrap"]["used"] for f in fits["fits"])  # it ran
     assert got[0] == got[1]
+
+
+def test_ctrl_c_while_the_pool_starts_leaves_no_worker(monkeypatch):
+    """Ctrl-C / SIGTERM while _pool starts its workers (the first point fit, since the starts run in the pool):
+    the pool is not in _POOLS yet, so close_pools() could not see it and an in-process caller (design.py, a
+    test) kept its spawned workers for as long as it lived."""
+    from concurrent import futures
+
+    import pytest
+    from analysis import workers
+    monkeypatch.setattr(workers, "_POOLS", {})  # a fresh start, whatever pools this process already holds
+    real_map, seen = futures.ProcessPoolExecutor.map, []
+
+    def interrupted(self, *a, **k):
+        out = list(real_map(self, *a, **k))  # the workers are up
+        seen.extend((self._processes or {}).values())
+        raise KeyboardInterrupt
+    monkeypatch.setattr(futures.ProcessPoolExecutor, "map", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        workers._pool(2)
+    assert len(seen) == 2 and not workers._POOLS
+    assert not [p for p in seen if p.is_alive()], "a started pool's workers outlived the interrupted start"
