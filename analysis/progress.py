@@ -17,7 +17,7 @@ def say(msg):
 
 
 def warn_once(msg):
-    """A warning printed once per process, however many fits or groups meet it."""
+    """A warning printed once per analysis (library_warnings_once), however many fits or groups meet it."""
     if msg not in _said:
         _said.add(msg)
         say(f"warning: {msg}")
@@ -35,10 +35,18 @@ def library_warnings_once():
     printed raw). Nothing is silenced: each distinct warning is said once. The bootstrap workers record
     theirs and the parent says them (analysis/workers.py's recording)."""
     import warnings
-    with warnings.catch_warnings():
-        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: \
-            warn_once(warning_line(message, category, filename, lineno))
-        yield
+    # once per analysis, not per process: an in-process caller's second analysis (design.py's and
+    # bench_calibration's simulations, the tests) said none of the warnings its first had said
+    saved = set(_said)
+    _said.clear()
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: \
+                warn_once(warning_line(message, category, filename, lineno))
+            yield
+    finally:
+        _said.clear()
+        _said.update(saved)
 
 
 class Step:

@@ -105,15 +105,19 @@ def _fit_sections(fits, comparison, diagnostics, with_n):
         L += [f"| {p['a']} vs {p['b']} | {_fmt(p['mse_difference'], 3)} | {_ci(p['ci95'], 3)} | "
               f"{_fmt(p.get('p'), 3)} | {p['better']} |" for p in comparison["pairs"]]
     L += ["", "## Fitted laws", "",
-          "| form | data | formula | converged | fit error (RMSE log L) | points | runs | bootstrap used / dropped |",
+          "| form | data | formula | converged | fit error (RMSE log L) | points | runs | bootstrap drawn: used / dropped |",
           "|---|---|---|---|---|---|---|---|"]
     for f in fits:
         b = f["bootstrap"]
         L.append(f"| {f['form']} | {f['subset']} | `{f['formula']}` | {f['converged']} | {_fmt(f['fit_error'])} | "
-                 f"{f['n_points']} | {f['n_runs']} | {b['used']} / {b['dropped_missing_category']} missing a category, "
-                 f"{b['dropped_not_converged']} not converged |")
+                 f"{f['n_points']} | {f['n_runs']} | {b.get('requested', '?')} drawn: {b['used']} / "
+                 f"{b['dropped_missing_category']} missing a category, {b['dropped_not_converged']} not converged |")
     for f in fits:
-        L += ["", f"### {f['form']} ({f['subset']})", "", "| parameter | estimate | 95% CI | note |", "|---|---|---|---|"]
+        L += ["", f"### {f['form']} ({f['subset']})", ""]
+        # a fit that took --n_boot_descriptive resamples says so above its intervals (fits.json says it too)
+        L += [f"Bootstrap: {f['bootstrap']['descriptive']}.", ""] if f["bootstrap"].get("descriptive") else []
+        L += [f"Coverage of these intervals: {f['bootstrap']['coverage']}.", ""] if f["bootstrap"].get("coverage") else []
+        L += ["| parameter | estimate | 95% CI | note |", "|---|---|---|---|"]
         for k, v in f["params"].items():
             note = "; ".join(x for x in (v.get("why") if not v.get("identified", True) else None,
                                          f"at the optimiser's {v['at_bound']} bound" if v.get("at_bound") else None) if x)
@@ -151,7 +155,7 @@ def _repetition_section(rep, beta_k):
         L += [f"| {r['K']} | {_fmt(r['estimate'], 3)} | {_ci(r['ci95'], 3)} | {r['n_points']} |" for r in b["betas"]]
         L += ["", f"Huber objective: one beta {_fmt(b['objective_one_beta'])}, beta per K {_fmt(b['objective_beta_by_K'])} "
               f"({b['extra_parameters']} more parameters); bootstrap {b['bootstrap']['used']} resamples by "
-              f"{b['bootstrap']['unit'].split(' (')[0]}."]
+              f"{b['bootstrap']['unit'].split(' (')[0]}; the coverage of these intervals is not measured (BENCHMARKS.md)."]
     return L
 
 

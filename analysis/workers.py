@@ -32,7 +32,11 @@ def _pool(jobs):
         try:
             ex = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_die_with_parent,
                                      initargs=(os.getpid(),))
-            list(ex.map(abs, range(jobs)))  # start the workers while the limits are set
+            try:
+                list(ex.map(abs, range(jobs)))  # start the workers while the limits are set
+            except BaseException:  # Ctrl-C / SIGTERM now: not in _POOLS yet, so close_pools() cannot see it
+                _stop(ex)
+                raise
         finally:
             for k, v in saved.items():
                 if v is None:
@@ -58,17 +62,21 @@ def recording(fn, job):
 def close_pools():
     """Stop every worker now (their refits are lost): what an interrupted analysis must leave behind is nothing."""
     while _POOLS:
-        _, ex = _POOLS.popitem()
-        procs = list((getattr(ex, "_processes", None) or {}).values())
-        manager = getattr(ex, "_executor_manager_thread", None)  # shutdown() forgets it
-        ex.shutdown(wait=False, cancel_futures=True)
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-        for p in procs:
-            p.join(5)
-        # the executor's manager thread closes its wakeup pipe once it sees the dead workers; left running, it
-        # raced the interpreter's exit hook (concurrent.futures' _python_exit writes to that pipe): "OSError:
-        # Bad file descriptor" after the one-line stop message, about every other SIGTERM / Ctrl-C
-        if manager is not None:
-            manager.join(30)
+        _stop(_POOLS.popitem()[1])
+
+
+def _stop(ex):
+    """Stop one pool's workers now."""
+    procs = list((getattr(ex, "_processes", None) or {}).values())
+    manager = getattr(ex, "_executor_manager_thread", None)  # shutdown() forgets it
+    ex.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(5)
+    # the executor's manager thread closes its wakeup pipe once it sees the dead workers; left running, it
+    # raced the interpreter's exit hook (concurrent.futures' _python_exit writes to that pipe): "OSError:
+    # Bad file descriptor" after the one-line stop message, about every other SIGTERM / Ctrl-C
+    if manager is not None:
+        manager.join(30)

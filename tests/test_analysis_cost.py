@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import analyze
 import simulate
 from conftest import ROOT
@@ -44,6 +46,13 @@ def test_verdicts_only_decides_as_the_full_analysis(tmp_path, capsys):
     assert boot["dilution", "all"]["requested"] == 24 and "descriptive" not in boot["dilution", "all"]
     others = [b for k, b in boot.items() if k != ("dilution", "all")]
     assert len(others) >= 4 and all(b["requested"] == 8 and "descriptive" in b for b in others), boot
+    # the intervals no coverage run measured say so (disjoint, shared [all], <= 4 epochs); H1's floors were measured
+    assert all(("coverage" in b) == (k[1] == "all" or k[1].startswith("epochs")) for k, b in others_k(boot)), boot
+    assert rep_full.count("Coverage of these intervals: not measured") == sum("coverage" in b for b in boot.values()) >= 2
+
+
+def others_k(boot):
+    return [(k, b) for k, b in boot.items() if k != ("dilution", "all")]
 
 
 def test_library_warnings_are_one_line_once(capsys, monkeypatch):
@@ -71,6 +80,23 @@ def test_library_warnings_are_one_line_once(capsys, monkeypatch):
     assert np.isnan(out) and len(said) == 1 and said[0].startswith("RuntimeWarning from ") and \
         said[0].endswith(": Mean of empty slice"), said
     assert capsys.readouterr().err == ""  # recorded, not printed
+
+
+def test_each_analysis_says_its_warnings_and_leaves_the_filters(capsys, monkeypatch):
+    """'Once' is per analysis, not per process: a second analyze.main in the same process (design.py's and
+    bench_calibration's simulations, the tests on one xdist worker) says its warnings too (they were said by
+    the first call only, and the second was silent); the warning filters and showwarning are as they were."""
+    import warnings
+
+    def noisy(argv=None):
+        warnings.warn("test_analysis_cost: said by every analysis", UserWarning)
+    monkeypatch.setattr(analyze, "run", noisy)
+    filters, show = list(warnings.filters), warnings.showwarning
+    for _ in range(2):
+        analyze.main([])
+        err = capsys.readouterr().err.splitlines()
+        assert sum("said by every analysis" in line for line in err) == 1, err
+        assert warnings.filters == filters and warnings.showwarning is show
 
 
 def test_progress_and_one_warning_on_stderr(tmp_path, capsys):
@@ -227,3 +253,61 @@ def test_two_way_replicate_without_data_is_nan_without_a_warning():
         warnings.simplefilter("error")
         est, ci, draws = inference.two_way(rng.normal(size=11), M, 2000, 0)
     assert np.isnan(draws).sum() >= 1 and np.isfinite(draws).sum() >= 1900 and ci[0] < est < ci[1]
+
+
+def test_report_says_which_fits_took_fewer_resamples():
+    """A fit bootstrapped with --n_boot_descriptive says so in report.md, beside its intervals (fits.json said
+    it; the report showed '196 / 4 missing' for a fit of 200 resamples, which reads as one of --n_boot)."""
+    from analysis.report import _fit_sections
+
+    def fit(form, subset, requested, descriptive=None):
+        boot = {"requested": requested, "used": requested - 4, "dropped_missing_category": 4,
+                "dropped_not_converged": 0, **({"descriptive": descriptive} if descriptive else {})}
+        return {"form": form, "subset": subset, "formula": "L", "converged": True, "fit_error": 0.01,
+                "n_points": 50, "n_runs": 10, "bootstrap": boot,
+                "params": {"beta": {"estimate": 0.3, "ci95": [0.2, 0.4]}}}
+    note = "200 resamples (--n_boot_descriptive): no verdict reads this fit's intervals"
+    text = "\n".join(_fit_sections([fit("dilution", "all", 1000), fit("disjoint", "all", 200, note)], None, {}, False))
+    table = [line for line in text.splitlines() if line.startswith("| disjoint | all |")]
+    assert len(table) == 1 and "200 drawn" in table[0] and "1000 drawn" in text, text
+    section = text.split("### disjoint (all)")[1]
+    assert note in section.split("| parameter")[0], text  # said above its intervals
+    assert "--n_boot_descriptive" not in text.split("### disjoint (all)")[0].split("## Fitted laws")[1].replace(
+        table[0], ""), text  # the dilution fit's rows say nothing of it
+
+
+@pytest.mark.slow  # two analyses, one with a pool of 2 spawned workers: ~15 CPU-s
+def test_results_do_not_depend_on_jobs(tmp_path):
+    """The point fits' starts, the cross-validation, the mixing laws' fits, beta-by-K's refits and the bootstraps
+    run in the worker processes with --jobs > 1: fits.json and report.md are the same bytes as with --jobs 1
+    (every fit and interval, the descriptive ones included)."""
+    small_sweep(tmp_path)
+    got = []
+    for jobs in ("1", "2"):
+        d = analyze.main([str(tmp_path), "--n_boot", "16", "--n_boot_descriptive", "8", "--jobs", jobs, "--no_baselines"])
+        got.append(((d / "fits.json").read_text(), (d / "report.md").read_text()))
+    fits = json.loads(got[0][0])
+    assert fits["mixing_laws"] and fits["beta_by_K"] and all(f["bootstrap"]["used"] for f in fits["fits"])  # it ran
+    assert got[0] == got[1]
+
+
+def test_ctrl_c_while_the_pool_starts_leaves_no_worker(monkeypatch):
+    """Ctrl-C / SIGTERM while _pool starts its workers (the first point fit, since the starts run in the pool):
+    the pool is not in _POOLS yet, so close_pools() could not see it and an in-process caller (design.py, a
+    test) kept its spawned workers for as long as it lived."""
+    from concurrent import futures
+
+    import pytest
+    from analysis import workers
+    monkeypatch.setattr(workers, "_POOLS", {})  # a fresh start, whatever pools this process already holds
+    real_map, seen = futures.ProcessPoolExecutor.map, []
+
+    def interrupted(self, *a, **k):
+        out = list(real_map(self, *a, **k))  # the workers are up
+        seen.extend((self._processes or {}).values())
+        raise KeyboardInterrupt
+    monkeypatch.setattr(futures.ProcessPoolExecutor, "map", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        workers._pool(2)
+    assert len(seen) == 2 and not workers._POOLS
+    assert not [p for p in seen if p.is_alive()], "a started pool's workers outlived the interrupted start"
