@@ -22,6 +22,7 @@ def small_sweep(root):
                        replicate_Ks=(1,), replicate_subsets=(0,))
 
 
+@pytest.mark.slow  # two analyses of one sweep, full and verdicts-only (~10 CPU-s): the fast loop stays under 200 s
 def test_verdicts_only_decides_as_the_full_analysis(tmp_path, capsys):
     """The same verdicts, headline, H1-H6 tables, dilution fit and form comparison with and without the flag;
     with it: no figures, no mixing-law section, and report.md says in one line what was skipped."""

@@ -252,6 +252,7 @@ def test_prefetcher_gives_todays_batches_pinned_one_ahead(synthetic_store, monke
     assert {str(d) for _, d in set_in} == {"cuda:0", "cuda:1", "cuda:2"}
 
 
+@pytest.mark.slow  # two training runs compared bit for bit (~13 CPU-s): the fast loop stays under 200 s
 def test_training_with_the_pinned_prefetch_path_is_bit_identical(synthetic_store, tmp_path, monkeypatch):
     from safetensors.torch import load_file
     args = ["--data_dir", str(synthetic_store), "--categories", *CATS, "--model_config", str(TINY_CONFIG),

@@ -240,6 +240,7 @@ def intervals(obj, path=""):
             yield from intervals(v, f"{path}[{i}]")
 
 
+@pytest.mark.slow  # full analyses of several fabricated sweeps (~30 CPU-s): the fast loop stays under 200 s
 def test_no_zero_width_interval_in_fits_json_one_run_per_k(tmp_path):
     """One run per K (K = 1 specialists of every category), 3 specialist budgets: every interval fits.json
     holds has lo <= hi and non-zero width (missing ends are [null, null])."""

@@ -172,6 +172,7 @@ def test_judge_never_names_one_of_two_equivalent_forms_best():
     assert out["verdict"].startswith("**undecided**") and "dilution = effective_data" in out["verdict"]
 
 
+@pytest.mark.slow  # the mixing laws' fits and bootstraps on a P1-shaped sweep (~10 CPU-s): the fast loop stays under 200 s
 def test_one_k11_subset_seed_does_not_decide_among_equivalent_forms(tmp_path):
     """K = 1 (three subset seeds) and one K = 11 subset seed at two budgets: two share levels, so dilution,
     exponential and effective_data are one law; analyze.py named dilution 'best' while exponential and effective_data

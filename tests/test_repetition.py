@@ -62,6 +62,7 @@ def test_effective_tokens_follow_the_rule():
     assert U * 2 < got < U * ep   # repeats are worth something, less than new tokens
 
 
+@pytest.mark.slow  # a full analysis of a repetition sweep (~25 CPU-s): the fast loop stays under 200 s
 def test_repetition_aware_fit_holds_the_truth_and_h1_is_not_rejected(tmp_path):
     sweep(tmp_path, np.random.default_rng(0))
     analyze.main([str(tmp_path), "--n_boot", "60", "--jobs", "1", "--no_baselines"])
