@@ -246,10 +246,18 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
             for s in range(0, h.shape[0], chunk_rows):
                 hc, tc = h[s:s + chunk_rows].to(compute_dtype), targets[s:s + chunk_rows]
                 logits = (hc @ w.t()).float()
-                lse = torch.logsumexp(logits, dim=-1)
-                nll[s:s + chunk_rows] = lse - logits.gather(1, tc[:, None]).squeeze(1)
-                if grad_h is not None or grad_w is not None:
-                    g = logits.sub_(lse[:, None]).exp_()                   # softmax, in place
+                if grad_h is None and grad_w is None:
+                    lse = torch.logsumexp(logits, dim=-1)
+                    nll[s:s + chunk_rows] = lse - logits.gather(1, tc[:, None]).squeeze(1)
+                else:
+                    # one exp over the chunk, not two (logsumexp's, then the softmax's): the exps are most of
+                    # the head's cost on CPU with a 50k vocabulary (its training pass measured 1.4x faster)
+                    m = logits.amax(dim=-1, keepdim=True)
+                    nll[s:s + chunk_rows] = (m - logits.gather(1, tc[:, None])).squeeze(1)
+                    g = logits.sub_(m).exp_()                               # exp(logit - max), in place
+                    z = g.sum(dim=-1, keepdim=True)
+                    nll[s:s + chunk_rows] += z.log().squeeze(1)             # lse - logit_target
+                    g = g.div_(z)                                           # softmax
                     g[torch.arange(len(tc), device=g.device), tc] -= 1.0   # minus one-hot
                     g = g.to(compute_dtype)
                     if grad_h is not None:
