@@ -138,6 +138,20 @@ def p1_analysis(tmp_path_factory):
         yield root, fits, report
 
 
+def fits_intervals(obj, path=""):
+    """Every [lo, hi] interval in a fits.json object (keys containing 'ci'), with its path."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if "ci" in str(k).lower() and isinstance(v, list) and len(v) == 2 and all(
+                    isinstance(x, (int, float, str)) or x is None for x in v):
+                yield f"{path}.{k}", v
+            else:
+                yield from fits_intervals(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from fits_intervals(v, f"{path}[{i}]")
+
+
 def write_hub_copy(path, splits, label_feature="classlabel", shards=1):
     """Write {split: [(text, label), ...]} as parquet in the hub layout (train-00000-of-0000N.parquet)."""
     import datasets

@@ -11,6 +11,7 @@ import pytest
 
 import analyze
 import simulate
+from conftest import fits_intervals
 
 BUDGETS = simulate.P1_BUDGETS[:3]  # one H2 cell per budget: 3 budgets x 6 sweeps = 18 cells
 
@@ -18,20 +19,6 @@ BUDGETS = simulate.P1_BUDGETS[:3]  # one H2 cell per budget: 3 budgets x 6 sweep
 def _fits(root, n_boot):
     analyze.main([str(root), "--no_baselines", "--verdicts_only", "--n_boot", str(n_boot), "--jobs", "1"])
     return json.loads((root / "analysis" / "fits.json").read_text())
-
-
-def _intervals(obj, path=""):
-    """Every [lo, hi] under a key containing 'ci' in a fits.json object, with its path."""
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            if "ci" in str(k).lower() and isinstance(v, list) and len(v) == 2 and all(
-                    isinstance(x, (int, float, str)) or x is None for x in v):
-                yield f"{path}.{k}", v
-            else:
-                yield from _intervals(v, f"{path}.{k}")
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            yield from _intervals(v, f"{path}[{i}]")
 
 
 @pytest.mark.slow  # 12 analyses of ~250-run sweeps at --n_boot 0 (~1-2 CPU-min)
@@ -49,7 +36,7 @@ def test_h2_holds_the_truth_under_independent_and_clustered_noise(tmp_path):
             lo, hi = c["ci95"]
             cells += 1
             held += lo is not None and lo <= truth[(c["D"], c["K_low"], c["K_high"])] <= hi
-        for where, (lo, hi) in _intervals(f):
+        for where, (lo, hi) in fits_intervals(f):
             if lo is not None and hi is not None:
                 lo, hi = float(lo), float(hi)
                 if not hi - lo > 1e-12 * max(1.0, abs(lo) if math.isfinite(lo) else 1.0):

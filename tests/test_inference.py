@@ -15,6 +15,7 @@ import pytest
 import analyze
 from analysis import inference
 from analysis import transfer as tr
+from conftest import fits_intervals
 
 CATS = ["math.AC", "cs.CV", "cs.AI", "cs.SY", "math.GR", "cs.CE", "cs.PL", "cs.IT", "cs.DS", "cs.NE", "math.ST"]
 ROT = ["cs.IT", "math.AC", "cs.NE", "cs.CV", "math.ST", "cs.SY", "cs.DS", "cs.AI", "cs.PL", "math.GR", "cs.CE"]
@@ -226,20 +227,6 @@ def test_three_specialist_budgets_give_no_interval_without_noise():
 # ----------------------------------------------------------------------------------------------------
 # through analyze.py
 
-def intervals(obj, path=""):
-    """Every [lo, hi] interval in a fits.json object (keys containing 'ci'), with its path."""
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            if "ci" in str(k).lower() and isinstance(v, list) and len(v) == 2 and all(
-                    isinstance(x, (int, float, str)) or x is None for x in v):
-                yield f"{path}.{k}", v
-            else:
-                yield from intervals(v, f"{path}.{k}")
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            yield from intervals(v, f"{path}[{i}]")
-
-
 @pytest.mark.slow  # full analyses of several fabricated sweeps (~30 CPU-s): the fast loop stays under 200 s
 def test_no_zero_width_interval_in_fits_json_one_run_per_k(tmp_path):
     """One run per K (K = 1 specialists of every category), 3 specialist budgets: every interval fits.json
@@ -248,7 +235,7 @@ def test_no_zero_width_interval_in_fits_json_one_run_per_k(tmp_path):
     p1_like(tmp_path, np.random.default_rng(1), CLUSTERED, seeds=range(11), Ks=(1,), k11=(), replicates=((), (), ()))
     analyze.main([str(tmp_path), "--n_boot", "20", "--jobs", "1", "--no_baselines"])
     fits = json.loads((tmp_path / "analysis" / "fits.json").read_text())
-    found = list(intervals(fits))
+    found = list(fits_intervals(fits))
     assert len(found) > 20
     for where, (lo, hi) in found:
         if lo is None or hi is None:
