@@ -213,7 +213,7 @@ def h1_joint(h1_data, h1_pairs, args):
     separate = {m: h1_floors(a, b, args.margin) for m, a, b in h1_pairs}
     out = []
     for m, dd, basis in h1_data:
-        with Step(f"H1 floor offsets [{m}], joint fit, {args.n_boot} resamples"):
+        with Step(f"H1 floor offsets [{m}], joint fit, cluster-robust intervals"):  # no resampling (floors.py)
             h = h1_offsets(dd, args.margin, args.n_boot, args.seed, model=m)
         h["basis"] = basis
         out.append(h)
