@@ -5,7 +5,9 @@ import numpy as np
 
 from analysis.huber import huber
 from analysis.laws import (BOOT_CHUNK, BOOT_TOL, FORMS, Law, _ci, _interval, _minimize, bootstrap_weights, identification,
-                          minimize_starts, run_jobs)
+                          minimize_starts)
+from analysis.workers import run_jobs
+
 
 class LawBetaK(Law):
     """Separate learning curves per K with shared floors: L = E_cat + B_K * X^-beta_K [+ A N^-alpha], X as in

@@ -6,7 +6,8 @@ import math
 import numpy as np
 
 from analysis import inference, mixing
-from analysis.laws import FORMS, Law, _from_start, _minimize, _subset, best_of, run_jobs
+from analysis.laws import FORMS, Law, _from_start, _minimize, _subset, best_of
+from analysis.workers import run_jobs
 
 CV_TOL = (1e-12, 1e-9)     # of the cross-validation fits (from the grid of starts)
 

@@ -11,7 +11,7 @@ from analysis import progress
 from analysis.huber import HUBER_DELTA, huber
 from analysis.inference import cluster_counts
 from analysis.law_data import DATA_FILTER
-from analysis.workers import _pool, recording
+from analysis.workers import run_jobs
 
 FORMS = {"dilution": None, "disjoint": 1.0, "shared": 0.0}  # form -> fixed s (None: free)
 BOOT_TOL = (1e-9, 1e-6)    # (ftol, gtol) of the bootstrap refits, relative to the objective's scale
@@ -207,18 +207,6 @@ def best_of(results):
     return best
 
 
-def run_jobs(fn, jobs_, jobs):
-    """[fn(job) for job in jobs_] in the worker processes (results in order; their warnings said once here)."""
-    futures = [_pool(jobs).submit(recording, fn, j) for j in jobs_]
-    out = []
-    for f in futures:
-        res, said = f.result()
-        for line in said:
-            progress.warn_once(line)
-        out.append(res)
-    return out
-
-
 def _subset(d, mask):
     return {k: (v[mask] if isinstance(v, np.ndarray) else v) for k, v in d.items()}
 
@@ -336,14 +324,7 @@ def run_bootstrap(law, d, th, weights, jobs, what="bootstrap"):
         chunks = [ws[i:i + BOOT_CHUNK] for i in range(0, len(ws), BOOT_CHUNK)]
         jobs_ = [(law, d, th, c, n_starts) for c in chunks]
         if jobs > 1 and len(ws) >= 2 * jobs:
-            futures = [_pool(jobs).submit(recording, _boot_fits, j) for j in jobs_]
-            parts = []
-            for f in futures:
-                part, said = f.result()
-                for line in said:  # a worker's warnings, said once by this process
-                    progress.warn_once(line)
-                parts.append(part)
-                count.tick(len(parts[-1]))
+            parts = run_jobs(_boot_fits, jobs_, jobs, each=lambda part: count.tick(len(part)))
         else:
             parts = []
             for j in jobs_:

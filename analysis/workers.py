@@ -59,6 +59,22 @@ def recording(fn, job):
     return out, [warning_line(w.message, w.category, w.filename, w.lineno) for w in caught]
 
 
+def run_jobs(fn, jobs_, jobs, each=None):
+    """[fn(job) for job in jobs_] in the worker processes, results in order; each worker's warnings said once
+    here (analysis/progress.py), and each(result) called as results arrive (a progress count)."""
+    from analysis import progress
+    futures = [_pool(jobs).submit(recording, fn, j) for j in jobs_]
+    out = []
+    for f in futures:
+        res, said = f.result()
+        for line in said:
+            progress.warn_once(line)
+        out.append(res)
+        if each is not None:
+            each(res)
+    return out
+
+
 def close_pools():
     """Stop every worker now (their refits are lost): what an interrupted analysis must leave behind is nothing."""
     while _POOLS:
