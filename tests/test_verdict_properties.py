@@ -105,7 +105,7 @@ def test_contrasts_never_claim_more_than_their_units(dz, perm_seed):
 
 def _workers():
     """Two spawned workers with single-threaded BLAS, started once per session: analyze's own bootstrap pool."""
-    from analysis.laws import _pool
+    from analysis.workers import _pool
     return _pool(2)
 
 
