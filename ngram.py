@@ -7,7 +7,7 @@ orders 1-5, trained on exactly the windows train.py would see and evaluated with
         --token_budget 90000000 --output_dir runs
 
 The training data: the sampler items 0 .. W-1 of RandomWindowDataset(categories, data_seed, sampling),
-W = total_steps x --batch_size with total_steps from train.token_schedule: the same windows a train.py
+W = total_steps x --batch_size with total_steps from run_plan.token_schedule: the same windows a train.py
 run of the same categories, sampling, data seed, batch and token budget trains on. Each window is a
 sequence  BOS t0 t1 .. t100  and, like the neural model, the n-gram model predicts t1 .. t100 (100 tokens
 per window) from the tokens before them in the same window; BOS (id = store vocab) marks the window start,
@@ -43,7 +43,8 @@ from pathlib import Path
 import numpy as np
 
 import store as st
-from model import STRIDE, eval_record, summarise, tile
+import run_plan
+from exact_eval import STRIDE, eval_record, summarise, tile
 from random_window_dataset import SAMPLING_MODES, fixed_eval_windows
 
 WINDOW, PRED_PER_WINDOW, EVAL_SEED = st.WINDOW, st.PRED_PER_WINDOW, st.EVAL_SEED
@@ -459,21 +460,20 @@ def read_json(path):
 
 
 def main(argv=None):
-    import train  # train.py's token accounting (nothing runs at its import)
     args = parse_args(argv)
     t_start = time.time()
-    store, categories, train_ds = train.training_pool(args)
+    store, categories, train_ds = run_plan.training_pool(args)
     if store.vocab_size + 2 > (1 << BITS):
         st.die(f"--data_dir {args.data_dir}: vocabulary {store.vocab_size} leaves no 16-bit ids for BOS/PAD")
     args.K = len(categories)
-    budget, tokens_per_step, total_steps = train.token_schedule(args, len(train_ds), 1)
+    budget, tokens_per_step, total_steps = run_plan.token_schedule(args, len(train_ds), 1)
     n_windows = total_steps * tokens_per_step // PRED_PER_WINDOW
     identity = identity_of(args, store, categories, tokens_per_step, total_steps)
-    run_name = args.run_name or train.default_run_name(identity, args.seed, budget)
+    run_name = args.run_name or run_plan.default_run_name(identity, args.seed, budget)
     run_dir = Path(args.output_dir) / run_name
     if run_dir.exists() and (run_dir / "run_config.json").is_file():
         saved = read_json(run_dir / "run_config.json").get("identity", {})
-        diff = train.identity_differences(saved, identity)
+        diff = run_plan.identity_differences(saved, identity)
         if diff or saved.get("model") != identity["model"]:
             st.die(f"{run_dir} is another run ({'; '.join(diff) or 'model ' + str(saved.get('model'))}); "
                    "use another --run_name")
@@ -502,7 +502,7 @@ def main(argv=None):
               "store_id": store.store_id, "store_variant": store.meta.get("variant_id"),
               "pool_papers": len(train_ds.paper_ids), "pool_tokens": int(train_ds.lengths.sum()),
               "pool_windows": len(train_ds), "pool_short_papers_excluded": train_ds.n_short,
-              "git_commit": train.git_commit(), "window": WINDOW, "eval_seed": EVAL_SEED, "tag_token_base": None,
+              "git_commit": run_plan.git_commit(), "window": WINDOW, "eval_seed": EVAL_SEED, "tag_token_base": None,
               "dtype_resolved": "float64"}
     st.write_json_atomic(run_dir / "run_config.json", config, indent=1)
     print(f"run {run_name}: kn{args.order} on {' '.join(categories)} (K={len(categories)}), sampling {args.sampling}")
@@ -513,7 +513,7 @@ def main(argv=None):
     # validation (train.py's fixed windows per training category) and the exact test evaluation
     val = {}
     for c in categories:
-        x = fixed_eval_windows(store, "validation", c, args.eval_windows, WINDOW, EVAL_SEED).numpy()
+        x = fixed_eval_windows(store, "validation", c, args.eval_windows, WINDOW, EVAL_SEED)
         val[f"val_loss/{c}"] = float(lm.window_nll(x).mean())
     val["val_loss"] = float(np.mean([val[f"val_loss/{c}"] for c in categories]))
     t1 = time.time()

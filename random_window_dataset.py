@@ -8,6 +8,8 @@ needs no sampler state beyond the step. sample_batch(step, batch_size, rank, wor
 (step * world_size + rank) * batch_size + j for j < batch_size in one vectorized call: the same windows
 as __getitem__ on those indices, without the per-item Python overhead.
 BatchPrefetcher: train.py's batches, sampled one step ahead (pinned on CUDA, for an asynchronous copy).
+The sampler itself is numpy: torch is imported only where a tensor is made, so ngram.py (through
+run_plan.py) samples a neural run's exact windows without importing torch (~1.3 CPU-s per run).
 
     python random_window_dataset.py --data_dir preprocessed_arxiv --categories cs.IT math.ST
 """
@@ -15,7 +17,6 @@ BatchPrefetcher: train.py's batches, sampled one step ahead (pinned on CUDA, for
 import threading
 
 import numpy as np
-import torch
 
 import store as st
 
@@ -60,8 +61,9 @@ def uniforms(seed, idx, stream):
     return (x >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
-class RandomWindowDataset(torch.utils.data.Dataset):
-    """Random windows from one split of a token store.
+class RandomWindowDataset:
+    """Random windows from one split of a token store (a map-style dataset: __len__ and __getitem__, as
+    torch's DataLoader takes it).
 
     sampling="paper":    a paper uniformly from the pool, then a uniformly random window inside it
     sampling="token":    every window start in the pool equally likely (long papers weigh more)
@@ -153,11 +155,13 @@ class RandomWindowDataset(torch.utils.data.Dataset):
         return np.asarray(self.store.tokens[starts[:, None] + self._arange], dtype=np.int64)
 
     def __getitem__(self, i):
+        import torch
         starts, _ = self.sample_starts(np.array([i]))
         return torch.from_numpy(self.gather(starts)[0])
 
     def sample_batch(self, step, batch_size, rank=0, world_size=1, return_labels=False):
         """Batch `step` of rank `rank`: items (step*world_size + rank)*batch_size + j, as a (B, window) LongTensor."""
+        import torch
         first = (int(step) * world_size + rank) * batch_size
         starts, labels = self.sample_starts(np.arange(first, first + batch_size))
         x = torch.from_numpy(self.gather(starts))
@@ -166,9 +170,10 @@ class RandomWindowDataset(torch.utils.data.Dataset):
 
 def fixed_eval_windows(store, split, category, n, window=st.WINDOW, seed=st.EVAL_SEED):
     """The same n windows of one category every time (token-uniform, fixed seed): validation sets that
-    do not depend on which other categories a run trains on. Returns a (n, window) LongTensor."""
+    do not depend on which other categories a run trains on. Returns an (n, window) int64 array (items 0..n-1
+    of the token-uniform sampler: sample_batch(0, n) as numpy)."""
     ds = RandomWindowDataset(None, split, [category], window=window, seed=seed, sampling="token", store=store)
-    return ds.sample_batch(0, n)
+    return ds.gather(ds.sample_starts(np.arange(n))[0])
 
 
 class BatchPrefetcher:
@@ -186,6 +191,7 @@ class BatchPrefetcher:
 
     def _sample(self, i):
         """(windows, labels, category tags or None) of batch i, pinned when asked."""
+        import torch
         x, labels = self.ds.sample_batch(i, self.batch_size, self.rank, self.world, return_labels=True)
         tags = torch.from_numpy(labels + self.tag_base) if self.tag_base is not None else None
         if self.pin:
@@ -193,6 +199,7 @@ class BatchPrefetcher:
         return x, labels, tags
 
     def _load(self, i, box):
+        import torch
         try:
             if self.device is not None and self.device.type == "cuda":
                 # a new thread's current device is cuda:0: pinning from it would open a CUDA context on

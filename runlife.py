@@ -26,30 +26,10 @@ import torch
 
 import store as st
 from model import load_model
+from run_plan import identity_differences
 
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C: sweep.py reads it as "interrupted, resume me"
 EXIT_LOCKED = 75       # EX_TEMPFAIL: another process holds the run directory (sweep.py: not a failure)
-
-# The run-defining values (train.run_identity's keys) and the flags that set them (for resume's refusal).
-IDENTITY_FLAGS = {
-    "store_id": "--data_dir (store_id)", "categories": "--categories / --K / --seed", "sampling": "--sampling",
-    "data_seed": "--data_seed", "init_seed": "--init_seed", "model": "--model_config",
-    "model_config_sha256": "--model_config (its fields)", "tag_categories": "--tag_categories",
-    "tokens_per_step": "--batch_size x --grad_accum_steps x world size", "total_steps": "--token_budget / --epochs",
-    "warmup_steps": "--warmup_ratio", "learning_rate": "--learning_rate", "min_lr_ratio": "--min_lr_ratio",
-    "adam_beta1": "--adam_beta1", "adam_beta2": "--adam_beta2", "adam_epsilon": "--adam_epsilon",
-    "weight_decay": "--weight_decay", "max_grad_norm": "--max_grad_norm", "dtype": "--dtype",
-}
-
-
-def identity_differences(saved, current):
-    """['--flag: saved X, now Y', ...] for every run-defining value that differs (keys both have)."""
-    out = []
-    for k, flag in IDENTITY_FLAGS.items():
-        if k in saved and k in current and saved[k] != current[k]:
-            out.append(f"{flag}: {saved[k]!r} in the run, {current[k]!r} now")
-    return out
-
 
 # ----------------------------------------------------------------------------------------------------
 # the run directory, resume, checkpoints

@@ -54,7 +54,6 @@ import datetime
 import hashlib
 import json
 import math
-import subprocess
 import time
 from pathlib import Path
 
@@ -66,10 +65,10 @@ import store as st
 from model import (PYTHIA, ConfigError, DeviceError, WindowLoss, build_model, count_params, eval_nll,
                    evaluate_model, flops_per_token, head_chunk_rows, model_config, peak_bf16_flops,
                    resolve_device, setup_device)
-from random_window_dataset import (SAMPLING_MODES, BatchPrefetcher, RandomWindowDataset, fixed_eval_windows,
-                                   select_categories)
+from random_window_dataset import SAMPLING_MODES, BatchPrefetcher, RandomWindowDataset, fixed_eval_windows
+from run_plan import default_run_name, git_commit, token_schedule, training_pool  # ngram.py's too
 from runlife import (EXIT_INTERRUPTED, Logger, StopRequest, StopRun, checkpoint, checkpoint_state,
-                     identity_differences, plot_loss_curve)  # identity_differences: ngram.py's too
+                     plot_loss_curve)
 
 WINDOW, PRED_PER_WINDOW, EVAL_SEED = st.WINDOW, st.PRED_PER_WINDOW, st.EVAL_SEED
 
@@ -192,27 +191,11 @@ def setup_dist(args):
     return Dist(ddp, rank, world, local_rank, device, dtype)
 
 
-def training_pool(args):
-    """(store, categories, training window dataset) of --data_dir / --categories or --K --seed / --data_seed /
-    --sampling: the windows a run trains on (ngram.py uses the same)."""
-    try:
-        store = st.Store(args.data_dir, in_memory=True)  # ~1 GB for the full dataset: sampling from RAM
-        categories = list(args.categories) if args.categories else select_categories(args.K, args.seed)
-        store.category_ids(categories)
-        if len(set(categories)) != len(categories):
-            st.die(f"--categories lists a category twice: {' '.join(categories)}")
-        train_ds = RandomWindowDataset(None, "train", categories, window=WINDOW, seed=args.data_seed,
-                                       sampling=args.sampling, store=store)
-    except st.StoreError as e:
-        st.die(str(e))
-    return store, categories, train_ds
-
-
 def load_data(args):
     """(store, categories, training window dataset, {category: fixed validation windows})."""
     store, categories, train_ds = training_pool(args)
     try:
-        val_sets = {c: fixed_eval_windows(store, "validation", c, args.eval_windows, WINDOW, EVAL_SEED)
+        val_sets = {c: torch.from_numpy(fixed_eval_windows(store, "validation", c, args.eval_windows, WINDOW, EVAL_SEED))
                     for c in categories}
     except st.StoreError as e:
         st.die(str(e))
@@ -220,7 +203,7 @@ def load_data(args):
 
 
 def run_identity(args, dist, store_id, categories, cfg, model_name, lr, tokens_per_step, total_steps, warmup):
-    """The values that make two runs the same run (see IDENTITY_FLAGS). JSON-plain, comparable exactly."""
+    """The values that make two runs the same run (see run_plan.IDENTITY_FLAGS). JSON-plain, comparable exactly."""
     fields = {k: v for k, v in cfg.to_dict().items() if k not in ("transformers_version", "_name_or_path")}
     return {"store_id": store_id, "categories": list(categories), "sampling": args.sampling,
             "data_seed": args.data_seed, "init_seed": args.init_seed, "model": model_name,
@@ -230,14 +213,6 @@ def run_identity(args, dist, store_id, categories, cfg, model_name, lr, tokens_p
             "min_lr_ratio": args.min_lr_ratio, "adam_beta1": args.adam_beta1, "adam_beta2": args.adam_beta2,
             "adam_epsilon": args.adam_epsilon, "weight_decay": args.weight_decay,
             "max_grad_norm": args.max_grad_norm, "dtype": str(dist.dtype).replace("torch.", "")}
-
-
-def default_run_name(identity, seed, budget):
-    """Readable parts + 8 hex digits of the identity's hash: unique for every distinct identity."""
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
-    tag = "_tag" if identity["tag_categories"] else ""
-    return (f"{identity['model']}_K{len(identity['categories'])}_s{seed}_{identity['sampling']}"
-            f"_d{st.fmt_count(budget)}{tag}_{digest}")
 
 
 @dataclasses.dataclass
@@ -255,19 +230,6 @@ class Plan:
     identity: dict
     run_name: str
     run_dir: Path
-
-
-def token_schedule(args, pool_windows, world=1):
-    """(token budget, tokens per step, total steps) from --token_budget (or --epochs over pool_windows),
-    --batch_size, --grad_accum_steps and the world size. The run trains on sampler items
-    0 .. total_steps * tokens_per_step / PRED_PER_WINDOW - 1 (ngram.py counts exactly these windows)."""
-    tokens_per_step = PRED_PER_WINDOW * args.batch_size * args.grad_accum_steps * world
-    budget = args.token_budget if args.token_budget is not None else args.epochs * pool_windows * PRED_PER_WINDOW
-    if budget < tokens_per_step:
-        st.die(f"token budget {budget:,.0f} is smaller than one step ({tokens_per_step:,} tokens = "
-               f"{PRED_PER_WINDOW} x batch {args.batch_size} x accum {args.grad_accum_steps} x world {world}); "
-               "raise --token_budget or lower --batch_size")
-    return budget, tokens_per_step, math.ceil(budget / tokens_per_step)
 
 
 def plan_run(args, dist, store, categories, train_ds):
@@ -288,14 +250,6 @@ def plan_run(args, dist, store, categories, train_ds):
     run_name = args.run_name or default_run_name(identity, args.seed, budget)
     return Plan(cfg, model_name, expected, lr, tokens_per_step, total_steps, warmup, tag_base,
                 head_chunk_rows(dist.device, cfg.vocab_size), identity, run_name, Path(args.output_dir) / run_name)
-
-
-def git_commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=st.PROJECT_DIR, capture_output=True,
-                              text=True, timeout=5).stdout.strip() or None
-    except Exception:
-        return None
 
 
 @torch.no_grad()

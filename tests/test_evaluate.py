@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import evaluate
+import exact_eval
 import model as mdl
 import store as st
 from conftest import one_line_error, TINY_CONFIG, make_synthetic_store
@@ -45,10 +46,10 @@ def test_tiling_counts_every_token_but_the_first(eval_store, tiny_model):
         assert res["per_category"][c]["n_papers"] == sum(1 for i in ids if s.length[i] >= 2)
         assert res["per_category"][c]["n_bytes"] == sum(int(s.n_bytes[i]) for i in ids if s.length[i] >= 2)
     # window starts 0, 100, 200... while s < n - 1
-    starts, lens, _ = mdl.tile(s, s.papers("test"))
+    starts, lens, _ = exact_eval.tile(s, s.papers("test"))
     by_len = {}
     for pid in s.papers("test"):
-        st_, ln, _ = mdl.tile(s, [pid])
+        st_, ln, _ = exact_eval.tile(s, [pid])
         by_len[int(s.length[pid])] = ((st_ - s.offset[pid]).tolist(), ln.tolist())
     assert by_len[1] == ([], []) and by_len[2] == ([0], [2]) and by_len[101] == ([0], [101])
     assert by_len[102] == ([0, 100], [101, 2]) and by_len[201] == ([0, 100], [101, 101])

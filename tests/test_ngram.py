@@ -2,6 +2,8 @@
 known loss, and a real run directory that analyze.py reads."""
 import json
 import math
+import subprocess
+import sys
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -10,7 +12,7 @@ from hypothesis import given, settings, strategies as hs
 
 import ngram
 import store as st
-from conftest import make_synthetic_store, one_line_error
+from conftest import ROOT, make_synthetic_store, one_line_error
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -242,9 +244,21 @@ def kn_store(outputs):
     return path
 
 
+def test_an_ngram_run_never_imports_torch(kn_store, tmp_path):
+    """A KN run samples a neural run's windows and writes its results without torch (run_plan.py,
+    exact_eval.py, the numpy sampler): importing torch costs ~1.3 CPU-s, more than a small KN run's whole
+    work, and a KN pilot is hundreds of runs."""
+    probe = ("import sys, ngram; ngram.main(sys.argv[1:]); "
+             "print('torch loaded' if 'torch' in sys.modules else 'no torch')")
+    r = subprocess.run([sys.executable, "-c", probe, "--data_dir", str(kn_store), "--categories", "math.AC", "cs.AI", "--order", "2",
+                        "--token_budget", "2000", "--batch_size", "4", "--eval_windows", "4",
+                        "--output_dir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "no torch", r.stdout
+
+
 def test_run_directory_trains_on_train_py_windows(kn_store, tmp_path, monkeypatch):
-    import train
-    from random_window_dataset import RandomWindowDataset
+    from random_window_dataset import RandomWindowDataset, fixed_eval_windows
     run_dir = ngram.main(["--data_dir", str(kn_store), "--categories", "math.AC", "cs.AI", "--seed", "1", "--sampling", "balanced",
                           "--order", "2", "--token_budget", "2500", "--batch_size", "4", "--eval_windows", "8",
                           "--output_dir", str(tmp_path)])
@@ -260,7 +274,7 @@ def test_run_directory_trains_on_train_py_windows(kn_store, tmp_path, monkeypatc
     x = np.concatenate([ds.sample_batch(s, 4).numpy() for s in range(7)])
     lm = ngram.KneserNey(2, st.Store(kn_store).vocab_size).fit(x)
     assert summary["final_val_loss"] == pytest.approx(np.mean(
-        [lm.window_nll(train.fixed_eval_windows(st.Store(kn_store), "validation", c, 8).numpy()).mean() for c in cats]),
+        [lm.window_nll(fixed_eval_windows(st.Store(kn_store), "validation", c, 8)).mean() for c in cats]),
         abs=1e-12)
     labels = np.concatenate([ds.sample_batch(s, 4, return_labels=True)[1] for s in range(7)])
     assert sum(summary["tokens_per_category"].values()) == 2800
