@@ -195,8 +195,8 @@ def load_data(args):
     """(store, categories, training window dataset, {category: fixed validation windows})."""
     store, categories, train_ds = training_pool(args)
     try:
-        val_sets = {c: torch.from_numpy(fixed_eval_windows(store, "validation", c, args.eval_windows, WINDOW, EVAL_SEED))
-                    for c in categories}
+        val_sets = {c: torch.from_numpy(fixed_eval_windows(store, "validation", c, args.eval_windows, WINDOW,
+                                                           EVAL_SEED)) for c in categories}
     except st.StoreError as e:
         st.die(str(e))
     return store, categories, train_ds, val_sets

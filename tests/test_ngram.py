@@ -250,8 +250,8 @@ def test_an_ngram_run_never_imports_torch(kn_store, tmp_path):
     work, and a KN pilot is hundreds of runs."""
     probe = ("import sys, ngram; ngram.main(sys.argv[1:]); "
              "print('torch loaded' if 'torch' in sys.modules else 'no torch')")
-    r = subprocess.run([sys.executable, "-c", probe, "--data_dir", str(kn_store), "--categories", "math.AC", "cs.AI", "--order", "2",
-                        "--token_budget", "2000", "--batch_size", "4", "--eval_windows", "4",
+    r = subprocess.run([sys.executable, "-c", probe, "--data_dir", str(kn_store), "--categories", "math.AC", "cs.AI",
+                        "--order", "2", "--token_budget", "2000", "--batch_size", "4", "--eval_windows", "4",
                         "--output_dir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "no torch", r.stdout

@@ -63,7 +63,8 @@ def test_learns_toward_floor_checkpoints_rotate_final_loads(synthetic_store, tmp
     # final/ loads with from_pretrained and reproduces the final validation loss
     from transformers import AutoModelForCausalLM
     model = AutoModelForCausalLM.from_pretrained(run / "final")
-    vs = {c: torch.from_numpy(fixed_eval_windows(st.Store(synthetic_store), "validation", c, 32, 101, st.EVAL_SEED)) for c in CATS}
+    vs = {c: torch.from_numpy(fixed_eval_windows(st.Store(synthetic_store), "validation", c, 32, 101, st.EVAL_SEED))
+          for c in CATS}
     ev = train.validate(model, vs, 16, 1 << 30, torch.float32)
     assert ev["val_loss"] == pytest.approx(summary["final_val_loss"], rel=1e-5)
     cfg = json.loads((run / "run_config.json").read_text())
