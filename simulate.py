@@ -45,7 +45,6 @@ Held-out categories get a plain "worse than seen" loss: with held_out="K" (the t
 categories were seen, with "flat" (design.py's) no K effect (the law says nothing about them, so H5 is not
 a design check).
 """
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -56,10 +55,11 @@ from pathlib import Path
 import numpy as np
 
 import store as st
+# the trainers' subsets exactly (the sampler module is numpy: no torch import)
+from random_window_dataset import select_categories as select
 
 CATEGORIES = list(st.CATEGORIES)  # label order: the order of the noise draws
 PRED_PER_WINDOW = 100  # train.py's predicted tokens per window (a 101-token window)
-PERM = ["cs.CV", "cs.IT", "math.GR", "cs.NE", "cs.SY", "math.ST", "cs.DS", "cs.PL", "cs.AI", "math.AC", "cs.CE"]
 P1_BUDGETS = (10e6, 30e6, 90e6, 270e6, 810e6)
 TOKENS_PER_STEP = 320 * PRED_PER_WINDOW  # P1's batch of 320 windows
 N_NONEMB = 19_000_000  # pythia-31m-like
@@ -75,11 +75,6 @@ TRUTH = {"E": {c: 1.6 + 0.08 * i for i, c in enumerate(CATEGORIES)}, "B": 40.0, 
          "gamma": 0.06}
 # the competing mixing laws' parameters (analysis/mixing.py): Ye et al.'s t, He et al.'s gamma, the shared tau
 MIXING_TRUTH = dict(TRUTH, t=1.0, gamma_p=0.05, tau=0.3)
-
-
-def select(K, seed):
-    """The balanced cyclic subset of random_window_dataset.select_categories (without importing torch)."""
-    return [PERM[(seed + j) % 11] for j in range(K)]
 
 
 class LawError(ValueError):
