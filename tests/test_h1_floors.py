@@ -188,3 +188,40 @@ def test_offset_intervals_cover_zero_with_many_k11_seeds_at_two_budgets(tmp_path
                 held += r["ci95"][0] <= 0 <= r["ci95"][1]
         rejected += h["verdict"] == "not supported"
     assert n >= 200 and held >= 0.88 * n and rejected <= 2, (held, n, rejected)
+
+
+def test_offset_sandwich_is_statsmodels_cluster_robust_covariance(tmp_path, monkeypatch):
+    """An outside reference for the offsets' sandwich (_cluster_influence): on a least-squares fit (Huber's
+    delta made wide, so the fit's first-order condition is J'e = 0), the sum over both sides' seed clusters of
+    the influences' outer products is statsmodels' cluster-robust covariance of the linearised fit (OLS of the
+    log residuals on a Jacobian of our own, clustered by seed cluster, no small-sample factor) — for each
+    offset and for their mean. The analysis then scales each side by G / (G - 1) (CR1) on its own."""
+    import statsmodels.api as sm
+    from analysis import floors
+    from analysis.huber import huber
+    from analysis.laws import _minimize
+    monkeypatch.setattr(floors, "huber", lambda r: huber(r, 10.0))
+    d = sweep(tmp_path, 0.0)
+    C = len(d["categories"])
+    law = LawFloorOffset(C, 11, list(range(C)))
+    th = _minimize(law, d, law.starts(d)).x
+    lo, hi = np.array(law.bounds(d)).T
+    assert np.all((lo + 1e-6 < th) & (th < hi - 1e-6))  # no parameter held on a bound: all of J is free
+    cluster = d["cluster"] if "cluster" in d else d["run"]
+    infl = floors._cluster_influence(law, th, d, cluster, d["K"] == 11, C + 3, C)
+    U = np.concatenate([infl["hi"], infl["lo"]], axis=1)           # (offsets, clusters)
+    ours = U @ U.T
+    # the reference: forward differences (not the code's central ones) and statsmodels' sandwich
+    J = np.empty((len(d["L"]), len(th)))
+    for j in range(len(th)):
+        t = th.copy()
+        t[j] += 1e-7 * max(1.0, abs(th[j]))
+        J[:, j] = (np.log(law.predict(t, d)) - np.log(law.predict(th, d))) / (t[j] - th[j])
+    e = np.log(d["L"]) - np.log(law.predict(th, d))
+    groups = np.unique(cluster, return_inverse=True)[1]
+    ref = sm.OLS(e, J).fit(cov_type="cluster", cov_kwds={"groups": groups, "use_correction": False})
+    V = ref.cov_params()[C + 3:, C + 3:]
+    assert np.abs(ref.params).max() < 1e-4 * np.abs(e).max()        # J'e = 0: the fit is at its minimum
+    np.testing.assert_allclose(np.diag(ours), np.diag(V), rtol=2e-3)
+    w = np.full(C, 1.0 / C)
+    assert w @ ours @ w == pytest.approx(w @ V @ w, rel=2e-3)
