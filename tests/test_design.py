@@ -333,3 +333,24 @@ def test_simulations_needed_to_show_p_wrong_at_most_five_percent_are_stated_righ
     assert n == 72 and design.clopper_pearson(0, 59)[1] > 0.06
     text = (Path(__file__).resolve().parents[1] / "EXPERIMENT_PLAN.md").read_text()
     assert f"≥ {n} simulations with none wrong" in text
+
+
+def test_h2_truth_within_the_margin_counts_both_decisions_as_correct():
+    """analyze.py says H2 "not supported" when every budget's interval lies within +-margin. With a law whose
+    rise with K stays within the margin at every planned budget (s = 0.02: 0.005 and 0.001 nats between K = 1 and
+    K = 11 at 10M-810M, B = 40, beta = 0.3), that verdict is as true as "supported" and may not count as wrong;
+    outside the margin (s = 0.5, or a margin of 0.0005) it still does."""
+    plan = {"name": "m", "store": {"data_dir": "fabricated"}, "fixed": {"batch_size": 320},
+            "grid": [{"model_config": ["pythia-31m"], "K": [1, 11], "seed": [0, 1], "token_budget": [10e6, 810e6]}]}
+    flat = simulate.parse_law("B=40,beta=0.3,s=0.02,E=2")
+    h2 = "H2 loss vs K at fixed D"
+    assert design.truths(flat, plan)[h2][0] == "supported"                  # no margin given: as before
+    assert design.truths(flat, plan, 0.02)[h2][0] == "supported or not supported"
+    assert design.truths(flat, plan, 0.0005)[h2][0] == "supported"
+    assert design.truths(simulate.parse_law("B=40,beta=0.3,s=0.5,E=2"), plan, 0.02)[h2][0] == "supported"
+    res = [{"verdicts": {h: v for h in design.HYPOTHESES}, "params": {}, "h4": {}}
+           for v in ("not supported", "supported", "undecided")]
+    x = design.summarise(res, flat, plan, 0.02)["hypotheses"][h2]
+    assert (x["p_correct"], x["p_wrong"], x["p_undecided"]) == (2 / 3, 0, 1 / 3)
+    x = design.summarise(res, flat, plan)["hypotheses"][h2]                  # the old count: one wrong
+    assert (x["p_correct"], x["p_wrong"]) == (1 / 3, 1 / 3)
