@@ -193,7 +193,7 @@ def evaluate(runs, rows, d, args):
     h5 = k_contrast(rows, "out", args.n_boot, args.seed, args.margin, smaller_is_lower=True)
     with Step("H7 (the other further analyses: skipped, --verdicts_only)" if args.verdicts_only else
               "further analyses (transfer matrix, H7, IsoFLOP, H2 ratio)"):
-        x = further_analyses(rows, runs, main, args, sigma[0])
+        x = further_analyses(rows, runs, main, args, sigma[0], sigma[1])
     gain = mixing_gain(rows, main.get("dilution"), args.n_boot, args.seed)
     pairs, h6 = identification_cost(runs, args.n_boot, args.seed)
     v3 = h3_verdict(main.get("dilution"), comparison, diagnostics.get("dilution"))
@@ -220,7 +220,7 @@ def h1_joint(h1_data, h1_pairs, args):
     return out, [dict(v, model=m) for m, v in separate.items()]
 
 
-def further_analyses(rows, runs, main, args, noise_log_sd=None):
+def further_analyses(rows, runs, main, args, noise_log_sd=None, noise_df=None):
     """The analyses each sweep design supports or names as missing in one line: the transfer matrix t_ij
     (pair runs), H7's Hilberg exponents (cached compression curves), the IsoFLOP slices (several model sizes)
     and H2's second half (the growth with K against the disjoint prediction K^beta). Nothing here is slow
@@ -233,7 +233,8 @@ def further_analyses(rows, runs, main, args, noise_log_sd=None):
     fit = main.get("dilution") or main.get("disjoint")
     # the transfer matrix and the IsoFLOP optimum take their noise from the noise floor (replicate runs) where
     # the sweep has one: the residuals of 3-point curves are zeros (issue 21)
-    return {"transfer": transfer.transfer_matrices(rows, store, store_why, args.n_boot, args.seed, noise_log_sd),
+    return {"transfer": transfer.transfer_matrices(rows, store, store_why, args.n_boot, args.seed, noise_log_sd,
+                                                       noise_df),
             "h7": hilberg.h7(rows, store, store_why, args),
             "isoflop": isoflop.isoflop_slices(rows, args.n_boot, args.seed, noise_log_sd),
             "h2_ratio": h2_ratio(cells_by_K(rows, "in"), fit, models, args.n_boot, args.seed)}

@@ -182,9 +182,11 @@ def mixing_gain(rows, fit, n_boot, seed, tol=0.01):
             if not match:
                 missing.append({"run_id": r["run_id"], "category": c, "needs": f"K = 1 at {d:,.0f} tokens"})
                 continue
-            cell = cells.setdefault((m, r["K"], match[0]["token_budget_planned"]), {"spec": {}, "mix": {}, "steps": set()})
+            cell = cells.setdefault((m, r["K"], match[0]["token_budget_planned"]),
+                                    {"spec": {}, "mix": {}, "steps": set(), "unit": {}})
             cell["spec"][c] = {s["run_id"]: s["test_loss"] for s in match}
             cell["mix"].setdefault(r["run_id"], {})[c] = r["test_loss"]
+            cell["unit"].update({x["run_id"]: _data_cluster(x) for x in [r, *match]})
             cell["steps"].add((match[0]["steps"], r["steps"]))
     pred = None
     if fit is not None and fit["form"] == "dilution" and not fit["_with_n"]:
@@ -196,15 +198,18 @@ def mixing_gain(rows, fit, n_boot, seed, tol=0.01):
         for losses in cell["mix"].values():
             for c, v in losses.items():
                 per_c.setdefault(c, []).append(v)
-        # per category: specialist mean − mixed mean (the interval resamples categories and mixed runs)
-        vals = [float(np.mean(list(cell["spec"][c].values())) - np.mean(v)) for c, v in per_c.items()]
+        # per category: specialist level − mixed level, each the mean over data-seed clusters of the mean over
+        # their init-seed replicates (inference.side_levels): replicates of one subset count once
+        spec_u, mix_u = gain_units(cell, list(per_c))
+        ls, lm = inference.side_levels(spec_u), inference.side_levels(mix_u)
+        vals = [ls[c] - lm[c] for c in per_c]
         steps = sorted(cell["steps"])
-        n_spec = len({rid for c in cell["spec"].values() for rid in c})
-        ci = gain_ci(cell, list(per_c), n_boot, seed) if min(n_spec, len(cell["mix"])) >= 2 else [None, None]
+        n_spec, n_mix = len({k for k, _ in spec_u}), len({k for k, _ in mix_u})  # data-seed clusters
+        ci = gain_ci(cell, list(per_c), n_boot, seed) if min(n_spec, n_mix) >= 2 else [None, None]
         p_ = pred(K, d) if pred else None
         table.append({"model": m, "K": K, "d": d, "G": float(np.mean(vals)), "ci95": ci,
-                      "units_note": (None if min(n_spec, len(cell["mix"])) >= 2 else
-                                     f"undecided: {n_spec} specialist / {len(cell['mix'])} mixed run(s)"),
+                      "units_note": (None if min(n_spec, n_mix) >= 2 else
+                                     f"undecided: {n_spec} specialist / {n_mix} mixed seed cluster(s)"),
                       # an observed interval that excludes what the fitted law predicts: the law and the
                       # direct measurement disagree, which the report must say
                       "contradicts_law": bool(p_ is not None and ci[0] is not None and not ci[0] <= p_ <= ci[1]),
@@ -217,14 +222,39 @@ def mixing_gain(rows, fit, n_boot, seed, tol=0.01):
             "tolerance": tol}
 
 
+def _data_cluster(r):
+    """A run's unit for H4: its category set and data seed. Runs differing only in the init seed share their
+    data order (and its share of the noise): one unit, their mean; K = 11 rotations (other data seeds) are
+    separate units."""
+    return (frozenset(str(r.get("categories") or "").split()),
+            str(r.get("data_seed") if r.get("data_seed") is not None else r.get("seed")))
+
+
+def gain_units(cell, cats):
+    """(specialist units, mixed units) for inference.contrast: [(unit key, {category: loss})], one entry per run."""
+    unit = cell.get("unit") or {}
+    spec = [(unit.get(rid, rid), {c: v}) for c, runs in cell["spec"].items() if c in cats for rid, v in runs.items()]
+    mix = [(unit.get(rid, rid), {c: v for c, v in losses.items() if c in cats}) for rid, losses in cell["mix"].items()]
+    return spec, mix
+
+
 def gain_ci(cell, cats, n_boot, seed):
-    """H4's 95% interval of G: inference.two_way, a crossed bootstrap over the categories (each with its
-    specialist mean) and the mixed runs. The categories of one mixed run share that run's noise, so
-    categories alone are not independent units (their interval covered the true gain 86% of the time);
-    the crossed resampling counts both sources, slightly conservatively."""
-    spec = np.array([np.mean(list(cell["spec"][c].values())) for c in cats])
-    M = np.array([[cell["mix"][r].get(c, np.nan) for c in cats] for r in cell["mix"]])
-    return inference.two_way(spec, M, n_boot, seed)[1]
+    """H4's 95% interval of G: inference.contrast's two-way interval (the spread of the per-category
+    differences, and the mixed runs' shared run-level term, a data-seed cluster one unit; Cochran-Cox t). The
+    crossed percentile bootstrap over ~11 categories and ~11 runs it replaces (inference.two_way) covered
+    the true gain 88.7% of the time on P1 (BENCHMARKS.md, issue 21): a percentile interval of a mean of a
+    few units is too narrow by z / t(n - 1) and sqrt((n - 1) / n). n_boot and seed are not used."""
+    spec, mix = gain_units(cell, cats)
+    return inference.contrast(_merged(spec), _merged(mix), list(cats))["ci95"]
+
+
+def _merged(units):
+    """One unit per key (the mean of its runs per category): contrast's run component counts units."""
+    by = {}
+    for k, vals in units:
+        for c, v in vals.items():
+            by.setdefault(k, {}).setdefault(c, []).append(v)
+    return [(k, {c: float(np.mean(v)) for c, v in vals.items()}) for k, vals in by.items()]
 
 
 def h4_verdict(gain):

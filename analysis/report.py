@@ -233,7 +233,8 @@ def _hypothesis_sections(h1, h2, h5, gain, h6, h2_extra=(), sep=()):
     if gain["table"] or gain["missing"]:
         L += ["", "## H4: mixing gain at equal tokens per category", "",
               "G = L_c(K = 1, d) − L_c(K, K·d), paired on the planned budget (within 1%); mean over categories and "
-              "seeds, 95% CI from a two-way bootstrap over categories and mixed runs; > 0: mixing helped. The mixed run trains on K·d tokens, so it takes K "
+              "seeds (init-seed replicates averaged first), 95% CI a two-way t interval over categories and mixed seed "
+              "clusters (inference.contrast); > 0: mixing helped. The mixed run trains on K·d tokens, so it takes K "
               f"times the specialist's optimizer steps: cells whose specialist ran < {MIN_STEPS_H4} steps measure "
               "optimisation as much as mixing and decide nothing.", "",
               f"{gain['pairs_made']} pairs made; {len(gain['missing'])} mixed (run, category) without a specialist.", "",

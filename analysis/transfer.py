@@ -15,7 +15,9 @@ specialist budgets (COVER_TOL beyond each end) get a value; the others are liste
 Intervals: a parametric bootstrap. The plan runs one specialist per (category, budget) and one run per
 pair, so resampling whole runs would show no spread at all; instead each replicate refits every specialist
 curve on its fitted values moved by noise and moves each pair loss by noise, so the specialist-fit
-uncertainty and the pair run's own noise both propagate into t_ij. The noise (an SD of log loss) comes from
+uncertainty and the pair run's own noise both propagate into t_ij. t_ij's interval inverts the test "the
+pair's loss lies on i's curve at D_i + t·D_j" against those replicates (inverted_interval); the signed
+asymmetry statistics take percentile intervals of the replicates of t_ij - t_ji. The noise (an SD of log loss) comes from
 the sweep's noise floor, or replicate runs, or residuals of curves that do not interpolate (noise_model);
 with none of these there is no interval (3 budgets and 3 parameters: zero residuals, which gave
 "0.62 [0.62, 0.62]").
@@ -100,7 +102,7 @@ def _design(runs):
     for r in runs:
         if len(r["categories"]) == 1:
             c = r["categories"][0]
-            spec.setdefault(c, []).append((r["tokens"][c], r["loss"][c], r["budget"]))
+            spec.setdefault(c, []).append((r["tokens"][c], r["loss"][c], r["budget"], str(r.get("seed"))))
         elif len(r["categories"]) == 2:
             pairs.setdefault(tuple(sorted(r["categories"])), []).append(r)
     return spec, pairs
@@ -119,7 +121,8 @@ def fit_specialists(spec):
             why[c] = f"specialists of {c} at {len({p[2] for p in pts})} budget(s); the curve needs {MIN_BUDGETS}"
             continue
         f = pl.fit_power_law(x, y)
-        f.update(x=x, y=y, resid=(y - pl.predict(f, x)) * math.sqrt(len(x) / max(len(x) - 3, 1)))
+        f.update(x=x, y=y, resid=(y - pl.predict(f, x)) * math.sqrt(len(x) / max(len(x) - 3, 1)),
+                 cluster=np.unique([p[3] for p in pts], return_inverse=True)[1])
         fits[c] = f
     return fits, why
 
@@ -190,67 +193,128 @@ def replicate_noise(runs):
     return (math.sqrt(ss / df), df) if df else (None, 0)
 
 
-def noise_model(fits, runs, noise_log_sd=None):
-    """The noise of one test loss, as an SD of log loss, and where it came from: the noise floor passed in
+def noise_model(fits, runs, noise_log_sd=None, noise_df=None):
+    """The noise of one test loss, as an SD of log loss, where it came from and its degrees of freedom
+    (None: unknown, a normal quantile is used): the noise floor passed in
     (replicates of the whole sweep), else replicates among these runs, else the residuals of the specialist
     curves that do not interpolate their points (> 3 budgets; pooled df >= MIN_NOISE_DF). Never from curves
     with 3 points and 3 parameters (their residuals are 0: the intervals had zero width). Residuals miss
-    any noise a seed's runs share across budgets, so they come last. (None, why) when none is available."""
+    any noise a seed's runs share across budgets, so they come last. (None, why, None) when none is available."""
     if noise_log_sd:
-        return float(noise_log_sd), "the noise floor (replicate runs of the sweep)"
+        return float(noise_log_sd), "the noise floor (replicate runs of the sweep)" + (
+            f" ({noise_df} df)" if noise_df else ""), noise_df or None
     sd, df = replicate_noise(runs)
     if sd:
-        return sd, f"replicate runs among the specialists / pairs ({df} df)"
+        return sd, f"replicate runs among the specialists / pairs ({df} df)", df
     rel = [(f["y"] - pl.predict(f, f["x"])) / f["y"] for f in fits.values() if len(f["x"]) > MIN_BUDGETS]
     df = sum(len(f["x"]) - MIN_BUDGETS for f in fits.values() if len(f["x"]) > MIN_BUDGETS)
     if df >= MIN_NOISE_DF:
         return math.sqrt(float(sum((r ** 2).sum() for r in rel)) / df), (
             f"residuals of the specialist curves with more than {MIN_BUDGETS} budgets ({df} df; misses noise a "
-            "seed shares across its budgets)")
+            "seed shares across its budgets)"), df
     return None, (f"no noise estimate: no replicate runs and no specialist curve with more than {MIN_BUDGETS} "
-                  f"budgets (a curve through {MIN_BUDGETS} points interpolates them: residuals 0)")
+                  f"budgets (a curve through {MIN_BUDGETS} points interpolates them: residuals 0)"), None
 
 
-def _replicate(fits, pairs, keys, sd, rng):
-    """One parametric bootstrap replicate of every t_ij in keys: each specialist point and each pair mean
-    moved by log-normal noise of SD sd (a pair mean of n runs by sd / sqrt(n))."""
+def _replicate(fits, pairs, keys, sd, rng, shared=(0.0, 0.0)):
+    """One parametric bootstrap replicate: each specialist point and each pair mean moved by log-normal noise
+    of SD sd (a pair mean of n runs by sd / sqrt(n)). shared = (across budgets, run level): the shares of
+    sd^2 that a category's specialists of one seed carry at every budget (one draw per seed, moving the
+    whole curve) and that the two categories of one pair run share (one draw per pair). Returns
+    ({(i, j): t_ij}, {category: refitted curve}, {(i, j): the pair's moved mean loss on i})."""
+    rb, rr = shared
     refit = {}
     for c, f in fits.items():
-        y = pl.predict(f, f["x"]) * np.exp(rng.normal(0, sd, len(f["x"])))
-        refit[c] = pl.fit_power_law(f["x"], y)
-    out = {}
+        z = math.sqrt(rb) * rng.normal(0, 1, f["cluster"].max() + 1)[f["cluster"]] + \
+            math.sqrt(1 - rb) * rng.normal(0, 1, len(f["x"]))
+        refit[c] = pl.fit_power_law(f["x"], pl.predict(f, f["x"]) * np.exp(sd * z))
+    out, loss, run = {}, {}, {}
     for i, j in keys:
-        pr = pairs[tuple(sorted((i, j)))]
+        p = tuple(sorted((i, j)))
+        pr = pairs[p]
+        if p not in run:
+            run[p] = rng.normal()
         L, Di, Dj = _pair_means(pr, i, j)
-        L = L * math.exp(rng.normal(0, sd / math.sqrt(len(pr))))
+        z = math.sqrt(rr) * run[p] + math.sqrt(1 - rr) * rng.normal()
+        loss[(i, j)] = L = L * math.exp(sd / math.sqrt(len(pr)) * z)
         out[(i, j)] = t_value(refit[i], L, Di, Dj)
-    return out
+    return out, refit, loss
 
 
-def bootstrap(fits, pairs, keys, n_boot, seed, sd):
-    """{(i, j): array of n_boot replicates} (parametric bootstrap with noise sd, see noise_model)."""
+def bootstrap(fits, pairs, keys, n_boot, seed, sd, parts=False, shared=(0.0, 0.0)):
+    """{(i, j): array of n_boot replicates} (parametric bootstrap with noise sd and its shared parts, see
+    _replicate and noise_shares); with parts, also the replicates' curves {category: [fit]} and pair losses
+    {(i, j): array} (inverted_interval)."""
     rng = np.random.default_rng(seed)
-    reps = [_replicate(fits, pairs, keys, sd, rng) for _ in range(n_boot)] if sd else []
-    return {k: np.array([r[k] for r in reps]) for k in keys}
+    reps = [_replicate(fits, pairs, keys, sd, rng, shared) for _ in range(n_boot)] if sd else []
+    boot = {k: np.array([r[0][k] for r in reps]) for k in keys}
+    if not parts:
+        return boot
+    return boot, {c: [r[1][c] for r in reps] for c in fits}, {k: np.array([r[2][k] for r in reps]) for k in keys}
 
 
-def transfer_matrix(runs, n_boot=1000, seed=0, level=0.95, noise_log_sd=None):
+GRID_T = 801   # points of the effective-data grid on which the interval of t_ij is inverted
+
+
+def inverted_interval(fit, L, Di, Dj, curves, losses, level=0.95, df=None):
+    """The interval of t_ij by inverting the test of "the pair's loss lies on i's curve at D_i + t·D_j":
+    t is kept when g(t) = log L - log f(D_i + t·D_j) lies within z·SD of its bootstrap null draws
+    g*(t) = (log L* - log L) - (log f*(x) - log f(x)) (a curve refitted on moved points, a moved pair loss).
+    g is nearly linear in the noise at every fixed x, so its spread barely depends on where the truth lies;
+    the percentile interval of t_ij itself (a steep, bounded inverse: t >= -D_i / D_j, +inf beyond the
+    floor) was skewed the wrong way around a noisy curve and covered 88% / 87% (BENCHMARKS.md, issue 21).
+    The grid spans D_i·1e-3 .. the specialists' largest budget x COVER_TOL^2; an end that reaches the grid's
+    top is +inf, one at its bottom is -D_i / D_j (no data can be worth less than nothing). df: the noise
+    SD's degrees of freedom; g*'s spread is proportional to that SD, so the quantile is Student's t with its
+    df (normal when unknown)."""
+    from scipy.stats import norm
+    if len(losses) < 2:
+        return [None, None]
+    z = inference._t(df, level) if df else float(norm.ppf(0.5 + level / 2))
+    hi_x = max(float(fit["x"].max()) * COVER_TOL ** 2, Di * 2)
+    x = Di + np.concatenate([-Di * (1 - np.geomspace(1e-3, 1, GRID_T // 2, endpoint=False)),
+                             np.geomspace(Di * 1e-3, hi_x - Di, GRID_T - GRID_T // 2)])
+    x = np.unique(x[x > 0])
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        f0 = np.log(pl.predict(fit, x))
+        fb = np.log(np.array([pl.predict(c, x) for c in curves]))            # (n_boot, grid)
+        null = (np.log(losses) - math.log(L))[:, None] - (fb - f0[None, :])
+        sd = np.nanstd(null, axis=0, ddof=1)
+        g = math.log(L) - f0
+    keep = np.isfinite(g) & np.isfinite(sd) & (np.abs(g) <= z * sd)
+    if not keep.any():
+        return [None, None]
+    k = np.flatnonzero(keep)
+    t = (x - Di) / Dj
+    # the kept set of a monotone g is one run of grid points; a gap (a wiggling band) is bridged
+    lo = -Di / Dj if k[0] == 0 else float(t[k[0]])
+    hi = math.inf if k[-1] == len(x) - 1 else float(t[k[-1]])
+    return [lo, hi]
+
+
+def transfer_matrix(runs, n_boot=1000, seed=0, level=0.95, noise_log_sd=None, noise_df=None, shared=(0.0, 0.0)):
     """The transfer matrix with intervals. Returns {"categories", "t": {(i, j): value}, "ci": {(i, j): [lo, hi]},
     "boot": {(i, j): replicates}, "missing": [{"i", "j", "reason"}], "specialists": {c: {E, B, beta,
     at_bound}}, "asymmetry": see asymmetry(), "noise_sd", "noise_source", "n_boot", "level"}. noise_log_sd:
-    the sweep's noise floor (SD of log test loss), when known."""
+    the sweep's noise floor (SD of log test loss), when known; noise_df: its degrees of freedom; shared: the
+    shares of its variance carried across a seed's budgets and by a run's categories (noise_shares)."""
     spec, pairs = _design(runs)
     fits, why = fit_specialists(spec)
     t, missing = point_estimates(fits, why, pairs)
-    sd, source = noise_model(fits, runs, noise_log_sd)
-    boot = bootstrap(fits, pairs, sorted(t), n_boot, seed, sd)
+    sd, source, df = noise_model(fits, runs, noise_log_sd, noise_df)
+    boot, curves, losses = bootstrap(fits, pairs, sorted(t), n_boot, seed, sd, parts=True, shared=shared)
     cats = sorted(set(spec) | {c for p in pairs for c in p}, key=_order)
-    res = {"categories": cats, "t": t, "ci": {k: inference.guarded(pl.interval(boot[k], level), t[k]) if len(boot[k])
-                                               else [None, None] for k in t},
+    ci = {}
+    for (i, j) in t:
+        L, Di, Dj = _pair_means(pairs[tuple(sorted((i, j)))], i, j)
+        ci[(i, j)] = inference.guarded(inverted_interval(fits[i], L, Di, Dj, curves[i], losses[(i, j)], level, df),
+                                    t[(i, j)])
+    res = {"categories": cats, "t": t, "ci": ci,
            "boot": boot, "missing": missing, "n_boot": n_boot if sd else 0, "level": level,
            "specialists": {c: {"E": f["E"], "B": f["B"], "beta": f["a"], "at_bound": f["at_bound"],
                                "n": len(f["x"])} for c, f in fits.items()},
-           "noise_sd": sd, "noise_source": source}
+           "noise_sd": sd, "noise_source": source, "noise_df": df,
+           "noise_shared": {"across_budgets": shared[0], "run_level": shared[1]}}
     res["asymmetry"] = asymmetry(res)
     return res
 
@@ -363,10 +427,14 @@ def markdown_section(res, sim=None):
     pct = int(round(100 * res["level"]))
     L = ["## Transfer matrix t_ij", "",
          f"Effective-data form L_i = E_i + B_i·(D_i + t_ij·D_j)^(−β_i), (E_i, B_i, β_i) from i's specialists; "
-         f"{pct}% parametric-bootstrap intervals ({res['n_boot']} replicates; an end at inf: some replicates put "
-         "the pair's loss below i's fitted floor). t_ij < 0: interference. Noise: "
+         f"{pct}% intervals: the t whose effective data D_i + t·D_j puts the pair's loss on i's curve within the "
+         f"noise of a parametric bootstrap ({res['n_boot']} replicates; an end at inf: the loss is consistent "
+         "with i's curve at any larger effective data). t_ij < 0: interference. Noise: "
          + (f"SD of log loss {res['noise_sd']:.4f} from {res['noise_source']}." if res.get("noise_sd") else
-            f"{res.get('noise_source')}: no intervals."), ""] + markdown_table(res)
+            f"{res.get('noise_source')}: no intervals.")
+         + (f" Shares of its variance carried across a seed's budgets {res['noise_shared']['across_budgets']:.2f}, "
+            f"by a pair run's two categories {res['noise_shared']['run_level']:.2f}."
+            if res.get("noise_sd") and res.get("noise_shared") else ""), ""] + markdown_table(res)
     a = res["asymmetry"]
     if a["pairs"]:
         ci = a["mean_diff_ci"]
@@ -438,8 +506,24 @@ def pick_pair_budget(spec, pairs_by_budget):
     return max(pairs_by_budget, key=score)
 
 
-def transfer_matrices(rows, store, store_why, n_boot, seed, noise_log_sd=None):
-    """{"models": {model: result}, "why": reason when no model has pair runs}; noise_log_sd: the noise floor."""
+def noise_shares(rows):
+    """((across budgets, run level), where from): the shares of the noise variance that a seed carries across
+    its budgets and that one run's categories share, measured on the rows' replicate groups
+    (analysis.noise_structure, every kind of replicate), each clipped to [0, 1]. A specialist curve refitted
+    on independently moved points misses the first (the whole curve moves with its seed: 43% of the
+    variance on the real-text pilot), and independent pair losses on i and j miss the second (it cancels
+    from t_ij - t_ji). ((0, 0), why) without replicate groups: the noise is then taken as independent."""
+    from analysis.noise_structure import noise_structure
+    ns = noise_structure(rows, "any", n_boot=0)
+    if not ns:
+        return (0.0, 0.0), "no replicate groups: the noise is taken as independent across budgets and categories"
+    f = [min(max(ns[k] or 0.0, 0.0), 1.0) for k in ("frac_shared_across_budgets", "frac_run_level")]
+    return (f[0], f[1]), f"replicate groups of the sweep ({ns['n_groups']} groups, analysis/noise_structure.py)"
+
+
+def transfer_matrices(rows, store, store_why, n_boot, seed, noise_log_sd=None, noise_df=None):
+    """{"models": {model: result}, "why": reason when no model has pair runs}; noise_log_sd: the noise floor
+    (noise_df: its degrees of freedom)."""
     recs = [r for r in runs_from_rows(rows) if not r["tagged"]]
     out = {}
     for m in sorted({str(r["model"]) for r in recs if len(r["categories"]) == 2}):
@@ -450,7 +534,10 @@ def transfer_matrices(rows, store, store_why, n_boot, seed, noise_log_sd=None):
             if len(r["categories"]) == 2:
                 by_budget.setdefault(r["budget"], []).append(r)
         b = pick_pair_budget(spec, by_budget)
-        T = transfer_matrix(spec + by_budget[b], n_boot=max(n_boot, 2), seed=seed, noise_log_sd=noise_log_sd)
+        shared, T_why = noise_shares([r for r in rows if str(r.get("model")) == m])
+        T = transfer_matrix(spec + by_budget[b], n_boot=max(n_boot, 2), seed=seed, noise_log_sd=noise_log_sd,
+                              noise_df=noise_df, shared=shared)
+        T["noise_shared_source"] = T_why
         T["pair_budget"] = b
         T["other_budgets"] = {k: len(v) for k, v in sorted(by_budget.items()) if k != b}
         T["n_boot_requested"] = n_boot

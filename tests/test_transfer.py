@@ -227,3 +227,26 @@ def test_transfer_similarity_and_h7_in_the_report(tmp_path, sample_store):
     other = type("S", (), {"store_id": "f" * 64})()
     assert hilberg.read_hilberg_cache(other, cache) is None
     assert "## IsoFLOP slices" in report and "need >= 3 model sizes" in report
+
+
+def test_shared_noise_moves_a_seeds_curve_and_a_pair_runs_categories_together():
+    """The bootstrap draws the noise a specialist's seed carries across its budgets as one draw per seed
+    (it moves the whole curve: with every bit of it shared, a replicate curve is the fitted one scaled, the
+    exponent unchanged) and a pair run's run-level noise as one draw for both categories (it cancels from
+    t_ij - t_ji). Drawn independently, as before, t_ij's intervals were too narrow and t_ij - t_ji's too
+    wide under the real-text pilot's noise (43% shared across budgets, 57% run level; BENCHMARKS.md)."""
+    runs, _ = sy.transfer_sweep(np.random.default_rng(3), cats=CATS4[:2])
+    spec, pairs = tr._design(runs)
+    fits, _ = tr.fit_specialists(spec)
+    keys = sorted(tr.point_estimates(fits, {}, pairs)[0])
+    _, curves, losses = tr.bootstrap(fits, pairs, keys, 20, 0, 0.01, parts=True, shared=(1.0, 1.0))
+    for c, f in fits.items():
+        assert all(abs(g["a"] - f["a"]) < 1e-3 * f["a"] for g in curves[c]), c
+    (i, j), = {tuple(sorted(k)) for k in keys}
+    L = {k: tr._pair_means(pairs[(i, j)], *k)[0] for k in ((i, j), (j, i))}
+    assert np.allclose(losses[(i, j)] / L[(i, j)], losses[(j, i)] / L[(j, i)])
+    # the run-level draw cancels from t_ij - t_ji: its interval narrows as that share grows
+    width = lambda ci: ci[1] - ci[0]
+    diff = [tr.transfer_matrix(runs, n_boot=100, seed=0, noise_log_sd=0.01, shared=(0.6, r))["asymmetry"]["pairs"][0]["ci"]
+            for r in (0.0, 0.9)]
+    assert width(diff[1]) < width(diff[0]), diff
