@@ -13,8 +13,11 @@ Independent units (declared by each statistic):
 Small samples: an interval from n units is a t interval with n - 1 degrees of freedom (for a sum of
 variance components, Cochran-Cox's weighted t quantile: Welch-Satterthwaite df undercovered with a 1-df
 part), never a percentile bootstrap of 2-5 units (which covered 49 / 73 / 85% of the time with 2 / 3 / 5);
-with fewer than 2 units there is none: "undecided: n unit(s)". Percentile bootstraps are kept where the units are many (the law refits, the cross-validation
-over subset seeds) and the statistic is not a mean.
+with fewer than 2 units there is none: "undecided: n unit(s)". The law's fitted parameters: a delete-one-
+seed-cluster jackknife with a variance component per K (stratified_jackknife), because a parameter read
+mostly from the few clusters of one K (s, from K = 11) has a variance of few df, which percentiles of a
+bootstrap within K ignored (s covered 75-80%). Percentile bootstraps are kept where the units are many (the
+cross-validation over subset seeds) and the statistic is not a mean.
 
 guard(): no interval of zero width, with a NaN end, with lo > hi, or that excludes its own estimate can
 leave the module (each is a sign that the resampling could not vary, not a finding).

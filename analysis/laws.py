@@ -1,8 +1,9 @@
 """Laws and fitting (EXPERIMENT_PLAN.md, H3): the dilution / disjoint / shared law with its Huber objective
 and analytic gradient, L-BFGS-B from a grid of starts, the bootstrap over seed clusters (resampled within each
 K, refitted from the point estimate and a second start, in a pool of processes), what the design cannot
-identify, and fit_law, which puts them together on the arrays of analysis/law_data.py. Also the 95% intervals
-and how they are printed, shared by the modules that decide the hypotheses."""
+identify, the 95% intervals from a delete-one-seed-cluster jackknife stratified by K (jackknife_intervals),
+and fit_law, which puts them together on the arrays of analysis/law_data.py. Also the percentile intervals
+and how intervals are printed, shared by the modules that decide the hypotheses."""
 import math
 
 import numpy as np
@@ -450,7 +451,8 @@ FORMULAS = {"dilution": "L_c = E_c + B * (D_c^s * D^(1-s))^-beta", "disjoint": "
 
 
 def fit_law(d, form, n_boot=1000, seed=0, with_n=None, jobs=1, what=None):
-    """Point estimate, bootstrap 95% intervals over seed clusters (counts of dropped resamples and refits), the
+    """Point estimate, 95% intervals from the jackknife over seed clusters (jackknife_intervals; none with
+    n_boot 0), the bootstrap over seed clusters (its draws, counts of dropped resamples and refits), the
     parameters left on a bound, and the residuals."""
     if with_n is None:
         with_n = len(np.unique(d["N"])) > 1
