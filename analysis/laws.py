@@ -1,15 +1,16 @@
 """Laws and fitting (EXPERIMENT_PLAN.md, H3): the dilution / disjoint / shared law with its Huber objective
 and analytic gradient, L-BFGS-B from a grid of starts, the bootstrap over seed clusters (resampled within each
 K, refitted from the point estimate and a second start, in a pool of processes), what the design cannot
-identify, and fit_law, which puts them together on the arrays of analysis/law_data.py. Also the 95% intervals
-and how they are printed, shared by the modules that decide the hypotheses."""
+identify, the 95% intervals from a delete-one-seed-cluster jackknife stratified by K (jackknife_intervals),
+and fit_law, which puts them together on the arrays of analysis/law_data.py. Also the percentile intervals
+and how intervals are printed, shared by the modules that decide the hypotheses."""
 import math
 
 import numpy as np
 
 from analysis import progress
 from analysis.huber import HUBER_DELTA, huber
-from analysis.inference import cluster_counts
+from analysis.inference import cluster_counts, guarded, stratified_jackknife
 from analysis.law_data import DATA_FILTER
 from analysis.workers import run_jobs
 
@@ -338,6 +339,58 @@ def run_bootstrap(law, d, th, weights, jobs, what="bootstrap"):
 
 
 # ----------------------------------------------------------------------------------------------------
+# the intervals: a delete-one-seed-cluster jackknife, stratified by K
+
+LOG_SCALE = ("E[", "B", "A")  # positive parameters: their interval on the log scale (the fit's own parameter)
+
+
+def jackknife_weights(d):
+    """(weights, unit strata, single): one weight vector per seed cluster (run, where the data have no
+    clusters) with that unit's points at 0, the unit's K, and {category: why} for the categories whose points
+    all lie in one unit (no deletion leaves their floor identified, so its jackknife says nothing)."""
+    unit = d["cluster"] if "cluster" in d else d["run"]
+    units = np.unique(unit)
+    strata = np.array([int(d["K"][unit == g][0]) for g in units])
+    single = {}
+    for i, c in enumerate(d["categories"]):
+        held = np.unique(unit[d["cat"] == i])
+        if len(held) == 1:
+            single[f"E[{c}]"] = f"every point of {c} lies in one seed cluster: its shared noise has no replicate"
+    return [(unit != g).astype(float) for g in units], strata, single
+
+
+def jackknife_intervals(law, d, th, point, jobs, what):
+    """{parameter: stratified_jackknife(...)} from the delete-one-seed-cluster refits (from the point
+    estimate, as the bootstrap's), on the log scale for the positive parameters (LOG_SCALE), clipped to the
+    parameter's box; and a summary for fits.json. Replaces the percentile bootstrap within K for the law's
+    intervals (issue 21): stratified_jackknife says why."""
+    weights, strata, single = jackknife_weights(d)
+    refits, _ = run_bootstrap(law, d, th, weights, jobs, what)
+    box = dict(zip([f"E[{c}]" for c in d["categories"]] + ["B", "beta"] + (["s"] if law.fixed_s is None else []) +
+                   (["A", "alpha"] if law.with_n else []), law.bounds(d)))
+    out = {}
+    for k, v in point.items():
+        log = k.startswith(LOG_SCALE)
+        f = math.log if log else float
+        reps = [None if b is None else f(b[k]) for b in refits]
+        r = stratified_jackknife(f(v), reps, strata)
+        lo, hi = r["ci95"]
+        if lo is not None:
+            blo, bhi = box[k]                              # E, B, A: their box is already in logs
+            lo, hi = max(lo, blo), min(hi, bhi)
+            r["ci95"] = [math.exp(lo), math.exp(hi)] if log else [lo, hi]
+        if k in single:
+            r.update(ci95=[None, None], note=f"no interval: {single[k]}")
+        out[k] = r
+    summary = {"units": len(weights), "not_converged": sum(b is None for b in refits),
+               "strata": {int(h): int((strata == h).sum()) for h in np.unique(strata)},
+               "method": "delete-one-seed-cluster jackknife, stratified by K (each stratum's variance from its own "
+                         "clusters, n_h - 1 df; a stratum of one cluster pooled with the next smaller K's), "
+                         "Cochran-Cox t; B, A and the floors on the log scale"}
+    return out, summary
+
+
+# ----------------------------------------------------------------------------------------------------
 # identification and the fit with its intervals
 
 def identification(law, d):
@@ -398,7 +451,8 @@ FORMULAS = {"dilution": "L_c = E_c + B * (D_c^s * D^(1-s))^-beta", "disjoint": "
 
 
 def fit_law(d, form, n_boot=1000, seed=0, with_n=None, jobs=1, what=None):
-    """Point estimate, bootstrap 95% intervals over seed clusters (counts of dropped resamples and refits), the
+    """Point estimate, 95% intervals from the jackknife over seed clusters (jackknife_intervals; none with
+    n_boot 0), the bootstrap over seed clusters (its draws, counts of dropped resamples and refits), the
     parameters left on a bound, and the residuals."""
     if with_n is None:
         with_n = len(np.unique(d["N"])) > 1
@@ -410,6 +464,9 @@ def fit_law(d, form, n_boot=1000, seed=0, with_n=None, jobs=1, what=None):
     weights, dropped_missing, unit = bootstrap_weights(d, n_boot, seed, with_unit=True)
     refits, n_starts = run_bootstrap(law, d, th, weights, jobs, what or f"bootstrap {form}") if weights else ([], 0)
     boots = [b for b in refits if b is not None]
+    # the intervals: the jackknife over seed clusters (jackknife_intervals says why not the bootstrap's
+    # percentiles); only where resamples were asked for (--n_boot 0: point estimates only)
+    jk, jk_summary = jackknife_intervals(law, d, th, point, jobs, f"jackknife {form}") if weights else ({}, None)
     params = {}
     flat = identification(law, d)
     for k, v in point.items():
@@ -422,6 +479,13 @@ def fit_law(d, form, n_boot=1000, seed=0, with_n=None, jobs=1, what=None):
                              "move it — a flat profile")
         elif not len(vals):
             params[k]["why"] = "no bootstrap resamples: no interval"
+        elif k in jk:
+            j = jk[k]
+            params[k].update(ci95=guarded(j["ci95"], v), **{"se_log" if k.startswith(LOG_SCALE) else "se": j["se"]})
+            if params[k]["ci95"][0] is None:
+                params[k]["why"] = f"jackknife: {j['note'] or 'no interval'}"
+            elif j["note"]:
+                params[k]["note"] = j["note"]
     bound = at_bounds(law, th, d, d["categories"])
     for k, side in bound.items():
         params[k]["at_bound"] = side
@@ -438,7 +502,9 @@ def fit_law(d, form, n_boot=1000, seed=0, with_n=None, jobs=1, what=None):
                           "unit": unit, "unit_defined": "seed cluster: all budgets of one K, subset seed, init "
                                                         "seed and data seed",
                           "refit": (f"tolerances relative to the objective; the first {BOOT_PROBE} resamples from 2 "
-                                    f"starts, the rest from {n_starts}")},
+                                    f"starts, the rest from {n_starts}"),
+                          "intervals": "ci95 from the jackknife below (the resamples' draws feed the differences "
+                                       "between fits and H2's ratio)", "jackknife": jk_summary},
             "at_bound": bound, "repetition": {"r_star": d["r_star"]} if "r_star" in d else None,
             "_theta": th.tolist(), "_with_n": with_n, "_resid": resid, "_boot": boots}
 

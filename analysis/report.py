@@ -117,9 +117,13 @@ def _fit_sections(fits, comparison, diagnostics, with_n):
         # a fit that took --n_boot_descriptive resamples says so above its intervals (fits.json says it too)
         L += [f"Bootstrap: {f['bootstrap']['descriptive']}.", ""] if f["bootstrap"].get("descriptive") else []
         L += [f"Coverage of these intervals: {f['bootstrap']['coverage']}.", ""] if f["bootstrap"].get("coverage") else []
+        jk = f["bootstrap"].get("jackknife")
+        L += [f"95% CI: {jk['method']} ({jk['units']} units, {jk['not_converged']} refits not converged).", ""] \
+            if jk else []
         L += ["| parameter | estimate | 95% CI | note |", "|---|---|---|---|"]
         for k, v in f["params"].items():
-            note = "; ".join(x for x in (v.get("why") if not v.get("identified", True) else None,
+            note = "; ".join(x for x in (v.get("why") if not v.get("identified", True) or v["ci95"][0] is None else None,
+                                         v.get("note"),
                                          f"at the optimiser's {v['at_bound']} bound" if v.get("at_bound") else None) if x)
             est = _fmt(v["estimate"]) if v.get("identified", True) else "not identified"
             L.append(f"| {k} | {est} | {_ci(v['ci95'])} | {note} |")

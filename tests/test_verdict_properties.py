@@ -190,8 +190,11 @@ def test_null_truth_rarely_yields_h3_supported():
         assert why, (designs_[i], v)
         if i % 4 == 3:  # cannot be decided: undecided with the reason
             assert v == "undecided", (designs_[i], v, why)
-    # not vacuous: some decidable draws are decided (the shared form predicting better: 'not supported')
-    assert sum(v != "undecided" for v, _ in verdicts) >= 1, verdicts
+    # not vacuous: the decidable draws reach s's interval, and it holds the true 0. (This read "some draw is
+    # decided" until session 22: the decided ones were 2 false "supported" of the within-K bootstrap, whose
+    # intervals for s excluded the true 0; the stratified jackknife's decide none of the 16.)
+    reached = [why for v, why in verdicts if "reaches 0" in why]
+    assert len(reached) >= NULL_DRAWS // 2, verdicts
 
 
 @hs.composite
