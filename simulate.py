@@ -56,7 +56,7 @@ import numpy as np
 
 import store as st
 # the trainers' subsets exactly (the sampler module is numpy: no torch import)
-from random_window_dataset import select_categories as select
+from random_window_dataset import CATEGORY_PERMUTATION as PERM, select_categories as select
 
 CATEGORIES = list(st.CATEGORIES)  # label order: the order of the noise draws
 PRED_PER_WINDOW = 100  # train.py's predicted tokens per window (a 101-token window)

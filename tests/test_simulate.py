@@ -144,7 +144,8 @@ def test_subsets_are_the_trainers_balanced_cyclic_design():
     import subprocess
     import sys
     from random_window_dataset import CATEGORY_PERMUTATION, select_categories
-    assert simulate.select is select_categories and sorted(simulate.CATEGORIES) == sorted(CATEGORY_PERMUTATION)
+    assert simulate.select is select_categories and simulate.PERM is CATEGORY_PERMUTATION
+    assert sorted(simulate.CATEGORIES) == sorted(CATEGORY_PERMUTATION)
     r = subprocess.run([sys.executable, "-c", "import sys, simulate; print('torch' in sys.modules)"],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.stdout.strip() == "False", r.stdout + r.stderr
