@@ -55,7 +55,7 @@ import numpy as np
 
 import store as st
 # The work lives in analysis/, one concern per module (analysis/__init__.py lists them); this is the command line.
-from analysis import hilberg, isoflop, mixing, transfer
+from analysis import hilberg, isoflop, mixing, transfer, transfer_report
 from analysis.forms import CV_TOL, compare_forms, cv_errors, make_law
 from analysis.h2ratio import h2_ratio
 from analysis.hypotheses import (cells_by_K, h1_floors, h3_verdict, identification_cost, k_contrast,
@@ -160,7 +160,7 @@ def analyse(runs, out, args):
     if not args.verdicts_only:
         a["baselines"] = store_baselines(runs, out, args)
         with Step("figures"):
-            a["plots"] = (make_plots(a, d, main, pairs, out) + transfer.plots(a["transfer"], out) +
+            a["plots"] = (make_plots(a, d, main, pairs, out) + transfer_report.plots(a["transfer"], out) +
                           isoflop.plots(a["isoflop"], out))
     write_report(out / "report.md", a)
     print(f"wrote {out / 'report.md'} with {len(a['plots'])} figures")

@@ -4,7 +4,8 @@ imports analyze.py or baselines.py (they import this package):
     powerlaw.py   the saturating power law y = E + B*x^-a fitted by variable projection; percentile
                   intervals and rank correlation shared by the modules below
     transfer.py   the transfer matrix t_ij from pair runs and specialists (EXPERIMENT_PLAN.md, P3), per
-                  model from analyze.py's rows, its report section and heatmaps
+                  model from analyze.py's rows, its intervals (test inversion) and asymmetry
+    transfer_report.py  the transfer matrix's report sections and heatmaps
     hilberg.py    compression-rate curves r(n) of each category's text and the Hilberg fit; H7 (cached
                   curves against the specialists' data exponents), its verdict and report section
     isoflop.py    IsoFLOP slices: loss against N at fixed compute 6*N*D, the compute-optimal N per K
@@ -13,8 +14,9 @@ imports analyze.py or baselines.py (they import this package):
                   run table (runs.csv)
     law_data.py   the arrays a law fit reads: the kept points (DATA_FILTER) from the run rows, on tokens
                   seen or on effective tokens (repeated data, R*)
-    laws.py       the dilution / disjoint / shared law, its fit, the bootstrap over seed clusters,
-                  identification; 95% intervals and how they are printed
+    laws.py       the dilution / disjoint / shared law, its fit, the bootstrap over seed clusters, the
+                  stratified jackknife's 95% intervals and how intervals are printed
+    identifiability.py  what a design cannot pin (flat profiles: one K, one budget, too few points / sizes)
     workers.py    the bootstrap's worker processes (single-threaded BLAS, none left behind on a stop)
     repetition.py the dilution law on effective tokens (repeated data), R* halved / doubled, before / after
     beta_by_k.py  one data exponent against one per K: the learning curves flatten / steepen with K?

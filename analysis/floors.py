@@ -11,7 +11,8 @@ import numpy as np
 
 from analysis.huber import huber
 from analysis.inference import holm
-from analysis.laws import Law, _minimize, identification
+from analysis.identifiability import identification
+from analysis.laws import Law, _minimize
 
 TOST_LEVEL = 0.90  # two one-sided tests at 5% each: the 90% interval within +-margin
 

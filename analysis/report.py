@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis import hilberg, isoflop, mixing, transfer
+from analysis import hilberg, isoflop, mixing, transfer, transfer_report
 from analysis.h2ratio import h2_lines
 from analysis.hypotheses import MIN_STEPS_H4, macro, run_level
 from analysis.law_data import DATA_FILTER
@@ -312,7 +312,7 @@ def write_report(path, a):
     L += _diag_section(a["diagnostics"], a["sigma"])
     L += _loss_vs_K_table(a["rows"])
     # the transfer matrix, H7, the IsoFLOP slices: one line each when the sweep has none (None: not computed)
-    L += transfer.report_section(a["transfer"]) if a.get("transfer") else []
+    L += transfer_report.report_section(a["transfer"]) if a.get("transfer") else []
     L += hilberg.report_section(a["h7"]) if a.get("h7") else []
     L += isoflop.report_section(a["isoflop"]) if a.get("isoflop") else []
     L += ["", "## Figures", ""]

@@ -8,7 +8,7 @@ import analyze
 import simulate
 from analysis import isoflop as iso
 from analysis import synthetic as sy
-from analysis import transfer
+from analysis import transfer_report
 from analysis.report import json_ready
 from analysis.runs import collect_runs, run_rows
 
@@ -107,7 +107,7 @@ def test_isoflop_section_with_three_model_sizes(tmp_path):
         assert len(r["sizes"]) == 3 and r["slices"]
         for sl in r["slices"]:
             assert len(sl["N"]) == 3 and min(sl["N"]) <= sl["N_opt"] <= max(sl["N"])
-    report = "\n".join(transfer.report_section(x["transfer"]) + iso.report_section(x["isoflop"]))
+    report = "\n".join(transfer_report.report_section(x["transfer"]) + iso.report_section(x["isoflop"]))
     assert "## IsoFLOP slices" in report and "| 1 |" in report.split("## IsoFLOP slices")[1]
     assert ("IsoFLOP slices", "isoflop.png") in iso.plots(x["isoflop"], tmp_path) and (tmp_path / "isoflop.png").is_file()
     assert "Not estimated: no pair runs (K = 2) in this sweep; the matrix needs pair runs" in report

@@ -3,7 +3,7 @@ identified, and a verdict needs at least one unit to compare."""
 import numpy as np
 
 import simulate
-from analysis import hypotheses, laws
+from analysis import hypotheses, identifiability, laws
 from analysis.law_data import fit_data
 from analysis.runs import collect_runs, run_rows
 
@@ -25,10 +25,10 @@ def split_categories_sweep(root):
 
 def test_two_budgets_with_categories_split_across_k_leave_beta_and_s_unidentified(tmp_path):
     d = split_categories_sweep(tmp_path)
-    flat = laws.identification(laws.Law("dilution", len(d["categories"]), False), d)
+    flat = identifiability.identification(laws.Law("dilution", len(d["categories"]), False), d)
     assert {"beta", "B", "s"} <= set(flat) and all(f"E[{c}]" in flat for c in d["categories"])
     # the disjoint form has no free share factor, but its B and beta still trade off
-    assert {"beta", "B"} <= set(laws.identification(laws.Law("disjoint", len(d["categories"]), False), d))
+    assert {"beta", "B"} <= set(identifiability.identification(laws.Law("disjoint", len(d["categories"]), False), d))
 
 
 def test_two_budget_pairs_at_one_k_still_pin_beta(tmp_path):
@@ -38,7 +38,7 @@ def test_two_budget_pairs_at_one_k_still_pin_beta(tmp_path):
         for D in budgets:
             simulate.make_run(tmp_path, simulate.rid_of("pythia-31m", 1, i, D), [simulate.PERM[i]], D, i, rng)
     d = fit_data(run_rows(collect_runs(tmp_path)))
-    assert "beta" not in laws.identification(laws.Law("shared", len(d["categories"]), False), d)
+    assert "beta" not in identifiability.identification(laws.Law("shared", len(d["categories"]), False), d)
 
 
 def test_h1_with_no_shared_category_is_undecided():

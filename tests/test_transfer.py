@@ -12,6 +12,7 @@ import store as st
 from analysis import hilberg
 from analysis import synthetic as sy
 from analysis import transfer as tr
+from analysis import transfer_report as trr
 from analysis.runs import collect_runs, run_rows
 
 CATS4 = sy.CATS[:4]
@@ -75,7 +76,7 @@ def test_pairs_without_needed_specialists_listed_not_guessed():
     assert all("no specialist near" in why[(b, j)] for j in others(b))
     assert set(res["t"]) == {(d, j) for j in (a, b, c)}           # only d's specialists cover its pairs
     assert len(why) == 9
-    text = "\n".join(tr.markdown_section(res))
+    text = "\n".join(trr.markdown_section(res))
     assert f"t({c}, {a}): no specialist of {c}" in text and "n/a" in text
 
 
@@ -147,8 +148,8 @@ def test_similarity_from_a_real_store_and_its_correlation(tmp_path, outputs):
     res = tr.transfer_matrix(runs, n_boot=100)
     sim = tr.transfer_vs_similarity(res, J)
     assert sim["n_pairs"] == 12 and sim["rho"] < -0.8 and sim["verdict"] == "< 0", sim
-    tr.plot_heatmap(res, outputs / "transfer_heatmap.png")
-    (outputs / "transfer_section.md").write_text("\n".join(tr.markdown_section(res, sim)) + "\n")
+    trr.plot_heatmap(res, outputs / "transfer_heatmap.png")
+    (outputs / "transfer_section.md").write_text("\n".join(trr.markdown_section(res, sim)) + "\n")
     assert (outputs / "transfer_heatmap.png").stat().st_size > 1000
 
 
@@ -168,7 +169,7 @@ def _with_t(runs, t, rng, noise=0.002):
 
 def test_markdown_table_shape(sweeps):
     _, _, res = sweeps[0]
-    lines = tr.markdown_table(res)
+    lines = trr.markdown_table(res)
     assert len(lines) == 2 + 4 and all(l.count("|") == 6 for l in lines)
     assert lines[2].count("—") == 1 and all(math.isfinite(v) for v in res["t"].values())
 
