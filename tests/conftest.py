@@ -304,7 +304,7 @@ def real_kn_subset(tmp_path_factory):
     48k / 144k (4 / 12 / 36 steps of 40 windows) so K = 1 repeats its category ~2.8 times at 144k (the
     pilot's 864k: 2.9): the regime where the pilot's specialists' curves bend. K in {1, 2, 11} x subset seeds
     0-2, data-seed replicates (100, 101) of seed 0, and the pilot's helping / interfering pairs with their
-    specialists at the same budgets. 75 runs; ~2.9 CPU-min (2.4 sweep + 0.5 analysis). Read-only."""
+    specialists at the same budgets. 75 runs (a KN run imports no torch: ~0.25 CPU-s each). Read-only."""
     budgets = [16000, 48000, 144000]
     pairs = REAL_PAIRS_CS + REAL_PAIRS_MATH_CS
     specialists = sorted({c for p in pairs for c in p})
@@ -326,7 +326,7 @@ def real_kn_full_k11(tmp_path_factory):
     """The KN pilot's K = 11 runs (plans/ngram_pilot_abstracts.yaml: subset seeds 0-10, 96k / 288k / 864k,
     batch 320) on the full shared corpus, analysed without a bootstrap: its noise floor pools 33 rotations
     of the one 11-category set (330 df); KN is deterministic, so it reproduces the pilot's runs bit for bit
-    (floor 0.00408). ~1.6 CPU-min (store build of 22,000 abstracts, 33 runs, analysis). Skipped where the
+    (floor 0.00408). Store build of 22,000 abstracts, 33 runs, analysis. Skipped where the
     shared corpus is not beside the clone. Read-only."""
     if SHARED_ABSTRACTS is None:
         pytest.skip("the shared corpus ../shared/data/arxiv-abstracts is not here: the shipped subset's test split "
