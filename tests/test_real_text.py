@@ -6,8 +6,9 @@ the specialists (K = 1) whose curve bends where they repeat their category, (2) 
 
 Fixtures (tests/conftest.py): real_kn_subset, 75 KN runs on the shipped subset data/arxiv_abstracts_subset;
 real_kn_full_k11, the pilot's 33 K = 11 runs on the shared 22,000-paper corpus (skipped without it). Both
-fixtures with these tests: 79 CPU-s (session 22, loaded machine; ~270 when each KN run imported torch). Each assertion below held on two independent draws of the subset sweep's
-explicit-category runs (seed 0 and seed 1) and two bootstrap seeds; its margin is noted beside it."""
+fixtures with these tests: 79 CPU-s (session 22, loaded machine; ~270 when each KN run imported torch).
+Each assertion below held on two independent draws of the subset sweep's explicit-category runs (seed 0 and
+seed 1) and two bootstrap seeds; its margin is noted beside it."""
 import json
 from pathlib import Path
 
