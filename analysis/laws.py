@@ -1,9 +1,9 @@
 """Laws and fitting (EXPERIMENT_PLAN.md, H3): the dilution / disjoint / shared law with its Huber objective
 and analytic gradient, L-BFGS-B from a grid of starts, the bootstrap over seed clusters (resampled within each
-K, refitted from the point estimate and a second start, in a pool of processes), the 95% intervals from a delete-one-seed-cluster jackknife stratified by K (jackknife_intervals),
-and fit_law, which puts them together (with analysis/identifiability.py's parameters the design cannot pin)
-on the arrays of analysis/law_data.py. Also the percentile intervals
-and how intervals are printed, shared by the modules that decide the hypotheses."""
+K, refitted from the point estimate and a second start, in a pool of processes), the 95% intervals from a
+delete-one-seed-cluster jackknife stratified by K (jackknife_intervals), and fit_law, which puts them together
+(with analysis/identifiability.py's parameters the design cannot pin) on the arrays of analysis/law_data.py.
+Also the percentile intervals and how intervals are printed, shared by the modules that decide the hypotheses."""
 import math
 
 import numpy as np
@@ -421,7 +421,8 @@ def fit_law(d, form, n_boot=1000, seed=0, with_n=None, jobs=1, what=None):
     boots = [b for b in refits if b is not None]
     # the intervals: the jackknife over seed clusters (jackknife_intervals says why not the bootstrap's
     # percentiles); only where resamples were asked for (--n_boot 0: point estimates only)
-    jk, jk_summary = jackknife_intervals(law, d, th, point, jobs, f"jackknife {form}") if weights else ({}, None)
+    label = (what or f"bootstrap {form}").replace("bootstrap", "jackknife", 1)
+    jk, jk_summary = jackknife_intervals(law, d, th, point, jobs, label) if weights else ({}, None)
     params = {}
     flat = identification(law, d)
     for k, v in point.items():
