@@ -360,6 +360,8 @@ def jackknife_weights(law, d):
             unpinned[f"E[{c}]"] = f"every point of {c} lies in one seed cluster: its shared noise has no replicate"
     for g, h in zip(units, strata):
         keep = unit != g
+        if not keep.any():  # one unit: no jackknife at all (stratified_jackknife refuses it)
+            continue
         rest = {k: v[keep] if isinstance(v, np.ndarray) and v.shape[:1] == (n,) else v for k, v in d.items()}
         for k, why in identification(law, rest).items():
             unpinned.setdefault(k, f"deleting one seed cluster (K = {h}) leaves {k} not identified ({why}): "
