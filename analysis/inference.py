@@ -114,7 +114,8 @@ def t_components(estimate, components, level=LEVEL):
     (tests/test_inference_review.py); Cochran-Cox keeps it within 93-99%. The same held for the law's
     intervals (stratified_jackknife): over 34 fabricated P1 sweeps Welch-Satterthwaite covered s 88%,
     Cochran-Cox 97%. "df" reports the Welch-Satterthwaite value, "t_crit" the critical value used; p is the
-    level at which the interval's end reaches 0, so p < 1 - level exactly when the interval excludes 0. Returns {estimate, ci95, se, df, t_crit, p, note}."""
+    level at which the interval's end reaches 0, so p < 1 - level exactly when the interval excludes 0.
+    Returns {estimate, ci95, se, df, t_crit, p, note}."""
     comps = [(float(v), float(d)) for v, d in components if d >= 1 and np.isfinite(v)]
     var = sum(v for v, _ in comps)
     out = {"estimate": float(estimate), "ci95": [None, None], "se": None, "df": None, "t_crit": None, "p": None,
