@@ -353,7 +353,7 @@ def h3_verdict(dil, comparison, diag):
             return "not supported", (f"the {other} form predicts held-out runs better: {what} (difference of held-out "
                                      f"MSE {p['mse_difference']:+.2e}, 95% {_ci(p['ci95'], 3)})")
     if s["ci95"][0] is None:
-        return "undecided", "no bootstrap interval for s"
+        return "undecided", "no interval for s" + (f" ({s['why']})" if s.get("why") else "")
     ci = s["ci95"]
     if ci[0] <= 0.01:
         return "undecided", (f"s's 95% interval {_ci(ci, 3)} reaches 0 (one shared source cannot be excluded)")

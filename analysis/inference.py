@@ -113,8 +113,9 @@ def t_components(estimate, components, level=LEVEL):
     few df comes out small: with 2 seed clusters on a side (a 1-df run component) the contrast covered 88%
     (tests/test_inference_review.py); Cochran-Cox keeps it within 93-99%. The same held for the law's
     intervals (stratified_jackknife): over 34 fabricated P1 sweeps Welch-Satterthwaite covered s 88%,
-    Cochran-Cox 97%. "df" reports the Welch-Satterthwaite value, "t_crit" the critical value used; p is the level at which the interval's end reaches 0, so p < 1 - level exactly
-    when the interval excludes 0. Returns {estimate, ci95, se, df, t_crit, p, note}."""
+    Cochran-Cox 97%. "df" reports the Welch-Satterthwaite value, "t_crit" the critical value used; p is the
+    level at which the interval's end reaches 0, so p < 1 - level exactly when the interval excludes 0.
+    Returns {estimate, ci95, se, df, t_crit, p, note}."""
     comps = [(float(v), float(d)) for v, d in components if d >= 1 and np.isfinite(v)]
     var = sum(v for v, _ in comps)
     out = {"estimate": float(estimate), "ci95": [None, None], "se": None, "df": None, "t_crit": None, "p": None,
@@ -200,7 +201,8 @@ def stratified_jackknife(estimate, replicates, strata, level=LEVEL):
     t_components' (Cochran-Cox). A stratum of one unit cannot be spread about its own mean: it is pooled
     with the stratum of the next smaller value (the next larger for the smallest), the collapsed-strata
     estimator of survey sampling, which assumes the pooled units vary alike about one mean (conservative
-    where their means differ) and says so in the note.
+    where their means differ) and says so in the note. A refit that failed leaves its unit out (the note
+    counts them); a stratum whose refits all failed gives no interval (its variance is unknown).
 
     Why not the percentile bootstrap within K it replaces for the law's intervals (issue 21): on P1 (3 seed
     clusters at K = 11) its SD of s was right on average but as variable as a 3-df estimate (CV 0.41 over 19
@@ -228,9 +230,18 @@ def stratified_jackknife(estimate, replicates, strata, level=LEVEL):
                       "variance": comps[-1][0], "df": n - 1})
     out = t_components(estimate, comps, level)
     out["strata"] = parts
+    notes = [out["note"]] if out["note"] else []
     if pooled:
-        out["note"] = (out["note"] + "; " if out["note"] else "") + (
-            "pooled " + "; ".join(pooled) + " (a stratum of one unit has no spread of its own)")
+        notes.append("pooled " + "; ".join(pooled) + " (a stratum of one unit has no spread of its own)")
+    if (~ok).any():
+        notes.append(f"{int((~ok).sum())} refit(s) not converged (their units left out)")
+    # a stratum left with no converged refit would drop out of the variance unseen: refuse instead
+    lost = [h for h in np.unique(strata) if not (ok & (strata == h)).any()]
+    if lost:
+        out.update(ci95=[None, None], se=None, p=None)
+        notes.insert(0, f"undecided: no refit without a unit of {_label(lost)} converged (that stratum's "
+                        "variance is unknown)")
+    out["note"] = "; ".join(notes) or None
     return out
 
 

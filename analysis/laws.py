@@ -1,9 +1,9 @@
 """Laws and fitting (EXPERIMENT_PLAN.md, H3): the dilution / disjoint / shared law with its Huber objective
 and analytic gradient, L-BFGS-B from a grid of starts, the bootstrap over seed clusters (resampled within each
-K, refitted from the point estimate and a second start, in a pool of processes), the 95% intervals from a delete-one-seed-cluster jackknife stratified by K (jackknife_intervals),
-and fit_law, which puts them together (with analysis/identifiability.py's parameters the design cannot pin)
-on the arrays of analysis/law_data.py. Also the percentile intervals
-and how intervals are printed, shared by the modules that decide the hypotheses."""
+K, refitted from the point estimate and a second start, in a pool of processes), the 95% intervals from a
+delete-one-seed-cluster jackknife stratified by K (jackknife_intervals), and fit_law, which puts them together
+(with analysis/identifiability.py's parameters the design cannot pin) on the arrays of analysis/law_data.py.
+Also the percentile intervals and how intervals are printed, shared by the modules that decide the hypotheses."""
 import math
 
 import numpy as np
@@ -345,19 +345,28 @@ def run_bootstrap(law, d, th, weights, jobs, what="bootstrap"):
 LOG_SCALE = ("E[", "B", "A")  # positive parameters: their interval on the log scale (the fit's own parameter)
 
 
-def jackknife_weights(d):
-    """(weights, unit strata, single): one weight vector per seed cluster (run, where the data have no
-    clusters) with that unit's points at 0, the unit's K, and {category: why} for the categories whose points
-    all lie in one unit (no deletion leaves their floor identified, so its jackknife says nothing)."""
+def jackknife_weights(law, d):
+    """(weights, unit strata, unpinned): one weight vector per seed cluster (run, where the data have no
+    clusters) with that unit's points at 0, the unit's K, and {parameter: why} for the parameters that some
+    deletion leaves unidentified (identification() on the data without that unit): its refit keeps such a
+    parameter at its start, the point estimate, so the jackknife never sees that unit's noise (a floor whose
+    points all lie in one cluster; s where deleting the lone cluster of the largest K leaves one K)."""
     unit = d["cluster"] if "cluster" in d else d["run"]
     units = np.unique(unit)
     strata = np.array([int(d["K"][unit == g][0]) for g in units])
-    single = {}
+    n, unpinned = len(d["L"]), {}
     for i, c in enumerate(d["categories"]):
-        held = np.unique(unit[d["cat"] == i])
-        if len(held) == 1:
-            single[f"E[{c}]"] = f"every point of {c} lies in one seed cluster: its shared noise has no replicate"
-    return [(unit != g).astype(float) for g in units], strata, single
+        if len(np.unique(unit[d["cat"] == i])) == 1:
+            unpinned[f"E[{c}]"] = f"every point of {c} lies in one seed cluster: its shared noise has no replicate"
+    for g, h in zip(units, strata):
+        keep = unit != g
+        if not keep.any():  # one unit: no jackknife at all (stratified_jackknife refuses it)
+            continue
+        rest = {k: v[keep] if isinstance(v, np.ndarray) and v.shape[:1] == (n,) else v for k, v in d.items()}
+        for k, why in identification(law, rest).items():
+            unpinned.setdefault(k, f"deleting one seed cluster (K = {h}) leaves {k} not identified ({why}): "
+                                   "the jackknife cannot vary it")
+    return [(unit != g).astype(float) for g in units], strata, unpinned
 
 
 def jackknife_intervals(law, d, th, point, jobs, what):
@@ -365,7 +374,7 @@ def jackknife_intervals(law, d, th, point, jobs, what):
     estimate, as the bootstrap's), on the log scale for the positive parameters (LOG_SCALE), clipped to the
     parameter's box; and a summary for fits.json. Replaces the percentile bootstrap within K for the law's
     intervals (issue 21): stratified_jackknife says why."""
-    weights, strata, single = jackknife_weights(d)
+    weights, strata, unpinned = jackknife_weights(law, d)
     refits, _ = run_bootstrap(law, d, th, weights, jobs, what)
     box = dict(zip([f"E[{c}]" for c in d["categories"]] + ["B", "beta"] + (["s"] if law.fixed_s is None else []) +
                    (["A", "alpha"] if law.with_n else []), law.bounds(d)))
@@ -380,8 +389,8 @@ def jackknife_intervals(law, d, th, point, jobs, what):
             blo, bhi = box[k]                              # E, B, A: their box is already in logs
             lo, hi = max(lo, blo), min(hi, bhi)
             r["ci95"] = [math.exp(lo), math.exp(hi)] if log else [lo, hi]
-        if k in single:
-            r.update(ci95=[None, None], note=f"no interval: {single[k]}")
+        if k in unpinned:
+            r.update(ci95=[None, None], note=f"no interval: {unpinned[k]}")
         out[k] = r
     summary = {"units": len(weights), "not_converged": sum(b is None for b in refits),
                "strata": {int(h): int((strata == h).sum()) for h in np.unique(strata)},
@@ -414,7 +423,8 @@ def fit_law(d, form, n_boot=1000, seed=0, with_n=None, jobs=1, what=None):
     boots = [b for b in refits if b is not None]
     # the intervals: the jackknife over seed clusters (jackknife_intervals says why not the bootstrap's
     # percentiles); only where resamples were asked for (--n_boot 0: point estimates only)
-    jk, jk_summary = jackknife_intervals(law, d, th, point, jobs, f"jackknife {form}") if weights else ({}, None)
+    label = (what or f"bootstrap {form}").replace("bootstrap", "jackknife", 1)
+    jk, jk_summary = jackknife_intervals(law, d, th, point, jobs, label) if weights else ({}, None)
     params = {}
     flat = identification(law, d)
     for k, v in point.items():

@@ -133,6 +133,45 @@ def test_contrast_counts_both_sides_noise(noise):
     assert 0.91 <= np.mean(cover) <= 0.99, np.mean(cover)
 
 
+def _strata_mean_replicates(ys, W):
+    """A stratified mean theta = sum_h W_h mean(y_h) and its delete-one replicates (the linear case, where
+    the stratified jackknife's variance is exactly sum_h W_h^2 s_h^2 / n_h, written out independently)."""
+    theta = sum(w * np.mean(y) for w, y in zip(W, ys))
+    reps, strata = [], []
+    for h, (w, y) in enumerate(zip(W, ys)):
+        for i in range(len(y)):
+            reps.append(theta + w * (np.delete(y, i).mean() - np.mean(y)))
+            strata.append(h)
+    return theta, reps, strata
+
+
+def test_stratified_jackknife_is_the_stratified_variance_of_a_linear_statistic():
+    rng = np.random.default_rng(0)
+    ys, W = [rng.normal(size=n) for n in (6, 3, 2)], [0.5, 0.3, 0.2]
+    theta, reps, strata = _strata_mean_replicates(ys, W)
+    r = inference.stratified_jackknife(theta, reps, strata)
+    assert r["se"] ** 2 == pytest.approx(sum(w ** 2 * np.var(y, ddof=1) / len(y) for w, y in zip(W, ys)), rel=1e-12)
+    assert [p["df"] for p in r["strata"]] == [5, 2, 1] and r["note"] is None
+    # a stratum of one unit is pooled with its neighbour, and says so
+    r = inference.stratified_jackknife(theta, reps + [theta + 0.1], strata + [7])
+    assert r["strata"][-1]["strata"] == [2, 7] and "pooled stratum 7 with stratum 2" in r["note"]
+
+
+def test_stratified_jackknife_refuses_when_a_stratums_refits_all_failed():
+    """A refit that did not converge is left out; when that leaves a stratum with no replicate at all (the
+    lone K = 11 cluster of P1-with-one-seed whose deletion failed, or every K = 11 deletion), the interval
+    silently lost that stratum's variance: s, read mostly from K = 11, came out narrower than its own
+    noise, and nothing but a count in fits.json said so. It must be refused, naming the stratum."""
+    rng = np.random.default_rng(1)
+    theta, reps, strata = _strata_mean_replicates([rng.normal(size=n) for n in (6, 3)], [0.1, 0.1])
+    for lost in ([None], [None, None, None]):
+        r = inference.stratified_jackknife(theta, reps + lost, strata + [11] * len(lost))
+        assert r["ci95"] == [None, None] and "11" in r["note"] and "converge" in r["note"], r
+    # one failed refit in a stratum that keeps two: an interval, with the failure said
+    r = inference.stratified_jackknife(theta, reps[:-1] + [None], strata)
+    assert r["ci95"][0] is not None and "1 refit" in r["note"], r
+
+
 def test_paired_two_way_for_a_nonlinear_statistic():
     """The hook H2's ratio (analysis/h2ratio.py) is to use: a statistic of both sides' category levels, here
     the equal-weight difference, whose two-way bootstrap interval must hold the zero truth about as often

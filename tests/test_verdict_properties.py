@@ -234,8 +234,9 @@ def identification_draw(job):
 def test_every_parameter_is_identified_with_an_interval_or_marked_not_identified(dz, form, law):
     """Every parameter of a fit: identified with an interval of non-zero width, or marked 'not identified'
     with the reason and no interval. (An identified parameter may lack an interval only when the bootstrap
-    gave too few refits, and then says so.) s with a single K, beta and B with a single budget are never
-    identified."""
+    gave too few refits or the jackknife refused it — a floor in one seed cluster, a parameter some cluster's
+    deletion leaves unidentified, no spread — and then says so.) s with a single K, beta and B with a single
+    budget are never identified."""
     out = _workers().submit(identification_draw, (dict(dz, law=law), form, 12)).result()
     if out is None:
         return
@@ -244,7 +245,8 @@ def test_every_parameter_is_identified_with_an_interval_or_marked_not_identified
             if p["ci95"][0] is not None:
                 assert p["ci95"][1] > p["ci95"][0], (name, p)
             else:  # no interval although identified: only for want of refits, and said
-                assert out["used"] < 2 and p.get("why"), (name, p, out["used"])
+                assert (out["used"] < 2 or p.get("why", "").startswith("jackknife: ")) and p.get("why"), \
+                    (name, p, out["used"])
         else:
             assert p["ci95"] == [None, None] and p["why"].startswith("not identified"), (name, p)
     if "s" in out["params"] and len(out["Ks"]) < 2:
