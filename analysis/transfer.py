@@ -274,21 +274,37 @@ def inverted_interval(fit, L, Di, Dj, curves, losses, level=0.95, df=None):
     hi_x = max(float(fit["x"].max()) * COVER_TOL ** 2, Di * 2)
     x = Di + np.concatenate([-Di * (1 - np.geomspace(1e-3, 1, GRID_T // 2, endpoint=False)),
                              np.geomspace(Di * 1e-3, hi_x - Di, GRID_T - GRID_T // 2)])
-    x = np.unique(x[x > 0])
+    # the estimate itself (g = 0 there: kept whenever its null spread is finite) and a fine grid around it:
+    # under small noise the kept band is narrower than the coarse grid's ~2% steps, which kept one point
+    # or none (zero width, or the estimate outside its interval: refused)
+    t_hat = t_value(fit, L, Di, Dj)
+    if math.isfinite(t_hat) and Di + t_hat * Dj > 0:
+        x_hat = Di + t_hat * Dj
+        near = np.geomspace(1e-7, 0.1, GRID_T // 4)
+        x = np.concatenate([x, [x_hat], x_hat * (1 - near), x_hat * (1 + near)])
+    x = np.unique(x[(x > 0) & (x <= hi_x * (1 + 1e-12))])
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         f0 = np.log(pl.predict(fit, x))
         fb = np.log(np.array([pl.predict(c, x) for c in curves]))            # (n_boot, grid)
         null = (np.log(losses) - math.log(L))[:, None] - (fb - f0[None, :])
         sd = np.nanstd(null, axis=0, ddof=1)
         g = math.log(L) - f0
-    keep = np.isfinite(g) & np.isfinite(sd) & (np.abs(g) <= z * sd)
+        h = np.where(np.isfinite(g) & np.isfinite(sd), z * sd - np.abs(g), -np.inf)   # >= 0: kept
+    keep = h >= 0
     if not keep.any():
         return [None, None]
     k = np.flatnonzero(keep)
     t = (x - Di) / Dj
+
+    def edge(a, b):
+        """The t where h crosses 0 between kept grid point a and rejected b (linear in x)."""
+        if not np.isfinite(h[b]):
+            return float(t[a])
+        w = h[a] / (h[a] - h[b])
+        return float(t[a] + w * (t[b] - t[a]))
     # the kept set of a monotone g is one run of grid points; a gap (a wiggling band) is bridged
-    lo = -Di / Dj if k[0] == 0 else float(t[k[0]])
-    hi = math.inf if k[-1] == len(x) - 1 else float(t[k[-1]])
+    lo = -Di / Dj if k[0] == 0 else edge(k[0], k[0] - 1)
+    hi = math.inf if k[-1] == len(x) - 1 else edge(k[-1], k[-1] + 1)
     return [lo, hi]
 
 
