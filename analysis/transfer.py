@@ -449,7 +449,8 @@ def markdown_section(res, sim=None):
          + (f"SD of log loss {res['noise_sd']:.4f} from {res['noise_source']}." if res.get("noise_sd") else
             f"{res.get('noise_source')}: no intervals.")
          + (f" Shares of its variance carried across a seed's budgets {res['noise_shared']['across_budgets']:.2f}, "
-            f"by a pair run's two categories {res['noise_shared']['run_level']:.2f}."
+            f"by a pair run's two categories {res['noise_shared']['run_level']:.2f}"
+            + (f" ({res['noise_shared_source']})." if res.get("noise_shared_source") else ".")
             if res.get("noise_sd") and res.get("noise_shared") else ""), ""] + markdown_table(res)
     a = res["asymmetry"]
     if a["pairs"]:
@@ -532,9 +533,15 @@ def noise_shares(rows):
     from analysis.noise_structure import noise_structure
     ns = noise_structure(rows, "any", n_boot=0)
     if not ns:
-        return (0.0, 0.0), "no replicate groups: the noise is taken as independent across budgets and categories"
-    f = [min(max(ns[k] or 0.0, 0.0), 1.0) for k in ("frac_shared_across_budgets", "frac_run_level")]
-    return (f[0], f[1]), f"replicate groups of the sweep ({ns['n_groups']} groups, analysis/noise_structure.py)"
+        return (0.0, 0.0), ("not measured (no replicate groups): the noise is taken as independent across budgets "
+                            "and categories")
+    keys = {"frac_shared_across_budgets": "across-budget share not measured (no replicate group at 2+ budgets)",
+            "frac_run_level": "run-level share not measured (no replicate group with 2+ categories)"}
+    # None: the moment estimate had no pairs of that kind (or a zero denominator); taken as 0, and said so
+    f = [min(max(ns[k], 0.0), 1.0) if ns[k] is not None else 0.0 for k in keys]
+    gaps = [why for k, why in keys.items() if ns[k] is None]
+    return (f[0], f[1]), (f"replicate groups of the sweep ({ns['n_groups']} groups, analysis/noise_structure.py)"
+                          + "".join(f"; {g}: taken as 0" for g in gaps))
 
 
 def transfer_matrices(rows, store, store_why, n_boot, seed, noise_log_sd=None, noise_df=None):

@@ -269,3 +269,26 @@ def test_a_precise_measurement_gets_a_narrow_interval_not_none():
             covered += lo <= truth["t"][k] <= hi
             n += 1
     assert covered / n >= 0.9, covered / n
+
+
+def test_shares_not_measured_are_said_to_be_assumed(tmp_path):
+    """A sweep without replicate runs measures neither share of the noise: the bootstrap takes both as 0
+    (independent noise), and the report must say they were assumed, not print "0.00" as if measured. A sweep
+    whose replicate groups all hold one category measures the across-budget share only: the run-level one is
+    then named as assumed."""
+    runs, _ = sy.transfer_sweep(np.random.default_rng(2), cats=CATS4[:3])
+    sy.write_run_dirs(tmp_path / "a", runs)
+    rows = run_rows(collect_runs(tmp_path / "a"))
+    shared, why = tr.noise_shares(rows)
+    assert shared == (0.0, 0.0) and "no replicate groups" in why
+    res = tr.transfer_matrices(rows, None, "no store", 30, 0, noise_log_sd=0.01)["models"]["pythia-31m"]
+    text = "\n".join(tr.markdown_section(res))
+    assert "not measured" in text and "no replicate groups" in text, text[:800]
+    # a second seed of every specialist: K = 1 replicate groups, no group with two categories
+    again, _ = sy.transfer_sweep(np.random.default_rng(2), cats=CATS4[:3], seeds=2)
+    sy.write_run_dirs(tmp_path / "b", again)
+    rows = run_rows(collect_runs(tmp_path / "b"))
+    (budgets, run_level), why = tr.noise_shares(rows)
+    assert run_level == 0.0 and "run-level share not measured" in why, why
+    res = tr.transfer_matrices(rows, None, "no store", 30, 0, noise_log_sd=0.01)["models"]["pythia-31m"]
+    assert "run-level share not measured" in "\n".join(tr.markdown_section(res))
