@@ -56,6 +56,7 @@ import numpy as np
 
 import store as st
 # the trainers' subsets exactly (the sampler module is numpy: no torch import)
+from random_window_dataset import CATEGORY_PERMUTATION as PERM  # the tests' and benchmarks' category order
 from random_window_dataset import select_categories as select
 
 CATEGORIES = list(st.CATEGORIES)  # label order: the order of the noise draws
