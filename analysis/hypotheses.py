@@ -226,10 +226,10 @@ def mixing_gain(rows, fit, n_boot, seed, tol=0.01):
 
 
 def _data_cluster(r):
-    """A run's unit for H4: its category set and data seed. Runs differing only in the init seed share their
-    data order (and its share of the noise): one unit, their mean; K = 11 rotations (other data seeds) are
-    separate units."""
-    return (frozenset(str(r.get("categories") or "").split()),
+    """A run's unit for H4: its category set, subset seed and data seed. Runs differing only in the init seed
+    share their data order (and its share of the noise): one unit, their mean; K = 11 rotations (other subset
+    seeds: the categories in another order, other windows) are separate units even under one data seed."""
+    return (frozenset(str(r.get("categories") or "").split()), str(r.get("seed")),
             str(r.get("data_seed") if r.get("data_seed") is not None else r.get("seed")))
 
 

@@ -306,3 +306,15 @@ def test_h4_cell_refused_by_the_contrast_says_why():
                                                         if r["run_id"] == "s1"]
     (cell,) = mixing_gain(rows, None, 0, 0)["table"]
     assert cell["ci95"] == [None, None] and "1 specialist" in cell["units_note"], cell
+
+
+def test_h4_units_are_subset_and_data_seed_clusters():
+    """H4's unit is a run's (category set, subset seed, data seed): init-seed replicates are one unit, but two
+    subset seeds of one category set (K = 11 rotations: the same categories in another order, other windows)
+    are two even when a plan fixes one data seed for both."""
+    from analysis.hypotheses import _data_cluster
+    base = {"categories": "a b c", "seed": 0, "data_seed": 7, "init_seed": 100}
+    assert _data_cluster(base) == _data_cluster(dict(base, init_seed=101))
+    assert _data_cluster(base) != _data_cluster(dict(base, seed=1))
+    assert _data_cluster(base) != _data_cluster(dict(base, data_seed=8))
+    assert _data_cluster(dict(base, data_seed=None)) == _data_cluster(dict(base, data_seed=None, init_seed=5))
