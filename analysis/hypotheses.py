@@ -205,11 +205,14 @@ def mixing_gain(rows, fit, n_boot, seed, tol=0.01):
         vals = [ls[c] - lm[c] for c in per_c]
         steps = sorted(cell["steps"])
         n_spec, n_mix = len({k for k, _ in spec_u}), len({k for k, _ in mix_u})  # data-seed clusters
-        ci = gain_ci(cell, list(per_c), n_boot, seed) if min(n_spec, n_mix) >= 2 else [None, None]
+        con = gain_contrast(cell, list(per_c)) if min(n_spec, n_mix) >= 2 else None
+        ci = con["ci95"] if con else [None, None]
         p_ = pred(K, d) if pred else None
         table.append({"model": m, "K": K, "d": d, "G": float(np.mean(vals)), "ci95": ci,
-                      "units_note": (None if min(n_spec, n_mix) >= 2 else
-                                     f"undecided: {n_spec} specialist / {n_mix} mixed seed cluster(s)"),
+                      # why a cell has no interval: too few clusters, or the contrast's own reason (one
+                      # category with a specialist, no spread)
+                      "units_note": (f"undecided: {n_spec} specialist / {n_mix} mixed seed cluster(s)" if not con else
+                                     None if ci[0] is not None else con.get("note") or "undecided: no interval"),
                       # an observed interval that excludes what the fitted law predicts: the law and the
                       # direct measurement disagree, which the report must say
                       "contradicts_law": bool(p_ is not None and ci[0] is not None and not ci[0] <= p_ <= ci[1]),
@@ -223,10 +226,10 @@ def mixing_gain(rows, fit, n_boot, seed, tol=0.01):
 
 
 def _data_cluster(r):
-    """A run's unit for H4: its category set and data seed. Runs differing only in the init seed share their
-    data order (and its share of the noise): one unit, their mean; K = 11 rotations (other data seeds) are
-    separate units."""
-    return (frozenset(str(r.get("categories") or "").split()),
+    """A run's unit for H4: its category set, subset seed and data seed. Runs differing only in the init seed
+    share their data order (and its share of the noise): one unit, their mean; K = 11 rotations (other subset
+    seeds: the categories in another order, other windows) are separate units even under one data seed."""
+    return (frozenset(str(r.get("categories") or "").split()), str(r.get("seed")),
             str(r.get("data_seed") if r.get("data_seed") is not None else r.get("seed")))
 
 
@@ -244,8 +247,14 @@ def gain_ci(cell, cats, n_boot, seed):
     crossed percentile bootstrap over ~11 categories and ~11 runs it replaces (inference.two_way) covered
     the true gain 88.7% of the time on P1 (BENCHMARKS.md, issue 21): a percentile interval of a mean of a
     few units is too narrow by z / t(n - 1) and sqrt((n - 1) / n). n_boot and seed are not used."""
+    return gain_contrast(cell, cats)["ci95"]
+
+
+def gain_contrast(cell, cats):
+    """inference.contrast of specialists (high) against mixed runs (low) over cats, one unit per data-seed
+    cluster: the whole result (its note says why an interval is refused)."""
     spec, mix = gain_units(cell, cats)
-    return inference.contrast(_merged(spec), _merged(mix), list(cats))["ci95"]
+    return inference.contrast(_merged(spec), _merged(mix), list(cats))
 
 
 def _merged(units):

@@ -274,21 +274,37 @@ def inverted_interval(fit, L, Di, Dj, curves, losses, level=0.95, df=None):
     hi_x = max(float(fit["x"].max()) * COVER_TOL ** 2, Di * 2)
     x = Di + np.concatenate([-Di * (1 - np.geomspace(1e-3, 1, GRID_T // 2, endpoint=False)),
                              np.geomspace(Di * 1e-3, hi_x - Di, GRID_T - GRID_T // 2)])
-    x = np.unique(x[x > 0])
+    # the estimate itself (g = 0 there: kept whenever its null spread is finite) and a fine grid around it:
+    # under small noise the kept band is narrower than the coarse grid's ~2% steps, which kept one point
+    # or none (zero width, or the estimate outside its interval: refused)
+    t_hat = t_value(fit, L, Di, Dj)
+    if math.isfinite(t_hat) and Di + t_hat * Dj > 0:
+        x_hat = Di + t_hat * Dj
+        near = np.geomspace(1e-7, 0.1, GRID_T // 4)
+        x = np.concatenate([x, [x_hat], x_hat * (1 - near), x_hat * (1 + near)])
+    x = np.unique(x[(x > 0) & (x <= hi_x * (1 + 1e-12))])
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         f0 = np.log(pl.predict(fit, x))
         fb = np.log(np.array([pl.predict(c, x) for c in curves]))            # (n_boot, grid)
         null = (np.log(losses) - math.log(L))[:, None] - (fb - f0[None, :])
         sd = np.nanstd(null, axis=0, ddof=1)
         g = math.log(L) - f0
-    keep = np.isfinite(g) & np.isfinite(sd) & (np.abs(g) <= z * sd)
+        h = np.where(np.isfinite(g) & np.isfinite(sd), z * sd - np.abs(g), -np.inf)   # >= 0: kept
+    keep = h >= 0
     if not keep.any():
         return [None, None]
     k = np.flatnonzero(keep)
     t = (x - Di) / Dj
+
+    def edge(a, b):
+        """The t where h crosses 0 between kept grid point a and rejected b (linear in x)."""
+        if not np.isfinite(h[b]):
+            return float(t[a])
+        w = h[a] / (h[a] - h[b])
+        return float(t[a] + w * (t[b] - t[a]))
     # the kept set of a monotone g is one run of grid points; a gap (a wiggling band) is bridged
-    lo = -Di / Dj if k[0] == 0 else float(t[k[0]])
-    hi = math.inf if k[-1] == len(x) - 1 else float(t[k[-1]])
+    lo = -Di / Dj if k[0] == 0 else edge(k[0], k[0] - 1)
+    hi = math.inf if k[-1] == len(x) - 1 else edge(k[-1], k[-1] + 1)
     return [lo, hi]
 
 
@@ -430,9 +446,15 @@ def noise_shares(rows):
     from analysis.noise_structure import noise_structure
     ns = noise_structure(rows, "any", n_boot=0)
     if not ns:
-        return (0.0, 0.0), "no replicate groups: the noise is taken as independent across budgets and categories"
-    f = [min(max(ns[k] or 0.0, 0.0), 1.0) for k in ("frac_shared_across_budgets", "frac_run_level")]
-    return (f[0], f[1]), f"replicate groups of the sweep ({ns['n_groups']} groups, analysis/noise_structure.py)"
+        return (0.0, 0.0), ("not measured (no replicate groups): the noise is taken as independent across budgets "
+                            "and categories")
+    keys = {"frac_shared_across_budgets": "across-budget share not measured (no replicate group at 2+ budgets)",
+            "frac_run_level": "run-level share not measured (no replicate group with 2+ categories)"}
+    # None: the moment estimate had no pairs of that kind (or a zero denominator); taken as 0, and said so
+    f = [min(max(ns[k], 0.0), 1.0) if ns[k] is not None else 0.0 for k in keys]
+    gaps = [why for k, why in keys.items() if ns[k] is None]
+    return (f[0], f[1]), (f"replicate groups of the sweep ({ns['n_groups']} groups, analysis/noise_structure.py)"
+                          + "".join(f"; {g}: taken as 0" for g in gaps))
 
 
 def transfer_matrices(rows, store, store_why, n_boot, seed, noise_log_sd=None, noise_df=None):

@@ -39,7 +39,8 @@ def markdown_section(res, sim=None):
          + (f"SD of log loss {res['noise_sd']:.4f} from {res['noise_source']}." if res.get("noise_sd") else
             f"{res.get('noise_source')}: no intervals.")
          + (f" Shares of its variance carried across a seed's budgets {res['noise_shared']['across_budgets']:.2f}, "
-            f"by a pair run's two categories {res['noise_shared']['run_level']:.2f}."
+            f"by a pair run's two categories {res['noise_shared']['run_level']:.2f}"
+            + (f" ({res['noise_shared_source']})." if res.get("noise_shared_source") else ".")
             if res.get("noise_sd") and res.get("noise_shared") else ""), ""] + markdown_table(res)
     a = res["asymmetry"]
     if a["pairs"]:

@@ -251,3 +251,45 @@ def test_shared_noise_moves_a_seeds_curve_and_a_pair_runs_categories_together():
     diff = [tr.transfer_matrix(runs, n_boot=100, seed=0, noise_log_sd=0.01, shared=(0.6, r))["asymmetry"]["pairs"][0]["ci"]
             for r in (0.0, 0.9)]
     assert width(diff[1]) < width(diff[0]), diff
+
+
+def test_a_precise_measurement_gets_a_narrow_interval_not_none():
+    """A sweep whose noise is small (SD of log loss 1e-4: a large model's late budgets, replicates agreeing to
+    the fourth digit) makes t_ij's interval narrower than the inversion grid's spacing (~2% of D_eff - D_i:
+    0.01 in t). The grid then kept one point or none: a zero-width interval, or the estimate outside its own
+    interval, which the guard refused ('no interval') although the percentile interval of the same
+    replicates was a proper +-0.004. Every estimate gets an interval of positive width holding it, and the
+    intervals hold the truth (the fabricated noise, 1e-4 in loss ~3e-5 in log, is within the floor passed)."""
+    covered, n = 0, 0
+    for seed in range(2):
+        runs, truth = sy.transfer_sweep(np.random.default_rng(seed), cats=CATS4, noise=1e-4)
+        res = tr.transfer_matrix(runs, n_boot=100, seed=seed, noise_log_sd=1e-4, noise_df=30)
+        for k, v in res["t"].items():
+            lo, hi = res["ci"][k]
+            assert lo is not None and lo < v < hi and hi - lo < 0.05, (k, v, lo, hi)
+            covered += lo <= truth["t"][k] <= hi
+            n += 1
+    assert covered / n >= 0.9, covered / n
+
+
+def test_shares_not_measured_are_said_to_be_assumed(tmp_path):
+    """A sweep without replicate runs measures neither share of the noise: the bootstrap takes both as 0
+    (independent noise), and the report must say they were assumed, not print "0.00" as if measured. A sweep
+    whose replicate groups all hold one category measures the across-budget share only: the run-level one is
+    then named as assumed."""
+    runs, _ = sy.transfer_sweep(np.random.default_rng(2), cats=CATS4[:3])
+    sy.write_run_dirs(tmp_path / "a", runs)
+    rows = run_rows(collect_runs(tmp_path / "a"))
+    shared, why = tr.noise_shares(rows)
+    assert shared == (0.0, 0.0) and "no replicate groups" in why
+    res = tr.transfer_matrices(rows, None, "no store", 30, 0, noise_log_sd=0.01)["models"]["pythia-31m"]
+    text = "\n".join(tr.markdown_section(res))
+    assert "not measured" in text and "no replicate groups" in text, text[:800]
+    # a second seed of every specialist: K = 1 replicate groups, no group with two categories
+    again, _ = sy.transfer_sweep(np.random.default_rng(2), cats=CATS4[:3], seeds=2)
+    sy.write_run_dirs(tmp_path / "b", again)
+    rows = run_rows(collect_runs(tmp_path / "b"))
+    (budgets, run_level), why = tr.noise_shares(rows)
+    assert run_level == 0.0 and "run-level share not measured" in why, why
+    res = tr.transfer_matrices(rows, None, "no store", 30, 0, noise_log_sd=0.01)["models"]["pythia-31m"]
+    assert "run-level share not measured" in "\n".join(tr.markdown_section(res))

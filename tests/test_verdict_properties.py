@@ -14,7 +14,7 @@ from hypothesis import strategies as hs
 import analyze
 import simulate
 from analysis.forms import compare_forms
-from analysis.hypotheses import h3_verdict, k_contrast
+from analysis.hypotheses import h3_verdict, k_contrast, mixing_gain
 from analysis.law_data import fit_data
 from analysis.laws import FORMS, fit_law
 from analysis.noise import noise_floor, residual_diagnostics
@@ -60,8 +60,11 @@ def _tmp():
 
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(designs(), hs.integers(0, 2 ** 31))
+# one subset seed run three times (init seeds): one data-seed cluster per side, however many runs (H4 counted runs)
+@example({"Ks": [1, 3], "seeds": 1, "budgets": [10e6, 30e6], "replicates": 2, "law": "dilution", "drop": 0.0,
+          "noise_seed": 1}, 0)
 def test_contrasts_never_claim_more_than_their_units(dz, perm_seed):
-    """H2 / H5: no zero-width interval, no interval (and so no decided verdict) from < 2 runs on a side,
+    """H2 / H5 (and H4's cells): no zero-width interval, no interval (and so no decided verdict) from < 2 runs on a side,
     used + excluded = total, and the same table whatever the run names and their order."""
     root = _tmp()
     try:
@@ -83,6 +86,17 @@ def test_contrasts_never_claim_more_than_their_units(dz, perm_seed):
             else:
                 assert why
             tables[kind] = [(t["model"], t["D"], t["K_low"], t["K_high"], round(t["difference"], 12)) for t in table]
+        # H4: an interval only from >= 2 data-seed clusters on each side (init-seed replicates of one subset
+        # are one: they share its data order), of positive width around G; else a reason
+        for t in mixing_gain(rows, None, 0, 0)["table"]:
+            if t["ci95"][0] is None:
+                assert t["units_note"], t
+                continue
+            used = [r for r in rows if not r["excluded"] and r["in_training"]]
+            spec = {(r["category"], r["seed"]) for r in used if r["K"] == 1 and r["token_budget_planned"] == t["d"]}
+            mixed = {r["seed"] for r in used if r["K"] == t["K"] and r["token_budget_planned"] == t["K"] * t["d"]
+                     and r["category"] in {c for c, _ in spec}}
+            assert len(mixed) >= 2 and len(spec) >= 2 and t["ci95"][0] < t["G"] < t["ci95"][1], t
         # rename every run (a random prefix) and reverse their order: the same contrasts
         rng = np.random.default_rng(perm_seed)
         renamed = []

@@ -280,3 +280,41 @@ def test_h4_interval_holds_with_few_seed_clusters_under_the_measured_noise():
         lo, hi = gain_ci(cell, cats, 200, k)
         covered += lo is not None and lo <= 0.02 <= hi
     assert covered / n >= 0.92, covered / n
+
+
+def test_h4_cell_refused_by_the_contrast_says_why():
+    """A cell with enough seed clusters on both sides but one category with a specialist (the other
+    categories of the mixed runs have none at that budget): inference.contrast refuses it (an interval
+    needs >= 2 categories), and the cell and the verdict must say that, not 'no spread between the
+    resamples'. The unit counts are data-seed clusters: two init seeds of one data seed are one."""
+    from analysis.hypotheses import h4_verdict
+
+    def row(rid, cats, c, budget, loss, data_seed, init_seed=0):
+        return {"run_id": rid, "model": "m", "K": len(cats.split()), "categories": cats, "category": c,
+                "token_budget_planned": budget, "test_loss": loss, "steps": 1000, "seed": data_seed,
+                "data_seed": data_seed, "init_seed": init_seed, "in_training": True, "tagged": False,
+                "excluded": False}
+    rows = [row(f"s{d}", "a", "a", 1e7, 3.0 + 0.01 * d, d) for d in (1, 2)]
+    for d in (1, 2, 3):
+        rows += [row(f"m{d}", "a b", c, 2e7, 2.9 + 0.01 * d, d) for c in ("a", "b")]
+    gain = mixing_gain(rows, None, 0, 0)
+    (cell,) = gain["table"]
+    assert cell["ci95"] == [None, None] and "categor" in (cell["units_note"] or ""), cell
+    assert "categor" in h4_verdict(gain)[1]
+    # one data seed, two init seeds: one specialist cluster -> refused on the units
+    rows = [r for r in rows if r["run_id"] != "s2"] + [dict(r, run_id="s1b", init_seed=1) for r in rows
+                                                        if r["run_id"] == "s1"]
+    (cell,) = mixing_gain(rows, None, 0, 0)["table"]
+    assert cell["ci95"] == [None, None] and "1 specialist" in cell["units_note"], cell
+
+
+def test_h4_units_are_subset_and_data_seed_clusters():
+    """H4's unit is a run's (category set, subset seed, data seed): init-seed replicates are one unit, but two
+    subset seeds of one category set (K = 11 rotations: the same categories in another order, other windows)
+    are two even when a plan fixes one data seed for both."""
+    from analysis.hypotheses import _data_cluster
+    base = {"categories": "a b c", "seed": 0, "data_seed": 7, "init_seed": 100}
+    assert _data_cluster(base) == _data_cluster(dict(base, init_seed=101))
+    assert _data_cluster(base) != _data_cluster(dict(base, seed=1))
+    assert _data_cluster(base) != _data_cluster(dict(base, data_seed=8))
+    assert _data_cluster(dict(base, data_seed=None)) == _data_cluster(dict(base, data_seed=None, init_seed=5))
