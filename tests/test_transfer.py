@@ -283,7 +283,7 @@ def test_shares_not_measured_are_said_to_be_assumed(tmp_path):
     shared, why = tr.noise_shares(rows)
     assert shared == (0.0, 0.0) and "no replicate groups" in why
     res = tr.transfer_matrices(rows, None, "no store", 30, 0, noise_log_sd=0.01)["models"]["pythia-31m"]
-    text = "\n".join(tr.markdown_section(res))
+    text = "\n".join(trr.markdown_section(res))
     assert "not measured" in text and "no replicate groups" in text, text[:800]
     # a second seed of every specialist: K = 1 replicate groups, no group with two categories
     again, _ = sy.transfer_sweep(np.random.default_rng(2), cats=CATS4[:3], seeds=2)
@@ -292,4 +292,4 @@ def test_shares_not_measured_are_said_to_be_assumed(tmp_path):
     (budgets, run_level), why = tr.noise_shares(rows)
     assert run_level == 0.0 and "run-level share not measured" in why, why
     res = tr.transfer_matrices(rows, None, "no store", 30, 0, noise_log_sd=0.01)["models"]["pythia-31m"]
-    assert "run-level share not measured" in "\n".join(tr.markdown_section(res))
+    assert "run-level share not measured" in "\n".join(trr.markdown_section(res))
