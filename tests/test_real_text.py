@@ -51,17 +51,20 @@ def transfer_values(fits, pairs):
 def test_transfer_is_structured(real_kn_subset):
     """cs<->cs pairs help and math<->cs pairs interfere, as in the pilot: every t_ij of the chosen cs<->cs
     pairs exceeds every t_ij of the math<->cs pairs (seen: cs<->cs 0.27-0.71, math<->cs -0.26 to -0.11;
-    other draw 0.38-1.25 vs -0.20 to +0.06), the cs<->cs mean is positive, the math<->cs mean negative,
-    and a cs<->cs pair's interval lies above 0 (seen: cs.SY<-cs.NE [0.025, 2.0], a thin margin; other draw
-    three pairs, lowest bound 0.28). Not asserted: a math<->cs interval below 0 (none at this size; the
-    intervals are wide: the floor here is 0.0063, not the pilot's 0.0041)."""
+    other draw 0.38-1.25 vs -0.20 to +0.06), the cs<->cs mean is positive, the math<->cs mean negative, and
+    every one of these t_ij has an interval around it. Not asserted any more: a cs<->cs interval above 0.
+    The percentile intervals before session 22 gave one (cs.SY<-cs.NE [0.025, 2.0], a thin margin) and
+    covered 87-89% in the calibration; the test-inversion intervals that cover 92-93% give [-0.93, 2.31]
+    there: at this size (floor 0.0063, not the pilot's 0.0041) no single pair is decided either way."""
     _, fits, _ = real_kn_subset
     cs = transfer_values(fits, REAL_PAIRS_CS)
     mixed = transfer_values(fits, REAL_PAIRS_MATH_CS)
     lo, hi = min(r["t"] for r in cs), max(r["t"] for r in mixed)
     assert lo > hi, (cs, mixed)
     assert sum(r["t"] for r in cs) / len(cs) > 0 > sum(r["t"] for r in mixed) / len(mixed), (cs, mixed)
-    assert any(float(r["ci95"][0]) > 0 for r in cs), cs
+    for r in cs + mixed:
+        a, b = r["ci95"]
+        assert a is not None and float(a) < r["t"] < float(b), r  # an interval around the estimate, not a point
 
 
 def test_noise_floor_is_the_pilots(real_kn_full_k11):
