@@ -168,7 +168,7 @@ def mixing_gain(rows, fit, n_boot, seed, tol=0.01):
     """H4: G = L_c(K = 1, d) − L_c(K, K·d) at equal tokens per category, pairing runs on the planned
     budget (within `tol`, relative): the effective budgets are rounded up to whole steps. Returns the
     pairs made, the mixed runs left without a specialist, and per (model, K, d): G (mean over categories
-    of specialist mean − mixed mean) with a bootstrap interval (gain_ci), the law's prediction, and
+    of specialist mean − mixed mean) with a contrast interval (gain_contrast), the law's prediction, and
     the optimizer steps of each side."""
     spec, mix = {}, {}
     for r in used(rows):
@@ -241,18 +241,13 @@ def gain_units(cell, cats):
     return spec, mix
 
 
-def gain_ci(cell, cats, n_boot, seed):
-    """H4's 95% interval of G: inference.contrast's two-way interval (the spread of the per-category
-    differences, and the mixed runs' shared run-level term, a data-seed cluster one unit; Cochran-Cox t). The
-    crossed percentile bootstrap over ~11 categories and ~11 runs it replaces (inference.two_way) covered
-    the true gain 88.7% of the time on P1 (BENCHMARKS.md, issue 21): a percentile interval of a mean of a
-    few units is too narrow by z / t(n - 1) and sqrt((n - 1) / n). n_boot and seed are not used."""
-    return gain_contrast(cell, cats)["ci95"]
-
-
 def gain_contrast(cell, cats):
-    """inference.contrast of specialists (high) against mixed runs (low) over cats, one unit per data-seed
-    cluster: the whole result (its note says why an interval is refused)."""
+    """H4's G with its 95% interval: inference.contrast of specialists (high) against mixed runs (low) over
+    cats, one unit per data-seed cluster — the spread of the per-category differences and the mixed runs'
+    shared run-level term, Cochran-Cox t; the whole result (its note says why an interval is refused). The
+    crossed percentile bootstrap over ~11 categories and ~11 runs it replaces covered the true gain 88.7% of
+    the time on P1 (BENCHMARKS.md, issue 21): a percentile interval of a mean of a few units is too narrow
+    by z / t(n - 1) and sqrt((n - 1) / n)."""
     spec, mix = gain_units(cell, cats)
     return inference.contrast(_merged(spec), _merged(mix), list(cats))
 

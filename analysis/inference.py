@@ -289,28 +289,6 @@ def boot_p(estimate, draws):
     return float(2 * norm.sf(abs(estimate) / sd)) if sd > 0 and np.isfinite(estimate) else 1.0
 
 
-def two_way(spec, M, n_boot, seed, level=LEVEL):
-    """A gain-like statistic mean_c (spec_c - mean over runs of M[run, c]) with a crossed bootstrap over
-    categories (with their spec_c) and runs (the rows of M; NaN where a run lacks a category), vectorised.
-    Returns (estimate, guarded interval, draws)."""
-    spec, M = np.asarray(spec, dtype=float), np.asarray(M, dtype=float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        est = float(np.nanmean(spec - np.nanmean(M, axis=0)))
-        rng = np.random.default_rng(seed)
-        C, R = M.shape[1], M.shape[0]
-        ci_, ri = rng.integers(0, C, (n_boot, C)), rng.integers(0, R, (n_boot, R))
-        m = M[ri[:, :, None], ci_[:, None, :]]                    # (n_boot, R, C)
-        seen = np.isfinite(m).sum(axis=1)
-        mix = np.where(seen > 0, np.nansum(m, axis=1) / np.maximum(seen, 1), np.nan)
-        # a replicate whose drawn runs hold none of its drawn categories (each mixed run holds K of them) has
-        # no gain to average: its draw is NaN, and percentile() drops it (np.nanmean said "Mean of empty slice")
-        x = spec[ci_] - mix
-        ok = ~np.isnan(x)
-        n_ok = ok.sum(axis=1)
-        draws = np.where(n_ok > 0, np.where(ok, x, 0.0).sum(axis=1) / np.maximum(n_ok, 1), np.nan)
-    return est, percentile(draws, est, level), draws
-
-
 def paired_two_way(high, low, cats, stat, n_boot, seed, level=LEVEL):
     """A nonlinear statistic of two sides' per-category levels (e.g. H2's growth exponent against K^beta,
     analysis/h2ratio.py's h2_ratio: stat(levels_high, levels_low, categories) -> float) with a two-way

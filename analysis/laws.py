@@ -224,12 +224,16 @@ def named_params(law, th, categories):
     return out
 
 
+def param_names(law, categories):
+    """The printed names of the parameter vector's entries, in its order (named_params' keys)."""
+    return [f"E[{c}]" for c in categories] + ["B", "beta"] + (["s"] if law.fixed_s is None else []) + \
+        (["A", "alpha"] if law.with_n else [])
+
+
 def at_bounds(law, th, d, categories):
     """{parameter name: 'lower' | 'upper'} for the parameters the optimiser left on a bound."""
-    names = [f"E[{c}]" for c in categories] + ["B", "beta"] + (["s"] if law.fixed_s is None else []) + \
-        (["A", "alpha"] if law.with_n else [])
     out = {}
-    for name, v, (lo, hi) in zip(names, th, law.bounds(d)):
+    for name, v, (lo, hi) in zip(param_names(law, categories), th, law.bounds(d)):
         tol = 1e-6 * max(1.0, abs(lo), abs(hi))
         if v <= lo + tol:
             out[name] = "lower"
@@ -376,8 +380,7 @@ def jackknife_intervals(law, d, th, point, jobs, what):
     intervals (issue 21): stratified_jackknife says why."""
     weights, strata, unpinned = jackknife_weights(law, d)
     refits, _ = run_bootstrap(law, d, th, weights, jobs, what)
-    box = dict(zip([f"E[{c}]" for c in d["categories"]] + ["B", "beta"] + (["s"] if law.fixed_s is None else []) +
-                   (["A", "alpha"] if law.with_n else []), law.bounds(d)))
+    box = dict(zip(param_names(law, d["categories"]), law.bounds(d)))
     out = {}
     for k, v in point.items():
         log = k.startswith(LOG_SCALE)

@@ -241,16 +241,14 @@ def _replicate(fits, pairs, keys, sd, rng, shared=(0.0, 0.0)):
     return out, refit, loss
 
 
-def bootstrap(fits, pairs, keys, n_boot, seed, sd, parts=False, shared=(0.0, 0.0)):
-    """{(i, j): array of n_boot replicates} (parametric bootstrap with noise sd and its shared parts, see
-    _replicate and noise_shares); with parts, also the replicates' curves {category: [fit]} and pair losses
-    {(i, j): array} (inverted_interval)."""
+def bootstrap(fits, pairs, keys, n_boot, seed, sd, shared=(0.0, 0.0)):
+    """({(i, j): array of n_boot replicates of t_ij}, the replicates' curves {category: [fit]}, their pair
+    losses {(i, j): array}) — a parametric bootstrap with noise sd and its shared parts (_replicate,
+    noise_shares); inverted_interval reads the curves and losses."""
     rng = np.random.default_rng(seed)
     reps = [_replicate(fits, pairs, keys, sd, rng, shared) for _ in range(n_boot)] if sd else []
-    boot = {k: np.array([r[0][k] for r in reps]) for k in keys}
-    if not parts:
-        return boot
-    return boot, {c: [r[1][c] for r in reps] for c in fits}, {k: np.array([r[2][k] for r in reps]) for k in keys}
+    return ({k: np.array([r[0][k] for r in reps]) for k in keys}, {c: [r[1][c] for r in reps] for c in fits},
+            {k: np.array([r[2][k] for r in reps]) for k in keys})
 
 
 GRID_T = 801   # points of the effective-data grid on which the interval of t_ij is inverted
@@ -318,7 +316,7 @@ def transfer_matrix(runs, n_boot=1000, seed=0, level=0.95, noise_log_sd=None, no
     fits, why = fit_specialists(spec)
     t, missing = point_estimates(fits, why, pairs)
     sd, source, df = noise_model(fits, runs, noise_log_sd, noise_df)
-    boot, curves, losses = bootstrap(fits, pairs, sorted(t), n_boot, seed, sd, parts=True, shared=shared)
+    boot, curves, losses = bootstrap(fits, pairs, sorted(t), n_boot, seed, sd, shared=shared)
     cats = sorted(set(spec) | {c for p in pairs for c in p}, key=_order)
     ci = {}
     for (i, j) in t:

@@ -239,23 +239,6 @@ def test_in_process_analysis_leaves_the_callers_sigterm_handler(monkeypatch):
         signal.signal(signal.SIGTERM, old)
 
 
-def test_two_way_replicate_without_data_is_nan_without_a_warning():
-    """H4's crossed bootstrap: a replicate whose drawn mixed runs hold none of its drawn categories has no gain
-    (NaN, dropped by the percentile), said by no raw 'Mean of empty slice' (the smoke sweep printed one)."""
-    import warnings
-
-    import numpy as np
-    from analysis import inference
-    rng = np.random.default_rng(1)
-    M = np.full((3, 11), np.nan)  # three K = 4 runs over 11 categories
-    for r in range(3):
-        M[r, [(4 * r + j) % 11 for j in range(4)]] = rng.normal(size=4)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        est, ci, draws = inference.two_way(rng.normal(size=11), M, 2000, 0)
-    assert np.isnan(draws).sum() >= 1 and np.isfinite(draws).sum() >= 1900 and ci[0] < est < ci[1]
-
-
 def test_report_says_which_fits_took_fewer_resamples():
     """A fit bootstrapped with --n_boot_descriptive says so in report.md, beside its intervals (fits.json said
     it; the report showed '196 / 4 missing' for a fit of 200 resamples, which reads as one of --n_boot)."""

@@ -240,7 +240,7 @@ def test_shared_noise_moves_a_seeds_curve_and_a_pair_runs_categories_together():
     spec, pairs = tr._design(runs)
     fits, _ = tr.fit_specialists(spec)
     keys = sorted(tr.point_estimates(fits, {}, pairs)[0])
-    _, curves, losses = tr.bootstrap(fits, pairs, keys, 20, 0, 0.01, parts=True, shared=(1.0, 1.0))
+    _, curves, losses = tr.bootstrap(fits, pairs, keys, 20, 0, 0.01, shared=(1.0, 1.0))
     for c, f in fits.items():
         assert all(abs(g["a"] - f["a"]) < 1e-3 * f["a"] for g in curves[c]), c
     (i, j), = {tuple(sorted(k)) for k in keys}

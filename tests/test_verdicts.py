@@ -246,14 +246,14 @@ def test_h4_contradiction_thin_categories_and_exclusion_reasons(tmp_path):
 def test_h4_interval_counts_the_noise_the_categories_of_a_mixed_run_share():
     """H4's interval used to resample categories only; the categories of one mixed run share its run-level
     noise, so two mixed runs 0.2 nats apart gave a near-zero interval (H4 cells covered the true gain 86% of
-    the time over 20 seeds, BENCHMARKS.md). The runs are resampled too now (gain_ci)."""
-    from analysis.hypotheses import gain_ci
+    the time over 20 seeds, BENCHMARKS.md). The runs count now (gain_contrast)."""
+    from analysis.hypotheses import gain_contrast
     rng = np.random.default_rng(0)
     cats = [f"c{i}" for i in range(6)]
     cell = {"spec": {c: {f"spec_{c}": 2.0 + rng.normal(0, 1e-3)} for c in cats},
             "mix": {"m0": {c: 1.9 + rng.normal(0, 1e-3) for c in cats},
                     "m1": {c: 1.7 + rng.normal(0, 1e-3) for c in cats}}}
-    lo, hi = gain_ci(cell, cats, 400, 0)
+    lo, hi = gain_contrast(cell, cats)["ci95"]
     assert lo <= 0.15 and hi >= 0.25  # the mixed runs' disagreement (0.2 nats) is in the interval's width
     # what categories alone saw: no width at all, which the inference core's guard refuses to print
     assert boot_mean_ci([2.0 - np.mean([1.9, 1.7])] * 6, 400, 0) == [None, None]
@@ -261,11 +261,11 @@ def test_h4_interval_counts_the_noise_the_categories_of_a_mixed_run_share():
 
 def test_h4_interval_holds_with_few_seed_clusters_under_the_measured_noise():
     """With 3 mixed runs (K = 2) over 3 categories, the crossed percentile bootstrap that H4 used
-    (inference.two_way) covered the true gain 85% of the time (a percentile of a mean of 3 units is too
+    before session 22 covered the true gain 85% of the time (a percentile of a mean of 3 units is too
     narrow by z / t(2)); inference.contrast's Cochran-Cox t interval holds it. The losses are drawn by
     simulate.draw_noise from the real-text pilot's clustered noise (cluster, across-budget, run-level and own
     parts), not from the interval's own two-component model. 150 cells: a second of CPU."""
-    from analysis.hypotheses import gain_ci
+    from analysis.hypotheses import gain_contrast
     noise, cats = simulate.noise_model(), simulate.PERM[:3]
     true_spec = {c: 4.5 + 0.1 * i for i, c in enumerate(cats)}
     covered, n = 0, 150
@@ -277,7 +277,7 @@ def test_h4_interval_holds_with_few_seed_clusters_under_the_measured_noise():
             pair = [cats[r], cats[(r + 1) % 3]]
             e = simulate.draw_noise(noise, rng, ("m", tuple(sorted(pair)), r), r, r)
             cell["mix"][f"m{r}"] = {c: (true_spec[c] - 0.02) * math.exp(e[c]) for c in pair}
-        lo, hi = gain_ci(cell, cats, 200, k)
+        lo, hi = gain_contrast(cell, cats)["ci95"]
         covered += lo is not None and lo <= 0.02 <= hi
     assert covered / n >= 0.92, covered / n
 
