@@ -572,6 +572,14 @@ def number(kind=float, lo=None, hi=None, lo_open=False, hi_open=False, off=None)
     return parse
 
 
+def silence_finalizer_errors():
+    """For a process ending on Ctrl-C / SIGTERM: a stop can land inside a constructor (tqdm's, during a build
+    or an evaluation), and the half-built object's __del__ then fails when it is collected, so Python would
+    print "Exception ignored ... Traceback" after the one-line message. Such finalizer errors are only noise
+    once the process is ending on the user's request."""
+    sys.unraisablehook = lambda unraisable: None
+
+
 def cli(main):
     """Run a script's main() from the shell: output piped into a reader that leaves early (`| head`) ends
     quietly, and Ctrl-C ends in one line (exit 130) instead of a traceback. Scripts with work to save on
@@ -582,6 +590,7 @@ def cli(main):
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
     except KeyboardInterrupt:
+        silence_finalizer_errors()
         print("interrupted (Ctrl-C); nothing half-written is left behind", file=sys.stderr)
         raise SystemExit(130) from None
 

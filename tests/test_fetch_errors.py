@@ -74,3 +74,28 @@ def test_ctrl_c_during_a_build_leaves_nothing_and_one_line(tmp_path):
     assert p.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted")
     assert not out.exists() and not list(tmp_path.glob(".store.*"))  # no half-written store anywhere
+
+
+def test_ctrl_c_inside_a_half_built_object_is_still_one_line(tmp_path):
+    """Ctrl-C can land inside a constructor (seen: tqdm's __init__ during fetch_arxiv's build): the half-built
+    object's __del__ then fails at exit and Python prints 'Exception ignored in ... Traceback' after the
+    one-line message. store.cli ends an interrupted script without such noise."""
+    script = tmp_path / "half_built.py"
+    script.write_text(f"""import sys
+sys.path.insert(0, {str(ROOT)!r})
+import store
+
+class Bar:
+    def __init__(self):
+        raise KeyboardInterrupt  # interrupted before the attribute __del__ reads was set
+    def __del__(self):
+        self.pos  # AttributeError, as tqdm's close() on a half-built bar
+
+def main():
+    Bar()
+
+store.cli(main)
+""")
+    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 130, p.stderr
+    assert p.stderr.strip().splitlines() == ["interrupted (Ctrl-C); nothing half-written is left behind"], p.stderr
