@@ -364,7 +364,6 @@ def finish_or_stop(finish, run, state, status, message):
     try:
         finish(run, state, status, message)
     except KeyboardInterrupt as e:
-        st.silence_finalizer_errors()
         if old is not None:  # a second signal (Ctrl-C twice, SIGTERM then SIGINT) must not turn the line into a traceback
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             signal.signal(signal.SIGINT, signal.SIG_IGN)

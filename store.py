@@ -572,11 +572,15 @@ def number(kind=float, lo=None, hi=None, lo_open=False, hi_open=False, off=None)
     return parse
 
 
+STOPPED_EXITS = (130, 143)  # the exit codes of a script stopped by Ctrl-C / SIGTERM that says so itself
+
+
 def silence_finalizer_errors():
     """For a process ending on Ctrl-C / SIGTERM: a stop can land inside a constructor (tqdm's, during a build
     or an evaluation), and the half-built object's __del__ then fails when it is collected, so Python would
     print "Exception ignored ... Traceback" after the one-line message. Such finalizer errors are only noise
-    once the process is ending on the user's request."""
+    once the process is ending on the user's request. Only cli() calls it: a main() called in process
+    (tests, design.py) returns to a caller that goes on, whose own hook (pytest's) must stay."""
     sys.unraisablehook = lambda unraisable: None
 
 
@@ -593,6 +597,10 @@ def cli(main):
         silence_finalizer_errors()
         print("interrupted (Ctrl-C); nothing half-written is left behind", file=sys.stderr)
         raise SystemExit(130) from None
+    except SystemExit as e:  # a script that handled the stop itself (train.py, sweep.py, analyze.py) and said so
+        if e.code in STOPPED_EXITS:
+            silence_finalizer_errors()
+        raise
 
 
 def die(msg, code=2):

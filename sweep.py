@@ -975,7 +975,6 @@ def _run_locked(plan, args, out):
     try:
         results = [f.result() for f in futures]
     except KeyboardInterrupt:
-        st.silence_finalizer_errors()
         rids = launcher.interrupt()
         pool.shutdown(wait=True, cancel_futures=True)
         # a run stopped in its imports or setup, before any checkpoint, has none: the next `run` starts it anew

@@ -2,6 +2,8 @@
 import subprocess
 import sys
 
+import pytest
+import yaml
 
 import fetch_arxiv
 import store as st
@@ -99,3 +101,74 @@ store.cli(main)
     p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert p.returncode == 130, p.stderr
     assert p.stderr.strip().splitlines() == ["interrupted (Ctrl-C); nothing half-written is left behind"], p.stderr
+
+
+def _half_built_then(stop):
+    """A script whose main() is interrupted inside a constructor, then ends the way `stop` says (the body of
+    its `except KeyboardInterrupt:`), run through store.cli as every script is."""
+    return f"""import sys
+sys.path.insert(0, {str(ROOT)!r})
+import store
+
+class Bar:
+    def __init__(self):
+        raise KeyboardInterrupt
+    def __del__(self):
+        self.pos
+
+def main():
+    try:
+        Bar()
+    except KeyboardInterrupt:
+{stop}
+
+store.cli(main)
+"""
+
+
+def test_a_script_that_handles_its_own_ctrl_c_is_still_one_line(tmp_path):
+    """train.py's final evaluation (runlife.finish_or_stop), sweep.py and analyze.py say their own line and
+    raise SystemExit(130) (143: analyze.py's SIGTERM) with the interrupted frame, and so the half-built
+    object, still alive in the exit's context: its finalizer error is noise there too."""
+    for code in (130, 143):
+        script = tmp_path / f"own_{code}.py"
+        script.write_text(_half_built_then(f"        print('stopped: resume with --resume', file=sys.stderr)\n"
+                                           f"        raise SystemExit({code}) from None"))
+        p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+        assert p.returncode == code, p.stderr
+        assert p.stderr.strip().splitlines() == ["stopped: resume with --resume"], p.stderr
+
+
+def test_an_in_process_stop_leaves_the_callers_unraisable_hook(tmp_path, monkeypatch, capsys):
+    """Silencing finalizer errors is for a process that ends; train.main / sweep.main are also called in
+    process (the tests, a notebook), where the caller catches the SystemExit and goes on: its
+    sys.unraisablehook (pytest's, which reports a failing __del__ of any later test) must stay. It used to
+    be replaced for good by runlife.finish_or_stop's and sweep.py's interrupt branches."""
+    import types
+
+    import runlife
+    import sweep
+    from conftest import TINY_CONFIG
+    hook = sys.unraisablehook
+    monkeypatch.setattr(sys, "unraisablehook", hook)  # put back after this test whatever happens
+
+    def interrupted(*a):
+        raise KeyboardInterrupt
+    run = types.SimpleNamespace(dist=types.SimpleNamespace(rank0=False), log=types.SimpleNamespace(close=lambda: None))
+    with pytest.raises(SystemExit) as e:
+        runlife.finish_or_stop(interrupted, run, None, "complete", None)
+    assert e.value.code == 130 and sys.unraisablehook is hook
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({
+        "name": "t", "store": {"data_dir": str(tmp_path / "store")},
+        "grid": {"model_config": [str(TINY_CONFIG)], "categories": [["math.AC"]], "seed": [0]},
+        "fixed": {"sampling": "token", "batch_size": 8, "token_budget": 4000}, "gpus_per_run": 1}))
+    monkeypatch.setattr(sweep, "ensure_store", lambda plan: None)
+    monkeypatch.setattr(sweep.Launcher, "launch", interrupted)
+    monkeypatch.setattr(sweep.Launcher, "interrupt", lambda self: [])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(SystemExit) as e:
+        sweep.main(["run", str(plan), "--out", str(tmp_path / "out")])
+    assert e.value.code == 130 and "interrupted: 0 running run(s)" in capsys.readouterr().out
+    assert sys.unraisablehook is hook
