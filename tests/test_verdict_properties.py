@@ -318,8 +318,10 @@ def analysis_draw(job):
         out = {}
         for side in ("a", "b"):
             with contextlib.redirect_stdout(io.StringIO()):
-                # --verdicts_only: every fit, count, exclusion, contrast and verdict compared below, without the
-                # competing mixing laws' fits (half the cost; their inputs are the same rows and folds)
+                # --verdicts_only: the counts, exclusions, contrasts and verdicts compared below, and the fits on
+                # all data, without the competing mixing laws' fits (half the cost; their inputs are the same rows
+                # and folds); H1's separate floor fits and the <= 4 epochs fit are not made (at these designs' two
+                # budgets the former are never identified; fit_data's order is checked directly, further below)
                 analyze.main([str(root / side), "--n_boot", "0", "--no_baselines", "--jobs", "1", "--verdicts_only"])
             out[side] = json.loads((root / side / "analysis" / "fits.json").read_text())
         return out, rename, applied
