@@ -267,10 +267,9 @@ def test_three_specialist_budgets_give_no_interval_without_noise():
 # through analyze.py
 
 @pytest.mark.slow  # full analyses of several fabricated sweeps (~30 CPU-s): the fast loop stays under 200 s
-def test_no_zero_width_interval_in_fits_json_one_run_per_k(tmp_path, monkeypatch):
+def test_no_zero_width_interval_in_fits_json_one_run_per_k(tmp_path):
     """One run per K (K = 1 specialists of every category), 3 specialist budgets: every interval fits.json
     holds has lo <= hi and non-zero width (missing ends are [null, null])."""
-    monkeypatch.setattr(analyze, "make_plots", lambda *a, **k: [])  # the figures hold no interval and cost seconds
     p1_like(tmp_path, np.random.default_rng(0), CLUSTERED, seeds=(0,), Ks=(2, 3, 5), k11=(0,), replicates=((), (), ()))
     p1_like(tmp_path, np.random.default_rng(1), CLUSTERED, seeds=range(11), Ks=(1,), k11=(), replicates=((), (), ()))
     analyze.main([str(tmp_path), "--n_boot", "20", "--jobs", "1", "--no_baselines"])
