@@ -38,7 +38,10 @@ def test_sweep_is_the_unit_of_the_coverage_bracket():
     that are all covered or all missed together count as ~1 each."""
     from statsmodels.stats.proportion import proportion_confint
     assert bc.design_effect([[1, 1]] * 19 + [[1, 0]]) == 1.0
-    assert bc.design_effect([[4, 4]] * 20) == 1.0  # no spread to estimate it from: the binomial bracket
+    # no spread to estimate it from: the worst case, a sweep's 4 intervals one trial (20 of 20: [0.84, 1], not OVER)
+    assert bc.design_effect([[4, 4]] * 20) == 4.0 and bc.design_effect([[1, 1]] * 20) == 1.0
+    assert bc.classify(bc.coverage_interval({"n": 80, "covered": 80, "refused": 0, "no_truth": 0,
+                                             "per_sweep": [[4, 4]] * 20})[1]) == "consistent"
     together = [[4, 4]] * 18 + [[4, 0]] * 2
     assert 3.5 < bc.design_effect(together) < 4.5
     spread = [[4, 3]] * 8 + [[4, 4]] * 12  # 8 misses, one in each of 8 sweeps: no clustering
