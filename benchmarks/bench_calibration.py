@@ -13,6 +13,19 @@ design, the same noise seed (so the same multinomial token draws D_c) with noise
 draws the same stream whatever the SD — analysed with --n_boot 0. (Multiplicative noise has mean exp(sd^2/2),
 a relative bias of ~2e-5 at the pilot's SD: far below any interval's width.)
 
+The coverage bracket takes the sweep as its unit: the intervals of one sweep share its noise (the K = 1
+specialists in every H4 cell, one law fit under every floor), so they err together and are not independent
+trials. Each interval name keeps its per-sweep tallies ("per_sweep": [decided, covered] per sweep); the
+coverage's 95% interval is Wilson's (statsmodels) on the effective number of intervals n / deff, with the
+design effect deff = the ratio estimator's between-sweep variance over the binomial one (Kish; floored at 1;
+where it cannot be estimated, every interval covered or none, the worst case: each sweep one trial). Why not a cluster bootstrap over
+sweeps (scipy.stats.bootstrap): a row with every interval covered (B at 20 of 20) gives every resample 1.0,
+a zero-width [1, 1] and "OVER" from no evidence (BCa: a degenerate-data warning and nan), and a percentile
+bootstrap under-covers with 20 units; Wilson stays honest at 20 of 20 ([0.84, 1]) and reduces to the plain
+bracket where a sweep has one interval of the name. A row is "ok" / "UNDER" / "OVER" when that interval
+lies inside / below / above 90-98%, "consistent" where it straddles a bound (not shown to be outside).
+Files saved before the per-sweep tallies: the plain Wilson bracket, marked "cells independent".
+
 Wrong verdicts: the law (dilution, s = 0.5, equal floors, a tag gain > 0, held-out loss falling with K) makes
 H1..H6 and H2's ratio (growth slower than K^beta) all true, so "not supported" is wrong; for transfer, a pair
 whose t_ij - t_ji is Holm-rejected when the noiseless twin's |t_ij - t_ji| is < 0.01 is wrong.
@@ -151,9 +164,12 @@ def _f(x):
 
 
 def tally_sweep(fits, twin, law, tally, wrong):
+    this = {}  # interval name -> [decided, covered] in this sweep: the sweep is the coverage's unit
     for (name, key), (est, ci) in intervals(fits).items():
         truth = truth_of(name, key, law, twin)
-        t = tally.setdefault(name, {"n": 0, "covered": 0, "refused": 0, "zero_width": 0, "no_truth": 0})
+        t = tally.setdefault(name, {"n": 0, "covered": 0, "refused": 0, "zero_width": 0, "no_truth": 0,
+                                    "per_sweep": []})
+        cell = this.setdefault(name, [0, 0])
         t["n"] += 1
         lo, hi = (_f(v) if not isinstance(v, str) else float(v) for v in ci) if ci[0] is not None else (None, None)
         if truth is None:
@@ -163,6 +179,10 @@ def tally_sweep(fits, twin, law, tally, wrong):
         else:
             t["zero_width"] += hi - lo == 0
             t["covered"] += lo <= truth <= hi
+            cell[0] += 1
+            cell[1] += lo <= truth <= hi
+    for name, cell in this.items():
+        tally[name]["per_sweep"].append(cell)
     for h, v in (fits.get("verdicts") or {}).items():
         w = wrong.setdefault(h, {"sweeps": 0, "wrong": 0, "supported": 0, "undecided": 0})
         # several models: one verdict per model, joined ("pythia-14m: supported; pythia-31m: undecided"):
@@ -229,27 +249,68 @@ def run_design(name, n_sweeps, n_boot, first_seed=0, log=sys.stderr, after_sweep
     return res
 
 
+def design_effect(per_sweep):
+    """Kish's design effect of a coverage pooled over sweeps: the ratio estimator's variance with the sweep as
+    the unit (linearised, m / (m - 1) small-sample factor) over the binomial variance of as many independent
+    intervals (its N / (N - 1) factor alike, so one interval per sweep gives exactly 1); floored at 1 (a lucky
+    spread of 20 sweeps is no evidence of anti-correlation). Where no spread shows how the intervals of a sweep
+    go together (p-hat 0 or 1: 220 of 220 floors), the worst case: a sweep's intervals all err together, one
+    trial per sweep (deff = intervals per sweep); with one sweep, 1 (the tiny smoke test: nothing to say)."""
+    d = np.array([c for c in per_sweep if c[0] > 0], dtype=float).reshape(-1, 2)
+    m, n = len(d), d[:, 0].sum()
+    if m < 2 or n == 0:
+        return 1.0
+    p = d[:, 1].sum() / n
+    if p in (0.0, 1.0):
+        return float(n / m)
+    v_cluster = m / (m - 1) * np.sum((d[:, 1] - p * d[:, 0]) ** 2) / n ** 2
+    return max(1.0, float(v_cluster / (p * (1 - p) / (n - 1))))
+
+
+def coverage_interval(t):
+    """(coverage, [lo, hi], deff, method) of one tally: Wilson 95% on the effective n / deff (module
+    docstring); a tally saved before the per-sweep records gets the plain Wilson bracket."""
+    k = t["n"] - t["refused"] - t["no_truth"]
+    if not k:
+        return None, [None, None], None, None
+    cov = t["covered"] / k
+    if "per_sweep" not in t:
+        return cov, list(proportion_confint(t["covered"], k, method="wilson")), None, "cells independent"
+    deff = design_effect(t["per_sweep"])
+    lo, hi = proportion_confint(cov * k / deff, k / deff, method="wilson")
+    return cov, [float(lo), float(hi)], deff, "sweep-clustered"
+
+
+def classify(ci):
+    lo, hi = ci
+    return ("refused" if lo is None else "UNDER" if hi < GOAL[0] else "OVER" if lo > GOAL[1] else
+            "ok" if GOAL[0] <= lo and hi <= GOAL[1] else "consistent")
+
+
 def rows(result):
-    """Table rows: one per interval name, coverage over the decided (non-refused) intervals with Wilson 95%."""
+    """Table rows: one per interval name, coverage over the decided (non-refused) intervals, its 95% interval
+    with the sweep as the unit, and the status that interval gives against 90-98%."""
     out = []
     for name, t in result["intervals"].items():
-        k = t["n"] - t["refused"] - t["no_truth"]
-        cov = t["covered"] / k if k else None
-        lo, hi = proportion_confint(t["covered"], k, method="wilson") if k else (None, None)
-        status = ("refused" if not k else "ok" if GOAL[0] <= cov <= GOAL[1] else
-                  "UNDER" if cov < GOAL[0] else "OVER")
-        out.append({"design": result["design"], "interval": name, **t, "coverage": cov, "wilson95": [lo, hi],
-                    "status": status})
+        cov, ci, deff, method = coverage_interval(t)
+        out.append({"design": result["design"], "interval": name, **{k: v for k, v in t.items() if k != "per_sweep"},
+                    "sweeps": len(t.get("per_sweep", [])) or None, "coverage": cov, "ci95": ci, "deff": deff,
+                    "ci_method": method, "status": classify(ci)})
     return out
 
 
 def table(all_rows, results):
-    L = ["| design | interval | intervals | covered | refused | zero width | coverage [Wilson 95%] | 90–98%? |",
-         "|---|---|---|---|---|---|---|---|"]
+    L = ["| design | interval | intervals | sweeps | covered | refused | zero width | coverage | 95% CI, sweep as unit "
+         "[deff] | 90–98%? |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in all_rows:
-        cov = "–" if r["coverage"] is None else f"{r['coverage']:.3f} [{r['wilson95'][0]:.3f}, {r['wilson95'][1]:.3f}]"
-        L.append(f"| {r['design']} | {r['interval']} | {r['n']} | {r['covered']} | {r['refused']} | {r['zero_width']} | "
-                 f"{cov} | {r['status']} |")
+        if r["coverage"] is None:
+            cov, ci = "–", "–"
+        else:
+            cov = f"{r['coverage']:.3f}"
+            how = f"deff {r['deff']:.2f}" if r["deff"] is not None else r["ci_method"]
+            ci = f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] ({how})"
+        L.append(f"| {r['design']} | {r['interval']} | {r['n']} | {r['sweeps'] or '–'} | {r['covered']} | "
+                 f"{r['refused']} | {r['zero_width']} | {cov} | {ci} | {r['status']} |")
     L += ["", "| design | hypothesis | sweeps | supported | undecided | wrong (\"not supported\") [Wilson 95%] |",
           "|---|---|---|---|---|---|"]
     for res in results:

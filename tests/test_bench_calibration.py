@@ -16,6 +16,7 @@ def test_one_tiny_sweep_gives_a_table(tmp_path, capsys):
     for r in rows:
         assert r["n"] >= 1 and r["covered"] + r["refused"] + r["no_truth"] <= r["n"]
         assert r["coverage"] is None or 0 <= r["coverage"] <= 1
+        assert r["sweeps"] == 1 and r["ci_method"] in ("sweep-clustered", None)
         assert r["zero_width"] == 0, r  # issue 21's acceptance: no zero-width interval in any benchmark design
     assert any(r["coverage"] is not None for r in rows)  # at least one interval was decided and scored
     assert results[0]["verdicts"]["H2 loss vs K at fixed D"]["sweeps"] == 1
@@ -29,3 +30,44 @@ def test_unknown_design_is_one_line():
     with pytest.raises(SystemExit) as e:
         bc.main(["--designs", "p9"])
     assert "p9" in str(e.value) and "unknown" in str(e.value)
+
+
+def test_sweep_is_the_unit_of_the_coverage_bracket():
+    """The intervals of one sweep err together (issue 21: H4's 4 cells per sweep): the bracket takes n / deff
+    intervals. One interval per sweep is the binomial case (deff 1, the plain Wilson bracket); 4 per sweep
+    that are all covered or all missed together count as ~1 each."""
+    from statsmodels.stats.proportion import proportion_confint
+    assert bc.design_effect([[1, 1]] * 19 + [[1, 0]]) == 1.0
+    # no spread to estimate it from: the worst case, a sweep's 4 intervals one trial (20 of 20: [0.84, 1], not OVER)
+    assert bc.design_effect([[4, 4]] * 20) == 4.0 and bc.design_effect([[1, 1]] * 20) == 1.0
+    assert bc.classify(bc.coverage_interval({"n": 80, "covered": 80, "refused": 0, "no_truth": 0,
+                                             "per_sweep": [[4, 4]] * 20})[1]) == "consistent"
+    together = [[4, 4]] * 18 + [[4, 0]] * 2
+    assert 3.5 < bc.design_effect(together) < 4.5
+    spread = [[4, 3]] * 8 + [[4, 4]] * 12  # 8 misses, one in each of 8 sweeps: no clustering
+    assert bc.design_effect(spread) == 1.0
+    t = {"n": 80, "covered": 72, "refused": 0, "no_truth": 0, "per_sweep": together}
+    cov, (lo, hi), deff, how = bc.coverage_interval(t)
+    plain = proportion_confint(72, 80, method="wilson")
+    assert cov == 0.9 and how == "sweep-clustered" and lo < plain[0] - 0.05 and hi > plain[1] + 0.02
+    assert bc.coverage_interval({**t, "per_sweep": spread})[1] == list(plain)
+
+
+def test_status_comes_from_the_interval_not_the_point():
+    assert bc.classify([0.91, 0.97]) == "ok"
+    assert bc.classify([0.80, 0.89]) == "UNDER"
+    assert bc.classify([0.981, 0.999]) == "OVER"
+    assert bc.classify([0.84, 1.0]) == "consistent"  # 20 of 20: not shown to be over 98%
+    assert bc.classify([0.85, 0.93]) == "consistent"
+    assert bc.classify([None, None]) == "refused"
+
+
+def test_a_file_saved_before_the_per_sweep_tallies_still_tabulates(tmp_path, capsys):
+    """benchmarks/calibration_*.json of session 22 hold pooled tallies only (as this one, its P1 H4 row):
+    --table still reads them, with the plain Wilson bracket, and says so."""
+    old = {"n": 80, "covered": 70, "refused": 0, "zero_width": 0, "no_truth": 0}
+    saved = {"results": [{"design": "p1", "n_sweeps": 20, "intervals": {"H4 gain": old}, "verdicts": {}}]}
+    (tmp_path / "old.json").write_text(json.dumps(saved))
+    bc.main(["--table", str(tmp_path / "old.json")])
+    printed = capsys.readouterr().out
+    assert "| p1 | H4 gain | 80 | – | 70 | 0 | 0 | 0.875 | [0.785, 0.931] (cells independent) | consistent |" in printed
