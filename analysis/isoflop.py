@@ -221,7 +221,8 @@ def noise_shares(rows):
 def markdown_section(res):
     L = ["## IsoFLOP slices", "",
          "Loss against N at fixed compute C = 6·N·D (each size's loss-vs-tokens curve read at D = C/(6N)); "
-         "N_opt: minimum of a cubic spline in log N, 95% parametric-bootstrap interval (noise: noise floor, replicates, or residuals of curves that do not interpolate); edge: share of replicates "
+         "N_opt: minimum of a cubic spline in log N, 95% parametric-bootstrap interval (noise: noise floor, replicates, or residuals of curves that do not interpolate; "
+         "drawn per seed cluster, for the part a seed's budgets share, and per run); edge: share of replicates "
          "whose optimum lay outside the sizes (the interval is then open on that side).", "",
          "| K | C (FLOPs) | sizes | N_opt | interval | edge |", "|---|---|---|---|---|---|"]
     for K, r in res.items():
@@ -293,8 +294,13 @@ def isoflop_slices(rows, n_boot, seed, noise_log_sd=None):
 
 
 def report_section(iso):
-    return [""] + (markdown_section(iso["by_K"]) if "by_K" in iso else
-                   ["## IsoFLOP slices", "", f"Not computed: {iso['why']}."])
+    if "by_K" not in iso:
+        return ["", "## IsoFLOP slices", "", f"Not computed: {iso['why']}."]
+    sh = iso.get("noise_shares")
+    shares = ("" if sh is None else f"{sh[0]:.2f} of the noise variance shared across a seed's budgets, "
+              f"{sh[1]:.2f} by a run's categories, {sh[2]:.2f} by both; ")
+    return [""] + markdown_section(iso["by_K"]) + ["", f"Noise structure of the bootstrap: {shares}"
+                                                   f"{iso.get('noise_shares_source') or 'not measured'}."]
 
 
 def plots(iso, out):
