@@ -136,8 +136,11 @@ def intervals(f):
         if a.get("mean_diff") is not None:
             put("mean t_ij - t_ji", m, a["mean_diff"], a.get("mean_diff_ci"))
     for K, r in ((f.get("isoflop") or {}).get("by_K") or {}).items():  # {"why"} when not computed
-        for s in r.get("slices") or []:
+        sl = [s for s in r.get("slices") or [] if "N_opt" in s]
+        for i, s in enumerate(sl):
             put("IsoFLOP N_opt", (K, s["C"]), s["N_opt"], s.get("N_opt_ci"))
+            if 0 < i < len(sl) - 1:  # the inner slices: isoflop3's truth is inside the sizes there
+                put("IsoFLOP N_opt, inner C", (K, s["C"]), s["N_opt"], s.get("N_opt_ci"))
     return out
 
 
