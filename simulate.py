@@ -406,23 +406,25 @@ def p1_sweep(root, law="dilution", noise_seed=0, seeds=range(11), Ks=(1, 2, 3, 5
              models=(("pythia-31m", N_NONEMB),), **kw):
     """The P1 core design with a known truth of form `law`, for each of `models` ((name, N): P2's sizes with a
     truth that has A and alpha). The default is P1 as first planned (295 runs: K = 11 with 3 seeds, which the
-    tests' shared fixture uses); plans/p1_core_31m.yaml now has 12 (k11_seeds=range(12): 340 runs). Returns
-    the run directories."""
+    tests' shared fixture uses); plans/p1_core_31m.yaml now has 12 (k11_seeds=range(12): 340 runs). budgets:
+    one tuple for every model, or {model name: tuple} (per-size budgets, e.g. D = C / (6N) on a compute grid).
+    Returns the run directories."""
     rng = np.random.default_rng(noise_seed)
     out = []
     for m, n in models:
         kw_m = dict(kw, model=m, n_nonemb=n) if len(models) > 1 or m != "pythia-31m" else kw
+        bud = budgets[m] if isinstance(budgets, dict) else budgets
         for K in Ks:
             for seed in seeds:
-                for D in budgets:
+                for D in bud:
                     out.append(make_run(root, rid_of(m, K, seed, D), select(K, seed), D, seed, rng, law, **kw_m))
         for seed in k11_seeds:
-            for D in budgets:
+            for D in bud:
                 out.append(make_run(root, rid_of(m, 11, seed, D), select(11, seed), D, seed, rng, law, **kw_m))
         for K in replicate_Ks:
             for seed in replicate_subsets:
                 for i in init_seeds:
-                    for D in budgets:
+                    for D in bud:
                         out.append(make_run(root, rid_of(m, K, seed, D, init_seed=i), select(K, seed), D,
                                             seed, rng, law, init_seed=i, **kw_m))
     return out

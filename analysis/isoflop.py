@@ -11,8 +11,14 @@ has its optimum at an edge of the ladder, reported as such, not extrapolated.
 Interval: parametric bootstrap (each size's curve refitted on its fitted values moved by noise), the slice
 and its optimum recomputed; percentile interval of log N_opt. The noise comes from the noise floor or
 replicate runs, or residuals only when no size curve interpolates its points (point_noise); otherwise
-there is no interval. "edge" gives the share of
-replicates whose optimum fell at an edge of the sizes (then the interval is open on that side).
+there is no interval. The noise is drawn on the independent unit, the seed cluster (issue 21): a seed's runs
+at every budget share a part of it (the share measured on the sweep's replicate groups,
+analysis/noise_structure.py), so each resample moves a cluster's whole curve by one draw plus each point by
+its own (noise_split); drawn independently per point, the cluster part averaged away over the budgets
+(BENCHMARKS.md, session 23: the isoflop3 calibration design). A point is the mean
+of its run's K categories, so the per-category parts shrink by 1/K and the run-level parts do not.
+"edge" gives the share of replicates whose optimum fell at an edge of the sizes; a slice whose own optimum
+is at an edge has no interval (open on that side: "ci_why").
 
 N is what the points carry: analyze.py's rows give the non-embedding parameters (the fits' N).
 """
@@ -32,30 +38,35 @@ COVER_TOL = 1.25
 
 
 def points_from_rows(rows):
-    """{"K", "N", "D", "L", "seed"} per included untagged run: D = tokens seen, L = the macro test loss over
-    its training categories (analyze.py's rows, one per run and category)."""
+    """{"K", "N", "D", "L", "seed", "cluster"} per included untagged run: D = tokens seen, L = the macro test
+    loss over its training categories (analyze.py's rows, one per run and category), cluster its seed cluster
+    (inference.seed_cluster: the unit whose noise its budgets share)."""
     runs = {}
     for r in rows:
         if r.get("excluded") or r.get("tagged") or not r.get("in_training") or r.get("test_loss") is None:
             continue
         p = runs.setdefault(r["run_id"], {"K": r["K"], "N": float(r["n_params_nonembedding"] or 0),
-                                          "D": float(r["tokens_seen"] or 0), "losses": [], "seed": r.get("seed")})
+                                          "D": float(r["tokens_seen"] or 0), "losses": [], "seed": r.get("seed"),
+                                          "cluster": inference.seed_cluster(r)})
         p["losses"].append(float(r["test_loss"]))
-    return [{"K": p["K"], "N": p["N"], "D": p["D"], "L": float(np.mean(p["losses"])), "seed": p["seed"]}
+    return [{"K": p["K"], "N": p["N"], "D": p["D"], "L": float(np.mean(p["losses"])), "seed": p["seed"],
+             "cluster": p["cluster"]}
             for p in runs.values() if p["N"] > 0 and p["D"] > 0]
 
 
 def size_curves(points):
-    """{N: fit with its points} for the sizes with >= MIN_BUDGETS distinct token counts."""
+    """{N: fit with its points} for the sizes with >= MIN_BUDGETS distinct token counts; "cl": each point's
+    seed cluster as an index (a point without one is its own cluster)."""
     by = {}
-    for p in points:
-        by.setdefault(p["N"], []).append((p["D"], p["L"]))
+    for i, p in enumerate(points):
+        by.setdefault(p["N"], []).append((p["D"], p["L"], repr(p.get("cluster", ("point", i)))))
     out = {}
     for N, pts in sorted(by.items()):
-        if len({round(math.log(d), 2) for d, _ in pts}) >= MIN_BUDGETS:
-            D, L = np.array([d for d, _ in pts]), np.array([l for _, l in pts])
+        if len({round(math.log(d), 2) for d, _, _ in pts}) >= MIN_BUDGETS:
+            D, L = np.array([d for d, _, _ in pts]), np.array([l for _, l, _ in pts])
             f = pl.fit_power_law(D, L)
-            f.update(D=D, L=L, resid=(L - pl.predict(f, D)) * math.sqrt(len(D) / max(len(D) - 3, 1)))
+            f.update(D=D, L=L, resid=(L - pl.predict(f, D)) * math.sqrt(len(D) / max(len(D) - 3, 1)),
+                     cl=np.unique([c for _, _, c in pts], return_inverse=True)[1])
             out[N] = f
     return out
 
@@ -117,22 +128,43 @@ def point_noise(points, curves, noise_log_sd=None):
                   "interpolates its points (residuals 0)")
 
 
-def _boot_vertices(curves, Cs, n_boot, rng, sd):
-    """Replicates of (log N_opt, inside) at every C (parametric bootstrap of the size curves: each point
-    moved by log-normal noise of SD sd, each curve refitted)."""
+def noise_split(sd, per_category, K, shares=None):
+    """(SD shared by a seed cluster's points, SD of each point's own part) of the log macro loss of one run
+    of K categories. sd: the noise SD per (run, category) (per_category: the noise floor) or per point (the
+    replicate points' or residuals' SD). shares: (across budgets, run level, cluster), the shares of the
+    per-(run, category) variance in simulate.py's / noise_structure.py's model a + u + w + v (a + u shared
+    across budgets, a + w across categories, a both); None: not measured, taken as (0, 1, 0) (nothing shared
+    across budgets, the categories of a run fully shared, as before the split: no narrower than that)."""
+    f_b, f_r, f_c = shares if shares is not None else (0.0, 1.0, 0.0)
+    f_b, f_r = min(max(f_b, 0.0), 1.0), min(max(f_r, 0.0), 1.0)
+    f_c = min(max(f_c, f_b + f_r - 1, 0.0), f_b, f_r)
+    shared = f_c + (f_b - f_c) / K                 # a + mean over categories of u
+    own = (f_r - f_c) + (1 - f_b - f_r + f_c) / K  # w + mean over categories of v
+    scale = 1.0 if per_category else 1 / math.sqrt(shared + own) if shared + own > 0 else 0.0
+    return sd * scale * math.sqrt(shared), sd * scale * math.sqrt(own)
+
+
+def _boot_vertices(curves, Cs, n_boot, rng, sd, sd_shared=0.0):
+    """Replicates of (log N_opt, inside) at every C (parametric bootstrap of the size curves: each seed
+    cluster's points moved by one log-normal draw of SD sd_shared, each point by its own of SD sd, each
+    curve refitted)."""
     reps = []
     for _ in range(n_boot):
         refit = {}
         for N, f in curves.items():
-            y = pl.predict(f, f["D"]) * np.exp(rng.normal(0, sd, len(f["D"])))
+            e = rng.normal(0, sd, len(f["D"]))
+            if sd_shared:  # drawn only when there is such a part: an unchanged stream otherwise
+                e = e + rng.normal(0, sd_shared, f["cl"].max() + 1)[f["cl"]]
+            y = pl.predict(f, f["D"]) * np.exp(e)
             refit[N] = {**pl.fit_power_law(f["D"], y), "D": f["D"]}
         reps.append([vertex(*slice_at(refit, C)) for C in Cs])
     return reps
 
 
-def isoflop_K(points, compute=None, n_boot=500, seed=0, level=0.95, noise_log_sd=None):
+def isoflop_K(points, compute=None, n_boot=500, seed=0, level=0.95, noise_log_sd=None, shares=None):
     """The slices of one K: {"sizes", "slices": [{"C", "N", "L", "N_opt", "N_opt_ci", "inside", "edge"}],
-    "noise_sd", "noise_source"} or {"reason"} when the sweep cannot support them."""
+    "noise_sd", "noise_source", "noise_shared_sd"} or {"reason"} when the sweep cannot support them.
+    shares: the noise's (across budgets, run level, cluster) shares (noise_split)."""
     curves = size_curves(points)
     if len(curves) < MIN_SIZES:
         return {"sizes": sorted(curves), "slices": [],
@@ -142,7 +174,9 @@ def isoflop_K(points, compute=None, n_boot=500, seed=0, level=0.95, noise_log_sd
         return {"sizes": sorted(curves), "slices": [],
                 "reason": f"no compute at which {MIN_SIZES} sizes' budgets overlap (within {COVER_TOL}x)"}
     sd, source = point_noise(points, curves, noise_log_sd)
-    reps = _boot_vertices(curves, Cs, n_boot, np.random.default_rng(seed), sd) if sd and n_boot else None
+    sd_shared, sd_own = noise_split(sd, bool(noise_log_sd), points[0]["K"], shares) if sd else (None, None)
+    reps = (_boot_vertices(curves, Cs, n_boot, np.random.default_rng(seed), sd_own, sd_shared)
+            if sd and n_boot else None)
     slices = []
     for c, C in enumerate(Cs):
         x, y = slice_at(curves, C)
@@ -151,22 +185,44 @@ def isoflop_K(points, compute=None, n_boot=500, seed=0, level=0.95, noise_log_sd
             slices.append({"C": C, "N": [], "L": [], "reason": f"fewer than {MIN_SIZES} sizes cover this compute"})
             continue
         ci = inference.percentile([r[c][0] for r in reps if r[c][0] is not None], v, level) if reps else [None, None]
+        # an optimum at the edge of the ladder is a bound, not an estimate: its interval is open on that side
+        ci = ci if inside else [None, None]
         slices.append({"C": float(C), "N": np.exp(x).tolist(), "L": y.tolist(), "N_opt": math.exp(v),
                        "inside": inside, "N_opt_ci": [None, None] if ci[0] is None else [math.exp(ci[0]), math.exp(ci[1])],
-                       "edge": float(np.mean([not r[c][1] for r in reps])) if reps else None})
-    return {"sizes": sorted(curves), "slices": slices, "noise_sd": sd, "noise_source": source}
+                       "edge": float(np.mean([not r[c][1] for r in reps])) if reps else None,
+                       "ci_why": None if inside else "open: the optimum lies at the edge of the sizes"})
+    return {"sizes": sorted(curves), "slices": slices, "noise_sd": sd, "noise_source": source,
+            "noise_shared_sd": sd_shared, "noise_own_sd": sd_own}
 
 
-def isoflop(points, compute=None, n_boot=500, seed=0, level=0.95, noise_log_sd=None):
+def isoflop(points, compute=None, n_boot=500, seed=0, level=0.95, noise_log_sd=None, shares=None):
     """{K: isoflop_K(...)} over the Ks present in the points."""
     Ks = sorted({p["K"] for p in points})
-    return {K: isoflop_K([p for p in points if p["K"] == K], compute, n_boot, seed, level, noise_log_sd) for K in Ks}
+    return {K: isoflop_K([p for p in points if p["K"] == K], compute, n_boot, seed, level, noise_log_sd, shares)
+            for K in Ks}
+
+
+def noise_shares(rows):
+    """((across budgets, run level, cluster) or None, where from): the noise's shares measured on the rows'
+    replicate groups (analysis.noise_structure, every kind of replicate); a share without pairs of its kind
+    is taken as noise_split's default for it, and said so."""
+    from analysis.noise_structure import noise_structure
+    ns = noise_structure(rows, "any", n_boot=0)
+    if not ns:
+        return None, "not measured (no replicate groups): taken as nothing shared across budgets"
+    keys = ("frac_shared_across_budgets", "frac_run_level", "frac_cluster")
+    got = [ns[k] for k in keys]
+    gaps = [k for k, v in zip(keys, got) if v is None]
+    return (tuple(d if v is None else v for v, d in zip(got, (0.0, 1.0, 0.0))),
+            f"replicate groups of the sweep ({ns['n_groups']} groups, analysis/noise_structure.py)"
+            + (f"; {', '.join(gaps)} not measured: taken as the default" if gaps else ""))
 
 
 def markdown_section(res):
     L = ["## IsoFLOP slices", "",
          "Loss against N at fixed compute C = 6·N·D (each size's loss-vs-tokens curve read at D = C/(6N)); "
-         "N_opt: minimum of a cubic spline in log N, 95% parametric-bootstrap interval (noise: noise floor, replicates, or residuals of curves that do not interpolate); edge: share of replicates "
+         "N_opt: minimum of a cubic spline in log N, 95% parametric-bootstrap interval (noise: noise floor, replicates, or residuals of curves that do not interpolate; "
+         "drawn per seed cluster, for the part a seed's budgets share, and per run); edge: share of replicates "
          "whose optimum lay outside the sizes (the interval is then open on that side).", "",
          "| K | C (FLOPs) | sizes | N_opt | interval | edge |", "|---|---|---|---|---|---|"]
     for K, r in res.items():
@@ -232,12 +288,19 @@ def isoflop_slices(rows, n_boot, seed, noise_log_sd=None):
                        f"budgets each; this sweep has {len(sizes)} size(s)"}
     if not n_boot:
         return {"why": "IsoFLOP slices not computed: --n_boot 0 gives the optimum no interval"}
-    return {"by_K": isoflop(pts, n_boot=n_boot, seed=seed, noise_log_sd=noise_log_sd)}
+    shares, why = noise_shares(rows)
+    return {"by_K": isoflop(pts, n_boot=n_boot, seed=seed, noise_log_sd=noise_log_sd, shares=shares),
+            "noise_shares": shares, "noise_shares_source": why}
 
 
 def report_section(iso):
-    return [""] + (markdown_section(iso["by_K"]) if "by_K" in iso else
-                   ["## IsoFLOP slices", "", f"Not computed: {iso['why']}."])
+    if "by_K" not in iso:
+        return ["", "## IsoFLOP slices", "", f"Not computed: {iso['why']}."]
+    sh = iso.get("noise_shares")
+    shares = ("" if sh is None else f"{sh[0]:.2f} of the noise variance shared across a seed's budgets, "
+              f"{sh[1]:.2f} by a run's categories, {sh[2]:.2f} by both; ")
+    return [""] + markdown_section(iso["by_K"]) + ["", f"Noise structure of the bootstrap: {shares}"
+                                                   f"{iso.get('noise_shares_source') or 'not measured'}."]
 
 
 def plots(iso, out):

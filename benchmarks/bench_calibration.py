@@ -35,6 +35,11 @@ Designs (--designs, comma-separated):
   p1_k11x1    the same with one K = 11 seed (one run per budget on that side)
   one_budget  P1 at 90M only (beta and s not identified: refusals expected)
   sizes3      three model sizes (14m, 31m, 70m-like N) with A N^-alpha, K in {1,3,5}, 4 budgets: A, alpha, IsoFLOP
+  isoflop3    the three sizes of sizes3 (the same N_TRUTH law, K in {1,3,5}, 3 seeds, K = 11 x 3, init-seed
+              replicates at K = 1), each size at its own 5 budgets D = C / (6N) on one compute grid ISO_C (4e15 to
+              4e17 FLOPs, half-decade steps), so every C has all three sizes: the IsoFLOP N_opt. The truth's
+              compute-optimal size is the middle one (19M) at the middle three C for every K (N_opt strictly
+              inside the ladder; tests/test_bench_calibration.py checks it on the law and on the noiseless twin)
   p3_pairs3   P3: tagged twins (H6) + 5 specialists at 3 budgets (10M, 90M, 810M) with an init-seed replicate each
               + the 10 pairs at 90M: t_ij, asymmetry
   p3_pairs5   the same with 5 specialist budgets
@@ -72,6 +77,12 @@ EXPECTED = ("supported",)  # every hypothesis is true under the fabricated law (
 # ----------------------------------------------------------------------------------------------------
 # designs: (fabricate(root, noise_seed, noise), truth law, verdicts_only, extra analyze flags)
 
+# isoflop3's compute grid and each size's budgets on it (module docstring)
+ISO_C = tuple(float(C) for C in np.geomspace(4e15, 4e17, 5))
+ISO_BUDGETS = {m: tuple(C / (6 * N) for C in ISO_C) for m, N in SIZES}
+ISO_KW = dict(models=SIZES, truth=N_TRUTH, Ks=(1, 3, 5), seeds=range(3), replicate_Ks=(1,), budgets=ISO_BUDGETS)
+
+
 def _p3_pairs(budgets):
     def make(root, seed, noise):
         simulate.p3_sweep(root, noise_seed=seed, noise=noise)  # tagged twins: H6
@@ -95,6 +106,7 @@ DESIGNS = {
     "one_budget": (lambda r, s, n: simulate.p1_sweep(r, noise_seed=s, noise=n, budgets=(90e6,)), simulate.TRUTH, True, []),
     "sizes3": (lambda r, s, n: simulate.p1_sweep(r, noise_seed=s, noise=n, models=SIZES, truth=N_TRUTH, Ks=(1, 3, 5),
                                                  replicate_Ks=(1,), budgets=simulate.P1_BUDGETS[:4]), N_TRUTH, False, []),
+    "isoflop3": (lambda r, s, n: simulate.p1_sweep(r, noise_seed=s, noise=n, **ISO_KW), N_TRUTH, False, []),
     # the smoke test's: seconds, not a calibration (too few units for most intervals)
     "tiny": (lambda r, s, n: simulate.p1_sweep(r, noise_seed=s, noise=n, seeds=range(3), Ks=(1, 3), k11_seeds=(0, 1),
                                                budgets=(10e6, 90e6), replicate_subsets=(0,)), simulate.TRUTH, True, []),
@@ -137,8 +149,11 @@ def intervals(f):
         if a.get("mean_diff") is not None:
             put("mean t_ij - t_ji", m, a["mean_diff"], a.get("mean_diff_ci"))
     for K, r in ((f.get("isoflop") or {}).get("by_K") or {}).items():  # {"why"} when not computed
-        for s in r.get("slices") or []:
+        sl = [s for s in r.get("slices") or [] if "N_opt" in s]
+        for i, s in enumerate(sl):
             put("IsoFLOP N_opt", (K, s["C"]), s["N_opt"], s.get("N_opt_ci"))
+            if 0 < i < len(sl) - 1:  # the inner slices: isoflop3's truth is inside the sizes there
+                put("IsoFLOP N_opt, inner C", (K, s["C"]), s["N_opt"], s.get("N_opt_ci"))
     return out
 
 

@@ -71,3 +71,51 @@ def test_a_file_saved_before_the_per_sweep_tallies_still_tabulates(tmp_path, cap
     bc.main(["--table", str(tmp_path / "old.json")])
     printed = capsys.readouterr().out
     assert "| p1 | H4 gain | 80 | – | 70 | 0 | 0 | 0.875 | [0.785, 0.931] (cells independent) | consistent |" in printed
+
+
+def test_isoflop3_fabricates_per_size_budgets_on_one_compute_grid_with_an_interior_optimum(tmp_path):
+    """The isoflop3 design (issue 21, session 23): every size's budgets are D = C / (6N) on the one compute
+    grid ISO_C, and the truth's compute-optimal size is the middle one (strictly inside the ladder) at the
+    middle compute values for every K: on the law itself, and on the noiseless twin through analysis/isoflop.py."""
+    import math
+    import numpy as np
+    import simulate
+    from analysis import isoflop
+    from analysis.runs import collect_runs, run_rows
+    assert 4 <= len(bc.ISO_C) <= 5 and list(bc.ISO_C) == sorted(bc.ISO_C)
+    for m, N in bc.SIZES:
+        assert np.allclose([6 * N * D for D in bc.ISO_BUDGETS[m]], bc.ISO_C, rtol=1e-12)
+    c = simulate.CATEGORIES[0]
+    for K in (1, 3, 5):
+        for C in bc.ISO_C[1:-1]:  # the law, with D_c = D / K: the middle size has the lowest loss
+            L = [simulate.form_loss("dilution", c, C / (6 * N), C / (6 * N) / K, K, bc.N_TRUTH, N=N) for _, N in bc.SIZES]
+            assert int(np.argmin(L)) == 1, (K, C, L)
+    # the noiseless twin at one seed per K (the design's budgets and sizes; the seeds only add points)
+    simulate.p1_sweep(tmp_path, noise=simulate.NoiseModel(0.0), **dict(bc.ISO_KW, seeds=(0,), k11_seeds=(), replicate_Ks=()))
+    rows = run_rows(collect_runs(tmp_path))
+    budgets = {}
+    for r in rows:
+        budgets.setdefault(r["model"], set()).add(r["token_budget_planned"])
+    assert {m: sorted(b) for m, b in budgets.items()} == {m: sorted(b) for m, b in bc.ISO_BUDGETS.items()}
+    res = isoflop.isoflop(isoflop.points_from_rows(rows), n_boot=0)
+    assert set(res) == {1, 3, 5}
+    sizes = sorted(N for _, N in bc.SIZES)
+    for K, r in res.items():
+        assert np.allclose([s["C"] for s in r["slices"]], bc.ISO_C, rtol=0.02)  # the analysis reads the same grid
+        for s in r["slices"][1:-1]:
+            assert s["inside"] and sizes[0] < s["N_opt"] < sizes[-1] and len(s["N"]) == 3, (K, s)
+            assert math.isclose(min(s["N"], key=lambda n: s["L"][s["N"].index(n)]), sizes[1])
+
+
+def test_per_size_budgets_leave_the_existing_stream_unchanged(tmp_path):
+    """p1_sweep(budgets={model: budgets}) with every model at the same budgets writes the same sweep, byte for
+    byte, as the one tuple: the existing designs' noise streams are untouched."""
+    import simulate
+    models = (("pythia-14m", 1_200_000), ("pythia-31m", 19_000_000))
+    kw = dict(seeds=range(2), Ks=(1, 3), k11_seeds=(0,), replicate_Ks=(1,), replicate_subsets=(0,), models=models,
+              truth=bc.N_TRUTH, noise_seed=3)
+    simulate.p1_sweep(tmp_path / "tuple", budgets=(10e6, 90e6), **kw)
+    simulate.p1_sweep(tmp_path / "dict", budgets={m: (10e6, 90e6) for m, _ in models}, **kw)
+    a, b = (sorted((tmp_path / w / "runs").glob("*/*.json")) for w in ("tuple", "dict"))
+    assert [p.relative_to(tmp_path / "tuple") for p in a] == [p.relative_to(tmp_path / "dict") for p in b] and len(a) > 20
+    assert all(p.read_bytes() == q.read_bytes() for p, q in zip(a, b))

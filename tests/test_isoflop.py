@@ -6,6 +6,7 @@ import numpy as np
 
 import analyze
 import simulate
+from analysis import inference
 from analysis import isoflop as iso
 from analysis import synthetic as sy
 from analysis import transfer_report
@@ -71,7 +72,9 @@ def test_points_from_rows_macro_loss_of_included_untagged_runs():
          "in_training": True, "excluded": "duplicate", "tagged": False, "seed": 0},
         {"run_id": "c", "K": 1, "n_params_nonembedding": 1e6, "tokens_seen": 1e8, "test_loss": 3.0,
          "in_training": True, "excluded": None, "tagged": True, "seed": 0}]
-    assert iso.points_from_rows(rows) == [{"K": 2, "N": 1e6, "D": 1e8, "L": 3.5, "seed": 0}]
+    got = iso.points_from_rows(rows)
+    assert [{k: v for k, v in p.items() if k != "cluster"} for p in got] == [{"K": 2, "N": 1e6, "D": 1e8, "L": 3.5, "seed": 0}]
+    assert got[0]["cluster"] == inference.seed_cluster(rows[0])  # the unit whose noise its budgets share
 
 
 def test_three_points_per_size_give_no_zero_width_interval():
@@ -111,3 +114,50 @@ def test_isoflop_section_with_three_model_sizes(tmp_path):
     assert "## IsoFLOP slices" in report and "| 1 |" in report.split("## IsoFLOP slices")[1]
     assert ("IsoFLOP slices", "isoflop.png") in iso.plots(x["isoflop"], tmp_path) and (tmp_path / "isoflop.png").is_file()
     assert "Not estimated: no pair runs (K = 2) in this sweep; the matrix needs pair runs" in report
+
+
+def _clustered(rng, sizes, budgets, seeds, sd_shared, sd_own):
+    """Points whose noise is mostly shared by a seed cluster's budgets (each size's seed moves its whole
+    curve), as simulate.py's noise model and real seeds do."""
+    pts = []
+    for N in sizes:
+        for s in range(seeds):
+            shift = rng.normal(0, sd_shared)
+            for D in budgets:
+                L = sy.chinchilla_loss(N, D) * np.exp(shift + rng.normal(0, sd_own))
+                pts.append({"K": 1, "N": float(N), "D": float(D), "L": float(L), "seed": s, "cluster": (N, s)})
+    return pts
+
+
+def test_bootstrap_draws_the_noise_a_seed_cluster_shares():
+    """Issue 21 (session 23): the parametric bootstrap moved every point independently, so noise shared by a
+    seed's runs at all budgets averaged away over the budgets and the interval of log N_opt was too narrow
+    (the isoflop3 calibration design covered under 90%). With the shares of the noise (across budgets, run
+    level, cluster) the bootstrap's spread matches the estimator's spread over fresh noise."""
+    sizes, budgets, C = np.geomspace(3e6, 3e8, 5), np.geomspace(1e8, 1e11, 6), [1e18]
+    sd_shared, sd_own = 0.01, 0.002
+    sd = float(np.hypot(sd_shared, sd_own))
+    f = sd_shared ** 2 / sd ** 2
+    truth_spread = np.std([np.log(iso.isoflop(_clustered(np.random.default_rng(100 + i), sizes, budgets, 3, sd_shared,
+                                                         sd_own), compute=C, n_boot=0)[1]["slices"][0]["N_opt"])
+                           for i in range(60)])
+    pts = _clustered(np.random.default_rng(7), sizes, budgets, 3, sd_shared, sd_own)
+
+    def width(**kw):
+        lo, hi = iso.isoflop(pts, compute=C, n_boot=300, seed=1, noise_log_sd=sd, **kw)[1]["slices"][0]["N_opt_ci"]
+        return np.log(hi / lo) / (2 * 1.96)  # the SD a normal interval of that width has
+    clustered, independent = width(shares=(f, 1.0, f)), width()
+    assert 0.75 < clustered / truth_spread < 1.5, (clustered, truth_spread)  # 1.17 here
+    assert independent / clustered < 0.75  # 0.58: independent draws per point, the old, too narrow interval
+
+
+def test_noise_split_of_a_macro_loss():
+    """A point is the mean of its run's K categories: the per-category parts shrink by 1/K, the run-level and
+    cluster parts do not; per-point SDs (per_category=False) keep their total."""
+    sh, own = iso.noise_split(0.01, True, 1, (0.4, 0.6, 0.3))
+    assert np.isclose(sh ** 2 + own ** 2, 1e-4) and np.isclose(sh ** 2, 0.4e-4)
+    sh5, own5 = iso.noise_split(0.01, True, 5, (0.4, 0.6, 0.3))
+    assert np.isclose(sh5 ** 2, 1e-4 * (0.3 + 0.1 / 5)) and np.isclose(own5 ** 2, 1e-4 * (0.3 + 0.3 / 5))
+    sh, own = iso.noise_split(0.01, False, 5, (0.4, 0.6, 0.3))
+    assert np.isclose(sh ** 2 + own ** 2, 1e-4)
+    assert iso.noise_split(0.01, True, 5, None) == (0.0, 0.01)  # not measured: as before (nothing shared)
