@@ -71,3 +71,42 @@ def test_a_file_saved_before_the_per_sweep_tallies_still_tabulates(tmp_path, cap
     bc.main(["--table", str(tmp_path / "old.json")])
     printed = capsys.readouterr().out
     assert "| p1 | H4 gain | 80 | – | 70 | 0 | 0 | 0.875 | [0.785, 0.931] (cells independent) | consistent |" in printed
+
+
+def test_design_effect_is_statsmodels_cluster_robust_variance_over_the_binomial():
+    """The design effect is the textbook one for a clustered proportion: the cluster-robust variance of the mean
+    (statsmodels OLS on a constant, cov_type="cluster", its G / (G - 1) correction) over the plain OLS variance,
+    p(1 - p) / (n - 1); checked on unequal sweeps with misses in the big ones, and on sweeps whose intervals
+    were all refused (no decided interval: no information, dropped), floored at 1."""
+    import numpy as np
+    import statsmodels.api as sm
+
+    def reference(per):
+        y = np.concatenate([[1.0] * c + [0.0] * (n - c) for n, c in per if n])
+        g = np.concatenate([[i] * n for i, (n, _) in enumerate(per) if n])
+        X = np.ones((len(y), 1))
+        return (sm.OLS(y, X).fit(cov_type="cluster", cov_kwds={"groups": g}).bse[0] ** 2
+                / sm.OLS(y, X).fit().bse[0] ** 2)
+
+    for per in ([[1, 1]] * 10 + [[20, 18]] * 5 + [[20, 14]] * 2 + [[3, 3]] * 3,
+                [[1, 1]] * 15 + [[30, 20]] + [[30, 30]] * 4,
+                [[11, 11]] * 12 + [[11, 10]] * 5 + [[11, 8]] * 2 + [[11, 5]],
+                [[0, 0]] * 5 + [[10, 10]] * 16 + [[10, 3]] * 2 + [[10, 9]] * 2):
+        assert abs(bc.design_effect(per) - reference(per)) < 1e-9 * reference(per), per
+    assert bc.design_effect([[0, 0]] * 5 + [[4, 4]] * 18 + [[4, 0]] * 2) == bc.design_effect([[4, 4]] * 18 + [[4, 0]] * 2)
+
+
+def test_worst_case_design_effect_weights_unequal_sweeps():
+    """Every interval covered, sweeps of unequal size (refusals, or a name some sweeps print more of): the worst
+    case, each sweep one trial, is the ratio estimator's deff when whole sweeps err together, sum n_i^2 / n
+    (Kish's effective number of sweeps n^2 / sum n_i^2 <= sweeps), not n / m: the same pattern with one small
+    and one big sweep missing whole estimates ~21, so the all-covered row must not get 11 (a narrower bracket
+    from less evidence)."""
+    unequal = [[1, 1]] * 10 + [[21, 21]] * 10
+    assert abs(bc.design_effect(unequal) - (10 * 1 + 10 * 441) / 220) < 1e-12
+    assert bc.design_effect(unequal) >= bc.design_effect([[1, 1]] * 9 + [[1, 0]] + [[21, 21]] * 9 + [[21, 0]]) - 1
+    assert bc.design_effect([[4, 4]] * 20) == 4.0 and bc.design_effect([[3, 0]] * 20) == 3.0  # equal: as before
+    t = {"n": 220, "covered": 220, "refused": 0, "no_truth": 0, "per_sweep": unequal}
+    lo = bc.coverage_interval(t)[1][0]
+    n_eff = 220 ** 2 / (10 + 10 * 441)  # 10.95 effective sweeps, not 20
+    assert abs(lo - n_eff / (n_eff + 1.959963984540054 ** 2)) < 1e-9
