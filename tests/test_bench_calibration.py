@@ -4,6 +4,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_calibration as bc  # noqa: E402
 
@@ -110,3 +112,22 @@ def test_worst_case_design_effect_weights_unequal_sweeps():
     lo = bc.coverage_interval(t)[1][0]
     n_eff = 220 ** 2 / (10 + 10 * 441)  # 10.95 effective sweeps, not 20
     assert abs(lo - n_eff / (n_eff + 1.959963984540054 ** 2)) < 1e-9
+
+
+def test_status_at_the_edges_of_the_goal():
+    """A bracket that touches a bound is inside it ("ok" needs 0.90 <= lo and hi <= 0.98); one that ends exactly
+    on a bound from outside is not shown to be outside ("consistent"); one that straddles both is "consistent"."""
+    assert bc.classify([0.90, 0.98]) == "ok"
+    assert bc.classify([0.85, 0.90]) == "consistent" and bc.classify([0.85, 0.8999]) == "UNDER"
+    assert bc.classify([0.98, 0.99]) == "consistent" and bc.classify([0.9801, 0.99]) == "OVER"
+    assert bc.classify([0.80, 0.99]) == "consistent"
+
+
+@pytest.mark.xfail(strict=True, reason="known (session 23 review): the all-covered worst case (one trial per sweep) "
+                   "against an estimated deff of ~1 from a single miss: 1099 of 1100 is OVER, 1100 of 1100 consistent")
+def test_one_more_covered_interval_does_not_weaken_the_bracket():
+    one_miss = [[11, 11]] * 99 + [[11, 10]]
+    t = {"n": 1100, "covered": 1099, "refused": 0, "no_truth": 0, "per_sweep": one_miss}
+    lo_one_miss = bc.coverage_interval(t)[1][0]  # 0.995: "OVER"
+    lo_all = bc.coverage_interval({**t, "covered": 1100, "per_sweep": [[11, 11]] * 100})[1][0]  # 0.963
+    assert lo_all >= lo_one_miss
