@@ -18,7 +18,8 @@ specialists in every H4 cell, one law fit under every floor), so they err togeth
 trials. Each interval name keeps its per-sweep tallies ("per_sweep": [decided, covered] per sweep); the
 coverage's 95% interval is Wilson's (statsmodels) on the effective number of intervals n / deff, with the
 design effect deff = the ratio estimator's between-sweep variance over the binomial one (Kish; floored at 1;
-where it cannot be estimated, every interval covered or none, the worst case: each sweep one trial). Why not a cluster bootstrap over
+where it cannot be estimated, every interval covered or none, the worst case: each sweep one trial,
+weighted by its intervals). Why not a cluster bootstrap over
 sweeps (scipy.stats.bootstrap): a row with every interval covered (B at 20 of 20) gives every resample 1.0,
 a zero-width [1, 1] and "OVER" from no evidence (BCa: a degenerate-data warning and nan), and a percentile
 bootstrap under-covers with 20 units; Wilson stays honest at 20 of 20 ([0.84, 1]) and reduces to the plain
@@ -270,14 +271,17 @@ def design_effect(per_sweep):
     intervals (its N / (N - 1) factor alike, so one interval per sweep gives exactly 1); floored at 1 (a lucky
     spread of 20 sweeps is no evidence of anti-correlation). Where no spread shows how the intervals of a sweep
     go together (p-hat 0 or 1: 220 of 220 floors), the worst case: a sweep's intervals all err together, one
-    trial per sweep (deff = intervals per sweep); with one sweep, 1 (the tiny smoke test: nothing to say)."""
+    trial per sweep weighted by its intervals (deff = sum n_i^2 / n, the ratio estimator's under that case;
+    intervals per sweep where the sweeps are alike; n / deff = Kish's effective number of sweeps, at most the
+    sweeps: with unequal sweeps n / m would be narrower than the estimate the same pattern with one sweep
+    missed gets); with one sweep, 1 (the tiny smoke test: nothing to say)."""
     d = np.array([c for c in per_sweep if c[0] > 0], dtype=float).reshape(-1, 2)
     m, n = len(d), d[:, 0].sum()
     if m < 2 or n == 0:
         return 1.0
     p = d[:, 1].sum() / n
     if p in (0.0, 1.0):
-        return float(n / m)
+        return float(np.sum(d[:, 0] ** 2) / n)
     v_cluster = m / (m - 1) * np.sum((d[:, 1] - p * d[:, 0]) ** 2) / n ** 2
     return max(1.0, float(v_cluster / (p * (1 - p) / (n - 1))))
 

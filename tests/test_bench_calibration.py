@@ -4,6 +4,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_calibration as bc  # noqa: E402
 
@@ -119,3 +121,61 @@ def test_per_size_budgets_leave_the_existing_stream_unchanged(tmp_path):
     a, b = (sorted((tmp_path / w / "runs").glob("*/*.json")) for w in ("tuple", "dict"))
     assert [p.relative_to(tmp_path / "tuple") for p in a] == [p.relative_to(tmp_path / "dict") for p in b] and len(a) > 20
     assert all(p.read_bytes() == q.read_bytes() for p, q in zip(a, b))
+
+
+def test_design_effect_is_statsmodels_cluster_robust_variance_over_the_binomial():
+    """The design effect is the textbook one for a clustered proportion: the cluster-robust variance of the mean
+    (statsmodels OLS on a constant, cov_type="cluster", its G / (G - 1) correction) over the plain OLS variance,
+    p(1 - p) / (n - 1); checked on unequal sweeps with misses in the big ones, and on sweeps whose intervals
+    were all refused (no decided interval: no information, dropped), floored at 1."""
+    import numpy as np
+    import statsmodels.api as sm
+
+    def reference(per):
+        y = np.concatenate([[1.0] * c + [0.0] * (n - c) for n, c in per if n])
+        g = np.concatenate([[i] * n for i, (n, _) in enumerate(per) if n])
+        X = np.ones((len(y), 1))
+        return (sm.OLS(y, X).fit(cov_type="cluster", cov_kwds={"groups": g}).bse[0] ** 2
+                / sm.OLS(y, X).fit().bse[0] ** 2)
+
+    for per in ([[1, 1]] * 10 + [[20, 18]] * 5 + [[20, 14]] * 2 + [[3, 3]] * 3,
+                [[1, 1]] * 15 + [[30, 20]] + [[30, 30]] * 4,
+                [[11, 11]] * 12 + [[11, 10]] * 5 + [[11, 8]] * 2 + [[11, 5]],
+                [[0, 0]] * 5 + [[10, 10]] * 16 + [[10, 3]] * 2 + [[10, 9]] * 2):
+        assert abs(bc.design_effect(per) - reference(per)) < 1e-9 * reference(per), per
+    assert bc.design_effect([[0, 0]] * 5 + [[4, 4]] * 18 + [[4, 0]] * 2) == bc.design_effect([[4, 4]] * 18 + [[4, 0]] * 2)
+
+
+def test_worst_case_design_effect_weights_unequal_sweeps():
+    """Every interval covered, sweeps of unequal size (refusals, or a name some sweeps print more of): the worst
+    case, each sweep one trial, is the ratio estimator's deff when whole sweeps err together, sum n_i^2 / n
+    (Kish's effective number of sweeps n^2 / sum n_i^2 <= sweeps), not n / m: the same pattern with one small
+    and one big sweep missing whole estimates ~21, so the all-covered row must not get 11 (a narrower bracket
+    from less evidence)."""
+    unequal = [[1, 1]] * 10 + [[21, 21]] * 10
+    assert abs(bc.design_effect(unequal) - (10 * 1 + 10 * 441) / 220) < 1e-12
+    assert bc.design_effect(unequal) >= bc.design_effect([[1, 1]] * 9 + [[1, 0]] + [[21, 21]] * 9 + [[21, 0]]) - 1
+    assert bc.design_effect([[4, 4]] * 20) == 4.0 and bc.design_effect([[3, 0]] * 20) == 3.0  # equal: as before
+    t = {"n": 220, "covered": 220, "refused": 0, "no_truth": 0, "per_sweep": unequal}
+    lo = bc.coverage_interval(t)[1][0]
+    n_eff = 220 ** 2 / (10 + 10 * 441)  # 10.95 effective sweeps, not 20
+    assert abs(lo - n_eff / (n_eff + 1.959963984540054 ** 2)) < 1e-9
+
+
+def test_status_at_the_edges_of_the_goal():
+    """A bracket that touches a bound is inside it ("ok" needs 0.90 <= lo and hi <= 0.98); one that ends exactly
+    on a bound from outside is not shown to be outside ("consistent"); one that straddles both is "consistent"."""
+    assert bc.classify([0.90, 0.98]) == "ok"
+    assert bc.classify([0.85, 0.90]) == "consistent" and bc.classify([0.85, 0.8999]) == "UNDER"
+    assert bc.classify([0.98, 0.99]) == "consistent" and bc.classify([0.9801, 0.99]) == "OVER"
+    assert bc.classify([0.80, 0.99]) == "consistent"
+
+
+@pytest.mark.xfail(strict=True, reason="known (session 23 review): the all-covered worst case (one trial per sweep) "
+                   "against an estimated deff of ~1 from a single miss: 1099 of 1100 is OVER, 1100 of 1100 consistent")
+def test_one_more_covered_interval_does_not_weaken_the_bracket():
+    one_miss = [[11, 11]] * 99 + [[11, 10]]
+    t = {"n": 1100, "covered": 1099, "refused": 0, "no_truth": 0, "per_sweep": one_miss}
+    lo_one_miss = bc.coverage_interval(t)[1][0]  # 0.995: "OVER"
+    lo_all = bc.coverage_interval({**t, "covered": 1100, "per_sweep": [[11, 11]] * 100})[1][0]  # 0.963
+    assert lo_all >= lo_one_miss
