@@ -21,7 +21,7 @@ def test_known_optimum_recovered_per_K():
     hits, total = 0, 0
     for seed in range(2):
         pts = sy.isoflop_sweep(np.random.default_rng(seed), SIZES, BUDGETS, Ks=(1, 3))
-        res = iso.isoflop(pts, compute=[3e17, 1e18, 3e18], n_boot=50, seed=seed)
+        res = iso.isoflop(pts, compute=[3e17, 1e18, 3e18], n_boot=50, seed=seed, shares=(0.0, 1.0, 0.0))  # independent noise
         assert set(res) == {1, 3}
         for K, r in res.items():
             assert len(r["sizes"]) == 9 and len(r["slices"]) == 3
@@ -45,16 +45,16 @@ def test_optimum_grows_with_compute():
 
 def test_edge_and_too_few_sizes_reported_not_extrapolated(outputs):
     small = sy.isoflop_sweep(np.random.default_rng(1), SIZES[:4], BUDGETS, Ks=(1,))  # all below the optimum
-    r = iso.isoflop(small, compute=[1e18], n_boot=30)[1]   # optimum ~7.9e7 > 3e7
+    r = iso.isoflop(small, compute=[1e18], n_boot=30, shares=(0.0, 1.0, 0.0))[1]   # optimum ~7.9e7 > 3e7
     s = r["slices"][0]
     assert not s["inside"] and s["N_opt"] == max(s["N"]) and s["edge"] > 0.5
     two = sy.isoflop_sweep(np.random.default_rng(1), SIZES[:2], BUDGETS, Ks=(2,))
     r2 = iso.isoflop(two, n_boot=5)[2]
     assert r2["slices"] == [] and "slices need 3" in r2["reason"]
     text = "\n".join(iso.markdown_section({1: r, 2: r2}))
-    assert "at the edge of the sizes" in text and "open: the optimum lies beyond" in text and "slices need 3" in text
+    assert "at the edge of the sizes" in text and "at or beyond the largest size" in text and "slices need 3" in text
     pts = sy.isoflop_sweep(np.random.default_rng(2), SIZES, BUDGETS, Ks=(1, 3))
-    res = iso.isoflop(pts, n_boot=10)
+    res = iso.isoflop(pts, n_boot=10, shares=(0.0, 1.0, 0.0))
     iso.plot(res, outputs / "isoflop.png")
     (outputs / "isoflop_section.md").write_text("\n".join(iso.markdown_section(res)) + "\n")
     assert (outputs / "isoflop.png").stat().st_size > 1000
@@ -161,3 +161,38 @@ def test_noise_split_of_a_macro_loss():
     sh, own = iso.noise_split(0.01, False, 5, (0.4, 0.6, 0.3))
     assert np.isclose(sh ** 2 + own ** 2, 1e-4)
     assert iso.noise_split(0.01, True, 5, None) == (0.0, 0.01)  # not measured: as before (nothing shared)
+
+
+def test_residual_noise_without_replicates_gives_no_interval():
+    """Review of session 23: with one run per (size, budget), the usual IsoFLOP design, and no replicate runs,
+    the noise came from the size curves' residuals, which cannot hold the part a seed shares across its
+    budgets (each size's curve absorbs its one seed's shift). Under the measured noise structure (43% of the
+    variance shared across budgets) the "95%" interval held the optimum in 41 of 60 sweeps (68%; 6 of 40 with
+    96% shared). Unmeasured shares: no interval, and why; measured shares: the residuals are the points' own
+    part, the shared part added on top."""
+    sizes, budgets, C = np.geomspace(3e6, 3e8, 5), np.geomspace(1e8, 1e11, 6), [1e18]
+    sd_shared, sd_own = 0.00469, 0.00536  # plans/noise_model_abstracts.json's K = 1 split of 0.0071
+    pts = _clustered(np.random.default_rng(3), sizes, budgets, 1, sd_shared, sd_own)
+    r = iso.isoflop(pts, compute=C, n_boot=50, seed=0)
+    s = r[1]["slices"][0]
+    assert s["N_opt_ci"] == [None, None] and "seed shares" in r[1]["noise_source"], r[1]["noise_source"]
+    assert any("seed shares" in line for line in iso.markdown_section(r))
+    f = sd_shared ** 2 / (sd_shared ** 2 + sd_own ** 2)
+    truth, cov = sy.chinchilla_optimum(C[0]), 0
+    for i in range(30):
+        pts = _clustered(np.random.default_rng(500 + i), sizes, budgets, 1, sd_shared, sd_own)
+        lo, hi = iso.isoflop(pts, compute=C, n_boot=100, seed=i, shares=(f, 1.0, f))[1]["slices"][0]["N_opt_ci"]
+        cov += lo is not None and lo <= truth <= hi
+    assert cov >= 26, cov  # >= 87% of 30 (the residuals taken as the total: 68%)
+
+
+def test_edge_slice_does_not_claim_the_optimum_lies_beyond():
+    """Review of session 23: a slice whose lowest loss is at an edge size gets no interval, but the report
+    read "open: the optimum lies beyond the sizes", a finding, where the truth may be inside (isoflop3: 20
+    of 240 inner slices, truth at the middle size). It says at or beyond which edge, and claims no more."""
+    small = sy.isoflop_sweep(np.random.default_rng(1), SIZES[:4], BUDGETS, Ks=(1,))  # all below the optimum
+    r = iso.isoflop(small, compute=[1e18], n_boot=30, shares=(0.0, 1.0, 0.0))
+    s = r[1]["slices"][0]
+    assert not s["inside"] and s["N_opt_ci"] == [None, None] and "largest" in s["ci_why"]
+    text = "\n".join(iso.markdown_section(r))
+    assert "lies beyond" not in text and "at or beyond the largest size" in text, text
