@@ -38,19 +38,20 @@ COVER_TOL = 1.25
 
 
 def points_from_rows(rows):
-    """{"K", "N", "D", "L", "seed", "cluster"} per included untagged run: D = tokens seen, L = the macro test
-    loss over its training categories (analyze.py's rows, one per run and category), cluster its seed cluster
-    (inference.seed_cluster: the unit whose noise its budgets share)."""
+    """{"K", "N", "D", "L", "seed", "cluster", "cats"} per included untagged run: D = tokens seen, L = the macro
+    test loss over its training categories (analyze.py's rows, one per run and category), cluster its seed
+    cluster (inference.seed_cluster: the unit whose noise its budgets share), cats its category set (sorted)."""
     runs = {}
     for r in rows:
         if r.get("excluded") or r.get("tagged") or not r.get("in_training") or r.get("test_loss") is None:
             continue
         p = runs.setdefault(r["run_id"], {"K": r["K"], "N": float(r["n_params_nonembedding"] or 0),
                                           "D": float(r["tokens_seen"] or 0), "losses": [], "seed": r.get("seed"),
-                                          "cluster": inference.seed_cluster(r)})
+                                          "cluster": inference.seed_cluster(r),
+                                          "cats": inference.seed_cluster(r)[2]})
         p["losses"].append(float(r["test_loss"]))
     return [{"K": p["K"], "N": p["N"], "D": p["D"], "L": float(np.mean(p["losses"])), "seed": p["seed"],
-             "cluster": p["cluster"]}
+             "cluster": p["cluster"], "cats": p["cats"]}
             for p in runs.values() if p["N"] > 0 and p["D"] > 0]
 
 
@@ -108,14 +109,17 @@ def vertex(x, y):
 
 def point_noise(points, curves, noise_log_sd=None):
     """(SD of log loss of one point, where it came from): the noise floor passed in; else replicate points
-    (the same K, N and budget, different seeds); else the residuals of the size curves when every one of
+    (the same K, N, budget and category set, different seeds); else the residuals of the size curves when every one of
     them has more than 3 budgets (pooled df >= 3); else (None, why). A curve through 3 points with 3
     parameters interpolates them: its residuals are 0 and say nothing of the noise."""
     if noise_log_sd:
         return float(noise_log_sd), "the noise floor (replicate runs of the sweep)"
     groups = {}
     for p in points:
-        groups.setdefault((p["K"], p["N"], round(math.log(p["D"]), 2)), []).append(math.log(p["L"]))
+        # replicates share the category set: at K < 11 another seed is another
+        # subset, whose loss differs by the categories, not by the noise (a 17x SD in the review of session 23)
+        cats = p.get("cats")
+        groups.setdefault((p["K"], p["N"], round(math.log(p["D"]), 2), cats), []).append(math.log(p["L"]))
     ss = sum(float(((np.asarray(v) - np.mean(v)) ** 2).sum()) for v in groups.values() if len(v) > 1)
     df = sum(len(v) - 1 for v in groups.values() if len(v) > 1)
     if df:

@@ -73,7 +73,7 @@ def test_points_from_rows_macro_loss_of_included_untagged_runs():
         {"run_id": "c", "K": 1, "n_params_nonembedding": 1e6, "tokens_seen": 1e8, "test_loss": 3.0,
          "in_training": True, "excluded": None, "tagged": True, "seed": 0}]
     got = iso.points_from_rows(rows)
-    assert [{k: v for k, v in p.items() if k != "cluster"} for p in got] == [{"K": 2, "N": 1e6, "D": 1e8, "L": 3.5, "seed": 0}]
+    assert [{k: v for k, v in p.items() if k not in ("cluster", "cats")} for p in got] == [{"K": 2, "N": 1e6, "D": 1e8, "L": 3.5, "seed": 0}]
     assert got[0]["cluster"] == inference.seed_cluster(rows[0])  # the unit whose noise its budgets share
 
 
@@ -209,3 +209,19 @@ def test_noise_shares_say_when_the_replicates_vary_the_init_seed_only(tmp_path):
     simulate.p1_sweep(tmp_path / "b", k11_seeds=(0, 1), **kw)
     shares, why = iso.noise_shares(run_rows(collect_runs(tmp_path / "b")))
     assert shares is not None and "init seed only" not in why, why
+
+
+def test_runs_of_other_categories_are_not_replicates(tmp_path):
+    """Review of session 23: without replicate runs, point_noise took the K = 1 runs of three seeds at one size
+    and budget, three different categories, for replicates: a noise SD of 0.118 where the truth's is 0.0071,
+    and "95%" intervals spanning the ladder ([1.2M, 57M] at every C). Replicate points share their category
+    set; here there are none, and without them the seed-shared noise is unmeasured: no interval."""
+    sizes = (("pythia-14m", 1_200_000), ("pythia-31m", 4_700_000), ("pythia-70m", 19_000_000))
+    C = np.geomspace(1e14, 1e16, 4)
+    simulate.p1_sweep(tmp_path, seeds=range(3), Ks=(1,), k11_seeds=(), replicate_Ks=(), models=sizes,
+                      truth=dict(simulate.TRUTH, A=400.0, alpha=0.34),
+                      budgets={m: tuple(c / (6 * n) for c in C) for m, n in sizes})
+    x = iso.isoflop_slices(run_rows(collect_runs(tmp_path)), 20, 0)
+    r = x["by_K"][1]
+    assert not r["noise_source"].startswith("replicate runs"), r["noise_source"]
+    assert r["slices"] and all(s["N_opt_ci"] == [None, None] for s in r["slices"] if "N_opt" in s)
