@@ -17,8 +17,12 @@ analysis/noise_structure.py), so each resample moves a cluster's whole curve by 
 its own (noise_split); drawn independently per point, the cluster part averaged away over the budgets
 (BENCHMARKS.md, session 23: the isoflop3 calibration design). A point is the mean
 of its run's K categories, so the per-category parts shrink by 1/K and the run-level parts do not.
-"edge" gives the share of replicates whose optimum fell at an edge of the sizes; a slice whose own optimum
-is at an edge has no interval (open on that side: "ci_why").
+The residuals hold only a point's own part (each size's curve absorbs its seed's shift): from them an interval
+needs the shares measured on replicate groups, else there is none (68% coverage under the measured noise,
+review of session 23). Replicate points share their category set (another subset at K < 11 is not a replicate).
+"edge" gives the share of replicates whose optimum fell at an edge of the sizes; a slice whose own lowest loss
+is at an edge has no interval and no located optimum ("ci_why": the truth may be inside, and a one-sided
+percentile bound was not calibrated).
 
 N is what the points carry: analyze.py's rows give the non-embedding parameters (the fits' N).
 """
