@@ -65,7 +65,8 @@ def isoflop_coverage(seeds, n_boot, Cs=(3e17, 1e18, 3e18)):
     cov = {C: 0 for C in Cs}
     for seed in range(seeds):
         pts = synthetic.isoflop_sweep(np.random.default_rng(2000 + seed), sizes, budgets, Ks=(1,))
-        for s in isoflop.isoflop(pts, compute=Cs, n_boot=n_boot, seed=seed)[1]["slices"]:
+        # synthetic noise is independent per point: the residuals are the whole noise (shares (0, 1, 0))
+        for s in isoflop.isoflop(pts, compute=Cs, n_boot=n_boot, seed=seed, shares=(0.0, 1.0, 0.0))[1]["slices"]:
             lo, hi = s["N_opt_ci"]  # None: an optimum at the edge of the sizes has no interval (not covered)
             cov[s["C"]] += lo is not None and lo <= synthetic.chinchilla_optimum(s["C"]) <= hi
     return cov

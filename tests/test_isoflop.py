@@ -21,7 +21,7 @@ def test_known_optimum_recovered_per_K():
     hits, total = 0, 0
     for seed in range(2):
         pts = sy.isoflop_sweep(np.random.default_rng(seed), SIZES, BUDGETS, Ks=(1, 3))
-        res = iso.isoflop(pts, compute=[3e17, 1e18, 3e18], n_boot=50, seed=seed)
+        res = iso.isoflop(pts, compute=[3e17, 1e18, 3e18], n_boot=50, seed=seed, shares=(0.0, 1.0, 0.0))  # independent noise
         assert set(res) == {1, 3}
         for K, r in res.items():
             assert len(r["sizes"]) == 9 and len(r["slices"]) == 3
@@ -45,16 +45,16 @@ def test_optimum_grows_with_compute():
 
 def test_edge_and_too_few_sizes_reported_not_extrapolated(outputs):
     small = sy.isoflop_sweep(np.random.default_rng(1), SIZES[:4], BUDGETS, Ks=(1,))  # all below the optimum
-    r = iso.isoflop(small, compute=[1e18], n_boot=30)[1]   # optimum ~7.9e7 > 3e7
+    r = iso.isoflop(small, compute=[1e18], n_boot=30, shares=(0.0, 1.0, 0.0))[1]   # optimum ~7.9e7 > 3e7
     s = r["slices"][0]
     assert not s["inside"] and s["N_opt"] == max(s["N"]) and s["edge"] > 0.5
     two = sy.isoflop_sweep(np.random.default_rng(1), SIZES[:2], BUDGETS, Ks=(2,))
     r2 = iso.isoflop(two, n_boot=5)[2]
     assert r2["slices"] == [] and "slices need 3" in r2["reason"]
     text = "\n".join(iso.markdown_section({1: r, 2: r2}))
-    assert "at the edge of the sizes" in text and "open: the optimum lies beyond" in text and "slices need 3" in text
+    assert "at the edge of the sizes" in text and "lowest loss is at the largest size" in text and "slices need 3" in text
     pts = sy.isoflop_sweep(np.random.default_rng(2), SIZES, BUDGETS, Ks=(1, 3))
-    res = iso.isoflop(pts, n_boot=10)
+    res = iso.isoflop(pts, n_boot=10, shares=(0.0, 1.0, 0.0))
     iso.plot(res, outputs / "isoflop.png")
     (outputs / "isoflop_section.md").write_text("\n".join(iso.markdown_section(res)) + "\n")
     assert (outputs / "isoflop.png").stat().st_size > 1000
@@ -73,7 +73,7 @@ def test_points_from_rows_macro_loss_of_included_untagged_runs():
         {"run_id": "c", "K": 1, "n_params_nonembedding": 1e6, "tokens_seen": 1e8, "test_loss": 3.0,
          "in_training": True, "excluded": None, "tagged": True, "seed": 0}]
     got = iso.points_from_rows(rows)
-    assert [{k: v for k, v in p.items() if k != "cluster"} for p in got] == [{"K": 2, "N": 1e6, "D": 1e8, "L": 3.5, "seed": 0}]
+    assert [{k: v for k, v in p.items() if k not in ("cluster", "cats")} for p in got] == [{"K": 2, "N": 1e6, "D": 1e8, "L": 3.5, "seed": 0}]
     assert got[0]["cluster"] == inference.seed_cluster(rows[0])  # the unit whose noise its budgets share
 
 
@@ -161,3 +161,69 @@ def test_noise_split_of_a_macro_loss():
     sh, own = iso.noise_split(0.01, False, 5, (0.4, 0.6, 0.3))
     assert np.isclose(sh ** 2 + own ** 2, 1e-4)
     assert iso.noise_split(0.01, True, 5, None) == (0.0, 0.01)  # not measured: as before (nothing shared)
+
+
+def test_residual_noise_without_replicates_gives_no_interval():
+    """Review of session 23: with one run per (size, budget), the usual IsoFLOP design, and no replicate runs,
+    the noise came from the size curves' residuals, which cannot hold the part a seed shares across its
+    budgets (each size's curve absorbs its one seed's shift). Under the measured noise structure (43% of the
+    variance shared across budgets) the "95%" interval held the optimum in 41 of 60 sweeps (68%; 6 of 40 with
+    96% shared). Unmeasured shares: no interval, and why; measured shares: the residuals are the points' own
+    part, the shared part added on top."""
+    sizes, budgets, C = np.geomspace(3e6, 3e8, 5), np.geomspace(1e8, 1e11, 6), [1e18]
+    sd_shared, sd_own = 0.00469, 0.00536  # plans/noise_model_abstracts.json's K = 1 split of 0.0071
+    pts = _clustered(np.random.default_rng(3), sizes, budgets, 1, sd_shared, sd_own)
+    r = iso.isoflop(pts, compute=C, n_boot=50, seed=0)
+    s = r[1]["slices"][0]
+    assert s["N_opt_ci"] == [None, None] and "seed shares" in r[1]["noise_source"], r[1]["noise_source"]
+    assert any("seed shares" in line for line in iso.markdown_section(r))
+    f = sd_shared ** 2 / (sd_shared ** 2 + sd_own ** 2)
+    truth, cov = sy.chinchilla_optimum(C[0]), 0
+    for i in range(30):
+        pts = _clustered(np.random.default_rng(500 + i), sizes, budgets, 1, sd_shared, sd_own)
+        lo, hi = iso.isoflop(pts, compute=C, n_boot=100, seed=i, shares=(f, 1.0, f))[1]["slices"][0]["N_opt_ci"]
+        cov += lo is not None and lo <= truth <= hi
+    assert cov >= 26, cov  # >= 87% of 30 (the residuals taken as the total: 68%)
+
+
+def test_edge_slice_does_not_claim_the_optimum_lies_beyond():
+    """Review of session 23: a slice whose lowest loss is at an edge size gets no interval, but the report
+    read "open: the optimum lies beyond the sizes", a finding, where the truth may be inside (isoflop3: 20
+    of 240 inner slices, truth at the middle size). It says which edge holds the lowest loss, and claims no
+    location (a one-sided percentile bound held an inside truth in 79% of such slices: not calibrated)."""
+    small = sy.isoflop_sweep(np.random.default_rng(1), SIZES[:4], BUDGETS, Ks=(1,))  # all below the optimum
+    r = iso.isoflop(small, compute=[1e18], n_boot=30, shares=(0.0, 1.0, 0.0))
+    s = r[1]["slices"][0]
+    assert not s["inside"] and s["N_opt_ci"] == [None, None] and "largest" in s["ci_why"]
+    text = "\n".join(iso.markdown_section(r))
+    assert "beyond the sizes" not in text and "at or beyond" not in text, text
+    assert "lowest loss is at the largest size; the optimum is not located" in text, text
+
+
+def test_noise_shares_say_when_the_replicates_vary_the_init_seed_only(tmp_path):
+    """Review of session 23: replicates that share their data order (init seed only) miss its noise, in the SD
+    and in the share across budgets (the measured model's 0.43 reads 0.35, its SD 7% low): the shares' source
+    says so. K = 11 seeds (other data order and init) are replicates of every seed and silence it."""
+    kw = dict(seeds=(0,), Ks=(1,), budgets=(10e6, 30e6, 90e6), replicate_Ks=(1,), replicate_subsets=(0, 1))
+    simulate.p1_sweep(tmp_path / "a", k11_seeds=(), **kw)
+    shares, why = iso.noise_shares(run_rows(collect_runs(tmp_path / "a")))
+    assert shares is not None and "init seed only" in why, why
+    simulate.p1_sweep(tmp_path / "b", k11_seeds=(0, 1), **kw)
+    shares, why = iso.noise_shares(run_rows(collect_runs(tmp_path / "b")))
+    assert shares is not None and "init seed only" not in why, why
+
+
+def test_runs_of_other_categories_are_not_replicates(tmp_path):
+    """Review of session 23: without replicate runs, point_noise took the K = 1 runs of three seeds at one size
+    and budget, three different categories, for replicates: a noise SD of 0.118 where the truth's is 0.0071,
+    and "95%" intervals spanning the ladder ([1.2M, 57M] at every C). Replicate points share their category
+    set; here there are none, and without them the seed-shared noise is unmeasured: no interval."""
+    sizes = (("pythia-14m", 1_200_000), ("pythia-31m", 4_700_000), ("pythia-70m", 19_000_000))
+    C = np.geomspace(1e14, 1e16, 4)
+    simulate.p1_sweep(tmp_path, seeds=range(3), Ks=(1,), k11_seeds=(), replicate_Ks=(), models=sizes,
+                      truth=dict(simulate.TRUTH, A=400.0, alpha=0.34),
+                      budgets={m: tuple(c / (6 * n) for c in C) for m, n in sizes})
+    x = iso.isoflop_slices(run_rows(collect_runs(tmp_path)), 20, 0)
+    r = x["by_K"][1]
+    assert not r["noise_source"].startswith("replicate runs"), r["noise_source"]
+    assert r["slices"] and all(s["N_opt_ci"] == [None, None] for s in r["slices"] if "N_opt" in s)
