@@ -8,7 +8,7 @@ For each of --n_sweeps noise seeds: fabricate the sweep and its noiseless twin (
 same multinomial token draws, simulate.NoiseModel(0)), read both as analyze.py does (collect_runs, run_rows,
 fit_data), fit the dilution law (laws.fit_law; beta_by_K reads its point estimate only, which does not depend
 on the resamples, so --fit_n_boot defaults to 0: the law's own jackknife is bench_calibration's business) and
-call beta_by_K with analyze's resamples (min(--n_boot, BETA_K_BOOT)). The truth of each interval is the same
+call beta_by_K as analyze.py does (--n_boot 0: point estimates only). The truth of each interval is the same
 statistic on the twin (its point estimate), as in bench_calibration.py. The functions are called directly
 (no figures, no other hypotheses): ~1/10 of an analyze.main.
 
@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 import simulate  # noqa: E402
-from analysis.beta_by_k import BETA_K_BOOT, beta_by_K  # noqa: E402
+from analysis.beta_by_k import beta_by_K  # noqa: E402
 from analysis.law_data import fit_data  # noqa: E402
 from analysis.laws import fit_law  # noqa: E402
 from analysis.runs import collect_runs, run_rows  # noqa: E402
@@ -42,7 +42,7 @@ def beta_k(root, n_boot, fit_n_boot, seed):
     with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
         d = fit_data(run_rows(collect_runs(root)))
         fit = fit_law(d, "dilution", n_boot=fit_n_boot, seed=seed, jobs=1)
-        return beta_by_K(d, fit, n_boot, seed, 1)
+        return beta_by_K(d, fit, n_boot, 1)
 
 
 def intervals(b):
@@ -56,14 +56,14 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--n_sweeps", type=int, default=20, help="fabricated P1 sweeps (noise seeds)")
     p.add_argument("--first_seed", type=int, default=0, help="the first noise seed")
-    p.add_argument("--n_boot", type=int, default=1000, help="analyze.py --n_boot (beta_by_K takes at most "
-                   f"{BETA_K_BOOT} of it)")
+    p.add_argument("--n_boot", type=int, default=1000, help="analyze.py --n_boot (beta by K: 0 for no intervals, "
+                   "else the jackknife)")
     p.add_argument("--fit_n_boot", type=int, default=0, help="resamples of the dilution fit (its point only is read)")
     p.add_argument("--out", default=None, help="write the tallies to this JSON file after every sweep")
     args = p.parse_args(argv)
     if args.n_sweeps < 1 or args.n_boot < 0:
         sys.exit("bench_beta_by_k: --n_sweeps must be >= 1 and --n_boot >= 0")
-    nb, noise, tally, t0 = min(args.n_boot, BETA_K_BOOT), simulate.noise_model(), {}, time.process_time()
+    nb, noise, tally, t0 = args.n_boot, simulate.noise_model(), {}, time.process_time()
     for seed in range(args.first_seed, args.first_seed + args.n_sweeps):
         tmp = Path(tempfile.mkdtemp(prefix="bench_betak_"))
         try:
