@@ -10,7 +10,7 @@ fit_data), fit the dilution law (laws.fit_law; beta_by_K reads its point estimat
 on the resamples, so --fit_n_boot defaults to 0: the law's own jackknife is bench_calibration's business) and
 call beta_by_K as analyze.py does (--n_boot 0: point estimates only). The truth of each interval is the same
 statistic on the twin (its point estimate), as in bench_calibration.py. The functions are called directly
-(no figures, no other hypotheses): ~1/10 of an analyze.main.
+(no figures, no other hypotheses): 7-8 CPU-s a sweep with the jackknife, 19-21 with the old bootstrap.
 
 Coverage is reported per interval name with Wilson's 95% bracket and with the sweep as the unit
 (bench_calibration.coverage_interval: the beta_K of one sweep share its fit and noise).
