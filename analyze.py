@@ -61,7 +61,7 @@ from analysis.h2ratio import h2_ratio
 from analysis.hypotheses import (cells_by_K, h1_floors, h3_verdict, identification_cost, k_contrast,
                                  k_effect_statement, mixing_gain, verdict_table)
 from analysis.floors import h1_offsets
-from analysis.beta_by_k import BETA_K_BOOT, beta_by_K
+from analysis.beta_by_k import beta_by_K
 from analysis.law_data import DATA_FILTER, R_STAR, fit_data
 from analysis.laws import FORMS, _ci, fit_law, minimize_starts
 from analysis.repetition import fit_repetition, repetition_counts
@@ -182,12 +182,11 @@ def evaluate(runs, rows, d, args):
     if repetition:
         fits.append(repetition["fit"])
     # one beta against one per K, on the tokens seen and (where repetition is modelled) on effective tokens
-    nb = min(args.n_boot, BETA_K_BOOT)
     beta_k = []
     if not args.verdicts_only:  # a diagnostic, no verdict reads it
-        with Step(f"beta by K, {nb} resamples"):
-            beta_k = [b for b in ([beta_by_K(d, main["dilution"], nb, args.seed, args.jobs)] if "dilution" in main else []) +
-                      ([beta_by_K(fit_data(rows, r_star=repetition["r_star"]), repetition["fit"], nb, args.seed, args.jobs)]
+        with Step("beta by K, jackknife over seed clusters" if args.n_boot else "beta by K, point estimates (--n_boot 0)"):
+            beta_k = [b for b in ([beta_by_K(d, main["dilution"], args.n_boot, args.jobs)] if "dilution" in main else []) +
+                      ([beta_by_K(fit_data(rows, r_star=repetition["r_star"]), repetition["fit"], args.n_boot, args.jobs)]
                        if repetition else []) if b]
     h2 = k_contrast(rows, "in", args.n_boot, args.seed, args.margin, smaller_is_lower=False)
     h5 = k_contrast(rows, "out", args.n_boot, args.seed, args.margin, smaller_is_lower=True)

@@ -1,10 +1,12 @@
 """Beta by K (issue 22), a named diagnostic: one data exponent for every K against one per K (separate
-learning curves with shared floors, nested), with the per-K exponents' intervals from the seed-cluster
-bootstrap and the finding it supports ("learning curves flatten / steepen with K")."""
+learning curves with shared floors, nested), with the per-K exponents' intervals from the stratified
+delete-one-seed-cluster jackknife (as the law's own, issue 21) and the finding it supports ("learning curves
+flatten / steepen with K")."""
 import numpy as np
 
 from analysis.huber import huber
-from analysis.laws import (BOOT_CHUNK, BOOT_TOL, FORMS, Law, _ci, _interval, _minimize, bootstrap_weights, identification,
+from analysis.inference import stratified_jackknife
+from analysis.laws import (BOOT_CHUNK, BOOT_TOL, FORMS, Law, _ci, _minimize, identification, jackknife_weights,
                           minimize_starts)
 from analysis.workers import run_jobs
 
@@ -74,26 +76,28 @@ class LawBetaK(Law):
         return np.array(th, dtype=float)
 
 
-BETA_K_BOOT = 200  # resamples at most for the per-K betas: a diagnostic, refitted from one start
-
-
 def _refits(job):
-    """The bootstrap refits of one chunk of resamples, each from the point estimate."""
-    law, d, point, ws = job
-    return [_minimize(law, d, [point], w, tol=BOOT_TOL, scale=max(law.objective(point, d, w)[0], 1e-300))
-            for w in ws]
+    """The delete-one-unit refits of one chunk of weight vectors, each from the point estimate, of the whole
+    procedure: the one-beta law first (where its s is free: s moves with the deletion, and every beta_K with
+    s), then the per-K law at that s. None: a refit failed. (Measured on 20 P1 sweeps: refitting s barely
+    moves the replicates, 106 of 120 intervals covered against 107 with s held: BENCHMARKS.md.)"""
+    law, base, d, point, th1, ws = job
+    out = []
+    for w in ws:
+        lk = law
+        if base.fixed_s is None:
+            r1 = _minimize(base, d, [th1], w, tol=BOOT_TOL, scale=max(base.objective(th1, d, w)[0], 1e-300))
+            if not (r1.success and np.all(np.isfinite(r1.x))):
+                out.append(None)
+                continue
+            lk = LawBetaK(law.C, law.Ks, base.unpack(r1.x)["s"], law.with_n)
+        out.append(_minimize(lk, d, [point], w, tol=BOOT_TOL, scale=max(lk.objective(point, d, w)[0], 1e-300)))
+    return out
 
 
-def beta_by_K(d, fit, n_boot, seed, jobs=1):
-    """The nested comparison of one learning curve (fit: the dilution fit on d) against one per K value
-    (LawBetaK: an amplitude and an exponent per K, shared floors, the same s):
-    each beta_K with its 95% interval over seed clusters (bootstrap_weights; refits from the point estimate),
-    the difference beta_Kmin - beta_Kmax with its interval, and both objectives (Huber; the per-K model
-    nests the one-beta model, so its objective is never larger). A finding when the difference's interval
-    excludes 0: learning curves steepen (beta grows) or flatten with K."""
+def _fit_point(d, fit, jobs):
+    """(per-K law, one-beta law, Ks, s, the per-K fit) on d, s fixed at the one-beta fit's estimate."""
     Ks = sorted({int(k) for k in d["K"]})
-    if len(Ks) < 2 or "s" not in fit["params"] and fit["form"] == "dilution":
-        return None
     s = fit["params"]["s"]["estimate"] if "s" in fit["params"] else FORMS[fit["form"]]
     base = Law(fit["form"], len(d["categories"]), fit["_with_n"])
     law = LawBetaK(len(d["categories"]), Ks, s, fit["_with_n"])
@@ -107,29 +111,74 @@ def beta_by_K(d, fit, n_boot, seed, jobs=1):
     # pinned beta_K on a valley whose objective changed by 1e-7 of ~4e-4 (measured)
     starts = [law.start_from(th0)] + [law.start_from(t) for t in Law("shared", law.C, law.with_n).starts(d)]
     res = minimize_starts(law, d, starts, jobs, scale=max(min(law.objective(t, d)[0] for t in starts), 1e-300))
-    point = res.x
+    return law, base, Ks, s, res
+
+
+def _jackknife(law, base, d, point, th1, jobs):
+    """The stratified delete-one-seed-cluster jackknife (laws.jackknife_weights, inference.stratified_jackknife,
+    as the law's own intervals) of every beta_K and of beta_Kmin - beta_Kmax: ([per-K result], difference's
+    result, summary). Refused (ci95 [None, None], the reason in "note") where deleting a unit leaves beta
+    unidentified, where a K has one seed cluster (deleting it leaves beta_K with no data: its refit stays at
+    the estimate and the jackknife never sees that cluster's noise), or where the jackknife itself refuses."""
+    weights, strata, unpinned = jackknife_weights(base, d)
+    C, nk = law.C, law._nk
+    chunks = [(law, base, d, point, th1, weights[i:i + BOOT_CHUNK]) for i in range(0, len(weights), BOOT_CHUNK)]
+    # in worker processes when there are several (the same refits, in order)
+    refits = [r for part in (run_jobs(_refits, chunks, jobs) if jobs > 1 and len(chunks) > 1 else map(_refits, chunks))
+              for r in part]
+    ok = lambda r: r is not None and r.success and np.all(np.isfinite(r.x))
+    reps = np.array([r.x[C + nk:C + 2 * nk] if ok(r) else [np.nan] * nk for r in refits], dtype=float).reshape(-1, nk)
+    est = np.asarray(point[C + nk:C + 2 * nk], dtype=float)
+    lone = {k: f"K = {k} has {int((strata == k).sum())} seed cluster(s): deleting one leaves beta_K without data "
+               "(an interval needs >= 2)" for k in law.Ks if (strata == k).sum() < 2}
+    why = {k: lone.get(k) or (f"deleting one seed cluster leaves beta not identified ({unpinned['beta']})"
+                              if "beta" in unpinned else None) for k in law.Ks}
+    out = []
+    for i, k in enumerate(law.Ks + [None]):
+        e, r = (est[i], reps[:, i]) if k is not None else (est[0] - est[-1], reps[:, 0] - reps[:, -1])
+        j = stratified_jackknife(float(e), list(r), strata)
+        no = why[k] if k is not None else (why[law.Ks[0]] or why[law.Ks[-1]])
+        if no:
+            j.update(ci95=[None, None], note=f"no interval: {no}")
+        out.append(j)
+    summary = {"units": len(weights), "not_converged": int(np.isnan(reps[:, 0]).sum()),
+               "strata": {int(h): int((strata == h).sum()) for h in np.unique(strata)},
+               "method": "delete-one-seed-cluster jackknife, stratified by K (each stratum's variance from its own "
+                         "clusters, n_h - 1 df; a stratum of one cluster pooled with the next smaller K's), "
+                         "Cochran-Cox t; each deletion refits s (the one-beta law) and then every beta_K, from the "
+                         "point estimate"}
+    return out[:-1], out[-1], summary
+
+
+def beta_by_K(d, fit, n_boot, jobs=1):
+    """The nested comparison of one learning curve (fit: the dilution fit on d) against one per K value
+    (LawBetaK: an amplitude and an exponent per K, shared floors, the same s): each beta_K with its 95%
+    interval, the difference beta_Kmin - beta_Kmax with its interval (none with n_boot 0: point estimates
+    only), and both objectives (Huber; the per-K model nests the one-beta model, so its objective is never
+    larger). A finding when the difference's interval excludes 0: learning curves steepen (beta grows) or
+    flatten with K. The intervals: the stratified jackknife over seed clusters (_jackknife), as the law's
+    own (issue 21: one method, t with the strata's df, a refusal where a K has one seed cluster). On 40
+    fabricated P1 sweeps (3 seed clusters at K = 11; benchmarks/bench_beta_by_k.py, BENCHMARKS.md) it
+    covered each beta_K 90-95% and the difference 87.5%, as the percentile bootstrap within K it replaces
+    (92.5-97.5%, 87.5%), at a third of its refits."""
+    if len({int(k) for k in d["K"]}) < 2 or "s" not in fit["params"] and fit["form"] == "dilution":
+        return None
+    law, base, Ks, s, res = _fit_point(d, fit, jobs)
+    point, C, nk = res.x, law.C, len(Ks)
     flat = identification(base, d)
-    weights, dropped, unit = bootstrap_weights(d, n_boot, seed, with_unit=True)
-    C, nk = law.C, len(Ks)
-    boots = []
-    chunks = [(law, d, point, weights[i:i + BOOT_CHUNK]) for i in range(0, len(weights), BOOT_CHUNK)]
-    # in the bootstrap's worker processes when there are several (the same refits, in order)
-    for part in (run_jobs(_refits, chunks, jobs) if jobs > 1 and len(chunks) > 1 else map(_refits, chunks)):
-        for r in part:
-            if r.success and np.all(np.isfinite(r.x)):
-                boots.append(r.x[C + nk:C + 2 * nk])
-    boots = np.array(boots).reshape(-1, nk)
-    betas = [{"K": k, "estimate": float(point[C + nk + i]), "ci95": _interval(boots[:, i]),
+    jk, dj, summary = _jackknife(law, base, d, point, np.asarray(fit["_theta"], dtype=float), jobs) if n_boot else \
+        (None, None, None)
+    betas = [{"K": k, "estimate": float(point[C + nk + i]), "ci95": jk[i]["ci95"] if jk else [None, None],
               "n_points": int(np.sum(d["K"] == k))} for i, k in enumerate(Ks)]
+    for b, j in zip(betas, jk or []):
+        b.update(se=j["se"], note=j["note"])
     diff = float(point[C + nk] - point[C + 2 * nk - 1])
-    diff_ci = _interval(boots[:, 0] - boots[:, -1]) if len(boots) else [None, None]
-    obj1 = base.objective(np.asarray(fit["_theta"]), d)[0]
-    objK = law.objective(point, d)[0]
+    diff_ci = dj["ci95"] if dj else [None, None]
     if "beta" in flat:
         finding = f"beta is not identified ({flat['beta']}): no per-K comparison"
         diff_ci = [None, None]
     elif diff_ci[0] is None:
-        finding = "no interval for the difference (too few resamples)"
+        finding = f"no interval for the difference ({dj['note'] if dj else 'no resamples asked for'})"
     elif diff_ci[0] > 0 or diff_ci[1] < 0:
         finding = (f"learning curves {'flatten' if diff > 0 else 'steepen'} with K: beta {betas[0]['estimate']:.3g} "
                    f"at K = {Ks[0]} vs {betas[-1]['estimate']:.3g} at K = {Ks[-1]} (difference {diff:.3g}, 95% "
@@ -138,9 +187,10 @@ def beta_by_K(d, fit, n_boot, seed, jobs=1):
         finding = (f"no evidence that beta changes with K: beta {betas[0]['estimate']:.3g} at K = {Ks[0]} vs "
                    f"{betas[-1]['estimate']:.3g} at K = {Ks[-1]}, difference 95% {_ci(diff_ci, 3)} includes 0")
     return {"name": "dilution_beta_by_K", "of_fit": f"{fit['form']} [{fit.get('subset', 'all')}]", "s_fixed": float(s),
-            "betas": betas, "difference": {"between": [Ks[0], Ks[-1]], "estimate": diff, "ci95": diff_ci},
-            "objective_one_beta": obj1, "objective_beta_by_K": objK, "extra_parameters": 2 * (nk - 1),
+            "betas": betas, "difference": {"between": [Ks[0], Ks[-1]], "estimate": diff, "ci95": diff_ci,
+                                           "se": dj["se"] if dj else None, "note": dj["note"] if dj else None},
+            "objective_one_beta": base.objective(np.asarray(fit["_theta"]), d)[0],
+            "objective_beta_by_K": law.objective(point, d)[0], "extra_parameters": 2 * (nk - 1),
             "converged": bool(res.success),
             "fit_error": float(np.sqrt(np.mean((np.log(law.predict(point, d)) - np.log(d["L"])) ** 2))),
-            "bootstrap": {"requested": n_boot, "used": len(boots), "dropped_missing_category": dropped, "unit": unit},
-            "finding": finding}
+            "jackknife": summary, "finding": finding}

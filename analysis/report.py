@@ -158,8 +158,12 @@ def _repetition_section(rep, beta_k):
               "| K | beta_K | 95% CI | points |", "|---|---|---|---|"]
         L += [f"| {r['K']} | {_fmt(r['estimate'], 3)} | {_ci(r['ci95'], 3)} | {r['n_points']} |" for r in b["betas"]]
         L += ["", f"Huber objective: one beta {_fmt(b['objective_one_beta'])}, beta per K {_fmt(b['objective_beta_by_K'])} "
-              f"({b['extra_parameters']} more parameters); bootstrap {b['bootstrap']['used']} resamples by "
-              f"{b['bootstrap']['unit'].split(' (')[0]}; the coverage of these intervals is not measured (BENCHMARKS.md)."]
+              f"({b['extra_parameters']} more parameters). "
+              + (f"Intervals: {b['jackknife']['method']}, over {b['jackknife']['units']} seed clusters; coverage "
+                 "on fabricated P1 sweeps in BENCHMARKS.md (Session 23, beta by K)." if b.get("jackknife") else
+                 "No intervals (--n_boot 0).")]
+        L += [f"- K = {r['K']}: {r['note']}" for r in b["betas"] if r.get("note")] + \
+            ([f"- difference: {b['difference']['note']}"] if b["difference"].get("note") else [])
     return L
 
 

@@ -8,9 +8,10 @@ intervals), walk fits.json, and for each interval count truth inside / refused (
 
 The truth: the law's own parameters for the fitted ones (E_c, B, beta, s, A, alpha; H1's floor difference
 K = 1 vs K = 11 is 0: the floors do not depend on K). For the equal-weight contrasts (H2 cells, H2 ratio, H4,
-H5, H6, t_ij, t_ij - t_ji, IsoFLOP N_opt) it is the same statistic on the noiseless twin of the sweep: the same
-design, the same noise seed (so the same multinomial token draws D_c) with noise SD 0 — simulate.draw_noise
-draws the same stream whatever the SD — analysed with --n_boot 0. (Multiplicative noise has mean exp(sd^2/2),
+H5, H6, t_ij, t_ij - t_ji, IsoFLOP N_opt; beta by K's beta_K and their difference, where the analysis is not
+--verdicts_only) it is the same statistic on the noiseless twin of the sweep: the same design, the same noise
+seed (so the same multinomial token draws D_c) with noise SD 0 — simulate.draw_noise draws the same stream
+whatever the SD — analysed with --n_boot 0. (Multiplicative noise has mean exp(sd^2/2),
 a relative bias of ~2e-5 at the pilot's SD: far below any interval's width.)
 
 The coverage bracket takes the sweep as its unit: the intervals of one sweep share its noise (the K = 1
@@ -149,6 +150,10 @@ def intervals(f):
             put("t_ij - t_ji", (m, p["i"], p["j"]), p["diff"], p["ci"])
         if a.get("mean_diff") is not None:
             put("mean t_ij - t_ji", m, a["mean_diff"], a.get("mean_diff_ci"))
+    for b in f.get("beta_by_K") or []:  # not under --verdicts_only (p1's designs): a diagnostic no verdict reads
+        for r in b["betas"]:
+            put("beta_K", (b["of_fit"], r["K"]), r["estimate"], r["ci95"])
+        put("beta_K difference", b["of_fit"], b["difference"]["estimate"], b["difference"]["ci95"])
     for K, r in ((f.get("isoflop") or {}).get("by_K") or {}).items():  # {"why"} when not computed
         sl = [s for s in r.get("slices") or [] if "N_opt" in s]
         for i, s in enumerate(sl):

@@ -115,8 +115,36 @@ def test_beta_by_K_reads_the_exponents(betas, finding):
     from analysis.beta_by_k import beta_by_K
     from analysis.laws import fit_law
     d = _arrays(betas, np.random.default_rng(3))
-    out = beta_by_K(d, fit_law(d, "dilution", n_boot=0, with_n=False), 40, 0)
+    out = beta_by_K(d, fit_law(d, "dilution", n_boot=0, with_n=False), 40)
     assert finding in out["finding"], out["finding"]
     if finding != "no evidence":  # the per-K exponents are read, not only their order
         for r in out["betas"]:
             assert abs(r["estimate"] - betas[r["K"]]) < 0.05, out["betas"]
+
+
+def test_beta_by_K_intervals_are_the_stratified_seed_cluster_jackknife():
+    """Issue 21: beta by K's intervals are t intervals from the delete-one-seed-cluster jackknife stratified
+    by K (the percentile bootstrap within K they replace undercovered with 3 clusters at a K: BENCHMARKS.md,
+    session 23), and refused, with the reason, for a K held by one seed cluster: deleting it leaves that
+    beta_K without data, so no refit sees its noise (the bootstrap gave the difference an interval there)."""
+    from analysis.beta_by_k import beta_by_K
+    from analysis.laws import _subset, fit_law
+    d = _arrays({1: 0.3, 2: 0.3, 6: 0.3}, np.random.default_rng(4))
+    out = beta_by_K(d, fit_law(d, "dilution", n_boot=0, with_n=False), 40)
+    assert "stratified by K" in out["jackknife"]["method"] and out["jackknife"]["units"] == 22
+    assert out["jackknife"]["strata"] == {1: 12, 2: 6, 6: 4}
+    for r in out["betas"] + [out["difference"]]:
+        lo, hi = r["ci95"]
+        # estimate +- t se: symmetric about the estimate (percentiles of refits are not)
+        assert lo < r["estimate"] < hi and abs(hi + lo - 2 * r["estimate"]) < 1e-9 * (hi - lo), r
+        assert r["se"] > 0 and abs(hi - lo) < 20 * r["se"]
+    # one seed cluster at K = 6
+    lone = d["cluster"][d["K"] == 6][0]
+    d1 = _subset(d, (d["K"] != 6) | (d["cluster"] == lone))
+    one = beta_by_K(d1, fit_law(d1, "dilution", n_boot=0, with_n=False), 40)
+    assert one["betas"][-1]["ci95"] == [None, None] and "K = 6 has 1 seed cluster" in one["betas"][-1]["note"]
+    assert one["difference"]["ci95"] == [None, None] and "no interval for the difference" in one["finding"]
+    assert one["betas"][0]["ci95"][0] is not None  # the other K keep theirs
+    # --n_boot 0: point estimates, no jackknife
+    none = beta_by_K(d, fit_law(d, "dilution", n_boot=0, with_n=False), 0)
+    assert none["jackknife"] is None and all(r["ci95"] == [None, None] for r in none["betas"])
