@@ -154,8 +154,9 @@ def test_beta_by_K_intervals_match_the_stratified_jackknife_recomputed_from_inde
     """The intervals' values, not only their shape: each seed cluster deleted and the whole procedure fitted
     afresh (the one-beta law, then beta by K at its s, multi-start), each K's replicates spread about their
     own mean ((n_h - 1) / n_h sum of squares, n_h - 1 df) and the Cochran-Cox t (the variance-weighted mean of
-    the strata's t quantiles). An interval without the stratification (one stratum of 22 clusters) or with a
-    normal quantile is 10-40% off here; s held at the estimate in the refits, a few %."""
+    the strata's t quantiles). They agree to 1e-4 (measured); without the stratification (one stratum of 22
+    clusters) an interval is 5% off here, with a normal quantile 21%, with the refits stopped at BOOT_TOL
+    (session 23's merge) 29%."""
     from scipy import stats
     from analysis.beta_by_k import beta_by_K
     from analysis.laws import _subset, fit_law
@@ -176,4 +177,4 @@ def test_beta_by_K_intervals_match_the_stratified_jackknife_recomputed_from_inde
         var = sum(v for v, _ in comps)
         half = sum(v * stats.t.ppf(0.975, df) for v, df in comps) / var * np.sqrt(var)
         lo, hi = r["ci95"]
-        assert abs((hi - lo) / 2 - half) < 0.05 * half, (i, r, half)
+        assert abs((hi - lo) / 2 - half) < 0.01 * half, (i, r, half)  # 1e-4 measured
