@@ -144,6 +144,7 @@ def test_beta_by_K_intervals_are_the_stratified_seed_cluster_jackknife():
     one = beta_by_K(d1, fit_law(d1, "dilution", n_boot=0, with_n=False), 40)
     assert one["betas"][-1]["ci95"] == [None, None] and "K = 6 has 1 seed cluster" in one["betas"][-1]["note"]
     assert one["difference"]["ci95"] == [None, None] and "no interval for the difference" in one["finding"]
+    assert one["finding"].count("no interval") == 1 and "K = 6 has 1 seed cluster" in one["finding"], one["finding"]
     assert one["betas"][0]["ci95"][0] is not None  # the other K keep theirs
     # --n_boot 0: point estimates, no jackknife
     none = beta_by_K(d, fit_law(d, "dilution", n_boot=0, with_n=False), 0)
