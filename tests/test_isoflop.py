@@ -3,6 +3,7 @@ closed form (Hoffmann et al.'s L = E + A N^-alpha + B D^-beta)."""
 import json
 
 import numpy as np
+import pytest
 
 import analyze
 import simulate
@@ -163,6 +164,7 @@ def test_noise_split_of_a_macro_loss():
     assert iso.noise_split(0.01, True, 5, None) == (0.0, 0.01)  # not measured: as before (nothing shared)
 
 
+@pytest.mark.slow  # ~5 CPU-s of synthetic sweeps: the fast loop keeps its 200 s
 def test_residual_noise_without_replicates_gives_no_interval():
     """Review of session 23: with one run per (size, budget), the usual IsoFLOP design, and no replicate runs,
     the noise came from the size curves' residuals, which cannot hold the part a seed shares across its

@@ -151,6 +151,7 @@ def test_beta_by_K_intervals_are_the_stratified_seed_cluster_jackknife():
     assert none["jackknife"] is None and all(r["ci95"] == [None, None] for r in none["betas"])
 
 
+@pytest.mark.slow  # ~11 CPU-s of independent multi-start refits: the fast loop keeps its 200 s
 def test_beta_by_K_intervals_match_the_stratified_jackknife_recomputed_from_independent_refits():
     """The intervals' values, not only their shape: each seed cluster deleted and the whole procedure fitted
     afresh (the one-beta law, then beta by K at its s, multi-start), each K's replicates spread about their
