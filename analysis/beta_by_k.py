@@ -78,9 +78,11 @@ class LawBetaK(Law):
 
 def _refits(job):
     """The delete-one-unit refits of one chunk of weight vectors, each from the point estimate, of the whole
-    procedure: the one-beta law first (where its s is free: s moves with the deletion, and every beta_K with
-    s), then the per-K law at that s (which barely matters: within one K, X = D_c^s D^(1-s) is D K^-s up to the category's token share, so s shifts log X by a constant that B_K absorbs; the test's intervals agree to 1e-4 with s held). None: a refit failed. (Measured on 20 P1 sweeps: refitting s barely
-    moves the replicates, 106 of 120 intervals covered against 107 with s held: BENCHMARKS.md.)"""
+    procedure: the one-beta law first (where its s is free: s moves with the deletion), then the per-K law at
+    that s (which barely matters: within one K, X = D_c^s D^(1-s) is D K^-s up to the category's token share,
+    so s shifts log X by a constant that B_K absorbs; the test's intervals agree to 1e-4 with s held). None: a
+    refit failed. (Measured on 20 P1 sweeps: refitting s barely moves the replicates, 106 of 120 intervals
+    covered against 107 with s held: BENCHMARKS.md.)"""
     law, base, d, point, th1, ws = job
     out = []
     for w in ws:
@@ -170,10 +172,9 @@ def beta_by_K(d, fit, n_boot, jobs=1):
     larger). A finding when the difference's interval excludes 0: learning curves steepen (beta grows) or
     flatten with K. The intervals: the stratified jackknife over seed clusters (_jackknife), as the law's
     own (issue 21: one method, t with the strata's df, a refusal where a K has one seed cluster). On 40
-    fabricated P1 sweeps (3 seed clusters at K = 11; benchmarks/bench_beta_by_k.py, BENCHMARKS.md) it
-    covered each beta_K 90-95% and the difference 87.5%, as the percentile bootstrap within K it replaces
-    (92.5-97.5%, 87.5%), at a third of its refits. (Measured with the per-K refits at BOOT_TOL, which
-    stopped them short: converged, seeds 0-7 covered 37 of 40 intervals against 34 of 40; BENCHMARKS.md.)"""
+    fabricated P1 sweeps (3 seed clusters at K = 11; benchmarks/bench_beta_by_k.py, BENCHMARKS.md, session
+    23 after the review's fix) it covered each beta_K 97.5-100% and the difference 92.5% (the percentile
+    bootstrap within K it replaces: 92.5-97.5% and 87.5%)."""
     if len({int(k) for k in d["K"]}) < 2 or "s" not in fit["params"] and fit["form"] == "dilution":
         return None
     law, base, Ks, s, res = _fit_point(d, fit, jobs)

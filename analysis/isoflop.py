@@ -49,10 +49,12 @@ def points_from_rows(rows):
     for r in rows:
         if r.get("excluded") or r.get("tagged") or not r.get("in_training") or r.get("test_loss") is None:
             continue
-        p = runs.setdefault(r["run_id"], {"K": r["K"], "N": float(r["n_params_nonembedding"] or 0),
-                                          "D": float(r["tokens_seen"] or 0), "losses": [], "seed": r.get("seed"),
-                                          "cluster": inference.seed_cluster(r),
-                                          "cats": inference.seed_cluster(r)[2]})
+        if r["run_id"] not in runs:
+            cluster = inference.seed_cluster(r)
+            runs[r["run_id"]] = {"K": r["K"], "N": float(r["n_params_nonembedding"] or 0),
+                                 "D": float(r["tokens_seen"] or 0), "losses": [], "seed": r.get("seed"),
+                                 "cluster": cluster, "cats": cluster[2]}
+        p = runs[r["run_id"]]
         p["losses"].append(float(r["test_loss"]))
     return [{"K": p["K"], "N": p["N"], "D": p["D"], "L": float(np.mean(p["losses"])), "seed": p["seed"],
              "cluster": p["cluster"], "cats": p["cats"]}
