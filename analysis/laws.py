@@ -125,16 +125,18 @@ class Law:
 
 
 def _centre(law, d):
-    """The point logX0 at which B is pinned, for a law with (log B, beta) at [C, C + 1] (Law and its nested
-    variants), else None. log B and beta trade off along log B - beta log X ~ const (a ridge 2-3 orders of
+    """(indices of log B, of beta, logX0) of the pairs _minimize optimises centred: a law's own centre_pairs(d)
+    (LawBetaK: one per K), else for (log B, beta) at [C, C + 1] (Law and its nested variants) that pair at the
+    data's median log D. log B and beta trade off along log B - beta log X ~ const (a ridge 2-3 orders of
     magnitude longer than wide at P1's budgets), which made L-BFGS-B crawl: ~700 evaluations per bootstrap
     refit of the H1 fit. Optimising log B0 = log B - beta logX0 instead (the amplitude at the data's median
-    budget) is the same problem on a round valley: ~200 evaluations, the same minimum (measured, notes.md)."""
-    names = getattr(law, "names", None)
-    C = getattr(law, "C", None)
+    budget) is the same problem on a round valley: ~200 evaluations, the same minimum (notes.md)."""
+    if hasattr(law, "centre_pairs"):
+        return law.centre_pairs(d)
+    names, C = getattr(law, "names", None), getattr(law, "C", None)
     if not isinstance(law, Law) or names is None or C is None or names[C:C + 2] != ["logB", "beta"]:
-        return None
-    return float(np.median(np.log(d["D"])))
+        return np.zeros(0, dtype=int), np.zeros(0, dtype=int), np.zeros(0)
+    return np.array([C]), np.array([C + 1]), np.array([float(np.median(np.log(d["D"])))])
 
 
 def _minimize(law, d, starts, w=None, tol=(1e-15, 1e-12), scale=None):
@@ -146,39 +148,40 @@ def _minimize(law, d, starts, w=None, tol=(1e-15, 1e-12), scale=None):
     own parameters."""
     from scipy.optimize import minimize
     s = float(scale) if scale else 1.0
-    x0 = _centre(law, d)
-    C = getattr(law, "C", 0)
+    iB, ib, x0 = _centre(law, d)  # the (log B, beta) pairs optimised centred: log B0 = log B - beta x0
     box = bounds = law.bounds(d)
-    if x0 is not None:  # log B's box becomes log B0's: (lo, hi) - beta x0 over beta's box. That box also holds
+    if len(iB):  # each log B's box becomes log B0's: (lo, hi) - beta x0 over beta's box. That box also holds
         # log B outside (lo, hi) (a parallelogram in (log B, beta)); a result there is refitted below
-        (lo, hi), (blo, bhi) = bounds[C], bounds[C + 1]
         bounds = list(bounds)
-        bounds[C] = (lo - max(bhi * x0, blo * x0), hi - min(bhi * x0, blo * x0))
+        for i, j, x in zip(iB, ib, x0):
+            (lo, hi), (blo, bhi) = bounds[i], bounds[j]
+            bounds[i] = (lo - max(bhi * x, blo * x), hi - min(bhi * x, blo * x))
 
     def to_law(z):
-        if x0 is None:
+        if not len(iB):
             return z
         th = np.array(z, dtype=float)
-        th[C] = z[C] + z[C + 1] * x0
+        th[iB] = th[iB] + th[ib] * x0
         return th
 
     def f(z, centred=True):
         v, g = law.objective(to_law(z) if centred else z, d, w)
-        if x0 is not None and centred:
+        if len(iB) and centred:
             g = np.array(g, dtype=float)
-            g[C + 1] += g[C] * x0  # d/d beta at fixed log B0: log B moves by x0 per unit of beta
+            g[ib] += g[iB] * x0  # d/d beta at fixed log B0: log B moves by x0 per unit of beta
         return v / s, g / s
     opts = {"maxiter": 10000, "maxfun": 20000, "ftol": tol[0], "gtol": tol[1]}
+    lo_box, hi_box = np.array(box, dtype=float).T
     best = None
     for th0 in starts:
         z0 = np.array(th0, dtype=float)
-        if x0 is not None:
-            z0[C] = th0[C] - th0[C + 1] * x0
+        z0[iB] = z0[iB] - z0[ib] * x0
         res = minimize(f, z0, jac=True, method="L-BFGS-B", bounds=bounds, options=opts)
         res.x = to_law(res.x)
-        if x0 is not None and not box[C][0] <= res.x[C] <= box[C][1]:  # past log B's own bound (only where
-            # it binds: never at P1's budgets): finish in the law's parameters, from the nearest point in its box
-            res = minimize(f, np.clip(res.x, *np.array(box).T), args=(False,), jac=True, method="L-BFGS-B",
+        if len(iB) and not np.all((lo_box[iB] <= res.x[iB]) & (res.x[iB] <= hi_box[iB])):  # past a log B's own
+            # bound (only where it binds: never at P1's budgets): finish in the law's parameters, from the
+            # nearest point in its box
+            res = minimize(f, np.clip(res.x, lo_box, hi_box), args=(False,), jac=True, method="L-BFGS-B",
                            bounds=box, options=opts)
         res.fun = res.fun * s
         if best is None or res.fun < best.fun:
