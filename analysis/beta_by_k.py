@@ -148,10 +148,12 @@ def _fit_point(d, fit, jobs):
     starts = [law.start_from(th0)] + [law.start_from(t) for t in Law("shared", law.C, law.with_n).starts(d)]
     sc = max(min(law.objective(t, d)[0] for t in starts), 1e-300)
     res = minimize_starts(law, d, starts, jobs, scale=sc)
-    if not res.success and np.all(np.isfinite(res.x)):  # tight tolerances can end in an abnormal line search at
-        # the objective's precision (a beta on its bound, centred): converged if BOOT_TOL from there finds no lower
+    if res.status == 2 and np.all(np.isfinite(res.x)):  # tight tolerances can end in an abnormal line search at
+        # the objective's precision (a beta on its bound, centred): converged if BOOT_TOL from there finds no lower,
+        # converging or failing its own first line search (on test_inference's one-run-per-K sweep it did: every
+        # start reached that objective to 1e-16 of itself). Not an iteration limit (status 1): that one crawled
         chk = _minimize(law, d, [res.x], tol=BOOT_TOL, scale=sc)
-        res.success = bool(chk.success and res.fun <= chk.fun)
+        res.success = bool(chk.status in (0, 2) and res.fun <= chk.fun)
     return law, base, Ks, s, res
 
 

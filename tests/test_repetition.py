@@ -246,3 +246,20 @@ def test_beta_by_K_jackknife_refit_without_a_lone_K_matches_an_independent_fit(o
         assert abs(got[b["K"]] - b["estimate"]) < 1e-3, (got, ind["betas"])
     assert abs(got[1] - res.x[law.C + nk]) > 0.01  # the deletion moves beta_1 (not vacuous: 0.038 -> 0.060)
 
+
+
+def test_beta_by_K_point_fit_at_its_minimum_reads_converged(one_run_per_k):
+    """Every start of the point fit reaches one objective (to 1e-12 of itself) on this sweep, the best of them
+    in an abnormal line search at the objective's precision: that fit has converged, and says so."""
+    from analysis.beta_by_k import LawBetaK, beta_by_K
+    from analysis.laws import Law, _minimize
+    d, fit = one_run_per_k
+    out = beta_by_K(d, fit, 0)
+    law = LawBetaK(len(d["categories"]), [r["K"] for r in out["betas"]], out["s_fixed"], False)
+    th = np.asarray(fit["_theta"], dtype=float)
+    starts = [law.start_from(np.concatenate([th[:law.C + 2], th[law.C + 3:]]))] + \
+        [law.start_from(t) for t in Law("shared", law.C, False).starts(d)]
+    sc = min(law.objective(t, d)[0] for t in starts)
+    funs = [_minimize(law, d, [t], scale=sc).fun for t in starts[:3]]
+    assert max(funs) - out["objective_beta_by_K"] < 1e-12 * out["objective_beta_by_K"], funs
+    assert out["converged"] is True
