@@ -86,9 +86,25 @@ class LawBetaK(Law):
         return np.array(th, dtype=float)
 
 
+def _lone_starts(lk, base, d, w, th1, r1):
+    """The extra starts of a deletion that takes a K's only seed cluster: the floors lose that K's pinning and
+    the refit from the point estimate stopped in another valley (objective 0.2% above, beta_1 0.039 against
+    0.060, on tests/test_inference.py's one-cluster-per-K sweep), so also the nested point of this deletion's
+    one-beta fit r1 (s free: enough there). With s fixed (r1 None) that point alone stayed in the point's
+    valley (from th1 the shared form's one-beta refit kept beta 0.041 against the multi-start's 0.220; the
+    disjoint form's found 0.036 and its nested point kept beta_1 0.039): r1 from th1 and the law's grid (as
+    fit_law), and _fit_point's grid of per-K starts too (7 more starts per such deletion, only here)."""
+    if r1 is not None:
+        C = base.C
+        return [lk.start_from(np.concatenate([r1.x[:C + 2], r1.x[C + 3:]]))]
+    sc = max(base.objective(th1, d, w)[0], 1e-300)
+    r1 = _minimize(base, d, [th1] + base.starts(d), w, tol=BOOT_TOL, scale=sc)
+    return ([lk.start_from(r1.x)] if np.all(np.isfinite(r1.x)) else []) + \
+        [lk.start_from(t) for t in Law("shared", base.C, lk.with_n).starts(d)]
+
 def _refits(job):
     """The delete-one-unit refits of one chunk of weight vectors, each from the point estimate (and, where the
-    deletion takes a K's only cluster, also from that deletion's one-beta fit), of the whole
+    deletion takes a K's only cluster, also from _fit_point's starts: _lone_starts), of the whole
     procedure: the one-beta law first (where its s is free: s moves with the deletion), then the per-K law at
     that s (which barely matters: within one K, X = D_c^s D^(1-s) is D K^-s up to the category's token share,
     so s shifts log X by a constant that B_K absorbs; the test's intervals agree to 1e-4 with s held). None: a
@@ -114,14 +130,7 @@ def _refits(job):
         sc = max(lk.objective(point, d, w)[0], 1e-300)
         starts = [point]
         if any(w[d["K"] == k].sum() == 0 for k in law.Ks):
-            # the deletion takes a K's only seed cluster: the floors lose that K's pinning and the refit from
-            # the point stopped in another valley (objective 0.2% above, beta_1 0.039 vs 0.060, measured on
-            # tests/test_inference.py's one-cluster-per-K sweep); also from this deletion's one-beta fit
-            if base.fixed_s is None:
-                starts.append(lk.start_from(np.concatenate([r1.x[:law.C + 2], r1.x[law.C + 3:]])))
-            else:
-                r1 = _minimize(base, d, [th1], w, tol=BOOT_TOL, scale=max(base.objective(th1, d, w)[0], 1e-300))
-                starts += [lk.start_from(r1.x)] if np.all(np.isfinite(r1.x)) else []
+            starts += _lone_starts(lk, base, d, w, th1, r1 if base.fixed_s is None else None)
         r0 = _minimize(lk, d, starts, w, tol=BOOT_TOL, scale=sc)
         r = _minimize(lk, d, [r0.x], w, scale=sc)
         if r0.success and not r.success and np.all(np.isfinite(r.x)) and \
