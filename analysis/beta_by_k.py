@@ -102,6 +102,7 @@ def _lone_starts(lk, base, d, w, th1, r1):
     return ([lk.start_from(r1.x)] if np.all(np.isfinite(r1.x)) else []) + \
         [lk.start_from(t) for t in Law("shared", base.C, lk.with_n).starts(d)]
 
+
 def _refits(job):
     """The delete-one-unit refits of one chunk of weight vectors, each from the point estimate (and, where the
     deletion takes a K's only cluster, also from _fit_point's starts: _lone_starts), of the whole
@@ -160,7 +161,7 @@ def _fit_point(d, fit, jobs):
     if res.status == 2 and np.all(np.isfinite(res.x)):  # tight tolerances can end in an abnormal line search at
         # the objective's precision (a beta on its bound, centred): converged if BOOT_TOL from there finds no lower,
         # converging or failing its own first line search (on test_inference's one-run-per-K sweep it did: every
-        # start reached that objective to 1e-16 of itself). Not an iteration limit (status 1): that one crawled
+        # start reached that objective to 1e-16 of itself). Never an iteration limit (status 1): a crawl, unconverged
         chk = _minimize(law, d, [res.x], tol=BOOT_TOL, scale=sc)
         res.success = bool(chk.status in (0, 2) and res.fun <= chk.fun)
     return law, base, Ks, s, res
