@@ -267,3 +267,14 @@ def test_beta_by_K_point_fit_at_its_minimum_reads_converged(one_run_per_k):
     funs = [_minimize(law, d, [t], scale=sc).fun for t in starts[:3]]
     assert max(funs) - out["objective_beta_by_K"] < 1e-12 * out["objective_beta_by_K"], funs
     assert out["converged"] is True
+
+
+def test_beta_by_K_point_fit_reads_converged_when_its_check_moves_by_rounding():
+    """The abnormal-line-search rule's check (BOOT_TOL from the fit) lands 1e-15 of the objective lower here
+    (one step of 4e-14: rounding through log B0 = log B - beta x0 and back, not a lower valley; every start
+    reaches the objective to 1e-14): converged. Compared exactly, it read false."""
+    from analysis.beta_by_k import beta_by_K
+    from analysis.laws import fit_law
+    d = _arrays({1: 0.3, 2: 0.3, 6: 0.3}, np.random.default_rng(11))
+    out = beta_by_K(d, fit_law(d, "dilution", n_boot=0, with_n=False), 0)
+    assert out["converged"] is True
