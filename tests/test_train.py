@@ -94,14 +94,25 @@ def _wait_until(condition, proc, timeout=120):
         time.sleep(0.01)
 
 
-@pytest.mark.slow  # three train.py processes
-def test_kill9_and_resume_equals_uninterrupted(synthetic_store, tmp_path):
-    common = ["--batch_size", "8", "--token_budget", "320000", "--checkpoint_interval_steps", "100",
-              "--eval_interval_steps", "1000", "--skip_test_eval", "--learning_rate", "3e-3"]
-    # all three runs in subprocesses with the same thread count: bit-equality needs the same reduction order
-    ref = _run_cli(_args(synthetic_store, tmp_path, "ref", *common))
-    assert ref.wait(timeout=300) == 0
-    ref = tmp_path / "ref"
+# the uninterrupted run the kill -9 and Ctrl-C tests compare with (300 steps of 8 windows), one for both: a run's
+# weights do not depend on its checkpoint interval (the kill -9 test checkpoints every 100 steps, the Ctrl-C test
+# only when stopped). In a subprocess as theirs: bit-equality needs the same thread count, the same reduction order.
+STOP_RUN = ["--batch_size", "8", "--token_budget", "240000", "--eval_interval_steps", "1000", "--skip_test_eval",
+            "--learning_rate", "3e-3"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(synthetic_store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    ref = _run_cli(_args(synthetic_store, out, "ref", *STOP_RUN, "--checkpoint_interval_steps", "100"))
+    assert ref.wait(timeout=300) == 0, ref.stdout.read()[-3000:]
+    return out / "ref"
+
+
+@pytest.mark.slow  # two train.py processes (and the shared uninterrupted one)
+def test_kill9_and_resume_equals_uninterrupted(synthetic_store, tmp_path, uninterrupted):
+    common = [*STOP_RUN, "--checkpoint_interval_steps", "100"]
+    ref = uninterrupted
     p = _run_cli(_args(synthetic_store, tmp_path, "killed", *common))
     run = tmp_path / "killed"
     _wait_until(lambda: (run / "step_00000100").exists(), p)
@@ -287,12 +298,9 @@ def test_bf16_autocast_trains_and_evaluates_on_cpu(synthetic_store, tmp_path):
     assert test["dtype"] == "bfloat16" and test["overall"]["in_training_macro_loss"] < evals[0]["val_loss"] - 1.0
 
 
-@pytest.mark.slow  # three train.py processes
-def test_ctrl_c_checkpoints_and_resume_matches_uninterrupted(synthetic_store, tmp_path):
-    common = ["--batch_size", "8", "--token_budget", "240000", "--checkpoint_interval_steps", "1000",
-              "--eval_interval_steps", "1000", "--skip_test_eval", "--learning_rate", "3e-3"]
-    ref = _run_cli(_args(synthetic_store, tmp_path, "ref", *common))
-    assert ref.wait(timeout=300) == 0
+@pytest.mark.slow  # two train.py processes (and the shared uninterrupted one)
+def test_ctrl_c_checkpoints_and_resume_matches_uninterrupted(synthetic_store, tmp_path, uninterrupted):
+    common = [*STOP_RUN, "--checkpoint_interval_steps", "1000"]
     p = _run_cli(_args(synthetic_store, tmp_path, "int", *common))
     run = tmp_path / "int"
     _wait_until(lambda: (run / "metrics.jsonl").exists() and '"train"' in (run / "metrics.jsonl").read_text(), p)
@@ -309,7 +317,7 @@ def test_ctrl_c_checkpoints_and_resume_matches_uninterrupted(synthetic_store, tm
     r = _run_cli(_args(synthetic_store, tmp_path, "int", *common, "--resume"))
     out = r.communicate(timeout=300)[0]
     assert r.returncode == 0 and f"resumed from step {step}" in out, out[-2000:]
-    a, b = _weights(tmp_path / "ref"), _weights(run)
+    a, b = _weights(uninterrupted), _weights(run)
     for k in a:
         assert torch.equal(a[k], b[k]), k
 
