@@ -65,7 +65,7 @@ class LawBetaK(Law):
     def centre_pairs(self, d):
         """laws._minimize optimises each (log B_K, beta_K) centred at its own K's median log X, as it does the
         one-beta law's (laws._centre): uncentred, the tight per-K refits crawled along each K's ridge (most of
-        a full analysis's CPU; the same minimum, notes.md session 24)."""
+        a full analysis's CPU; the same or a lower minimum, the same coverage: BENCHMARKS.md, session 24)."""
         k = np.searchsorted(self.Ks, d["K"])
         logX = self.fixed_s * np.log(d["Dc"]) + (1 - self.fixed_s) * np.log(d["D"])
         C, nk = self.C, self._nk
@@ -214,8 +214,8 @@ def beta_by_K(d, fit, n_boot, jobs=1):
     flatten with K. The intervals: the stratified jackknife over seed clusters (_jackknife), as the law's
     own (issue 21: one method, t with the strata's df, a refusal where a K has one seed cluster). On 40
     fabricated P1 sweeps (3 seed clusters at K = 11; benchmarks/bench_beta_by_k.py, BENCHMARKS.md, session
-    23 after the review's fix) it covered each beta_K 97.5-100% and the difference 92.5% (the percentile
-    bootstrap within K it replaces: 92.5-97.5% and 87.5%)."""
+    23 after the review's fix; session 24's centred refits: the same tallies) it covered each beta_K
+    97.5-100% and the difference 92.5% (the percentile bootstrap within K it replaces: 92.5-97.5%, 87.5%)."""
     if len({int(k) for k in d["K"]}) < 2 or "s" not in fit["params"] and fit["form"] == "dilution":
         return None
     law, base, Ks, s, res = _fit_point(d, fit, jobs)
