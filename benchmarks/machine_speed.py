@@ -1,8 +1,8 @@
 """
 A fixed CPU workload to read beside a wall-clock figure of this machine (the suite's, the main job's): the
 2-core VM's speed drifts with its neighbours. The same tree's full suite took 1,343 and 1,592 CPU-s within
-half an hour (session 24), and this probe read 0.58 and 1.04 CPU-s in the same hour. Run it just before and
-just after a timing and report both readings with the timing.
+half an hour (session 24), and one pass of this workload read 0.58 and 1.04 CPU-s in the same hour. Run it
+just before and just after a timing and report both readings with the timing.
 
     python benchmarks/machine_speed.py          # one line: CPU-s of the workload (lower is faster)
 """
@@ -27,8 +27,7 @@ def probe():
 
 
 def main():
-    print(f"machine speed probe: {min(probe() for _ in range(3)):.2f} CPU-s (best of 3; 0.58 on a fast phase of "
-          "the 2-core machine, 2026-12-06)")
+    print(f"machine speed probe: {min(probe() for _ in range(3)):.2f} CPU-s (best of 3 passes; lower is faster)")
 
 
 if __name__ == "__main__":
