@@ -280,15 +280,16 @@ REAL_PAIRS_CS = [["cs.SY", "cs.NE"], ["cs.CV", "cs.CE"]]
 REAL_PAIRS_MATH_CS = [["cs.NE", "math.GR"], ["math.AC", "cs.CE"]]
 
 
-def run_kn_sweep(root, name, store, grid, fixed, n_boot):
-    """Write a KN plan under root, run it through sweep.py run, analyse it (kn_sweep_result reads it)."""
+def run_kn_sweep(root, name, store, grid, fixed, n_boot, *extra):
+    """Write a KN plan under root, run it through sweep.py run, analyse it (kn_sweep_result reads it); extra:
+    more analyze.py flags."""
     import analyze
     import sweep
     plan = {"name": name, "script": "ngram.py", "store": store, "grid": grid,
             "fixed": {"order": 3, "sampling": "balanced", **fixed}, "gpus_per_run": 1}
     (root / "plan.json").write_text(json.dumps(plan, indent=1))
     sweep.main(["run", str(root / "plan.json"), "--out", str(root / "sweep"), "--parallel", "2"])
-    analyze.main([str(root / "sweep"), "--n_boot", str(n_boot), "--no_baselines", "--jobs", "2"])
+    analyze.main([str(root / "sweep"), "--n_boot", str(n_boot), "--no_baselines", "--jobs", "2", *extra])
 
 
 def kn_sweep_result(root):
@@ -326,7 +327,7 @@ def real_kn_full_k11(tmp_path_factory):
     """The KN pilot's K = 11 runs (plans/ngram_pilot_abstracts.yaml: subset seeds 0-10, 96k / 288k / 864k,
     batch 320) on the full shared corpus, analysed without a bootstrap: its noise floor pools 33 rotations
     of the one 11-category set (330 df); KN is deterministic, so it reproduces the pilot's runs bit for bit
-    (floor 0.00408). Store build of 22,000 abstracts, 33 runs, analysis. Skipped where the
+    (floor 0.00408). Store build of 22,000 abstracts, 33 runs, a verdicts-only analysis. Skipped where the
     shared corpus is not beside the clone. Read-only."""
     if SHARED_ABSTRACTS is None:
         pytest.skip("the shared corpus ../shared/data/arxiv-abstracts is not here: the shipped subset's test split "
@@ -336,7 +337,8 @@ def real_kn_full_k11(tmp_path_factory):
     def build(root):
         root.mkdir(parents=True)
         store = {"data_dir": str(root / "store"), "build": {"dataset_path": str(SHARED_ABSTRACTS), "full_dataset": True}}
-        run_kn_sweep(root, "real_kn_full_k11", store, grid, {"batch_size": 320, "eval_windows": 256}, n_boot=0)
+        # its test reads the noise floor only: no figures, mixing laws or further analyses (3 s of the fixture)
+        run_kn_sweep(root, "real_kn_full_k11", store, grid, {"batch_size": 320, "eval_windows": 256}, 0, "--verdicts_only")
     sweep_root, fits, report = kn_sweep_result(built_once(tmp_path_factory, "real_kn_full_k11", build))
     for _ in read_only(sweep_root, "real_kn_full_k11"):
         yield sweep_root, fits, report
