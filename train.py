@@ -633,6 +633,11 @@ def main(argv=None):
             run.log.print(f"error: {message}")
         runlife.finish_or_stop(finish, run, state, status, message)  # final/, test evaluation, summary.json
         run.log.close()
+        # the DDP wrapper holds the process group: freed first, so that destroy_process_group leaves no gloo
+        # thread for the interpreter's exit to destroy (rank 1 of a complete 2-rank run once aborted there,
+        # "terminate called without an active exception", under load: notes.md session 24)
+        del run, model, optimizer, step_fn
+        __import__("gc").collect()
         dist.close()
         if status == "interrupted":
             if dist.rank0:
