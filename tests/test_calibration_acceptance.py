@@ -1,7 +1,8 @@
 """Issue 21's acceptance on sweeps from simulate.py, the project's one fabricator (tests/test_inference.py checks
 the same claims on its own independent generator): through analyze.py on P1-shaped sweeps with independent and
 with clustered noise (simulate.noise_model(): the pilot's measured structure), H2's intervals hold the truth in
-at least 15 of 18 cells, and no interval in fits.json has zero width. The truth of an H2 cell is the same
+at least 15 of 18 cells, and no interval in fits.json has zero width (on the two sweeps analysed through
+analyze.py). The truth of an H2 cell is the same
 contrast on the sweep's noiseless twin (same design, same noise seed, noise SD 0: the same token draws), as in
 benchmarks/bench_calibration.py."""
 import json
