@@ -51,6 +51,7 @@ if __name__ == "__main__":
 import argparse  # after the handler: a stop during these imports is a stop before training
 import dataclasses
 import datetime
+import gc
 import hashlib
 import json
 import math
@@ -637,7 +638,7 @@ def main(argv=None):
         # thread for the interpreter's exit to destroy (rank 1 of a complete 2-rank run once aborted there,
         # "terminate called without an active exception", under load: notes.md session 24)
         del run, model, optimizer, step_fn
-        __import__("gc").collect()
+        gc.collect()
         dist.close()
         if status == "interrupted":
             if dist.rank0:

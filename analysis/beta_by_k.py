@@ -72,6 +72,10 @@ class LawBetaK(Law):
         x0 = np.array([float(np.median(logX[k == i])) if np.any(k == i) else 0.0 for i in range(nk)])
         return np.arange(C, C + nk), np.arange(C + nk, C + 2 * nk), x0
 
+    def grid_starts(self, d):
+        """The one-beta law's grid of starts (Law.starts), every K at the same start."""
+        return [self.start_from(t) for t in Law("shared", self.C, self.with_n).starts(d)]
+
     def bounds(self, d):
         b = Law.bounds(self, d)  # the one-beta law with s fixed: [E.., B, beta, (A, alpha)]
         C = self.C
@@ -86,6 +90,14 @@ class LawBetaK(Law):
         return np.array(th, dtype=float)
 
 
+def _without_s(base, th):
+    """A one-beta vector of base without s (where s is free: [E.., B, beta, (A, alpha)], start_from's layout)."""
+    if base.fixed_s is not None:
+        return np.asarray(th, dtype=float)
+    C = base.C
+    return np.concatenate([th[:C + 2], th[C + 3:]])
+
+
 def _lone_starts(lk, base, d, w, th1, r1):
     """The extra starts of a deletion that takes a K's only seed cluster: the floors lose that K's pinning and
     the refit from the point estimate stopped in another valley (objective 0.2% above, beta_1 0.039 against
@@ -95,12 +107,10 @@ def _lone_starts(lk, base, d, w, th1, r1):
     disjoint form's found 0.036 and its nested point kept beta_1 0.039): r1 from th1 and the law's grid (as
     fit_law), and _fit_point's grid of per-K starts too (7 more starts per such deletion, only here)."""
     if r1 is not None:
-        C = base.C
-        return [lk.start_from(np.concatenate([r1.x[:C + 2], r1.x[C + 3:]]))]
+        return [lk.start_from(_without_s(base, r1.x))]
     sc = max(base.objective(th1, d, w)[0], 1e-300)
     r1 = _minimize(base, d, [th1] + base.starts(d), w, tol=BOOT_TOL, scale=sc)
-    return ([lk.start_from(r1.x)] if np.all(np.isfinite(r1.x)) else []) + \
-        [lk.start_from(t) for t in Law("shared", base.C, lk.with_n).starts(d)]
+    return ([lk.start_from(r1.x)] if np.all(np.isfinite(r1.x)) else []) + lk.grid_starts(d)
 
 
 def _refits(job):
@@ -147,15 +157,12 @@ def _fit_point(d, fit, jobs):
     s = fit["params"]["s"]["estimate"] if "s" in fit["params"] else FORMS[fit["form"]]
     base = Law(fit["form"], len(d["categories"]), fit["_with_n"])
     law = LawBetaK(len(d["categories"]), Ks, s, fit["_with_n"])
-    th0 = np.asarray(fit["_theta"], dtype=float)
-    if base.fixed_s is None:  # drop s from the one-beta vector: [E.., B, beta, (A, alpha)]
-        C = base.C
-        th0 = np.concatenate([th0[:C + 2], th0[C + 3:]])
+    th0 = _without_s(base, np.asarray(fit["_theta"], dtype=float))
     # from the nested point and from the grid of starts of the law with one beta (every K at the same
     # start): a misfitting one-beta point sits in the wrong part of the floor-exponent valley. Tolerances
     # relative to the objective (_minimize's scale): unscaled, L-BFGS-B stopped 0.07 short in a poorly
     # pinned beta_K on a valley whose objective changed by 1e-7 of ~4e-4 (measured)
-    starts = [law.start_from(th0)] + [law.start_from(t) for t in Law("shared", law.C, law.with_n).starts(d)]
+    starts = [law.start_from(th0)] + law.grid_starts(d)
     sc = max(min(law.objective(t, d)[0] for t in starts), 1e-300)
     res = minimize_starts(law, d, starts, jobs, scale=sc)
     if res.status == 2 and np.all(np.isfinite(res.x)):  # tight tolerances can end in an abnormal line search at
