@@ -509,6 +509,67 @@ def test_a_stop_python_cannot_raise_still_stops_before_training(synthetic_store,
     assert not (tmp_path / "swallowed").exists()
 
 
+# The same lost stop (the handler's SystemExit raised inside a weakref callback) at later moments before the
+# first step: during an import main() itself runs (transformers: its logging in main(), before the lock; GPT-NeoX's
+# modelling code in build_model, after it), or just before the loop's handler takes the signals over. Found by
+# review (session 25): main() checks EARLY_STOP only at its start and after the resume, so the run goes on
+# through data, model and resume, prints its header after the stop's line and writes run_config.json,
+# train.log, metrics.jsonl; lost just before StopRequest, the run trains to the end (exit 0) after saying
+# "no step run". xfail (strict) until train.py checks there: a pass then says the defect is gone.
+_LOST_STOP_AT = """
+import os, runpy, signal, sys, time, weakref
+import runlife
+SIG, WHERE = getattr(signal, sys.argv[1]), sys.argv[2]
+class Obj: pass
+def lose_a_stop():  # the handler runs inside the callback, where Python cannot raise its SystemExit
+    def cb(ref):
+        os.kill(os.getpid(), SIG)
+        time.sleep(1)
+    o = Obj()
+    lose_a_stop.ref = weakref.ref(o, cb)
+    del o
+class Trip:  # on the first import of WHERE
+    done = False
+    def find_spec(self, name, path=None, target=None):
+        if name == WHERE and not Trip.done:
+            Trip.done = True
+            lose_a_stop()
+        return None
+sys.meta_path.insert(0, Trip())
+real = runlife.StopRequest
+class AtInstall(real):  # WHERE "loop": just before the loop's handler replaces the early one
+    def __init__(self, *a, **k):
+        if WHERE == "loop":
+            lose_a_stop()
+        super().__init__(*a, **k)
+runlife.StopRequest = AtInstall
+sys.argv = sys.argv[3:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="review s25: a stop lost after main()'s first check is honoured late "
+                   "(header printed, run files written) or, just before the loop's handler, not at all")
+@pytest.mark.parametrize("where", ["transformers", "transformers.models.gpt_neox.modeling_gpt_neox", "loop"])
+def test_a_stop_python_cannot_raise_later_still_stops_at_once(synthetic_store, tmp_path, where):
+    """A lost stop during main()'s own imports: exit 130, the one line, no run file. At the loop's start (the
+    header is out by then, run_config.json written): exit 130, the line last, no step run."""
+    r = subprocess.run([sys.executable, "-c", _LOST_STOP_AT, "SIGINT", where, str(ROOT / "train.py"),
+                        *_args(synthetic_store, tmp_path, "lost")],
+                       cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                       timeout=300)
+    out, line = r.stdout + r.stderr, ("interrupted (SIGINT) before training started, no step run; continue with "
+                                      "the same command and --resume")
+    assert r.returncode == train.EXIT_INTERRUPTED, out[-3000:]
+    left = sorted(p.name for p in (tmp_path / "lost").glob("*") if p.name != runlife.LOCK_NAME)
+    if where == "loop":
+        assert out.strip().splitlines()[-1] == line and "Traceback" not in out, out[-3000:]
+        assert not [n for n in left if n.startswith("step_") or n in ("summary.json", "final")], left
+    else:
+        assert out.strip().splitlines() == [line], out[-3000:]
+        assert left == [], left  # a directory holding only .lock is a fresh start (prepare_run_dir)
+
+
 def test_a_stop_as_the_loop_takes_over_the_signals_is_still_one_line(synthetic_store, tmp_path):
     """A SIGTERM at the moment the training loop installs its stop handler (train.py as the script, its early
     handler in place): it used to find the default handler back for that moment (main put it back before
