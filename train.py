@@ -28,35 +28,22 @@ import os  # before the handler below: stop_before_training needs it from its fi
 import signal
 import sys
 
-EARLY_STOP = []  # the signal stop_before_training received, if any (a list: set from inside the handler)
-
 
 def stop_before_training(signum, frame):
     """A stop before the first step (the imports below take seconds, then data, resume): one line and exit
     130, not a KeyboardInterrupt traceback in the run's log (or SIGTERM's silent death). Nothing was trained.
-    The SystemExit can be lost: Python ignores an exception raised in a weakref callback, which an import
-    runs (importlib's module locks), so the signal is kept too, and main() stops on it (stopped_early)."""
-    for sig in BEFORE_TRAINING:  # a second signal (Ctrl-C twice) must not add a second line or a traceback
+    The process ends here (os._exit), not by raising SystemExit: Python drops an exception raised in a
+    weakref callback, which an import runs (importlib's module locks), and the run then trained to the end
+    with both signals ignored (a full suite, session 25). Nothing needs closing first: the kernel frees the
+    run's lock (runlock.py), a JSON write cut short leaves only its .tmp, and no checkpoint is written yet."""
+    for sig in BEFORE_TRAINING:  # a second signal (Ctrl-C twice) must not add a second line
         signal.signal(sig, signal.SIG_IGN)
-    EARLY_STOP.append(signum)
     # torchrun's workers: rank 0 says it, as it says every stop (RANK counts only with a WORLD_SIZE, as in setup_dist)
     if os.environ.get("RANK", "0") == "0" or os.environ.get("WORLD_SIZE", "1") == "1":
         print(f"interrupted ({signal.Signals(signum).name}) before training started, no step run; continue "
               "with the same command and --resume", flush=True)
-    raise SystemExit(130)
-
-
-def quiet_lost_stop(unraisable, default=sys.unraisablehook):
-    """Python's report of the lost SystemExit ("Exception ignored in ... Traceback") would follow the stop's
-    one line into the run's log; the stop itself is not lost (EARLY_STOP). Anything else is reported."""
-    if not (EARLY_STOP and isinstance(unraisable.exc_value, SystemExit)):
-        default(unraisable)
-
-
-def stopped_early():
-    """Exit 130 if stop_before_training ran but its SystemExit was lost (its line is printed already)."""
-    if EARLY_STOP:
-        raise SystemExit(130)
+    sys.stderr.flush()
+    os._exit(130)
 
 
 # the handlers stop_before_training replaced (the script only: a module importing train keeps its own; a
@@ -66,7 +53,6 @@ BEFORE_TRAINING = {}
 if __name__ == "__main__":
     BEFORE_TRAINING = {s: signal.signal(s, stop_before_training) for s in (signal.SIGINT, signal.SIGTERM)
                        if signal.getsignal(s) is not signal.SIG_IGN}
-    sys.unraisablehook = quiet_lost_stop
 
 import argparse  # after the handler: a stop during these imports is a stop before training
 import dataclasses
@@ -606,7 +592,6 @@ def finish(run, state, status, message):
 
 
 def main(argv=None):
-    stopped_early()  # a stop during the imports whose SystemExit was lost
     args = parse_args(argv)
     t_start = time.time()
     from transformers.utils import logging as hf_logging
@@ -650,7 +635,6 @@ def main(argv=None):
         elif args.resume:
             run.log.print("resume: no checkpoint yet, starting from scratch")
 
-        stopped_early()  # ... or during data, resume (after it, the loop's handler takes the stops over)
         status, message = train_loop(run, state)  # from its start a stop ends a step (runlife.StopRequest)
         if status == "failed":
             run.log.print(f"error: {message}")

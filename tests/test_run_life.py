@@ -512,10 +512,9 @@ def test_a_stop_python_cannot_raise_still_stops_before_training(synthetic_store,
 # The same lost stop (the handler's SystemExit raised inside a weakref callback) at later moments before the
 # first step: during an import main() itself runs (transformers: its logging in main(), before the lock; GPT-NeoX's
 # modelling code in build_model, after it), or just before the loop's handler takes the signals over. Found by
-# review (session 25): main() checks EARLY_STOP only at its start and after the resume, so the run goes on
-# through data, model and resume, prints its header after the stop's line and writes run_config.json,
-# train.log, metrics.jsonl; lost just before StopRequest, the run trains to the end (exit 0) after saying
-# "no step run". xfail (strict) until train.py checks there: a pass then says the defect is gone.
+# review (session 25) of a first fix that checked a flag at two points: lost between them, the run went on
+# through data, model and resume (its header after the stop's line, run files written), or, lost just before
+# StopRequest, trained to the end (exit 0) after saying "no step run". The handler now ends the process itself.
 _LOST_STOP_AT = """
 import os, runpy, signal, sys, time, weakref
 import runlife
@@ -548,8 +547,6 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-@pytest.mark.xfail(strict=True, reason="review s25: a stop lost after main()'s first check is honoured late "
-                   "(header printed, run files written) or, just before the loop's handler, not at all")
 @pytest.mark.parametrize("where", ["transformers", "transformers.models.gpt_neox.modeling_gpt_neox", "loop"])
 def test_a_stop_python_cannot_raise_later_still_stops_at_once(synthetic_store, tmp_path, where):
     """A lost stop during main()'s own imports: exit 130, the one line, no run file. At the loop's start (the
