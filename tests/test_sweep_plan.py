@@ -176,7 +176,9 @@ def test_runs_are_placed_on_the_named_gpus(tmp_path, synthetic_store, capsys):
 
 @pytest.mark.slow  # a sweep of training runs, interrupted and resumed
 def test_ctrl_c_interrupts_and_the_next_run_resumes(tmp_path, synthetic_store):
-    plan_file = _quick_plan(tmp_path, 2, 400000, synthetic_store, checkpoint_interval_steps=20, log_interval_steps=5)
+    # 250 steps: the resume trains what is left (400k tokens, 500 steps, cost ~5 CPU-s more a run); both runs
+    # hold a checkpoint at step 20 long before either can end
+    plan_file = _quick_plan(tmp_path, 2, 200000, synthetic_store, checkpoint_interval_steps=20, log_interval_steps=5)
     out = tmp_path / "out"
     cmd = [sys.executable, str(ROOT / "sweep.py"), "run", str(plan_file), "--out", str(out), "--parallel", "2"]
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
