@@ -38,12 +38,14 @@ def stop_before_training(signum, frame):
     run's lock (runlock.py), a JSON write cut short leaves only its .tmp, and no checkpoint is written yet."""
     for sig in BEFORE_TRAINING:  # a second signal (Ctrl-C twice) must not add a second line
         signal.signal(sig, signal.SIG_IGN)
-    # torchrun's workers: rank 0 says it, as it says every stop (RANK counts only with a WORLD_SIZE, as in setup_dist)
-    if os.environ.get("RANK", "0") == "0" or os.environ.get("WORLD_SIZE", "1") == "1":
-        print(f"interrupted ({signal.Signals(signum).name}) before training started, no step run; continue "
-              "with the same command and --resume", flush=True)
-    sys.stderr.flush()
-    os._exit(130)
+    try:  # the line may not be writable (`| tee` killed by the same Ctrl-C: BrokenPipeError): the stop stands
+        # torchrun's workers: rank 0 says it, as it says every stop (RANK counts only with a WORLD_SIZE, as in setup_dist)
+        if os.environ.get("RANK", "0") == "0" or os.environ.get("WORLD_SIZE", "1") == "1":
+            print(f"interrupted ({signal.Signals(signum).name}) before training started, no step run; continue "
+                  "with the same command and --resume", flush=True)
+        sys.stderr.flush()
+    finally:
+        os._exit(130)
 
 
 # the handlers stop_before_training replaced (the script only: a module importing train keeps its own; a

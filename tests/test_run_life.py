@@ -830,9 +830,6 @@ def test_best_from_after_the_resumed_checkpoint_agrees_with_the_summary(syntheti
     assert s["status"] == "complete" and (s["best_step"], s["best_val_loss"]) == (best["step"], best["best_val_loss"])
 
 
-@pytest.mark.xfail(strict=True, reason="review s25-rev-head: the early handler's print raises (BrokenPipeError) "
-                   "before os._exit(130): exit 1 with a traceback, or (lost in a weakref callback) the run goes "
-                   "on to its first print and ends exit 0 with run files written")
 @pytest.mark.parametrize("lost", [False, True])
 def test_a_stop_whose_line_cannot_be_written_still_stops_before_training(synthetic_store, tmp_path, lost):
     """`train.py ... | tee run.log` and Ctrl-C: the signal reaches tee too, which dies, so the early handler's
