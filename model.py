@@ -242,21 +242,26 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
         grad_h = torch.empty_like(h) if need[0] else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need[1] else None
         nll = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
-        # the chunk's logits (and log-softmax, or the head's gradient) in buffers reused by every chunk: a fresh
-        # ~12 MB tensor per chunk is a fresh mmap on the CPU, its pages faulted in anew each time (~1M page
-        # faults in one smoke run, BENCHMARKS.md); the same kernels write into them, so the same numbers
-        rows = min(chunk_rows, h.shape[0])
-        buf = torch.empty((rows, weight.shape[0]), dtype=compute_dtype, device=h.device)
-        out = torch.empty((rows, weight.shape[0]), dtype=torch.float32, device=h.device) if not any(need[:2]) \
-            else torch.empty(weight.shape, dtype=compute_dtype, device=h.device) if need[1] else None
+        # on the CPU, the chunk's logits (and log-softmax, or the head's gradient) in buffers reused by every
+        # chunk: a fresh ~12 MB tensor per chunk is a fresh mmap there, its pages faulted in anew each time (~1M
+        # page faults in one smoke run, BENCHMARKS.md); the same kernels write into them, so the same numbers.
+        # Not on CUDA: its caching allocator reuses blocks already, and held buffers would add to the peak
+        # (bf16 evaluation: an fp32 log-softmax buffer beside 8,192 rows of logits, ~1.6 GB at a 50k vocabulary)
+        buf = out = None
+        if h.device.type == "cpu":
+            rows = min(chunk_rows, h.shape[0])
+            buf = torch.empty((rows, weight.shape[0]), dtype=compute_dtype)
+            out = torch.empty((rows, weight.shape[0])) if not any(need[:2]) else \
+                torch.empty(weight.shape, dtype=compute_dtype) if need[1] else None
+        part = lambda b, n: None if b is None else b[:n]  # noqa: E731  (out=None: a fresh tensor, as on CUDA)
         with torch.autocast(device_type=h.device.type, enabled=False):
             for s in range(0, h.shape[0], chunk_rows):
                 hc, tc = h[s:s + chunk_rows].to(compute_dtype), targets[s:s + chunk_rows]
-                logits = torch.matmul(hc, w.t(), out=buf[:len(hc)]).float()
+                logits = torch.matmul(hc, w.t(), out=part(buf, len(hc))).float()
                 if grad_h is None and grad_w is None:
                     # torch's fused log_softmax, not logsumexp - logit: evaluation's head 2x, evaluate.py 1.27x
                     # faster on CPU at a 50k vocabulary (BENCHMARKS.md); the training pass below gains nothing
-                    lsm = torch.log_softmax(logits, dim=-1, out=out[:len(hc)])
+                    lsm = torch.log_softmax(logits, dim=-1, out=part(out, len(hc)))
                     nll[s:s + chunk_rows] = -lsm.gather(1, tc[:, None]).squeeze(1)
                 else:
                     # one exp over the chunk, not two (logsumexp's, then the softmax's): the exps are most of
@@ -272,7 +277,7 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
                     if grad_h is not None:
                         grad_h[s:s + chunk_rows] = (g @ w).to(h.dtype)
                     if grad_w is not None:
-                        grad_w += torch.matmul(g.t(), hc, out=out).float()
+                        grad_w += torch.matmul(g.t(), hc, out=out).float()  # out None on CUDA
         ctx.save_for_backward(grad_h, grad_w)
         ctx.weight_dtype = weight.dtype
         ctx.mark_non_differentiable(nll)

@@ -43,6 +43,7 @@ def stop_before_training(signum, frame):
         if os.environ.get("RANK", "0") == "0" or os.environ.get("WORLD_SIZE", "1") == "1":
             print(f"interrupted ({signal.Signals(signum).name}) before training started, no step run; continue "
                   "with the same command and --resume", flush=True)
+        sys.stdout.flush()  # a non-zero rank's earlier output too
         sys.stderr.flush()
     finally:
         os._exit(130)
