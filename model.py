@@ -250,9 +250,11 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
         buf = out = None
         if h.device.type == "cpu":
             rows = min(chunk_rows, h.shape[0])
-            buf = torch.empty((rows, weight.shape[0]), dtype=compute_dtype)
-            out = torch.empty((rows, weight.shape[0])) if not any(need[:2]) else \
-                torch.empty(weight.shape, dtype=compute_dtype) if need[1] else None
+            buf = torch.empty((rows, weight.shape[0]), dtype=compute_dtype)  # the chunk's logits
+            if grad_h is None and grad_w is None:
+                out = torch.empty((rows, weight.shape[0]))                    # its log-softmax (fp32)
+            elif grad_w is not None:
+                out = torch.empty(weight.shape, dtype=compute_dtype)         # its share of grad_w
         part = lambda b, n: None if b is None else b[:n]  # noqa: E731  (out=None: a fresh tensor, as on CUDA)
         with torch.autocast(device_type=h.device.type, enabled=False):
             for s in range(0, h.shape[0], chunk_rows):

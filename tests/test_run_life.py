@@ -467,60 +467,19 @@ def test_a_stop_during_the_imports_is_one_line_and_exit_130(synthetic_store, tmp
     assert not (tmp_path / "early").exists()
 
 
-# A child that runs train.py as a script, its stop arriving inside a weakref callback run by the import of
-# torch: Python cannot raise there ("Exception ignored in: <function _get_module_lock.<locals>.cb>"), so the
-# early handler's SystemExit is lost: seen once in a full suite (a sweep's Ctrl-C; the run then trained to
-# the end with both signals ignored). Deterministic here: the callback signals itself and sleeps.
-_SWALLOWED_STOP = """
-import os, runpy, signal, sys, time, weakref
-SIG = getattr(signal, sys.argv[1])
-class Obj: pass
-class Trip:  # a finder that only trips: on the first import of torch, a weakref callback receives the signal
-    done = False
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" and not Trip.done:
-            Trip.done = True
-            def cb(ref):
-                os.kill(os.getpid(), SIG)
-                time.sleep(1)  # the handler runs in here, inside the callback
-            o = Obj()
-            Trip.ref = weakref.ref(o, cb)
-            del o
-        return None
-sys.meta_path.insert(0, Trip())
-script = sys.argv[2]
-sys.argv = sys.argv[2:]
-runpy.run_path(script, run_name="__main__")
-"""
-
-
-@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
-def test_a_stop_python_cannot_raise_still_stops_before_training(synthetic_store, tmp_path, sig):
-    """The early handler's SystemExit raised where Python ignores exceptions (a weakref callback, as during
-    an import): the run still stops before its first step, exit 130, its one line and no traceback."""
-    r = subprocess.run([sys.executable, "-c", _SWALLOWED_STOP, sig, str(ROOT / "train.py"),
-                        *_args(synthetic_store, tmp_path, "swallowed")],
-                       cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                       timeout=120)
-    out = r.stdout + r.stderr
-    assert r.returncode == train.EXIT_INTERRUPTED, out[-3000:]
-    assert out.strip().splitlines() == [f"interrupted ({sig}) before training started, no step run; continue "
-                                        "with the same command and --resume"], out[-3000:]
-    assert not (tmp_path / "swallowed").exists()
-
-
-# The same lost stop (the handler's SystemExit raised inside a weakref callback) at later moments before the
-# first step: during an import main() itself runs (transformers: its logging in main(), before the lock; GPT-NeoX's
-# modelling code in build_model, after it), or just before the loop's handler takes the signals over. Found by
-# review (session 25) of a first fix that checked a flag at two points: lost between them, the run went on
-# through data, model and resume (its header after the stop's line, run files written), or, lost just before
-# StopRequest, trained to the end (exit 0) after saying "no step run". The handler now ends the process itself.
+# A child that runs train.py as a script, its stop arriving inside a weakref callback run by the first import
+# of WHERE (or, WHERE "loop", just before the loop's handler replaces the early one): Python cannot raise there
+# ("Exception ignored in: <function _get_module_lock.<locals>.cb>"), so a SystemExit from the early handler was
+# lost: seen once in a full suite (a sweep's Ctrl-C during the import of torch; the run then trained to the end
+# with both signals ignored). A first fix checked a flag at two points; review (session 25) lost the stop between
+# them (during main()'s import of transformers, or build_model's of GPT-NeoX: honoured late, the header printed
+# and run files written; just before StopRequest: not at all). The handler now ends the process itself.
+# Deterministic: the callback signals the process itself and sleeps, and the handler runs in there.
 _LOST_STOP_AT = """
 import os, runpy, signal, sys, time, weakref
-import runlife
 SIG, WHERE = getattr(signal, sys.argv[1]), sys.argv[2]
 class Obj: pass
-def lose_a_stop():  # the handler runs inside the callback, where Python cannot raise its SystemExit
+def lose_a_stop():
     def cb(ref):
         os.kill(os.getpid(), SIG)
         time.sleep(1)
@@ -535,16 +494,31 @@ class Trip:  # on the first import of WHERE
             lose_a_stop()
         return None
 sys.meta_path.insert(0, Trip())
-real = runlife.StopRequest
-class AtInstall(real):  # WHERE "loop": just before the loop's handler replaces the early one
-    def __init__(self, *a, **k):
-        if WHERE == "loop":
+if WHERE == "loop":  # runlife imports torch: only here, so that WHERE "torch" meets torch's first import
+    import runlife
+    class AtInstall(runlife.StopRequest):
+        def __init__(self, *a, **k):
             lose_a_stop()
-        super().__init__(*a, **k)
-runlife.StopRequest = AtInstall
+            super().__init__(*a, **k)
+    runlife.StopRequest = AtInstall
 sys.argv = sys.argv[3:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_stop_python_cannot_raise_still_stops_before_training(synthetic_store, tmp_path, sig):
+    """The early handler's SystemExit raised where Python ignores exceptions (a weakref callback, as during
+    an import): the run still stops before its first step, exit 130, its one line and no traceback."""
+    r = subprocess.run([sys.executable, "-c", _LOST_STOP_AT, sig, "torch", str(ROOT / "train.py"),
+                        *_args(synthetic_store, tmp_path, "swallowed")],
+                       cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                       timeout=120)
+    out = r.stdout + r.stderr
+    assert r.returncode == train.EXIT_INTERRUPTED, out[-3000:]
+    assert out.strip().splitlines() == [f"interrupted ({sig}) before training started, no step run; continue "
+                                        "with the same command and --resume"], out[-3000:]
+    assert not (tmp_path / "swallowed").exists()
 
 
 @pytest.mark.parametrize("where", ["transformers", "transformers.models.gpt_neox.modeling_gpt_neox", "loop"])
@@ -836,7 +810,7 @@ def test_a_stop_whose_line_cannot_be_written_still_stops_before_training(synthet
     line meets a pipe with no reader (BrokenPipeError; SIGPIPE is ignored by Python). The stop must still
     end the process (exit 130), not a traceback and exit 1, and not, raised inside a weakref callback during
     an import (`lost`), an exception Python drops, after which the run goes on with both signals ignored."""
-    harness = ([sys.executable, "-c", _SWALLOWED_STOP, "SIGINT"] if lost else [sys.executable])
+    harness = ([sys.executable, "-c", _LOST_STOP_AT, "SIGINT", "torch"] if lost else [sys.executable])
     r_fd, w_fd = os.pipe()
     os.close(r_fd)  # tee is gone
     try:
